@@ -1,0 +1,123 @@
+"""Opening the catalog: engines, readable connection errors, schema version checks."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from pisar.errors import CatalogNotReady, ServiceUnavailable
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def _redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def get_engine(url: str) -> Engine:
+    """One pooled engine per URL per process (Celery children build their own after fork)."""
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = _create(url)
+    return engine
+
+
+def _create(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI callback
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def dispose_engines() -> None:
+    """Forget pooled connections, e.g. in a forked child that must not share its parent's sockets."""
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    _ENGINES.clear()
+
+
+def alembic_config(url: str):  # noqa: ANN201 - alembic type imported lazily
+    """An Alembic config for the packaged migrations, without an alembic.ini on disk."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> str:
+    """Apply migrations up to ``revision``; returns the resulting revision."""
+    from alembic import command
+
+    check_reachable(url)
+    if url.startswith("sqlite:///"):
+        Path(make_url(url).database or "pisar.db").parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)
+    return current_revision(url) or "none"
+
+
+def head_revision(url: str) -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head() or ""
+
+
+def current_revision(url: str) -> str | None:
+    with get_engine(url).connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def check_reachable(url: str) -> None:
+    """Raise ``ServiceUnavailable`` with one line if the database cannot be reached."""
+    try:
+        with get_engine(url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ServiceUnavailable(f"catalog database {_redacted(url)} is unreachable: {reason}") from None
+
+
+def ensure_ready(url: str, auto_upgrade: bool) -> None:
+    """Check the schema is at head; SQLite (embedded) upgrades itself, Postgres asks for `pisar db upgrade`."""
+    check_reachable(url)
+    current = current_revision(url)
+    head = head_revision(url)
+    if current == head:
+        return
+    if auto_upgrade:
+        upgrade(url)
+        return
+    state = "has no Pisar tables" if current is None else f"is at revision {current}, code expects {head}"
+    raise CatalogNotReady(f"catalog {_redacted(url)} {state}: run `pisar db upgrade`")
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(get_engine(url), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,113 @@
+"""Catalog tables: the durable truth of every campaign, shard and line.
+
+Times are timezone-aware UTC (``utcnow()``); Postgres stores timestamptz.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC now; every timestamp in the catalog uses it."""
+    return datetime.now(UTC)
+
+
+class ShardState(StrEnum):
+    """Shard lifecycle: pending -> queued -> running -> done, or failed (retried) -> quarantined."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+
+
+class LineStatus(StrEnum):
+    """A line is pending until its shard commits, then ok or error."""
+
+    PENDING = "pending"
+    OK = "ok"
+    ERROR = "error"
+
+
+class Campaign(SQLModel, table=True):
+    """One transcription job: a source, a model and how it was run (provenance)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    source_url: str = Field(sa_column=Column(Text, nullable=False))
+    model_id: str = Field(sa_column=Column(Text, nullable=False))
+    model_revision: str = Field(max_length=200)
+    dtype: str = Field(max_length=20)
+    generation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    preprocessing: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    confidence_formula: str = Field(max_length=100)
+    versions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    queue: str = Field(max_length=200)
+    shard_size: int
+    line_count: int = 0
+    shard_count: int = 0
+    skipped_files: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Shard(SQLModel, table=True):
+    """A unit of work: its membership is the lines that point at it."""
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "index", name="uq_shard_campaign_index"),
+        Index("ix_shard_campaign_state", "campaign_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    index: int
+    state: str = Field(default=ShardState.PENDING, max_length=20)
+    line_count: int
+    attempts: int = 0
+    token: int = 0
+    lease_until: datetime | None = None
+    worker: str | None = Field(default=None, max_length=300)
+    engine: str | None = Field(default=None, max_length=100)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    duplicate_deliveries: int = 0
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    load_seconds: float | None = None
+    generate_seconds: float | None = None
+
+
+class Line(SQLModel, table=True):
+    """One line image and its result; exactly one row per (campaign, key)."""
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "key", name="uq_line_campaign_key"),
+        Index("ix_line_shard", "shard_id"),
+        Index("ix_line_campaign_status", "campaign_id", "status"),
+    )
+
+    # BIGINT in Postgres (hundreds of millions of lines); SQLite only autoincrements INTEGER.
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    )
+    campaign_id: int = Field(foreign_key="campaign.id")
+    shard_id: int = Field(foreign_key="shard.id")
+    key: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=LineStatus.PENDING, max_length=10)
+    text: str | None = Field(default=None, sa_column=Column(Text))
+    confidence: float | None = None
+    min_token_prob: float | None = None
+    token_count: int | None = None
+    error_class: str | None = Field(default=None, max_length=100)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    worker: str | None = Field(default=None, max_length=300)
+    finished_at: datetime | None = None

@@ -1,0 +1,302 @@
+"""The ``pisar`` command: each subcommand parses options, calls one library function, sets the exit code.
+
+Heavy imports (torch, transformers, Celery workers) happen inside commands so ``--help`` is instant.
+Operator-facing failures print one line, ``pisar: error: ...``, and exit non-zero; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pisar.errors import ConfigError, PisarError
+from pisar.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="pisar",
+    help="Bulk transcription of scanned text-line images with VisionEncoderDecoder models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="Catalog database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model folder, or HUB_ID[@REVISION]")]
+NameArg = Annotated[str, typer.Argument(help="Campaign name")]
+
+
+def _catalog(settings: Settings) -> str:
+    """The catalog URL, checked: SQLite (embedded) migrates itself, Postgres must be upgraded."""
+    from pisar.catalog.db import ensure_ready
+
+    url = settings.catalog_url
+    ensure_ready(url, auto_upgrade=url.startswith("sqlite"))
+    return url
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Apply Alembic migrations to the catalog."""
+    from pisar.catalog.db import upgrade
+
+    settings = get_settings()
+    now = upgrade(settings.catalog_url, revision)
+    err.print(f"catalog at revision {now}")
+
+
+@app.command()
+def submit(
+    source: Annotated[str, typer.Argument(help="s3://bucket/prefix or a folder")],
+    model: ModelOpt,
+    name: Annotated[str, typer.Option("--name", "-n", help="Unique campaign name")],
+    shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
+    queue: Annotated[Optional[str], typer.Option(help="Celery queue (default PISAR_QUEUE)")] = None,
+) -> None:
+    """List SOURCE, write a campaign to the catalog and publish its shards to the workers."""
+    from pisar.producer.publish import publish
+    from pisar.producer.campaigns import shards_to_resume
+    from pisar.producer.submit import SubmitRequest, create_campaign
+    from pisar.queue import require_redis
+
+    settings = get_settings()
+    require_redis(settings)
+    url = _catalog(settings)
+    request = SubmitRequest(source, model, name, shard_size or settings.shard_size, queue or settings.queue)
+    campaign, listing = create_campaign(settings, request)
+    sent = publish(settings, campaign.id, campaign.queue, shards_to_resume(url, campaign.id))
+    skipped = ", ".join(f"{n} {suffix}" for suffix, n in sorted(listing.skipped.items())) or "none"
+    err.print(f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {sent} published to '{campaign.queue}' (skipped files: {skipped})")
+
+
+@app.command()
+def status(
+    name: NameArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys)")] = False,
+) -> None:
+    """Durable progress of a campaign, from the catalog."""
+    from pisar.producer.campaigns import get_campaign
+    from pisar.producer.status import campaign_status
+
+    settings = get_settings()
+    url = _catalog(settings)
+    report = campaign_status(url, get_campaign(url, name))
+    if as_json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+        return
+    _print_status(report)
+
+
+def _print_status(report) -> None:  # noqa: ANN001 - CampaignStatus, imported lazily
+    done = report.lines["ok"] + report.lines["error"]
+    out.print(f"[bold]{report.name}[/bold]  {report.source_url}")
+    out.print(f"model {report.model} @ {report.model_revision[:19]}")
+    out.print(f"lines {done}/{report.lines_total} done: {report.lines['ok']} ok, {report.lines['error']} error, {report.lines['pending']} pending")
+    shards = Table("shard state", "count")
+    for state, count in report.shards.items():
+        if count:
+            shards.add_row(state, str(count))
+    out.print(shards)
+    if report.error_classes:
+        errors = Table("error class", "lines", "example key")
+        for row in report.error_classes:
+            errors.add_row(str(row["error_class"]), str(row["count"]), str(row["example_key"]))
+        out.print(errors)
+    rate = report.lines_per_second_recent or report.lines_per_second_overall
+    if rate:
+        eta = f", ETA {report.eta_seconds:.0f}s" if report.eta_seconds else ""
+        out.print(f"throughput {rate:.2f} lines/s{eta}")
+    if report.stale_leases:
+        out.print(f"[yellow]{report.stale_leases} running shards have expired leases: `pisar resume {report.name}`[/yellow]")
+    if report.duplicate_deliveries:
+        out.print(f"{report.duplicate_deliveries} duplicate deliveries were skipped")
+
+
+def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], reset_attempts: bool) -> str:  # noqa: ANN001
+    """Publish to workers in distributed mode; run here when no broker is configured."""
+    if settings.distributed:
+        from pisar.producer.publish import publish
+
+        sent = publish(settings, campaign.id, campaign.queue, shard_ids, reset_attempts=reset_attempts)
+        return f"{sent} shards published to '{campaign.queue}'"
+    from pisar.embedded import run_shards
+    from pisar.producer.campaigns import mark_queued
+
+    mark_queued(url, shard_ids, reset_attempts)
+    summary = run_shards(settings, campaign, shard_ids, err)
+    return f"{summary.shards} shards run here: {summary.recognized} lines, {summary.errors} errors"
+
+
+@app.command()
+def retry(
+    name: NameArg,
+    failed: Annotated[bool, typer.Option("--failed", help="Failed and quarantined shards, and lines that errored (default)")] = True,
+    error_class: Annotated[Optional[str], typer.Option("--error-class", help="Only done shards with lines of this error class")] = None,
+) -> None:
+    """Re-run failed shards and errored lines (attempt counts start again)."""
+    from pisar.producer.campaigns import get_campaign, shards_to_retry
+
+    settings = get_settings()
+    url = _catalog(settings)
+    campaign = get_campaign(url, name)
+    if not failed and not error_class:
+        raise ConfigError("nothing to retry: give --failed or --error-class")
+    ids = shards_to_retry(url, campaign.id, error_class)
+    err.print(f"{name}: {len(ids)} shards to retry; " + (_dispatch(settings, url, campaign, ids, reset_attempts=True) if ids else "nothing to do"))
+
+
+@app.command()
+def resume(name: NameArg) -> None:
+    """Re-publish every shard that is not done (after Redis lost its queue, or a crash)."""
+    from pisar.producer.campaigns import get_campaign, shards_to_resume
+
+    settings = get_settings()
+    url = _catalog(settings)
+    campaign = get_campaign(url, name)
+    ids = shards_to_resume(url, campaign.id)
+    err.print(f"{name}: {len(ids)} shards not done; " + (_dispatch(settings, url, campaign, ids, reset_attempts=False) if ids else "nothing to do"))
+
+
+@app.command()
+def export(
+    name: NameArg,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv")] = "jsonl",
+    output: Annotated[str, typer.Option("--output", "-o", help="File to write, - for stdout")] = "-",
+) -> None:
+    """Write a campaign's results, one record per line image, in key order."""
+    from pisar.producer.campaigns import get_campaign
+    from pisar.producer.export import export as write_export
+    from pisar.producer.status import campaign_status
+
+    settings = get_settings()
+    url = _catalog(settings)
+    campaign = get_campaign(url, name)
+    count = write_export(url, campaign.id, fmt, output)
+    pending = campaign_status(url, campaign).lines["pending"]
+    note = f" ({pending} lines still pending, not exported)" if pending else ""
+    err.print(f"{count} records written to {output if output != '-' else 'stdout'}{note}")
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Argument(help="A folder or s3://bucket/prefix")],
+    model: ModelOpt,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Campaign name (default: from SOURCE)")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Results file (JSONL; .csv for CSV)")] = "results.jsonl",
+    shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
+) -> None:
+    """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume."""
+    from pisar.embedded import run_shards
+    from pisar.producer.campaigns import find_campaign, shards_to_resume
+    from pisar.producer.export import export as write_export
+    from pisar.producer.submit import SubmitRequest, create_campaign
+    from pisar import model_ref
+
+    settings = get_settings()
+    url = _catalog(settings)
+    name = name or _default_name(source)
+    campaign = find_campaign(url, name)
+    if campaign is None:
+        request = SubmitRequest(source, model, name, shard_size or settings.shard_size, settings.queue)
+        campaign, _ = create_campaign(settings, request)
+        err.print(f"campaign {name}: {campaign.line_count} lines in {campaign.shard_count} shards")
+    else:
+        wanted = model_ref.resolve(model_ref.parse(model))
+        if (wanted.source, wanted.revision or "") != (campaign.model_id, campaign.model_revision):
+            raise ConfigError(f"campaign {name!r} was run with model {campaign.model_id}; use another --name for {model}")
+        err.print(f"campaign {name} exists: resuming")
+    summary = run_shards(settings, campaign, shards_to_resume(url, campaign.id), err)
+    fmt = "csv" if output.endswith(".csv") else "jsonl"
+    count = write_export(url, campaign.id, fmt, output)
+    err.print(
+        f"{name}: {count} results in {output}; recognized {summary.recognized} lines now "
+        f"({summary.errors} errors) in {summary.seconds:.1f}s"
+    )
+
+
+def _default_name(source: str) -> str:
+    stem = source.rstrip("/").rsplit("/", 1)[-1] or "campaign"
+    return stem if not source.startswith("s3://") else source.removeprefix("s3://").rstrip("/").replace("/", "-")
+
+
+@app.command()
+def worker(
+    queue: Annotated[Optional[str], typer.Option(help="Queue to consume (default PISAR_QUEUE)")] = None,
+    hostname: Annotated[Optional[str], typer.Option(help="Celery node name (default pisar-<gpu or pid>@host)")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
+) -> None:
+    """Start one Celery worker process (run one per GPU, e.g. with CUDA_VISIBLE_DEVICES)."""
+    from pisar.queue import configure, delivery_problems, require_redis
+
+    settings = get_settings()
+    require_redis(settings)
+    _catalog(settings)
+    celery_app = configure(settings)
+    import pisar.worker.tasks  # noqa: F401 - registers run_shard
+
+    problems = delivery_problems(celery_app.conf, settings)
+    if problems:
+        raise ConfigError("refusing to start, settings would lose or duplicate work: " + "; ".join(problems))
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    node = hostname or f"pisar-{'gpu' + gpu.replace(',', '_') if gpu else os.getpid()}@{socket.gethostname()}"
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--loglevel={loglevel}",
+            "--pool=prefork",
+            "--concurrency=1",
+            f"--queues={queue or settings.queue}",
+            f"--hostname={node}",
+            "--events",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def flower(
+    port: Annotated[int, typer.Option(help="HTTP port")] = 5555,
+    address: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+) -> None:
+    """Start Flower on Pisar's Celery app (live workers and tasks)."""
+    from pisar.queue import configure, require_redis
+
+    settings = get_settings()
+    require_redis(settings)
+    configure(settings).start(["flower", f"--port={port}", f"--address={address}"])
+
+
+def main() -> None:
+    """Console entry point: one readable line for every operator error."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=sys.argv[1:], prog_name="pisar", standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        print(f"pisar: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except PisarError as exc:
+        print(f"pisar: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

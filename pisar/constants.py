@@ -1,0 +1,25 @@
+"""Names shared by the producer, the worker and Flower; one place so they never drift."""
+
+TASK_RUN_SHARD = "pisar.run_shard"
+DEFAULT_QUEUE = "pisar"
+
+#: Name stored with every campaign so a reader knows how `confidence` was computed.
+CONFIDENCE_FORMULA = "geomean_text_token_prob_v1"
+
+#: Image suffixes that are line images; matched case-insensitively.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".jp2", ".webp", ".bmp"})
+
+#: Fields of one exported record, in order: the stable contract of `pisar export`.
+EXPORT_FIELDS = (
+    "key",
+    "status",
+    "text",
+    "confidence",
+    "min_token_prob",
+    "token_count",
+    "error_class",
+    "error",
+    "shard",
+    "worker",
+    "finished_at",
+)

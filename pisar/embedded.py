@@ -1,0 +1,72 @@
+"""In-process execution: the same ``ShardRunner`` the Celery worker uses, driven from one process.
+
+Used by ``pisar run`` and, when no broker is configured, by ``retry`` and ``resume``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pisar.catalog.models import Campaign, Shard
+from pisar.settings import Settings
+from pisar.worker.engine import EngineCache
+from pisar.worker.shard import ShardRunner
+from pisar.worker.tasks import retry_delay
+
+
+@dataclass
+class RunSummary:
+    """What one in-process pass did."""
+
+    shards: int = 0
+    recognized: int = 0
+    errors: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+
+
+def shard_line_counts(url: str, shard_ids: list[int]) -> int:
+    from sqlalchemy import func, select
+
+    from pisar.catalog.db import get_engine
+
+    if not shard_ids:
+        return 0
+    table = Shard.__table__
+    with get_engine(url).connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.sum(table.c.line_count), 0)).where(table.c.id.in_(shard_ids))).scalar_one())
+
+
+def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], console: Console | None = None) -> RunSummary:
+    """Run the given shards here, retrying failed ones with backoff until done or quarantined."""
+    summary = RunSummary()
+    if not shard_ids:
+        return summary
+    console = console or Console(stderr=True)
+    runner = ShardRunner(settings, EngineCache(settings.device), worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+            task = progress.add_task(f"{campaign.name}: lines", total=shard_line_counts(settings.catalog_url, shard_ids))
+            for shard_id in shard_ids:
+                outcome = runner.run(campaign.id, shard_id)
+                while outcome.retryable:
+                    console.print(f"shard {shard_id} failed ({outcome.error}); retrying in {retry_delay(outcome.attempts)}s")
+                    time.sleep(retry_delay(outcome.attempts))
+                    outcome = runner.run(campaign.id, shard_id)
+                summary.shards += 1
+                summary.recognized += outcome.lines
+                summary.errors += outcome.errors
+                summary.quarantined += outcome.state == "quarantined"
+                progress.advance(task, outcome.lines)
+    finally:
+        runner.close()
+    summary.seconds = time.perf_counter() - started
+    return summary

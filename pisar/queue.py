@@ -1,0 +1,94 @@
+"""The one Celery app and its settings, shared by producer, worker and Flower.
+
+Redis is transport only: messages carry ``(campaign_id, shard_id)`` and results are ignored;
+everything durable is in the catalog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from pisar.constants import TASK_RUN_SHARD
+from pisar.errors import ConfigError, ServiceUnavailable
+from pisar.settings import Settings
+
+app = Celery("pisar")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Settings that neither lose nor duplicate work (see ARCHITECTURE.md, rule 5)."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_seconds,
+        },
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": settings.queue,
+        "task_routes": {TASK_RUN_SHARD: {"queue": settings.queue}},
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+def configure(settings: Settings) -> Celery:
+    """Apply ``settings`` to the shared app and return it."""
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def delivery_problems(conf: Any, settings: Settings) -> list[str]:
+    """What in a Celery config would lose or duplicate work; empty when safe."""
+    problems = []
+    if conf.task_serializer != "json" or set(conf.accept_content or []) - {"json", "application/json"}:
+        problems.append("messages must be JSON only (pickle executes code from the broker)")
+    if not conf.task_acks_late:
+        problems.append("task_acks_late must be on (early acks lose the shard of a killed worker)")
+    if not conf.task_reject_on_worker_lost:
+        problems.append("task_reject_on_worker_lost must be on")
+    if conf.worker_prefetch_multiplier != 1:
+        problems.append("worker_prefetch_multiplier must be 1 (prefetched shards wait behind a busy GPU)")
+    visibility = (conf.broker_transport_options or {}).get("visibility_timeout", 3600)
+    if visibility < settings.lease_seconds:
+        problems.append(
+            f"visibility_timeout ({visibility}s) must be at least the shard lease ({settings.lease_seconds}s), "
+            "or Redis redelivers shards that are still running"
+        )
+    return problems
+
+
+def require_redis(settings: Settings) -> str:
+    """The broker URL, after a fast ping; one readable line if it is unset or unreachable."""
+    if not settings.redis_url:
+        raise ConfigError("PISAR_REDIS_URL is not set: distributed mode needs a Redis broker")
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ServiceUnavailable(f"Redis at {_redacted(settings.redis_url)} is unreachable: {exc}") from None
+    finally:
+        client.close()
+    return settings.redis_url
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

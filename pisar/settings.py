@@ -1,0 +1,105 @@
+"""One typed settings object, read from ``PISAR_*`` environment variables or ``.env``.
+
+S3 credentials and region are deliberately *not* here: boto3 reads them the usual way
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, profiles, roles).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pisar.constants import DEFAULT_QUEUE
+from pisar.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Every knob Pisar has. Unset services mean the embedded default (SQLite, in-process)."""
+
+    model_config = SettingsConfigDict(env_prefix="PISAR_", env_file=".env", extra="ignore")
+
+    # Services
+    redis_url: str | None = Field(None, description="Celery broker; unset means embedded mode")
+    database_url: str | None = Field(None, description="Catalog database (Postgres for distributed mode)")
+    catalog_path: Path = Field(Path("pisar.db"), description="SQLite catalog file when database_url is unset")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (SeaweedFS, MinIO); unset = AWS")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "path"
+    s3_max_attempts: int = Field(8, ge=1, le=50, description="botocore 'standard' retry attempts")
+    queue: str = Field(DEFAULT_QUEUE, min_length=1, description="Celery queue that carries shards")
+
+    # Work division
+    shard_size: int = Field(256, ge=1, le=100_000, description="Line images per shard")
+    lease_seconds: int = Field(3600, ge=10, description="How long a claimed shard is held before others may take it")
+    visibility_timeout_seconds: int = Field(6 * 3600, ge=60, description="Redis redelivery time for unacked shards")
+    max_attempts: int = Field(3, ge=1, le=100, description="Runs of a shard before it is quarantined")
+
+    # Inference
+    model: str | None = Field(None, description="Model a worker preloads at start: DIR or HUB_ID@REVISION")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on CUDA with bf16 support, float16 on older CUDA, float32 on CPU"
+    )
+    batch_size: int = Field(16, ge=1, le=4096, description="Lines per generate() call")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU); unset = torch default")
+    max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Override the model's generation config")
+    num_beams: int = Field(1, ge=1, le=32, description="1 = greedy search")
+
+    # Input pipeline
+    fetch_threads: int = Field(16, ge=1, le=512, description="Threads that fetch, decode and preprocess images")
+    prefetch_batches: int = Field(2, ge=1, le=64, description="Batches prepared ahead of the one on the GPU")
+    max_image_pixels: int = Field(89_478_485, ge=1, description="Decompression-bomb limit (PIL's default)")
+    min_image_side: int = Field(4, ge=1, description="Shorter images are recorded as ImageTooSmall")
+    max_image_side: int = Field(16_384, ge=16, description="Longer images are recorded as ImageTooLarge")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        if not value.startswith(("postgresql+psycopg://", "sqlite://")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return value
+
+    @property
+    def catalog_url(self) -> str:
+        """The SQLAlchemy URL of the catalog: Postgres when configured, else the SQLite file."""
+        return self.database_url or f"sqlite:///{self.catalog_path}"
+
+    @property
+    def distributed(self) -> bool:
+        """True when a broker is configured, so shards go to Celery workers."""
+        return self.redis_url is not None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable line naming the environment variable and the problem."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "settings"
+        shown = repr(item.get("input")) if "input" in item and not isinstance(item.get("input"), dict) else ""
+        parts.append(f"PISAR_{field.upper()}={shown}: {item['msg']}" if shown else f"PISAR_{field.upper()}: {item['msg']}")
+    return "bad setting " + "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; a bad value raises ``ConfigError`` with one line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None

@@ -1,0 +1,169 @@
+"""Where line images live: S3-compatible buckets and local folders behind one small interface.
+
+Keys are data, never paths: a local key is resolved under the root and refused if it escapes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+from urllib.parse import urlparse
+
+from pisar.constants import IMAGE_SUFFIXES
+from pisar.errors import ConfigError, FetchFailed, MissingObject, NotFound, ServiceUnavailable, TransientError
+from pisar.settings import Settings
+
+
+class Storage(Protocol):
+    """Lists keys under a root and reads one object's bytes."""
+
+    url: str
+
+    def iter_keys(self) -> Iterator[str]: ...
+
+    def read(self, key: str) -> bytes: ...
+
+
+@dataclass
+class Listing:
+    """Sorted image keys plus a count of what was skipped, by suffix."""
+
+    keys: list[str]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def is_image_key(key: str) -> bool:
+    """True for the image suffixes Pisar reads (any case); ``*.gt.txt`` and the rest are skipped."""
+    return PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES
+
+
+def skipped_label(key: str) -> str:
+    name = PurePosixPath(key).name.lower()
+    if name.endswith(".gt.txt"):
+        return ".gt.txt"
+    return PurePosixPath(name).suffix or "(no suffix)"
+
+
+def list_images(storage: Storage) -> Listing:
+    """List every image key under the storage root, sorted, counting skipped files."""
+    keys: list[str] = []
+    skipped: Counter[str] = Counter()
+    for key in storage.iter_keys():
+        if is_image_key(key):
+            keys.append(key)
+        else:
+            skipped[skipped_label(key)] += 1
+    keys.sort()
+    return Listing(keys=keys, skipped=skipped)
+
+
+class LocalStorage:
+    """A folder; keys are POSIX paths relative to it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.url = str(self.root)
+        if not self.root.is_dir():
+            raise NotFound(f"source folder {root} does not exist")
+
+    def iter_keys(self) -> Iterator[str]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                yield (Path(dirpath) / name).relative_to(self.root).as_posix()
+
+    def read(self, key: str) -> bytes:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise MissingObject(f"key {key!r} points outside the source folder")
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise MissingObject(f"{key} no longer exists in {self.root}") from None
+        except IsADirectoryError:
+            raise MissingObject(f"{key} is a directory") from None
+        except OSError as exc:
+            raise FetchFailed(f"reading {key}: {exc}") from None
+
+
+class S3Storage:
+    """A bucket and prefix on any S3-compatible server, through one thread-safe boto3 client."""
+
+    def __init__(self, bucket: str, prefix: str, settings: Settings) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.url = f"s3://{bucket}/{prefix}"
+        self.client = make_s3_client(settings)
+
+    def iter_keys(self) -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "NoSuchBucket":
+                raise NotFound(f"bucket {self.bucket!r} does not exist at {self.client.meta.endpoint_url}") from None
+            raise ServiceUnavailable(f"listing {self.url}: {code or exc}") from None
+        except BotoCoreError as exc:
+            raise ServiceUnavailable(f"listing {self.url}: {exc}") from None
+
+    def read(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            return response["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise MissingObject(f"s3://{self.bucket}/{key} does not exist") from None
+            if code in ("AccessDenied", "403", "InvalidObjectState"):
+                raise FetchFailed(f"s3://{self.bucket}/{key}: {code}") from None
+            # Throttling and server errors outlived botocore's retries: the shard retries later.
+            raise TransientError(f"s3://{self.bucket}/{key}: {code or exc}") from None
+        except BotoCoreError as exc:
+            raise TransientError(f"s3://{self.bucket}/{key}: {exc}") from None
+
+
+def make_s3_client(settings: Settings):  # noqa: ANN201 - boto3 client types are generated
+    """A boto3 S3 client with botocore's ``standard`` retries and a pool sized for the fetch threads."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+        s3={"addressing_style": settings.s3_addressing_style},
+        max_pool_connections=max(10, settings.fetch_threads),
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> (bucket, prefix); anything else is a ``ConfigError``."""
+    parsed = urlparse(url)
+    bucket = parsed.netloc
+    if parsed.scheme != "s3" or not bucket or parsed.query or parsed.fragment:
+        raise ConfigError(f"bad S3 URL {url!r}: expected s3://bucket/prefix")
+    if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket):
+        raise ConfigError(f"bad S3 URL {url!r}: {bucket!r} is not a valid bucket name")
+    return bucket, parsed.path.lstrip("/")
+
+
+def open_storage(url: str, settings: Settings) -> Storage:
+    """Open an ``s3://bucket/prefix`` URL, a ``file://`` URL or a plain folder path."""
+    if url.startswith("s3:"):
+        bucket, prefix = parse_s3_url(url)
+        return S3Storage(bucket, prefix, settings)
+    if "://" in url and not url.startswith("file://"):
+        raise ConfigError(f"unsupported source {url!r}: use a folder path or s3://bucket/prefix")
+    return LocalStorage(Path(url.removeprefix("file://")))

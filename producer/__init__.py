@@ -1,0 +1,1 @@
+"""The operator side: listing, sharding, publishing and campaign commands (``pisar.producer``)."""

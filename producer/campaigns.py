@@ -1,0 +1,71 @@
+"""Campaign lookups and the shard transitions operators ask for: resume and retry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlmodel import Session
+
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
+from pisar.errors import NotFound
+
+_SHARD = Shard.__table__
+_LINE = Line.__table__
+
+
+def find_campaign(url: str, name: str) -> Campaign | None:
+    """The campaign called ``name``, detached from its session, or ``None``."""
+    with Session(get_engine(url), expire_on_commit=False) as session:
+        return session.scalars(select(Campaign).where(Campaign.name == name)).first()
+
+
+def get_campaign(url: str, name: str) -> Campaign:
+    """The campaign called ``name``; ``NotFound`` with one line otherwise."""
+    campaign = find_campaign(url, name)
+    if campaign is None:
+        raise NotFound(f"no campaign named {name!r} in the catalog")
+    return campaign
+
+
+def shards_to_resume(url: str, campaign_id: int) -> list[int]:
+    """Every shard not done and not held by a live lease: pending, queued, failed, expired running."""
+    now = utcnow()
+    condition = or_(
+        _SHARD.c.state.in_([ShardState.PENDING.value, ShardState.QUEUED.value, ShardState.FAILED.value]),
+        and_(_SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until < now),
+    )
+    return _shard_ids(url, and_(_SHARD.c.campaign_id == campaign_id, condition))
+
+
+def shards_to_retry(url: str, campaign_id: int, error_class: str | None = None) -> list[int]:
+    """Failed and quarantined shards, and done shards holding lines that errored (of ``error_class``)."""
+    line_filter = [_LINE.c.shard_id == _SHARD.c.id, _LINE.c.status == LineStatus.ERROR.value]
+    if error_class:
+        line_filter.append(_LINE.c.error_class == error_class)
+    has_errors = exists(select(_LINE.c.id).where(*line_filter))
+    failed = _SHARD.c.state.in_([ShardState.FAILED.value, ShardState.QUARANTINED.value])
+    condition = and_(_SHARD.c.state == ShardState.DONE.value, has_errors) if error_class else or_(failed, and_(_SHARD.c.state == ShardState.DONE.value, has_errors))
+    return _shard_ids(url, and_(_SHARD.c.campaign_id == campaign_id, condition))
+
+
+def _shard_ids(url: str, condition) -> list[int]:  # noqa: ANN001 - a SQLAlchemy clause
+    with get_engine(url).connect() as conn:
+        return list(conn.execute(select(_SHARD.c.id).where(condition).order_by(_SHARD.c.index)).scalars())
+
+
+def mark_queued(url: str, shard_ids: Iterable[int], reset_attempts: bool) -> int:
+    """Set shards to ``queued`` before their messages are sent (so a fast worker's claim is never overwritten)."""
+    ids = list(shard_ids)
+    now = utcnow()
+    values: dict[str, object] = {"state": ShardState.QUEUED.value, "queued_at": now}
+    if reset_attempts:
+        values["attempts"] = 0
+    live = and_(_SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= now)
+    changed = 0
+    with get_engine(url).begin() as conn:
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            changed += conn.execute(update(_SHARD).where(_SHARD.c.id.in_(chunk), ~live).values(**values)).rowcount
+    return changed

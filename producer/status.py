@@ -1,0 +1,99 @@
+"""Durable progress of a campaign, computed from the catalog alone (never from Redis)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
+
+_SHARD = Shard.__table__
+_LINE = Line.__table__
+
+RECENT_MINUTES = 5
+
+
+@dataclass
+class CampaignStatus:
+    """What ``pisar status`` shows; ``as_json`` keys are a stable contract for scripts."""
+
+    name: str
+    source_url: str
+    model: str
+    model_revision: str
+    created_at: str
+    lines_total: int
+    lines: dict[str, int]
+    shards: dict[str, int]
+    error_classes: list[dict[str, Any]] = field(default_factory=list)
+    lines_per_second_recent: float | None = None
+    lines_per_second_overall: float | None = None
+    eta_seconds: float | None = None
+    stale_leases: int = 0
+    duplicate_deliveries: int = 0
+    workers_recent: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.lines.get(LineStatus.PENDING.value, 0) == 0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
+    """Counts by line status and shard state, top error classes, throughput and ETA."""
+    now = utcnow()
+    recent = now - timedelta(minutes=RECENT_MINUTES)
+    cid = campaign.id
+    with get_engine(url).connect() as conn:
+        lines = dict(conn.execute(select(_LINE.c.status, func.count()).where(_LINE.c.campaign_id == cid).group_by(_LINE.c.status)).all())
+        shards = dict(conn.execute(select(_SHARD.c.state, func.count()).where(_SHARD.c.campaign_id == cid).group_by(_SHARD.c.state)).all())
+        errors = conn.execute(
+            select(_LINE.c.error_class, func.count(), func.min(_LINE.c.key))
+            .where(_LINE.c.campaign_id == cid, _LINE.c.status == LineStatus.ERROR.value)
+            .group_by(_LINE.c.error_class)
+            .order_by(func.count().desc())
+            .limit(10)
+        ).all()
+        recent_done = conn.execute(
+            select(func.count()).where(_LINE.c.campaign_id == cid, _LINE.c.status != LineStatus.PENDING.value, _LINE.c.finished_at >= recent)
+        ).scalar_one()
+        first_start, last_finish = conn.execute(
+            select(func.min(_SHARD.c.started_at), func.max(_SHARD.c.finished_at)).where(_SHARD.c.campaign_id == cid)
+        ).one()
+        stale = conn.execute(
+            select(func.count()).where(_SHARD.c.campaign_id == cid, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until < now)
+        ).scalar_one()
+        duplicates = conn.execute(select(func.coalesce(func.sum(_SHARD.c.duplicate_deliveries), 0)).where(_SHARD.c.campaign_id == cid)).scalar_one()
+        workers = conn.execute(
+            select(_LINE.c.worker).where(_LINE.c.campaign_id == cid, _LINE.c.finished_at >= recent).distinct().limit(100)
+        ).scalars().all()
+    finished = sum(n for status, n in lines.items() if status != LineStatus.PENDING.value)
+    pending = lines.get(LineStatus.PENDING.value, 0)
+    recent_rate = recent_done / (RECENT_MINUTES * 60) if recent_done else None
+    overall_rate = None
+    if first_start and last_finish and last_finish > first_start and finished:
+        overall_rate = finished / (last_finish - first_start).total_seconds()
+    rate = recent_rate or overall_rate
+    return CampaignStatus(
+        name=campaign.name,
+        source_url=campaign.source_url,
+        model=campaign.model_id,
+        model_revision=campaign.model_revision,
+        created_at=campaign.created_at.isoformat(),
+        lines_total=campaign.line_count,
+        lines={s.value: lines.get(s.value, 0) for s in LineStatus},
+        shards={s.value: shards.get(s.value, 0) for s in ShardState},
+        error_classes=[{"error_class": c, "count": n, "example_key": k} for c, n, k in errors],
+        lines_per_second_recent=recent_rate,
+        lines_per_second_overall=overall_rate,
+        eta_seconds=(pending / rate) if rate and pending else (0.0 if not pending else None),
+        stale_leases=stale,
+        duplicate_deliveries=int(duplicates),
+        workers_recent=sorted(w for w in workers if w),
+    )

@@ -1,0 +1,172 @@
+"""The inference engine: one VisionEncoderDecoderModel, batched generate, per-line confidence.
+
+Confidence (``geomean_text_token_prob_v1``): for each line, the geometric mean over generated
+text tokens of the probability the model gave the chosen token (softmax of its raw logits,
+before logits processors), and the minimum of those probabilities. Special tokens (start, end,
+padding) are excluded. An empty transcription has no confidence (``None``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pisar.errors import FatalError, GenerationFailed, LineError
+from pisar.model_ref import ModelRef, load_target
+from pisar.processor import load_processor
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What the model read on one line, and how sure it was."""
+
+    text: str
+    confidence: float | None
+    min_token_prob: float | None
+    token_count: int
+
+
+def pick_device(preference: str) -> torch.device:
+    """CUDA when present (and not refused), else CPU; called only in the worker child."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise FatalError("PISAR_DEVICE=cuda but no CUDA device is visible")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(preference: str, device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA that supports it, float16 on older CUDA, float32 on CPU."""
+    if preference != "auto":
+        return _DTYPES[preference]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class Engine:
+    """A loaded model and processor; ``recognize`` turns preprocessed pixels into text."""
+
+    def __init__(self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto") -> None:
+        self.ref = ref
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        try:
+            from transformers import VisionEncoderDecoderModel
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # one bar per load floods worker logs
+
+            self.processor = load_processor(ref)
+            name, revision = load_target(ref)
+            self.model = VisionEncoderDecoderModel.from_pretrained(name, revision=revision, dtype=self.dtype)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise FatalError(f"cannot load model {ref}: {exc}") from exc
+        self.model.to(self.device).eval()
+        tokenizer = self.processor.tokenizer
+        config = self.model.generation_config
+        special = set(tokenizer.all_special_ids)
+        special.update(
+            i for i in (config.pad_token_id, config.bos_token_id, config.decoder_start_token_id) if isinstance(i, int)
+        )
+        eos = config.eos_token_id
+        special.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self._special_ids = torch.tensor(sorted(special), device=self.device)
+        log.info("engine ready: %s on %s", ref, self.describe())
+
+    def describe(self) -> str:
+        """Device and dtype, e.g. ``cuda:bfloat16``; stored on each shard."""
+        return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One image to model input (C, H, W) float32; thread-safe, runs in the fetch pool."""
+        return self.processor(images=image, return_tensors="np").pixel_values[0]
+
+    def recognize(self, pixel_values: np.ndarray, generation: dict[str, Any] | None = None) -> list[Recognition | LineError]:
+        """Transcribe a batch with the campaign's generation overrides.
+
+        A batch that raises (out of memory, a model error) is split in halves until the bad
+        line stands alone; that line becomes ``GenerationFailed`` and the rest go on.
+        """
+        generation = generation or {}
+        try:
+            return list(self._generate(pixel_values, generation))
+        except Exception as exc:  # noqa: BLE001 - OOM and model errors alike: isolate the line
+            if len(pixel_values) == 1:
+                log.warning("generation failed on one line: %s", exc)
+                return [GenerationFailed(f"{type(exc).__name__}: {exc}")]
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(pixel_values) // 2
+            return self.recognize(pixel_values[:half], generation) + self.recognize(pixel_values[half:], generation)
+
+    @torch.inference_mode()
+    def _generate(self, pixel_values: np.ndarray, generation: dict[str, Any]) -> list[Recognition]:
+        inputs = torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device, self.dtype, non_blocking=True)
+        greedy = generation.get("num_beams", self.model.generation_config.num_beams or 1) == 1
+        out = self.model.generate(
+            pixel_values=inputs,
+            return_dict_in_generate=True,
+            output_logits=greedy,
+            output_scores=not greedy,
+            **generation,
+        )
+        sequences = out.sequences
+        texts = self.processor.batch_decode(sequences, skip_special_tokens=True)
+        if greedy:
+            chosen = sequences[:, -len(out.logits):]
+            log_probs = torch.stack(
+                [torch.log_softmax(step.float(), dim=-1).gather(1, chosen[:, i : i + 1]).squeeze(1) for i, step in enumerate(out.logits)],
+                dim=1,
+            )
+        else:
+            log_probs = self.model.compute_transition_scores(sequences, out.scores, out.beam_indices, normalize_logits=False).float()
+            chosen = sequences[:, -log_probs.shape[1]:]
+        text_mask = ~torch.isin(chosen, self._special_ids)
+        return [_confidence(text, log_probs[i][text_mask[i]]) for i, text in enumerate(texts)]
+
+
+def _confidence(text: str, log_probs: torch.Tensor) -> Recognition:
+    count = int(log_probs.numel())
+    if count == 0:
+        return Recognition(text=text, confidence=None, min_token_prob=None, token_count=0)
+    return Recognition(
+        text=text,
+        confidence=math.exp(float(log_probs.mean())),
+        min_token_prob=math.exp(float(log_probs.min())),
+        token_count=count,
+    )
+
+
+class EngineCache:
+    """The model last used in this process; campaigns on the same model and dtype share it."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._key: tuple[str, str | None, str] | None = None
+        self._engine: Engine | None = None
+
+    def get(self, ref: ModelRef, dtype: str) -> Engine:
+        """The engine for ``ref``; a folder is checked against its recorded content hash first."""
+        from pisar.model_ref import verify_folder
+
+        key = (ref.source, ref.revision, dtype)
+        if key != self._key or self._engine is None:
+            self._engine = None  # free the old model before loading the next
+            verify_folder(ref)
+            self._engine = Engine(ref, device=self.device, dtype=dtype)
+            self._key = key
+        return self._engine
+
+    def __call__(self, campaign: Any) -> Engine:
+        return self.get(ModelRef(campaign.model_id, campaign.model_revision), campaign.dtype)

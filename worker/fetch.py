@@ -1,0 +1,68 @@
+"""The input side of a shard: fetch, decode and preprocess in a thread pool, in order, ahead of the GPU.
+
+A bounded window of futures keeps ``window`` lines in flight, so the pool works on the next
+batches while the main thread runs ``generate`` on the current one, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from pisar.errors import LineError, UnreadableImage
+from pisar.storage import Storage
+from pisar.worker.images import ImageLimits, decode_line_image
+
+
+@dataclass
+class Prepared:
+    """One line ready for the model, or the reason it cannot be."""
+
+    key: str
+    pixels: np.ndarray | None = None
+    error: LineError | None = None
+
+
+def prepare_one(key: str, storage: Storage, limits: ImageLimits, preprocess: Callable[[Image.Image], np.ndarray]) -> Prepared:
+    """Fetch, decode and preprocess one key; line-level problems are returned, not raised."""
+    try:
+        image = decode_line_image(storage.read(key), limits)
+        try:
+            return Prepared(key, pixels=preprocess(image))
+        except Exception as exc:  # noqa: BLE001 - a processor failing on one image is that line's problem
+            raise UnreadableImage(f"preprocessing failed: {type(exc).__name__}: {exc}") from None
+    except LineError as exc:
+        return Prepared(key, error=exc)
+
+
+def prepare_lines(
+    keys: Iterable[str],
+    prepare: Callable[[str], Prepared],
+    pool: ThreadPoolExecutor,
+    window: int,
+) -> Iterator[Prepared]:
+    """Yield ``prepare(key)`` for each key in order, keeping up to ``window`` in flight.
+
+    Exceptions other than ``LineError`` (a storage outage, say) propagate and fail the shard.
+    """
+    pending: deque[Future[Prepared]] = deque()
+    iterator = iter(keys)
+    try:
+        for key in iterator:
+            pending.append(pool.submit(prepare, key))
+            if len(pending) >= window:
+                break
+        while pending:
+            result = pending.popleft().result()
+            next_key = next(iterator, None)
+            if next_key is not None:
+                pending.append(pool.submit(prepare, next_key))
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()

@@ -1,0 +1,60 @@
+"""Bytes to an RGB line image, with every way a file can be bad turned into a ``LineError``."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pisar.errors import (
+    DecompressionBomb,
+    EmptyFile,
+    ImageTooLarge,
+    ImageTooSmall,
+    NotAnImage,
+    TruncatedImage,
+)
+from pisar.settings import Settings
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Geometry a line image must have to be worth sending to the model."""
+
+    max_pixels: int
+    min_side: int
+    max_side: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLimits:
+        return cls(settings.max_image_pixels, settings.min_image_side, settings.max_image_side)
+
+
+def decode_line_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Decode, apply EXIF orientation and convert to RGB; raise a ``LineError`` subclass if bad."""
+    if not data:
+        raise EmptyFile("the object has zero bytes")
+    with warnings.catch_warnings():
+        # PIL only warns between 1x and 2x its limit; any excess is a bomb here.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise NotAnImage(f"not a recognised image format ({len(data)} bytes starting {data[:8]!r})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DecompressionBomb(str(exc)) from None
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise DecompressionBomb(f"{width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}")
+        if min(width, height) < limits.min_side:
+            raise ImageTooSmall(f"{width}x{height} px: a side is under {limits.min_side} px")
+        if max(width, height) > limits.max_side:
+            raise ImageTooLarge(f"{width}x{height} px: a side is over {limits.max_side} px, not a text line")
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise TruncatedImage(f"{image.format} {width}x{height}: {exc}") from None
+    image = ImageOps.exif_transpose(image) or image
+    return image if image.mode == "RGB" else image.convert("RGB")

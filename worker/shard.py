@@ -1,0 +1,148 @@
+"""Running one shard: claim, fetch and preprocess ahead, batched generate, one fenced commit.
+
+The same ``ShardRunner.run`` serves the Celery task and the embedded ``pisar run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from sqlmodel import Session
+
+from pisar.catalog.bulk import LineResult
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Campaign, LineStatus, utcnow
+from pisar.errors import LineError
+from pisar.settings import Settings
+from pisar.storage import Storage, open_storage
+from pisar.worker import store
+from pisar.worker.engine import Engine, Recognition
+from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
+from pisar.worker.images import ImageLimits
+
+log = logging.getLogger(__name__)
+
+EngineProvider = Callable[[Campaign], Engine]
+
+
+@dataclass
+class ShardOutcome:
+    """What happened to one delivery of a shard."""
+
+    shard_id: int
+    state: str  # done | skipped | fenced | failed | quarantined
+    lines: int = 0
+    ok: int = 0
+    errors: int = 0
+    load_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    error: str | None = None
+    attempts: int = 0
+
+    @property
+    def retryable(self) -> bool:
+        return self.state == "failed"
+
+
+class ShardRunner:
+    """Runs shards for one worker identity against one catalog."""
+
+    def __init__(self, settings: Settings, engines: EngineProvider, worker: str) -> None:
+        self.settings = settings
+        self.catalog_url = settings.catalog_url
+        self.engines = engines
+        self.worker = worker
+        self.limits = ImageLimits.from_settings(settings)
+        self.pool = ThreadPoolExecutor(max_workers=settings.fetch_threads, thread_name_prefix="pisar-fetch")
+        self._storages: dict[str, Storage] = {}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, campaign_id: int, shard_id: int) -> ShardOutcome:
+        """Run one delivery of a shard; never raises for a bad line, returns what happened."""
+        held = store.claim(self.catalog_url, shard_id, self.worker, self.settings.lease_seconds, self.settings.max_attempts)
+        if held is None:
+            log.info("shard %s: duplicate or stale delivery, skipped", shard_id)
+            return ShardOutcome(shard_id, "skipped")
+        try:
+            campaign = self._campaign(campaign_id)
+            engine = self.engines(campaign)
+            keys = store.lines_to_do(self.catalog_url, shard_id)
+            results, load_s, gen_s = self._transcribe(keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}))
+        except Exception as exc:  # noqa: BLE001 - any shard-level failure is recorded, then retried or quarantined
+            message = f"{type(exc).__name__}: {exc}"
+            state = store.fail(self.catalog_url, held, message, self.settings.max_attempts)
+            log.warning("shard %s attempt %s failed (%s): %s", shard_id, held.attempts, state, message)
+            return ShardOutcome(shard_id, state or "fenced", error=message, attempts=held.attempts)
+        if not store.commit(self.catalog_url, held, results, engine.describe(), load_s, gen_s):
+            log.warning("shard %s: lease lost to a newer claim, %s results discarded", shard_id, len(results))
+            return ShardOutcome(shard_id, "fenced", lines=len(results))
+        ok = sum(1 for r in results if r.status == LineStatus.OK)
+        log.info(
+            "shard %s done: %s lines (%s ok, %s error) load %.2fs generate %.2fs",
+            shard_id, len(results), ok, len(results) - ok, load_s, gen_s,
+        )
+        return ShardOutcome(shard_id, "done", len(results), ok, len(results) - ok, load_s, gen_s, attempts=held.attempts)
+
+    def _campaign(self, campaign_id: int) -> Campaign:
+        with Session(get_engine(self.catalog_url)) as session:
+            campaign = session.get(Campaign, campaign_id)
+            if campaign is None:
+                raise LookupError(f"campaign {campaign_id} is not in the catalog")
+            session.expunge(campaign)
+            return campaign
+
+    def _storage(self, url: str) -> Storage:
+        if url not in self._storages:
+            self._storages[url] = open_storage(url, self.settings)
+        return self._storages[url]
+
+    def _transcribe(
+        self, keys: list[str], storage: Storage, engine: Engine, generation: dict[str, Any]
+    ) -> tuple[list[LineResult], float, float]:
+        """All lines of the shard, in key order; returns results and seconds waiting for input / generating."""
+        batch_size = self.settings.batch_size
+        window = batch_size * (self.settings.prefetch_batches + 1)
+        prepare = partial(prepare_one, storage=storage, limits=self.limits, preprocess=engine.preprocess)
+        results: list[LineResult] = []
+        batch: list[Prepared] = []
+        load_s = gen_s = 0.0
+
+        def flush() -> None:
+            nonlocal gen_s
+            started = time.perf_counter()
+            outputs = engine.recognize(np.stack([p.pixels for p in batch]), generation)
+            gen_s += time.perf_counter() - started
+            results.extend(self._result(p.key, out) for p, out in zip(batch, outputs, strict=True))
+            batch.clear()
+
+        waited = time.perf_counter()
+        for item in prepare_lines(keys, prepare, self.pool, window):
+            load_s += time.perf_counter() - waited
+            if item.error is not None:
+                results.append(self._result(item.key, item.error))
+            else:
+                batch.append(item)
+                if len(batch) == batch_size:
+                    flush()
+            waited = time.perf_counter()
+        if batch:
+            flush()
+        results.sort(key=lambda r: r.key)
+        return results, load_s, gen_s
+
+    def _result(self, key: str, outcome: Recognition | LineError) -> LineResult:
+        now = utcnow()
+        if isinstance(outcome, LineError):
+            return LineResult(key, LineStatus.ERROR.value, None, None, None, None, outcome.error_class, str(outcome), self.worker, now)
+        return LineResult(
+            key, LineStatus.OK.value, outcome.text, outcome.confidence, outcome.min_token_prob, outcome.token_count, None, None, self.worker, now
+        )

@@ -1,0 +1,115 @@
+"""Shard lease and fencing: claim with one UPDATE ... RETURNING, commit results only with the token.
+
+A claim bumps the fencing token. Whatever a slower, superseded run of the same shard tries to
+commit later carries an old token, matches no row, and is rolled back: a shard that ran twice
+is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Connection, and_, or_, select, update
+
+from pisar.catalog.bulk import LineResult, upsert_line_results
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Line, LineStatus, Shard, ShardState, utcnow
+
+_SHARD = Shard.__table__
+_LINE = Line.__table__
+_CLAIMABLE = (ShardState.PENDING, ShardState.QUEUED, ShardState.FAILED)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A held shard: the token proves the lease at commit time."""
+
+    shard_id: int
+    campaign_id: int
+    token: int
+    attempts: int
+
+
+def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts: int) -> Claim | None:
+    """Take the shard if nobody holds a live lease on it; ``None`` means skip this delivery."""
+    now = utcnow()
+    statement = (
+        update(_SHARD)
+        .where(
+            _SHARD.c.id == shard_id,
+            _SHARD.c.attempts < max_attempts,
+            or_(
+                _SHARD.c.state.in_([s.value for s in _CLAIMABLE]),
+                and_(_SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until < now),
+            ),
+        )
+        .values(
+            state=ShardState.RUNNING.value,
+            token=_SHARD.c.token + 1,
+            attempts=_SHARD.c.attempts + 1,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            worker=worker,
+            started_at=now,
+            finished_at=None,
+        )
+        .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts)
+    )
+    with get_engine(url).begin() as conn:
+        row = conn.execute(statement).first()
+        if row is None:
+            conn.execute(
+                update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1)
+            )
+            return None
+    return Claim(shard_id=shard_id, campaign_id=row.campaign_id, token=row.token, attempts=row.attempts)
+
+
+def lines_to_do(url: str, shard_id: int) -> list[str]:
+    """Keys of the shard's lines that are not ``ok`` yet (pending, or errored and being retried)."""
+    with get_engine(url).connect() as conn:
+        rows = conn.execute(
+            select(_LINE.c.key).where(_LINE.c.shard_id == shard_id, _LINE.c.status != LineStatus.OK.value).order_by(_LINE.c.key)
+        )
+        return [r.key for r in rows]
+
+
+def _fenced(held: Claim):  # noqa: ANN202 - a SQLAlchemy where-clause
+    return and_(_SHARD.c.id == held.shard_id, _SHARD.c.token == held.token, _SHARD.c.state == ShardState.RUNNING.value)
+
+
+def commit(url: str, held: Claim, results: list[LineResult], engine: str, load_seconds: float, generate_seconds: float) -> bool:
+    """Write every line and mark the shard done in one transaction; False if the lease was lost."""
+    with get_engine(url).begin() as conn:
+        if not _mark_done(conn, held, engine, load_seconds, generate_seconds):
+            conn.rollback()
+            return False
+        upsert_line_results(conn, held.campaign_id, held.shard_id, results)
+    return True
+
+
+def _mark_done(conn: Connection, held: Claim, engine: str, load_seconds: float, generate_seconds: float) -> bool:
+    result = conn.execute(
+        update(_SHARD)
+        .where(_fenced(held))
+        .values(
+            state=ShardState.DONE.value,
+            lease_until=None,
+            finished_at=utcnow(),
+            error=None,
+            engine=engine,
+            load_seconds=load_seconds,
+            generate_seconds=generate_seconds,
+        )
+    )
+    return result.rowcount == 1
+
+
+def fail(url: str, held: Claim, error: str, max_attempts: int) -> str | None:
+    """Record a shard-level failure; returns the new state, or ``None`` if the lease was lost."""
+    state = ShardState.QUARANTINED if held.attempts >= max_attempts else ShardState.FAILED
+    with get_engine(url).begin() as conn:
+        result = conn.execute(
+            update(_SHARD).where(_fenced(held)).values(state=state.value, error=error[:4000], lease_until=None, finished_at=utcnow())
+        )
+    return state.value if result.rowcount == 1 else None

@@ -1,0 +1,71 @@
+"""Celery wiring, kept thin: process setup, the ``run_shard`` task, retries with backoff.
+
+One prefork child per GPU (concurrency 1): the child builds its engine and database pool
+after the fork, so the parent never touches CUDA or shares sockets with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery.signals import worker_process_init
+
+from pisar.catalog.db import dispose_engines
+from pisar.constants import TASK_RUN_SHARD
+from pisar.queue import app
+from pisar.settings import get_settings
+from pisar.worker.engine import EngineCache
+from pisar.worker.shard import ShardRunner
+
+log = logging.getLogger("pisar.worker")
+
+_engines: EngineCache | None = None
+_runner: ShardRunner | None = None
+
+
+def engines() -> EngineCache:
+    """This process's model cache (one model at a time)."""
+    global _engines
+    if _engines is None:
+        _engines = EngineCache(get_settings().device)
+    return _engines
+
+
+def runner(hostname: str) -> ShardRunner:
+    """This process's shard runner, built on first use (after the fork)."""
+    global _runner
+    if _runner is None:
+        _runner = ShardRunner(get_settings(), engines(), worker=f"{hostname}:{os.getpid()}")
+    return _runner
+
+
+@worker_process_init.connect
+def _init_child(**_: Any) -> None:
+    """Fresh database pool, torch threads, PIL limit; preload ``PISAR_MODEL`` if set."""
+    dispose_engines()
+    settings = get_settings()
+    import torch
+    from PIL import Image
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    if settings.model:
+        from pisar import model_ref
+
+        engines().get(model_ref.resolve(model_ref.parse(settings.model)), settings.dtype)
+
+
+def retry_delay(attempts: int) -> int:
+    """Seconds before a failed shard is tried again: 5, 10, 20, ... capped at 5 minutes."""
+    return min(300, 5 * 2 ** max(0, attempts - 1))
+
+
+@app.task(name=TASK_RUN_SHARD, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_shard(self: Any, campaign_id: int, shard_id: int) -> None:
+    """Transcribe one shard; the catalog records the outcome, the return value is ignored."""
+    outcome = runner(self.request.hostname or "pisar").run(campaign_id, shard_id)
+    if outcome.retryable:
+        raise self.retry(countdown=retry_delay(outcome.attempts), max_retries=None)
