@@ -93,18 +93,19 @@ class LocalStorage:
 class S3Storage:
     """A bucket and prefix on any S3-compatible server, through one thread-safe boto3 client."""
 
-    def __init__(self, bucket: str, prefix: str, settings: Settings) -> None:
+    def __init__(self, bucket: str, prefix: str, settings: Settings, page_size: int = 1000) -> None:
         self.bucket = bucket
         self.prefix = prefix
+        self.page_size = page_size
         self.url = f"s3://{bucket}/{prefix}"
         self.client = make_s3_client(settings)
 
     def iter_keys(self) -> Iterator[str]:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.page_size}):
                 for item in page.get("Contents", []):
                     yield item["Key"]
         except ClientError as exc:
@@ -112,6 +113,8 @@ class S3Storage:
             if code == "NoSuchBucket":
                 raise NotFound(f"bucket {self.bucket!r} does not exist at {self.client.meta.endpoint_url}") from None
             raise ServiceUnavailable(f"listing {self.url}: {code or exc}") from None
+        except NoCredentialsError:
+            raise ConfigError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)") from None
         except BotoCoreError as exc:
             raise ServiceUnavailable(f"listing {self.url}: {exc}") from None
 

@@ -1,0 +1,1 @@
+"""Deployment and local-development helpers (not installed with the package)."""

@@ -1,0 +1,43 @@
+"""The model card's loop, one image at a time in fp32, as the parity reference; and a tie check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+
+@dataclass
+class Reference:
+    text: str
+    token_ids: list[int]
+
+
+class CardLoop:
+    """processor(images=...) -> model.generate -> processor.batch_decode, exactly as a model card does it."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from transformers import TrOCRProcessor, VisionEncoderDecoderModel
+
+        self.processor = TrOCRProcessor.from_pretrained(model_dir)
+        self.model = VisionEncoderDecoderModel.from_pretrained(model_dir).eval()
+
+    @torch.inference_mode()
+    def read(self, path: Path) -> Reference:
+        image = Image.open(path).convert("RGB")
+        pixel_values = self.processor(images=image, return_tensors="pt").pixel_values
+        generated_ids = self.model.generate(pixel_values)
+        text = self.processor.batch_decode(generated_ids, skip_special_tokens=True)[0]
+        return Reference(text, generated_ids[0].tolist())
+
+    @torch.inference_mode()
+    def smallest_margin(self, path: Path, token_ids: list[int]) -> float:
+        """Smallest gap between the top two log-probs along the greedy path: < 1e-4 means a near tie."""
+        image = Image.open(path).convert("RGB")
+        pixel_values = self.processor(images=image, return_tensors="pt").pixel_values
+        decoder_input = torch.tensor([token_ids[:-1]])
+        logits = self.model(pixel_values=pixel_values, decoder_input_ids=decoder_input).logits[0]
+        top2 = torch.log_softmax(logits.float(), dim=-1).topk(2, dim=-1).values
+        return float((top2[:, 0] - top2[:, 1]).min())

@@ -1,0 +1,109 @@
+"""The engine against the model card's loop, its confidence, and both processor layouts."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pisar import model_ref
+from pisar.worker.engine import Engine, Recognition
+from pisar.worker.images import ImageLimits, decode_line_image
+from tests.reference import CardLoop
+
+LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)
+
+
+def engine_for(folder: Path) -> Engine:
+    return Engine(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32")
+
+
+def recognize_files(engine: Engine, paths: list[Path], batch_size: int) -> list[Recognition]:
+    pixels = [engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths]
+    results: list[Recognition] = []
+    for start in range(0, len(pixels), batch_size):
+        results.extend(engine.recognize(np.stack(pixels[start : start + batch_size])))
+    return results
+
+
+def test_batched_engine_matches_card_loop(tiny_model: Path, print_lines: Path, handwritten: Path) -> None:
+    paths = sorted(print_lines.glob("*.png"))[:64] + sorted(handwritten.glob("*.jpg"))
+    card = CardLoop(tiny_model)
+    expected = [card.read(p).text for p in paths]
+    got = recognize_files(engine_for(tiny_model), paths, batch_size=16)
+    assert [r.text for r in got] == expected
+    assert all(r.text for r in got), "min_new_tokens should force non-empty texts"
+
+
+def test_confidence_is_a_probability_summary(tiny_model: Path, print_lines: Path) -> None:
+    results = recognize_files(engine_for(tiny_model), sorted(print_lines.glob("*.png"))[:16], batch_size=8)
+    for r in results:
+        assert isinstance(r, Recognition)
+        assert r.token_count >= 4  # min_new_tokens of the test model
+        assert 0.0 < r.min_token_prob <= r.confidence <= 1.0
+    # Different lines get different confidences: the figure depends on the input.
+    assert len({round(r.confidence, 6) for r in results}) > 1
+
+
+def test_confidence_is_geometric_mean_of_chosen_token_probabilities(tiny_model: Path, print_lines: Path) -> None:
+    """Recompute by teacher forcing the generated tokens through a plain forward pass."""
+    import torch
+
+    path = sorted(print_lines.glob("*.png"))[3]
+    card = CardLoop(tiny_model)
+    reference = card.read(path)
+    [got] = recognize_files(engine_for(tiny_model), [path], batch_size=1)
+    pixel_values = card.processor(images=decode_line_image(path.read_bytes(), LIMITS), return_tensors="pt").pixel_values
+    ids = reference.token_ids
+    with torch.no_grad():
+        logits = card.model(pixel_values=pixel_values, decoder_input_ids=torch.tensor([ids[:-1]])).logits[0]
+    log_probs = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
+    special = set(card.processor.tokenizer.all_special_ids)
+    text_lp = [float(lp) for tok, lp in zip(ids[1:], log_probs, strict=True) if tok not in special]
+    assert got.token_count == len(text_lp)
+    assert got.confidence == pytest.approx(math.exp(sum(text_lp) / len(text_lp)), rel=1e-4)
+    assert got.min_token_prob == pytest.approx(math.exp(min(text_lp)), rel=1e-4)
+
+
+def test_legacy_layout_loads_through_trocr_processor_subclass(tiny_model: Path, print_lines: Path, tmp_path: Path) -> None:
+    """A folder as older transformers saved it (preprocessor_config.json + tokenizer files, no
+    processor_config.json), like the reference model's hub repo, loads and reads the same."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(tiny_model / name, legacy / name)
+    AutoImageProcessor.from_pretrained(tiny_model).save_pretrained(legacy)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(legacy)
+    assert (legacy / "preprocessor_config.json").exists() and not (legacy / "processor_config.json").exists()
+    paths = sorted(print_lines.glob("*.png"))[:8]
+    modern = recognize_files(engine_for(tiny_model), paths, batch_size=8)
+    old = recognize_files(engine_for(legacy), paths, batch_size=8)
+    assert [r.text for r in old] == [r.text for r in modern]
+    assert engine_for(legacy).processor.image_processor.size == {"height": 182, "width": 1022}
+
+
+def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_lines: Path) -> None:
+    """A batch that raises is bisected; only the line that still fails alone is an error."""
+    from pisar.errors import GenerationFailed
+
+    engine = engine_for(tiny_model)
+    paths = sorted(print_lines.glob("*.png"))[:4]
+    pixels = np.stack([engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])
+    good = engine.recognize(pixels)
+    pixels[2, 0, 0, 0] = np.nan  # a poisoned input: generate() is made to raise on it below
+    original = engine.model.generate
+
+    def generate(pixel_values, **kwargs):  # noqa: ANN001, ANN003, ANN202 - wraps the real generate
+        if bool(pixel_values.isnan().any()):
+            raise RuntimeError("poisoned line")
+        return original(pixel_values=pixel_values, **kwargs)
+
+    engine.model.generate = generate
+    results = engine.recognize(pixels)
+    assert isinstance(results[2], GenerationFailed)
+    assert [r.text for i, r in enumerate(results) if i != 2] == [r.text for i, r in enumerate(good) if i != 2]

@@ -1,0 +1,69 @@
+"""Listing and reading line images from a local folder and from a real SeaweedFS S3 gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pisar.errors import ConfigError, MissingObject, NotFound
+from pisar.settings import Settings
+from pisar.storage import LocalStorage, S3Storage, list_images, open_storage, parse_s3_url
+
+
+def make_tree(root: Path) -> None:
+    for name in ("a.PNG", "b.jpg", "c.JPEG", "d.tif", "e.TIFF", "f.jp2", "g.webp", "h.bmp", "sub/i.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    for name in ("a.gt.txt", "notes.txt", "README", "sub/i.gt.txt"):
+        (root / name).write_text("t")
+
+
+def test_local_listing_takes_image_suffixes_in_any_case_and_counts_the_rest(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    listing = list_images(LocalStorage(tmp_path))
+    assert listing.keys == sorted(["a.PNG", "b.jpg", "c.JPEG", "d.tif", "e.TIFF", "f.jp2", "g.webp", "h.bmp", "sub/i.png"])
+    assert listing.skipped == {".gt.txt": 2, ".txt": 1, "(no suffix)": 1}
+
+
+def test_local_keys_are_data_not_paths(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    storage = LocalStorage(tmp_path / "root")
+    with pytest.raises(MissingObject):
+        storage.read("../secret.png")
+    with pytest.raises(MissingObject):
+        storage.read("gone.png")
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "s3://Bad_Bucket!/x", "s3://b/x?versionId=1", "gs://bucket/x"])
+def test_bad_source_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        if url.startswith("s3:"):
+            parse_s3_url(url)
+        else:
+            open_storage(url, Settings())
+
+
+def test_missing_folder_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        open_storage(str(tmp_path / "nope"), Settings())
+
+
+def test_s3_listing_paginates_and_reads(s3, seaweedfs, print_lines: Path) -> None:  # noqa: ANN001
+    s3.create_bucket(Bucket="listing")
+    files = sorted(print_lines.iterdir())[:250]
+    for path in files:
+        s3.put_object(Bucket="listing", Key=f"vol/{path.name}", Body=path.read_bytes())
+    s3.put_object(Bucket="listing", Key="other/x.png", Body=b"x")
+    settings = Settings(s3_endpoint_url=seaweedfs.url)
+    storage = S3Storage("listing", "vol/", settings, page_size=37)
+    listing = list_images(storage)
+    images = [p for p in files if p.suffix == ".png"]
+    assert listing.keys == sorted(f"vol/{p.name}" for p in images)
+    assert listing.skipped == {".gt.txt": len(files) - len(images)}
+    assert storage.read(listing.keys[0]) == (print_lines / listing.keys[0].removeprefix("vol/")).read_bytes()
+    with pytest.raises(MissingObject):
+        storage.read("vol/none.png")
+    with pytest.raises(NotFound):
+        list_images(S3Storage("no-such-bucket", "", settings))

@@ -1,0 +1,111 @@
+"""Claim, fencing and idempotent commits on both catalog backends (SQLite file, real Postgres)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from pisar.catalog.bulk import LineResult
+from pisar.catalog.db import ensure_ready, get_engine
+from pisar.catalog.models import Line, Shard, ShardState, utcnow
+from pisar.producer.campaigns import shards_to_resume, shards_to_retry
+from pisar.producer.submit import SubmitRequest, create_campaign
+from pisar.settings import Settings
+from pisar.worker import store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    if request.param == "sqlite":
+        s = Settings(catalog_path=tmp_path / "catalog.db")
+        ensure_ready(s.catalog_url, auto_upgrade=True)
+        return s
+    return Settings(database_url=request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def campaign(settings: Settings, tiny_model: Path, print_lines: Path, tmp_path: Path):  # noqa: ANN201
+    source = tmp_path / "lines"
+    source.mkdir()
+    for path in sorted(print_lines.glob("*.png"))[:5]:
+        shutil.copy(path, source)
+    request = SubmitRequest(str(source), str(tiny_model), "store-test", shard_size=2, queue="q")
+    created, listing = create_campaign(settings, request)
+    assert created.shard_count == 3 and len(listing.keys) == 5
+    return created
+
+
+def shard_ids(settings: Settings, campaign_id: int) -> list[int]:
+    table = Shard.__table__
+    with get_engine(settings.catalog_url).connect() as conn:
+        return list(conn.execute(select(table.c.id).where(table.c.campaign_id == campaign_id).order_by(table.c.index)).scalars())
+
+
+def results_for(settings: Settings, shard_id: int, text: str) -> list[LineResult]:
+    return [
+        LineResult(key, "ok", text, 0.9, 0.5, 3, None, None, "test-worker", utcnow())
+        for key in store.lines_to_do(settings.catalog_url, shard_id)
+    ]
+
+
+def test_second_delivery_is_skipped_and_counted(settings: Settings, campaign) -> None:  # noqa: ANN001
+    first = shard_ids(settings, campaign.id)[0]
+    held = store.claim(settings.catalog_url, first, "w1", lease_seconds=60, max_attempts=3)
+    assert held is not None and held.token == 1
+    assert store.claim(settings.catalog_url, first, "w2", lease_seconds=60, max_attempts=3) is None
+    assert store.commit(settings.catalog_url, held, results_for(settings, first, "a"), "cpu:float32", 0.1, 0.2)
+    assert store.claim(settings.catalog_url, first, "w2", lease_seconds=60, max_attempts=3) is None
+    with get_engine(settings.catalog_url).connect() as conn:
+        shard = conn.execute(select(Shard.__table__).where(Shard.__table__.c.id == first)).one()
+    assert (shard.state, shard.duplicate_deliveries, shard.engine) == ("done", 2, "cpu:float32")
+
+
+def test_superseded_run_cannot_commit(settings: Settings, campaign) -> None:  # noqa: ANN001
+    """Run A's lease expires, run B claims (new token): A's late commit is rejected, B's lands once."""
+    url = settings.catalog_url
+    first = shard_ids(settings, campaign.id)[0]
+    run_a = store.claim(url, first, "a", lease_seconds=60, max_attempts=3)
+    table = Shard.__table__
+    with get_engine(url).begin() as conn:
+        conn.execute(update(table).where(table.c.id == first).values(lease_until=utcnow() - timedelta(seconds=1)))
+    run_b = store.claim(url, first, "b", lease_seconds=60, max_attempts=3)
+    assert run_a is not None and run_b is not None and run_b.token == run_a.token + 1
+    assert not store.commit(url, run_a, results_for(settings, first, "from A"), "cpu:float32", 0, 0)
+    assert store.commit(url, run_b, results_for(settings, first, "from B"), "cpu:float32", 0, 0)
+    lines = Line.__table__
+    with get_engine(url).connect() as conn:
+        rows = conn.execute(select(lines.c.text, func.count()).where(lines.c.shard_id == first).group_by(lines.c.text)).all()
+        total = conn.execute(select(func.count()).select_from(lines).where(lines.c.campaign_id == campaign.id)).scalar_one()
+    assert rows == [("from B", 2)]
+    assert total == 5  # one row per line, nothing duplicated
+
+
+def test_failures_retry_then_quarantine(settings: Settings, campaign) -> None:  # noqa: ANN001
+    url = settings.catalog_url
+    first = shard_ids(settings, campaign.id)[0]
+    states = []
+    for _ in range(3):
+        held = store.claim(url, first, "w", lease_seconds=60, max_attempts=3)
+        assert held is not None
+        states.append(store.fail(url, held, "TransientError: S3 down", max_attempts=3))
+    assert states == ["failed", "failed", "quarantined"]
+    assert store.claim(url, first, "w", lease_seconds=60, max_attempts=3) is None
+    assert first not in shards_to_resume(url, campaign.id)
+    assert first in shards_to_retry(url, campaign.id)
+
+
+def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign) -> None:  # noqa: ANN001
+    url = settings.catalog_url
+    first, second = shard_ids(settings, campaign.id)[:2]
+    for shard_id, status in ((first, "ok"), (second, "error")):
+        held = store.claim(url, shard_id, "w", lease_seconds=60, max_attempts=3)
+        rows = [r._replace(status=status, error_class=None if status == "ok" else "NotAnImage") for r in results_for(settings, shard_id, "t")]
+        assert store.commit(url, held, rows, "cpu:float32", 0, 0)
+    assert shards_to_retry(url, campaign.id) == [second]
+    assert shards_to_retry(url, campaign.id, error_class="NotAnImage") == [second]
+    assert shards_to_retry(url, campaign.id, error_class="EmptyFile") == []
+    assert sorted(shards_to_resume(url, campaign.id)) == [shard_ids(settings, campaign.id)[2]]
