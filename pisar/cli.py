@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -284,12 +283,13 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=sys.argv[1:], prog_name="pisar", standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except typer.Abort:
+        print("pisar: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        print(f"pisar: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # typer's own click: usage errors, bad option values
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"pisar: error: {message}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
     except PisarError as exc:
         print(f"pisar: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -38,7 +38,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {TASK_RUN_SHARD: {"queue": settings.queue}},
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
 

@@ -54,9 +54,9 @@ def create_campaign(settings: Settings, request: SubmitRequest) -> tuple[Campaig
         raise ConfigError("campaign name must not be empty")
     if find_campaign(url, request.name) is not None:
         raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}` or another --name")
+    storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
     ref = model_ref.resolve(model_ref.parse(request.model))
     processor = load_processor(ref)
-    storage = open_storage(request.source_url, settings)
     listing = list_images(storage)
     if not listing.keys:
         raise NotFound(f"no line images under {storage.url} (skipped: {dict(listing.skipped) or 'nothing'})")

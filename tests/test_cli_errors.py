@@ -1,0 +1,100 @@
+"""Operator mistakes and outages: one readable line on stderr, a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_pisar
+
+
+def assert_one_line_error(result, contains: str) -> None:  # noqa: ANN001 - CompletedProcess
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pisar: error: ")
+    assert contains in lines[0], lines[0]
+
+
+def test_unknown_campaign(embedded_env: dict[str, str]) -> None:
+    for command in (["status", "nope"], ["export", "nope"], ["retry", "nope"], ["resume", "nope"]):
+        assert_one_line_error(run_pisar(command, embedded_env), "no campaign named 'nope'")
+
+
+def test_redis_unreachable(embedded_env: dict[str, str], tiny_model: Path, print_lines: Path) -> None:
+    env = {**embedded_env, "PISAR_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = run_pisar(["submit", str(print_lines), "--model", str(tiny_model), "--name", "x"], env)
+    assert_one_line_error(result, "Redis at redis://127.0.0.1:1/0 is unreachable")
+    assert_one_line_error(run_pisar(["worker"], env), "is unreachable")
+
+
+def test_postgres_unreachable(embedded_env: dict[str, str]) -> None:
+    env = {**embedded_env, "PISAR_DATABASE_URL": "postgresql://pisar:secret@127.0.0.1:1/catalog"}
+    result = run_pisar(["status", "x"], env)
+    assert_one_line_error(result, "catalog database postgresql+psycopg://pisar:***@127.0.0.1:1/catalog is unreachable")
+    assert "secret" not in result.stderr
+
+
+def test_postgres_without_migrations(embedded_env: dict[str, str], postgres_server, tmp_path: Path) -> None:  # noqa: ANN001
+    import uuid
+
+    import psycopg
+
+    name = f"pisar_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = {**embedded_env, "PISAR_DATABASE_URL": postgres_server.url.rsplit("/", 1)[0] + f"/{name}"}
+        assert_one_line_error(run_pisar(["status", "x"], env), "run `pisar db upgrade`")
+        upgraded = run_pisar(["db", "upgrade"], env)
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert_one_line_error(run_pisar(["status", "x"], env), "no campaign named 'x'")
+    finally:
+        from pisar.catalog.db import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("s3://Bad_Bucket!/lines", "bad S3 URL 's3://Bad_Bucket!/lines'"),
+        ("gs://bucket/lines", "unsupported source 'gs://bucket/lines'"),
+        ("/no/such/folder", "source folder /no/such/folder does not exist"),
+    ],
+)
+def test_bad_source(embedded_env: dict[str, str], tiny_model: Path, source: str, message: str) -> None:
+    assert_one_line_error(run_pisar(["run", source, "--model", str(tiny_model)], embedded_env), message)
+
+
+def test_missing_model_folder(embedded_env: dict[str, str], print_lines: Path) -> None:
+    result = run_pisar(["run", str(print_lines), "--model", "/no/such/model", "--name", "m"], embedded_env)
+    assert_one_line_error(result, "model folder /no/such/model does not exist")
+
+
+def test_folder_that_is_not_a_model(embedded_env: dict[str, str], print_lines: Path) -> None:
+    result = run_pisar(["run", str(print_lines), "--model", str(print_lines), "--name", "m"], embedded_env)
+    assert_one_line_error(result, "has no config.json")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PISAR_SHARD_SIZE", "0", "PISAR_SHARD_SIZE='0'"),
+        ("PISAR_BATCH_SIZE", "many", "PISAR_BATCH_SIZE='many'"),
+        ("PISAR_DTYPE", "float8", "PISAR_DTYPE='float8'"),
+        ("PISAR_REDIS_URL", "http://localhost", "PISAR_REDIS_URL='http://localhost'"),
+    ],
+)
+def test_bad_setting(embedded_env: dict[str, str], variable: str, value: str, message: str) -> None:
+    assert_one_line_error(run_pisar(["status", "x"], {**embedded_env, variable: value}), message)
+
+
+def test_bad_arguments(embedded_env: dict[str, str]) -> None:
+    assert_one_line_error(run_pisar(["export", "x", "--format", "xml"], {**embedded_env}), "no campaign named 'x'")
+    assert_one_line_error(run_pisar(["submit", "s3://b/x"], embedded_env), "Missing option")
+    assert_one_line_error(run_pisar(["run", "x", "--model", "m", "--shard-size", "0"], embedded_env), "--shard-size")

@@ -1,0 +1,61 @@
+"""`pisar run` on a local folder: all lines, resumable, and the same catalog commands work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_pisar
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_run_twice_resumes_without_inference(tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    first = run_pisar(["run", str(print_lines), "--model", str(tiny_model), "--name", "print", "-o", str(out)], embedded_env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    records = read_jsonl(out)
+    assert len(records) == 830
+    assert {r["status"] for r in records} == {"ok"}
+    assert [r["key"] for r in records] == sorted(p.name for p in print_lines.glob("*.png"))
+    assert "recognized 830 lines now" in first.stderr
+
+    second = run_pisar(["run", str(print_lines), "--model", str(tiny_model), "--name", "print", "-o", str(out)], embedded_env)
+    assert second.returncode == 0, second.stderr
+    assert "recognized 0 lines now" in second.stderr
+    assert read_jsonl(out) == records
+
+    status = run_pisar(["status", "print", "--json"], embedded_env)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["lines"] == {"pending": 0, "ok": 830, "error": 0}
+    assert report["shards"]["done"] == 4  # 830 lines at the default 256 per shard
+
+    csv_out = tmp_path / "results.csv"
+    exported = run_pisar(["export", "print", "--format", "csv", "-o", str(csv_out)], embedded_env)
+    assert exported.returncode == 0, exported.stderr
+    assert len(csv_out.read_text(encoding="utf-8").splitlines()) == 831
+
+
+def test_embedded_retry_reruns_errored_lines_in_process(tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
+    source = tmp_path / "lines"
+    source.mkdir()
+    for path in sorted(print_lines.glob("*.png"))[:10]:
+        (source / path.name).write_bytes(path.read_bytes())
+    (source / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "r.jsonl"
+    run = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "small", "-o", str(out), "--shard-size", "4"], embedded_env)
+    assert run.returncode == 0, run.stderr
+    broken = [r for r in read_jsonl(out) if r["key"] == "broken.png"]
+    assert broken[0]["status"] == "error" and broken[0]["error_class"] == "NotAnImage"
+
+    (source / "broken.png").write_bytes(sorted(print_lines.glob("*.png"))[20].read_bytes())  # an operator fixes the file
+    retry = run_pisar(["retry", "small", "--failed"], embedded_env)
+    assert retry.returncode == 0, retry.stderr
+    assert "1 shards to retry" in retry.stderr
+    exported = run_pisar(["export", "small", "-o", str(out)], embedded_env)
+    assert exported.returncode == 0, exported.stderr
+    records = read_jsonl(out)
+    assert len(records) == 11 and {r["status"] for r in records} == {"ok"}

@@ -1,0 +1,228 @@
+"""One campaign end to end on real SeaweedFS, Redis, Postgres and two Celery worker subprocesses."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Campaign, Line, Shard
+from pisar.constants import TASK_RUN_SHARD
+from tests.conftest import REPO, run_pisar, wait_until
+from tests.hostile import hostile_files
+from tests.reference import CardLoop
+
+SHARD_SIZE = 64
+PARITY_TIE = 1e-4  # a flipped token must have had top-2 log-probs this close
+MAX_TIE_SHARE = 0.005
+
+
+def upload(s3, bucket: str, items: dict[str, bytes]) -> None:  # noqa: ANN001 - boto3 client
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), items.items()))
+
+
+def catalog(url: str):  # noqa: ANN201
+    return get_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def bare_engine_lines_per_second(model: Path, paths: list[Path]) -> float:
+    """The engine alone on local files (read, decode, preprocess, generate), in this process."""
+    import torch
+
+    from pisar import model_ref
+    from pisar.worker.engine import Engine
+    from pisar.worker.images import ImageLimits, decode_line_image
+
+    torch.set_num_threads(2)
+    engine = Engine(model_ref.resolve(model_ref.parse(str(model))), device="cpu", dtype="float32")
+    limits = ImageLimits(89_478_485, 4, 16_384)
+    started = time.perf_counter()
+    for start in range(0, len(paths), 16):
+        batch = [engine.preprocess(decode_line_image(p.read_bytes(), limits)) for p in paths[start : start + 16]]
+        engine.recognize(np.stack(batch))
+    return len(paths) / (time.perf_counter() - started)
+
+
+def test_campaign_end_to_end(
+    s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, handwritten: Path  # noqa: ANN001
+) -> None:
+    real = {f"vol-1917/print/{p.name}": p for p in sorted(print_lines.iterdir())}
+    real.update({f"vol-1917/hand/{p.name}": p for p in sorted(handwritten.glob("*.jpg"))})
+    hostile = hostile_files(sorted(print_lines.glob("*.png"))[0])
+    s3.create_bucket(Bucket="archive")
+    upload(s3, "archive", {key: path.read_bytes() for key, path in real.items()})
+    upload(s3, "archive", {f"vol-1917/hostile/{name}": data for name, (data, _) in hostile.items()})
+    images = {k: p for k, p in real.items() if p.suffix in (".png", ".jpg")}
+    assert len(images) == 837
+
+    submitted = run_pisar(
+        ["submit", "s3://archive/vol-1917", "--model", str(tiny_model), "--name", "vol-1917", "--shard-size", str(SHARD_SIZE)],
+        distributed_env,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    s3.delete_object(Bucket="archive", Key="vol-1917/hostile/missing.png")  # listed, then gone
+    total = len(images) + len(hostile)
+    assert f"{total} lines in {math.ceil(total / SHARD_SIZE)} shards" in submitted.stderr
+
+    started = time.perf_counter()
+    start_worker(distributed_env, "w1")
+    start_worker(distributed_env, "w2")
+    engine = catalog(distributed_env["PISAR_DATABASE_URL"])
+    shards, lines = Shard.__table__, Line.__table__
+
+    def done_shards() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).where(shards.c.state == "done")).scalar_one()
+
+    wait_until(lambda: done_shards() == math.ceil(total / SHARD_SIZE), 600, "every shard done")
+    wall = time.perf_counter() - started
+
+    with engine.connect() as conn:
+        campaign = conn.execute(select(Campaign.__table__)).one()
+        rows = {r.key: r for r in conn.execute(select(lines)).all()}
+        shard_rows = conn.execute(select(shards)).all()
+    # Exactly one row per line image, every shard done, provenance recorded.
+    assert len(rows) == total
+    assert {r.state for r in shard_rows} == {"done"}
+    assert sum(r.line_count for r in shard_rows) == total
+    assert campaign.skipped_files == {".gt.txt": 830}
+    assert campaign.model_revision.startswith("sha256:")
+    assert campaign.confidence_formula == "geomean_text_token_prob_v1"
+    assert campaign.preprocessing["size"] == {"height": 182, "width": 1022}
+    assert len({r.worker.rsplit(":", 1)[0] for r in shard_rows}) == 2, "both workers should have taken shards"
+
+    # Hostile files are error lines with their classes; every real image is ok.
+    for name, (_, expected) in hostile.items():
+        row = rows[f"vol-1917/hostile/{name}"]
+        assert (row.status, row.error_class) == ("error", expected), name
+        assert row.error
+    assert all(rows[k].status == "ok" and rows[k].text for k in images)
+
+    # `status` and `export` agree with the catalog.
+    status = run_pisar(["status", "vol-1917", "--json"], distributed_env)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["lines"] == {"pending": 0, "ok": len(images), "error": len(hostile)}
+    assert report["shards"]["done"] == len(shard_rows)
+    assert {e["error_class"]: e["count"] for e in report["error_classes"]} == {c: 1 for _, c in hostile.values()}
+    exported = run_pisar(["export", "vol-1917", "--format", "jsonl", "-o", "-"], distributed_env)
+    assert exported.returncode == 0, exported.stderr
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [r["key"] for r in records] == sorted(rows)
+    for record in records:
+        row = rows[record["key"]]
+        assert (record["status"], record["text"], record["confidence"], record["error_class"]) == (
+            row.status, row.text, row.confidence, row.error_class
+        )
+
+    # Every text equals the model card's one-image-at-a-time fp32 loop (near ties excepted, and shown).
+    card = CardLoop(tiny_model)
+    mismatches = []
+    for key, path in images.items():
+        reference = card.read(path)
+        if reference.text != rows[key].text:
+            mismatches.append((key, card.smallest_margin(path, reference.token_ids)))
+    assert all(margin < PARITY_TIE for _, margin in mismatches), mismatches
+    assert len(mismatches) <= MAX_TIE_SHARE * len(images), mismatches
+
+    # Figures for the closing note: throughput of this run next to the bare engine on the same images.
+    first_start = min(r.started_at for r in shard_rows)
+    last_finish = max(r.finished_at for r in shard_rows)
+    figures = {
+        "machine_cores": __import__("os").cpu_count(),
+        "lines": total,
+        "workers": 2,
+        "e2e_lines_per_s_catalog": total / (last_finish - first_start).total_seconds(),
+        "e2e_lines_per_s_wall_incl_worker_start": total / wall,
+        "bare_engine_lines_per_s": bare_engine_lines_per_second(tiny_model, [images[k] for k in sorted(images)]),
+        "parity_mismatches": len(mismatches),
+    }
+    (REPO / "build").mkdir(exist_ok=True)
+    (REPO / "build" / "e2e-figures.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures))
+
+
+def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path) -> None:  # noqa: ANN001
+    """The same shard delivered twice writes one set of rows; `retry --failed` re-runs errored lines."""
+    from pisar.queue import configure
+    from pisar.settings import Settings
+
+    s3.create_bucket(Bucket="dupes")
+    upload(s3, "dupes", {f"v/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:12]})
+    upload(s3, "dupes", {"v/broken.png": b"\x89PNG\r\n\x1a\n broken"})
+    submitted = run_pisar(["submit", "s3://dupes/v", "--model", str(tiny_model), "--name", "dupes", "--shard-size", "5"], distributed_env)
+    assert submitted.returncode == 0, submitted.stderr
+    start_worker(distributed_env, "solo")
+    engine = catalog(distributed_env["PISAR_DATABASE_URL"])
+    shards, lines = Shard.__table__, Line.__table__
+
+    def shard_states() -> dict[int, tuple[str, int]]:
+        with engine.connect() as conn:
+            return {r.id: (r.state, r.duplicate_deliveries) for r in conn.execute(select(shards))}
+
+    wait_until(lambda: {s for s, _ in shard_states().values()} == {"done"}, 300, "3 shards done")
+    with engine.connect() as conn:
+        before = {r.key: (r.id, r.finished_at, r.text) for r in conn.execute(select(lines))}
+        campaign_id = conn.execute(select(Campaign.__table__.c.id)).scalar_one()
+    first_shard = min(shard_states())
+
+    settings = Settings(redis_url=distributed_env["PISAR_REDIS_URL"], queue=distributed_env["PISAR_QUEUE"])
+    configure(settings).send_task(TASK_RUN_SHARD, args=[campaign_id, first_shard], queue=settings.queue)
+    wait_until(lambda: shard_states()[first_shard][1] == 1, 120, "the duplicate delivery to be recorded")
+    with engine.connect() as conn:
+        after = {r.key: (r.id, r.finished_at, r.text) for r in conn.execute(select(lines))}
+    assert after == before
+
+    retried = run_pisar(["retry", "dupes", "--failed"], distributed_env)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 shards to retry; 1 shards published" in retried.stderr
+    broken_key = "v/broken.png"
+
+    def broken_rerun() -> bool:
+        with engine.connect() as conn:
+            row = conn.execute(select(lines).where(lines.c.key == broken_key)).one()
+        return row.finished_at > before[broken_key][1] and shard_states()[row.shard_id][0] == "done"
+
+    wait_until(broken_rerun, 120, "the errored line to be re-run")
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(lines)).scalar_one()
+        broken = conn.execute(select(lines).where(lines.c.key == broken_key)).one()
+    assert count == 13
+    assert (broken.status, broken.error_class) == ("error", "NotAnImage")
+
+
+def test_resume_after_redis_lost_the_queue(
+    s3, distributed_env, start_worker, redis_service, tiny_model: Path, print_lines: Path  # noqa: ANN001
+) -> None:
+    """Messages lost in Redis are recovered from the catalog by `pisar resume`."""
+    import redis
+
+    s3.create_bucket(Bucket="resume")
+    upload(s3, "resume", {f"v/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:20]})
+    submitted = run_pisar(["submit", "s3://resume/v", "--model", str(tiny_model), "--name", "resume", "--shard-size", "8"], distributed_env)
+    assert submitted.returncode == 0, submitted.stderr
+    client = redis.Redis.from_url(redis_service.url)
+    assert client.llen(distributed_env["PISAR_QUEUE"]) == 3
+    client.delete(distributed_env["PISAR_QUEUE"])  # Redis lost every message
+    client.close()
+
+    status = json.loads(run_pisar(["status", "resume", "--json"], distributed_env).stdout)
+    assert status["shards"]["queued"] == 3 and status["lines"]["pending"] == 20
+
+    resumed = run_pisar(["resume", "resume"], distributed_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 shards not done; 3 shards published" in resumed.stderr
+    start_worker(distributed_env, "resumer")
+
+    def finished() -> bool:
+        report = json.loads(run_pisar(["status", "resume", "--json"], distributed_env).stdout)
+        return report["lines"]["ok"] == 20
+
+    wait_until(finished, 300, "the resumed campaign to finish")
