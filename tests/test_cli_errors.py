@@ -98,3 +98,23 @@ def test_bad_arguments(embedded_env: dict[str, str]) -> None:
     assert_one_line_error(run_pisar(["export", "x", "--format", "xml"], {**embedded_env}), "no campaign named 'x'")
     assert_one_line_error(run_pisar(["submit", "s3://b/x"], embedded_env), "Missing option")
     assert_one_line_error(run_pisar(["run", "x", "--model", "m", "--shard-size", "0"], embedded_env), "--shard-size")
+
+
+def test_worker_refuses_settings_that_would_redeliver_running_shards(embedded_env: dict[str, str], redis_service) -> None:  # noqa: ANN001
+    env = {**embedded_env, "PISAR_REDIS_URL": redis_service.url, "PISAR_VISIBILITY_TIMEOUT_SECONDS": "600", "PISAR_LEASE_SECONDS": "3600"}
+    assert_one_line_error(run_pisar(["worker"], env, timeout=60), "visibility_timeout (600s) must be at least the shard lease (3600s)")
+
+
+def test_delivery_guard_names_each_unsafe_setting() -> None:
+    from pisar.queue import configure, delivery_problems
+    from pisar.settings import Settings
+
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0")
+    conf = configure(settings).conf
+    assert delivery_problems(conf, settings) == []
+    try:
+        conf.update(task_serializer="pickle", task_acks_late=False, worker_prefetch_multiplier=4)
+        problems = " | ".join(delivery_problems(conf, settings))
+        assert "JSON only" in problems and "task_acks_late" in problems and "prefetch" in problems
+    finally:
+        configure(settings)
