@@ -142,17 +142,17 @@ def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], rese
 @app.command()
 def retry(
     name: NameArg,
-    failed: Annotated[bool, typer.Option("--failed", help="Failed and quarantined shards, and lines that errored (default)")] = True,
-    error_class: Annotated[Optional[str], typer.Option("--error-class", help="Only done shards with lines of this error class")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Failed and quarantined shards, and shards with errored lines (the default)")] = False,
+    error_class: Annotated[Optional[str], typer.Option("--error-class", help="Only shards with errored lines of this class")] = None,
 ) -> None:
-    """Re-run failed shards and errored lines (attempt counts start again)."""
+    """Re-run failed shards and errored lines; attempt counts start again."""
     from pisar.producer.campaigns import get_campaign, shards_to_retry
 
+    if failed and error_class:
+        raise ConfigError("give --failed or --error-class, not both")
     settings = get_settings()
     url = _catalog(settings)
     campaign = get_campaign(url, name)
-    if not failed and not error_class:
-        raise ConfigError("nothing to retry: give --failed or --error-class")
     ids = shards_to_retry(url, campaign.id, error_class)
     err.print(f"{name}: {len(ids)} shards to retry; " + (_dispatch(settings, url, campaign, ids, reset_attempts=True) if ids else "nothing to do"))
 

@@ -61,6 +61,7 @@ def build_random_model(
     collapsing to one repeated token, which keeps parity tests meaningful.
     """
     import torch
+    from transformers.utils import logging as hf_logging
     from transformers import (
         BitImageProcessor,
         Dinov2Config,
@@ -71,6 +72,7 @@ def build_random_model(
         VisionEncoderDecoderModel,
     )
 
+    hf_logging.disable_progress_bar()
     tokenizer = build_tokenizer(texts, vocab_size)
     image_processor = BitImageProcessor(
         size=dict(INPUT_SIZE),

@@ -109,3 +109,26 @@ def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign)
     assert shards_to_retry(url, campaign.id, error_class="NotAnImage") == [second]
     assert shards_to_retry(url, campaign.id, error_class="EmptyFile") == []
     assert sorted(shards_to_resume(url, campaign.id)) == [shard_ids(settings, campaign.id)[2]]
+
+
+def test_interrupted_run_releases_its_shard(settings: Settings, campaign) -> None:  # noqa: ANN001
+    """Ctrl-C (or SystemExit) mid-shard hands the shard back at once instead of holding the lease."""
+    from pisar.worker.shard import ShardRunner
+
+    def interrupted(_campaign):  # noqa: ANN001, ANN202 - an engine provider that is interrupted
+        raise KeyboardInterrupt
+
+    url = settings.catalog_url
+    first = shard_ids(settings, campaign.id)[0]
+    runner = ShardRunner(settings, interrupted, worker="w")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(campaign.id, first)
+    finally:
+        runner.close()
+    with get_engine(url).connect() as conn:
+        shard = conn.execute(select(Shard.__table__).where(Shard.__table__.c.id == first)).one()
+    assert (shard.state, shard.attempts, shard.lease_until) == ("queued", 0, None)
+    assert first in shards_to_resume(url, campaign.id)
+    again = store.claim(url, first, "w2", lease_seconds=60, max_attempts=3)
+    assert again is not None and again.token == 2 and again.attempts == 1

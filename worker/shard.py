@@ -82,6 +82,10 @@ class ShardRunner:
             state = store.fail(self.catalog_url, held, message, self.settings.max_attempts)
             log.warning("shard %s attempt %s failed (%s): %s", shard_id, held.attempts, state, message)
             return ShardOutcome(shard_id, state or "fenced", error=message, attempts=held.attempts)
+        except BaseException:  # Ctrl-C, SystemExit: hand the shard back instead of holding its lease
+            store.release(self.catalog_url, held)
+            log.warning("shard %s interrupted and released", shard_id)
+            raise
         if not store.commit(self.catalog_url, held, results, engine.describe(), load_s, gen_s):
             log.warning("shard %s: lease lost to a newer claim, %s results discarded", shard_id, len(results))
             return ShardOutcome(shard_id, "fenced", lines=len(results))

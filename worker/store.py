@@ -113,3 +113,14 @@ def fail(url: str, held: Claim, error: str, max_attempts: int) -> str | None:
             update(_SHARD).where(_fenced(held)).values(state=state.value, error=error[:4000], lease_until=None, finished_at=utcnow())
         )
     return state.value if result.rowcount == 1 else None
+
+
+def release(url: str, held: Claim) -> bool:
+    """Give an interrupted shard back (queued, attempt not counted) so a rerun takes it at once."""
+    with get_engine(url).begin() as conn:
+        result = conn.execute(
+            update(_SHARD)
+            .where(_fenced(held))
+            .values(state=ShardState.QUEUED.value, lease_until=None, attempts=_SHARD.c.attempts - 1, worker=None)
+        )
+    return result.rowcount == 1

@@ -63,9 +63,20 @@ def retry_delay(attempts: int) -> int:
     return min(300, 5 * 2 ** max(0, attempts - 1))
 
 
+#: Seconds between tries when the catalog itself cannot be reached (nothing was claimed or counted).
+OUTAGE_RETRY_SECONDS = 30
+
+
 @app.task(name=TASK_RUN_SHARD, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_shard(self: Any, campaign_id: int, shard_id: int) -> None:
     """Transcribe one shard; the catalog records the outcome, the return value is ignored."""
-    outcome = runner(self.request.hostname or "pisar").run(campaign_id, shard_id)
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        outcome = runner(self.request.hostname or "pisar").run(campaign_id, shard_id)
+    except DBAPIError as exc:
+        # The catalog is down: keep the message alive (a failed task would be acked and dropped).
+        log.warning("shard %s: catalog unreachable (%s); retrying in %ss", shard_id, exc.__class__.__name__, OUTAGE_RETRY_SECONDS)
+        raise self.retry(countdown=OUTAGE_RETRY_SECONDS, max_retries=None) from None
     if outcome.retryable:
         raise self.retry(countdown=retry_delay(outcome.attempts), max_retries=None)
