@@ -115,7 +115,9 @@ def ensure_postgres(port: int = 5432) -> Service:
     run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if run_as:
         shutil.chown(workdir, "postgres")
-    subprocess.run([*run_as, _pg_bin("initdb"), "-D", str(workdir / "data"), "-U", "postgres", "-A", "trust"], check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, _pg_bin("initdb"), "-D", str(workdir / "data"), "-U", "postgres", "-A", "trust"], check=True, capture_output=True
+    )
     port = free_port()
     proc = subprocess.Popen(
         [*run_as, _pg_bin("postgres"), "-D", str(workdir / "data"), "-p", str(port), "-h", LOOPBACK, "-k", str(workdir)],

@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -66,8 +65,8 @@ def submit(
     queue: Annotated[Optional[str], typer.Option(help="Celery queue (default PISAR_QUEUE)")] = None,
 ) -> None:
     """List SOURCE, write a campaign to the catalog and publish its shards to the workers."""
-    from pisar.producer.publish import publish
     from pisar.producer.campaigns import shards_to_resume
+    from pisar.producer.publish import publish
     from pisar.producer.submit import SubmitRequest, create_campaign
     from pisar.queue import require_redis
 
@@ -78,7 +77,9 @@ def submit(
     campaign, listing = create_campaign(settings, request)
     sent = publish(settings, campaign.id, campaign.queue, shards_to_resume(url, campaign.id))
     skipped = ", ".join(f"{n} {suffix}" for suffix, n in sorted(listing.skipped.items())) or "none"
-    err.print(f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {sent} published to '{campaign.queue}' (skipped files: {skipped})")
+    err.print(
+        f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {sent} published to '{campaign.queue}' (skipped files: {skipped})"
+    )
 
 
 @app.command()
@@ -103,7 +104,9 @@ def _print_status(report) -> None:  # noqa: ANN001 - CampaignStatus, imported la
     done = report.lines["ok"] + report.lines["error"]
     out.print(f"[bold]{report.name}[/bold]  {report.source_url}")
     out.print(f"model {report.model} @ {report.model_revision[:19]}")
-    out.print(f"lines {done}/{report.lines_total} done: {report.lines['ok']} ok, {report.lines['error']} error, {report.lines['pending']} pending")
+    out.print(
+        f"lines {done}/{report.lines_total} done: {report.lines['ok']} ok, {report.lines['error']} error, {report.lines['pending']} pending"
+    )
     shards = Table("shard state", "count")
     for state, count in report.shards.items():
         if count:
@@ -142,7 +145,9 @@ def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], rese
 @app.command()
 def retry(
     name: NameArg,
-    failed: Annotated[bool, typer.Option("--failed", help="Failed and quarantined shards, and shards with errored lines (the default)")] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Failed and quarantined shards, and shards with errored lines (the default)")
+    ] = False,
     error_class: Annotated[Optional[str], typer.Option("--error-class", help="Only shards with errored lines of this class")] = None,
 ) -> None:
     """Re-run failed shards and errored lines; attempt counts start again."""
@@ -154,7 +159,9 @@ def retry(
     url = _catalog(settings)
     campaign = get_campaign(url, name)
     ids = shards_to_retry(url, campaign.id, error_class)
-    err.print(f"{name}: {len(ids)} shards to retry; " + (_dispatch(settings, url, campaign, ids, reset_attempts=True) if ids else "nothing to do"))
+    err.print(
+        f"{name}: {len(ids)} shards to retry; " + (_dispatch(settings, url, campaign, ids, reset_attempts=True) if ids else "nothing to do")
+    )
 
 
 @app.command()
@@ -166,7 +173,10 @@ def resume(name: NameArg) -> None:
     url = _catalog(settings)
     campaign = get_campaign(url, name)
     ids = shards_to_resume(url, campaign.id)
-    err.print(f"{name}: {len(ids)} shards not done; " + (_dispatch(settings, url, campaign, ids, reset_attempts=False) if ids else "nothing to do"))
+    err.print(
+        f"{name}: {len(ids)} shards not done; "
+        + (_dispatch(settings, url, campaign, ids, reset_attempts=False) if ids else "nothing to do")
+    )
 
 
 @app.command()
@@ -198,11 +208,11 @@ def run(
     shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
 ) -> None:
     """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume."""
+    from pisar import model_ref
     from pisar.embedded import run_shards
     from pisar.producer.campaigns import find_campaign, shards_to_resume
     from pisar.producer.export import export as write_export
     from pisar.producer.submit import SubmitRequest, create_campaign
-    from pisar import model_ref
 
     settings = get_settings()
     url = _catalog(settings)

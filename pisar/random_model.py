@@ -14,10 +14,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-ALPHABET = (
-    "АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯабвгдеёжзийклмнопрстуфхцчшщъыьэюя"
-    "ѢѣІіѲѳѴѵ0123456789.,;:!?-—()«»\"' "
-)
+ALPHABET = "АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯабвгдеёжзийклмнопрстуфхцчшщъыьэюяѢѣІіѲѳѴѵ0123456789.,;:!?-—()«»\"' "
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 INPUT_SIZE = {"height": 182, "width": 1022}
 
@@ -61,7 +58,6 @@ def build_random_model(
     collapsing to one repeated token, which keeps parity tests meaningful.
     """
     import torch
-    from transformers.utils import logging as hf_logging
     from transformers import (
         BitImageProcessor,
         Dinov2Config,
@@ -71,6 +67,7 @@ def build_random_model(
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
     )
+    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     tokenizer = build_tokenizer(texts, vocab_size)

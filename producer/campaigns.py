@@ -46,7 +46,11 @@ def shards_to_retry(url: str, campaign_id: int, error_class: str | None = None) 
         line_filter.append(_LINE.c.error_class == error_class)
     has_errors = exists(select(_LINE.c.id).where(*line_filter))
     failed = _SHARD.c.state.in_([ShardState.FAILED.value, ShardState.QUARANTINED.value])
-    condition = and_(_SHARD.c.state == ShardState.DONE.value, has_errors) if error_class else or_(failed, and_(_SHARD.c.state == ShardState.DONE.value, has_errors))
+    condition = (
+        and_(_SHARD.c.state == ShardState.DONE.value, has_errors)
+        if error_class
+        else or_(failed, and_(_SHARD.c.state == ShardState.DONE.value, has_errors))
+    )
     return _shard_ids(url, and_(_SHARD.c.campaign_id == campaign_id, condition))
 
 

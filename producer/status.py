@@ -61,7 +61,9 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
             .limit(10)
         ).all()
         recent_done = conn.execute(
-            select(func.count()).where(_LINE.c.campaign_id == cid, _LINE.c.status != LineStatus.PENDING.value, _LINE.c.finished_at >= recent)
+            select(func.count()).where(
+                _LINE.c.campaign_id == cid, _LINE.c.status != LineStatus.PENDING.value, _LINE.c.finished_at >= recent
+            )
         ).scalar_one()
         first_start, last_finish = conn.execute(
             select(func.min(_SHARD.c.started_at), func.max(_SHARD.c.finished_at)).where(_SHARD.c.campaign_id == cid)
@@ -69,10 +71,14 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         stale = conn.execute(
             select(func.count()).where(_SHARD.c.campaign_id == cid, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until < now)
         ).scalar_one()
-        duplicates = conn.execute(select(func.coalesce(func.sum(_SHARD.c.duplicate_deliveries), 0)).where(_SHARD.c.campaign_id == cid)).scalar_one()
-        workers = conn.execute(
-            select(_LINE.c.worker).where(_LINE.c.campaign_id == cid, _LINE.c.finished_at >= recent).distinct().limit(100)
-        ).scalars().all()
+        duplicates = conn.execute(
+            select(func.coalesce(func.sum(_SHARD.c.duplicate_deliveries), 0)).where(_SHARD.c.campaign_id == cid)
+        ).scalar_one()
+        workers = (
+            conn.execute(select(_LINE.c.worker).where(_LINE.c.campaign_id == cid, _LINE.c.finished_at >= recent).distinct().limit(100))
+            .scalars()
+            .all()
+        )
     finished = sum(n for status, n in lines.items() if status != LineStatus.PENDING.value)
     pending = lines.get(LineStatus.PENDING.value, 0)
     recent_rate = recent_done / (RECENT_MINUTES * 60) if recent_done else None

@@ -18,8 +18,8 @@ from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Shard, ShardState
 from pisar.constants import CONFIDENCE_FORMULA
 from pisar.errors import ConfigError, NotFound, PisarError
-from pisar.producer.campaigns import find_campaign
 from pisar.processor import describe_generation, describe_preprocessing, generation_overrides, load_processor
+from pisar.producer.campaigns import find_campaign
 from pisar.settings import Settings
 from pisar.storage import Listing, list_images, open_storage
 
@@ -87,9 +87,9 @@ def create_campaign(settings: Settings, request: SubmitRequest) -> tuple[Campaig
             {"campaign_id": campaign.id, "index": i, "state": ShardState.PENDING.value, "line_count": len(keys)}
             for i, keys in enumerate(shards)
         ]
-        ids = conn.execute(
-            insert(Shard.__table__).returning(Shard.__table__.c.id, sort_by_parameter_order=True), shard_rows
-        ).scalars().all()
+        ids = (
+            conn.execute(insert(Shard.__table__).returning(Shard.__table__.c.id, sort_by_parameter_order=True), shard_rows).scalars().all()
+        )
         insert_pending_lines(conn, campaign.id, ((shard_id, key) for shard_id, keys in zip(ids, shards, strict=True) for key in keys))
     log.info("campaign %s: %s lines in %s shards from %s", campaign.name, campaign.line_count, campaign.shard_count, storage.url)
     return campaign, listing

@@ -39,7 +39,9 @@ def test_run_twice_resumes_without_inference(tiny_model: Path, print_lines: Path
     assert len(csv_out.read_text(encoding="utf-8").splitlines()) == 831
 
 
-def test_embedded_retry_reruns_errored_lines_in_process(tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
+def test_embedded_retry_reruns_errored_lines_in_process(
+    tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
     source = tmp_path / "lines"
     source.mkdir()
     for path in sorted(print_lines.glob("*.png"))[:10]:

@@ -51,7 +51,12 @@ def bare_engine_lines_per_second(model: Path, paths: list[Path]) -> float:
 
 
 def test_campaign_end_to_end(
-    s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, handwritten: Path  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
+    tiny_model: Path,
+    print_lines: Path,
+    handwritten: Path,  # noqa: ANN001
 ) -> None:
     real = {f"vol-1917/print/{p.name}": p for p in sorted(print_lines.iterdir())}
     real.update({f"vol-1917/hand/{p.name}": p for p in sorted(handwritten.glob("*.jpg"))})
@@ -119,7 +124,10 @@ def test_campaign_end_to_end(
     for record in records:
         row = rows[record["key"]]
         assert (record["status"], record["text"], record["confidence"], record["error_class"]) == (
-            row.status, row.text, row.confidence, row.error_class
+            row.status,
+            row.text,
+            row.confidence,
+            row.error_class,
         )
 
     # Every text equals the model card's one-image-at-a-time fp32 loop (near ties excepted, and shown).
@@ -199,7 +207,12 @@ def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_mo
 
 
 def test_resume_after_redis_lost_the_queue(
-    s3, distributed_env, start_worker, redis_service, tiny_model: Path, print_lines: Path  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
+    redis_service,
+    tiny_model: Path,
+    print_lines: Path,  # noqa: ANN001
 ) -> None:
     """Messages lost in Redis are recovered from the catalog by `pisar resume`."""
     import redis

@@ -20,7 +20,9 @@ def get_json(url: str) -> object:
 def test_flower_shows_worker_and_tasks(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path) -> None:  # noqa: ANN001
     port = free_port()
     env = {**distributed_env, "FLOWER_UNAUTHENTICATED_API": "1"}  # issue 7 adds auth; this checks what Flower sees
-    flower = subprocess.Popen([PISAR, "flower", f"--port={port}"], env=env, stdout=(tmp_path / "flower.log").open("w"), stderr=subprocess.STDOUT)
+    flower = subprocess.Popen(
+        [PISAR, "flower", f"--port={port}"], env=env, stdout=(tmp_path / "flower.log").open("w"), stderr=subprocess.STDOUT
+    )
     try:
         wait_for(lambda: port_open(port), "flower", 60, flower)
         start_worker(distributed_env, "seen")

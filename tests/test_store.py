@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from pisar.catalog.bulk import LineResult
 from pisar.catalog.db import ensure_ready, get_engine
-from pisar.catalog.models import Line, Shard, ShardState, utcnow
+from pisar.catalog.models import Line, Shard, utcnow
 from pisar.producer.campaigns import shards_to_resume, shards_to_retry
 from pisar.producer.submit import SubmitRequest, create_campaign
 from pisar.settings import Settings
@@ -103,7 +103,9 @@ def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign)
     first, second = shard_ids(settings, campaign.id)[:2]
     for shard_id, status in ((first, "ok"), (second, "error")):
         held = store.claim(url, shard_id, "w", lease_seconds=60, max_attempts=3)
-        rows = [r._replace(status=status, error_class=None if status == "ok" else "NotAnImage") for r in results_for(settings, shard_id, "t")]
+        rows = [
+            r._replace(status=status, error_class=None if status == "ok" else "NotAnImage") for r in results_for(settings, shard_id, "t")
+        ]
         assert store.commit(url, held, rows, "cpu:float32", 0, 0)
     assert shards_to_retry(url, campaign.id) == [second]
     assert shards_to_retry(url, campaign.id, error_class="NotAnImage") == [second]

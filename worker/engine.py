@@ -76,9 +76,7 @@ class Engine:
         tokenizer = self.processor.tokenizer
         config = self.model.generation_config
         special = set(tokenizer.all_special_ids)
-        special.update(
-            i for i in (config.pad_token_id, config.bos_token_id, config.decoder_start_token_id) if isinstance(i, int)
-        )
+        special.update(i for i in (config.pad_token_id, config.bos_token_id, config.decoder_start_token_id) if isinstance(i, int))
         eos = config.eos_token_id
         special.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._special_ids = torch.tensor(sorted(special), device=self.device)
@@ -124,14 +122,14 @@ class Engine:
         sequences = out.sequences
         texts = self.processor.batch_decode(sequences, skip_special_tokens=True)
         if greedy:
-            chosen = sequences[:, -len(out.logits):]
+            chosen = sequences[:, -len(out.logits) :]
             log_probs = torch.stack(
                 [torch.log_softmax(step.float(), dim=-1).gather(1, chosen[:, i : i + 1]).squeeze(1) for i, step in enumerate(out.logits)],
                 dim=1,
             )
         else:
             log_probs = self.model.compute_transition_scores(sequences, out.scores, out.beam_indices, normalize_logits=False).float()
-            chosen = sequences[:, -log_probs.shape[1]:]
+            chosen = sequences[:, -log_probs.shape[1] :]
         text_mask = ~torch.isin(chosen, self._special_ids)
         return [_confidence(text, log_probs[i][text_mask[i]]) for i, text in enumerate(texts)]
 

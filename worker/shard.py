@@ -76,7 +76,9 @@ class ShardRunner:
             campaign = self._campaign(campaign_id)
             engine = self.engines(campaign)
             keys = store.lines_to_do(self.catalog_url, shard_id)
-            results, load_s, gen_s = self._transcribe(keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}))
+            results, load_s, gen_s = self._transcribe(
+                keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {})
+            )
         except Exception as exc:  # noqa: BLE001 - any shard-level failure is recorded, then retried or quarantined
             message = f"{type(exc).__name__}: {exc}"
             state = store.fail(self.catalog_url, held, message, self.settings.max_attempts)
@@ -92,7 +94,12 @@ class ShardRunner:
         ok = sum(1 for r in results if r.status == LineStatus.OK)
         log.info(
             "shard %s done: %s lines (%s ok, %s error) load %.2fs generate %.2fs",
-            shard_id, len(results), ok, len(results) - ok, load_s, gen_s,
+            shard_id,
+            len(results),
+            ok,
+            len(results) - ok,
+            load_s,
+            gen_s,
         )
         return ShardOutcome(shard_id, "done", len(results), ok, len(results) - ok, load_s, gen_s, attempts=held.attempts)
 
@@ -148,5 +155,14 @@ class ShardRunner:
         if isinstance(outcome, LineError):
             return LineResult(key, LineStatus.ERROR.value, None, None, None, None, outcome.error_class, str(outcome), self.worker, now)
         return LineResult(
-            key, LineStatus.OK.value, outcome.text, outcome.confidence, outcome.min_token_prob, outcome.token_count, None, None, self.worker, now
+            key,
+            LineStatus.OK.value,
+            outcome.text,
+            outcome.confidence,
+            outcome.min_token_prob,
+            outcome.token_count,
+            None,
+            None,
+            self.worker,
+            now,
         )

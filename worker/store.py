@@ -58,9 +58,7 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
     with get_engine(url).begin() as conn:
         row = conn.execute(statement).first()
         if row is None:
-            conn.execute(
-                update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1)
-            )
+            conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
             return None
     return Claim(shard_id=shard_id, campaign_id=row.campaign_id, token=row.token, attempts=row.attempts)
 

@@ -89,5 +89,3 @@ def _upsert_postgres(conn: Connection, campaign_id: int, shard_id: int, results:
         ),
         {"campaign_id": campaign_id, "shard_id": shard_id},
     )
-
-

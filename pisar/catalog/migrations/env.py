@@ -1,10 +1,10 @@
 """Alembic environment: runs the packaged migrations against the configured URL."""
 
 from alembic import context
+from sqlmodel import SQLModel
 
 from pisar.catalog import models  # noqa: F401 - registers the tables on SQLModel.metadata
 from pisar.catalog.db import get_engine
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -28,7 +28,6 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()
-
 
 
 if context.is_offline_mode():
