@@ -137,7 +137,7 @@ def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], rese
     from pisar.embedded import run_shards
     from pisar.producer.campaigns import mark_queued
 
-    mark_queued(url, shard_ids, reset_attempts)
+    mark_queued(url, campaign.id, shard_ids, reset_attempts)
     summary = run_shards(settings, campaign, shard_ids, err)
     return f"{summary.shards} shards run here: {summary.recognized} lines, {summary.errors} errors"
 
@@ -245,12 +245,19 @@ def _default_name(source: str) -> str:
 def worker(
     queue: Annotated[Optional[str], typer.Option(help="Queue to consume (default PISAR_QUEUE)")] = None,
     hostname: Annotated[Optional[str], typer.Option(help="Celery node name (default pisar-<gpu or pid>@host)")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Preload this model at start (default PISAR_MODEL)")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
 ) -> None:
     """Start one Celery worker process (run one per GPU, e.g. with CUDA_VISIBLE_DEVICES)."""
+    from pisar import model_ref
     from pisar.queue import configure, delivery_problems, require_redis
 
+    if model:
+        os.environ["PISAR_MODEL"] = model  # the forked child reads it in worker_process_init
+        get_settings.cache_clear()
     settings = get_settings()
+    if settings.model:
+        model_ref.resolve(model_ref.parse(settings.model))  # a bad model is one line here, not a crashing child
     require_redis(settings)
     _catalog(settings)
     celery_app = configure(settings)

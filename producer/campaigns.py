@@ -59,7 +59,7 @@ def _shard_ids(url: str, condition) -> list[int]:  # noqa: ANN001 - a SQLAlchemy
         return list(conn.execute(select(_SHARD.c.id).where(condition).order_by(_SHARD.c.index)).scalars())
 
 
-def mark_queued(url: str, shard_ids: Iterable[int], reset_attempts: bool) -> int:
+def mark_queued(url: str, campaign_id: int, shard_ids: Iterable[int], reset_attempts: bool) -> int:
     """Set shards to ``queued`` before their messages are sent (so a fast worker's claim is never overwritten)."""
     ids = list(shard_ids)
     now = utcnow()
@@ -72,4 +72,5 @@ def mark_queued(url: str, shard_ids: Iterable[int], reset_attempts: bool) -> int
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             changed += conn.execute(update(_SHARD).where(_SHARD.c.id.in_(chunk), ~live).values(**values)).rowcount
+        conn.execute(update(Campaign.__table__).where(Campaign.__table__.c.id == campaign_id).values(updated_at=now))
     return changed

@@ -14,7 +14,7 @@ def publish(settings: Settings, campaign_id: int, queue: str, shard_ids: list[in
         return 0
     require_redis(settings)
     app = configure(settings)
-    mark_queued(settings.catalog_url, shard_ids, reset_attempts)
+    mark_queued(settings.catalog_url, campaign_id, shard_ids, reset_attempts)
     with app.producer_or_acquire() as producer:
         for shard_id in shard_ids:
             app.send_task(

@@ -74,6 +74,7 @@ def test_bad_source(embedded_env: dict[str, str], tiny_model: Path, source: str,
 def test_missing_model_folder(embedded_env: dict[str, str], print_lines: Path) -> None:
     result = run_pisar(["run", str(print_lines), "--model", "/no/such/model", "--name", "m"], embedded_env)
     assert_one_line_error(result, "model folder /no/such/model does not exist")
+    assert_one_line_error(run_pisar(["worker", "--model", "/no/such/model"], embedded_env), "model folder /no/such/model does not exist")
 
 
 def test_folder_that_is_not_a_model(embedded_env: dict[str, str], print_lines: Path) -> None:

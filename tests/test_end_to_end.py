@@ -167,7 +167,7 @@ def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_mo
     upload(s3, "dupes", {"v/broken.png": b"\x89PNG\r\n\x1a\n broken"})
     submitted = run_pisar(["submit", "s3://dupes/v", "--model", str(tiny_model), "--name", "dupes", "--shard-size", "5"], distributed_env)
     assert submitted.returncode == 0, submitted.stderr
-    start_worker(distributed_env, "solo")
+    start_worker({**distributed_env, "PISAR_MODEL": str(tiny_model)}, "solo")  # preloads in worker_process_init
     engine = catalog(distributed_env["PISAR_DATABASE_URL"])
     shards, lines = Shard.__table__, Line.__table__
 

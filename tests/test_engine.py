@@ -68,9 +68,14 @@ def test_confidence_is_geometric_mean_of_chosen_token_probabilities(tiny_model: 
     assert got.min_token_prob == pytest.approx(math.exp(min(text_lp)), rel=1e-4)
 
 
-def test_legacy_layout_loads_through_trocr_processor_subclass(tiny_model: Path, print_lines: Path, tmp_path: Path) -> None:
-    """A folder as older transformers saved it (preprocessor_config.json + tokenizer files, no
-    processor_config.json), like the reference model's hub repo, loads and reads the same."""
+@pytest.mark.parametrize("processor_class", [None, "TrOCRProcessorCustom"])
+def test_legacy_layouts_load_and_read_the_same(tiny_model: Path, print_lines: Path, tmp_path: Path, processor_class: str | None) -> None:
+    """Folders as older transformers saved them (preprocessor_config.json + tokenizer files, no
+    processor_config.json), like the reference model's hub repo. With ``processor_class`` naming a
+    card's own TrOCRProcessor subclass, AutoProcessor returns a bare tokenizer and Pisar assembles
+    the processor itself, as the reference card does."""
+    import json
+
     from transformers import AutoImageProcessor, AutoTokenizer
 
     legacy = tmp_path / "legacy"
@@ -80,11 +85,18 @@ def test_legacy_layout_loads_through_trocr_processor_subclass(tiny_model: Path, 
     AutoImageProcessor.from_pretrained(tiny_model).save_pretrained(legacy)
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(legacy)
     assert (legacy / "preprocessor_config.json").exists() and not (legacy / "processor_config.json").exists()
+    if processor_class:
+        for name in ("preprocessor_config.json", "tokenizer_config.json"):
+            config = json.loads((legacy / name).read_text())
+            config["processor_class"] = processor_class
+            (legacy / name).write_text(json.dumps(config))
     paths = sorted(print_lines.glob("*.png"))[:8]
     modern = recognize_files(engine_for(tiny_model), paths, batch_size=8)
-    old = recognize_files(engine_for(legacy), paths, batch_size=8)
+    engine = engine_for(legacy)
+    old = recognize_files(engine, paths, batch_size=8)
     assert [r.text for r in old] == [r.text for r in modern]
-    assert engine_for(legacy).processor.image_processor.size == {"height": 182, "width": 1022}
+    assert engine.processor.image_processor.size == {"height": 182, "width": 1022}
+    assert type(engine.processor).__name__ == ("LineProcessor" if processor_class else "TrOCRProcessor")
 
 
 def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_lines: Path) -> None:
