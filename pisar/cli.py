@@ -101,6 +101,8 @@ def status(
 
 
 def _print_status(report) -> None:  # noqa: ANN001 - CampaignStatus, imported lazily
+    from pisar.producer.status import RECENT_MINUTES
+
     done = report.lines["ok"] + report.lines["error"]
     out.print(f"[bold]{report.name}[/bold]  {report.source_url}")
     out.print(f"model {report.model} @ {report.model_revision[:19]}")
@@ -117,10 +119,11 @@ def _print_status(report) -> None:  # noqa: ANN001 - CampaignStatus, imported la
         for row in report.error_classes:
             errors.add_row(str(row["error_class"]), str(row["count"]), str(row["example_key"]))
         out.print(errors)
-    rate = report.lines_per_second_recent or report.lines_per_second_overall
-    if rate:
-        eta = f", ETA {report.eta_seconds:.0f}s" if report.eta_seconds else ""
-        out.print(f"throughput {rate:.2f} lines/s{eta}")
+    if report.lines_per_second_overall or report.lines_per_second_recent:
+        recent = report.lines_per_second_recent or 0.0
+        overall = report.lines_per_second_overall or 0.0
+        eta = f"; ETA {report.eta_seconds:.0f}s" if report.eta_seconds else ""
+        out.print(f"throughput {recent:.2f} lines/s over the last {RECENT_MINUTES} min of work, {overall:.2f} since start{eta}")
     if report.stale_leases:
         out.print(f"[yellow]{report.stale_leases} running shards have expired leases: `pisar resume {report.name}`[/yellow]")
     if report.duplicate_deliveries:

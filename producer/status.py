@@ -60,14 +60,21 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
             .order_by(func.count().desc())
             .limit(10)
         ).all()
-        recent_done = conn.execute(
-            select(func.count()).where(
-                _LINE.c.campaign_id == cid, _LINE.c.status != LineStatus.PENDING.value, _LINE.c.finished_at >= recent
-            )
-        ).scalar_one()
         first_start, last_finish = conn.execute(
             select(func.min(_SHARD.c.started_at), func.max(_SHARD.c.finished_at)).where(_SHARD.c.campaign_id == cid)
         ).one()
+        # The recent window ends now while work remains, at the last commit once it is finished,
+        # and never starts before the first shard did: a 1-second run is not averaged over 5 minutes.
+        window_end = now if lines.get(LineStatus.PENDING.value, 0) or last_finish is None else last_finish
+        window_start = max(window_end - timedelta(minutes=RECENT_MINUTES), first_start or window_end)
+        recent_done = conn.execute(
+            select(func.count()).where(
+                _LINE.c.campaign_id == cid,
+                _LINE.c.status != LineStatus.PENDING.value,
+                _LINE.c.finished_at >= window_start,
+                _LINE.c.finished_at <= window_end,
+            )
+        ).scalar_one()
         stale = conn.execute(
             select(func.count()).where(_SHARD.c.campaign_id == cid, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until < now)
         ).scalar_one()
@@ -81,7 +88,8 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         )
     finished = sum(n for status, n in lines.items() if status != LineStatus.PENDING.value)
     pending = lines.get(LineStatus.PENDING.value, 0)
-    recent_rate = recent_done / (RECENT_MINUTES * 60) if recent_done else None
+    window = (window_end - window_start).total_seconds()
+    recent_rate = recent_done / window if recent_done and window > 0 else None
     overall_rate = None
     if first_start and last_finish and last_finish > first_start and finished:
         overall_rate = finished / (last_finish - first_start).total_seconds()

@@ -134,3 +134,33 @@ def test_interrupted_run_releases_its_shard(settings: Settings, campaign) -> Non
     assert first in shards_to_resume(url, campaign.id)
     again = store.claim(url, first, "w2", lease_seconds=60, max_attempts=3)
     assert again is not None and again.token == 2 and again.attempts == 1
+
+
+def test_status_figures_from_the_catalog(settings: Settings, campaign) -> None:  # noqa: ANN001
+    """Throughput windows are clipped to the campaign's working time; errors are grouped with an example."""
+    from pisar.producer.status import campaign_status
+
+    url = settings.catalog_url
+    base = utcnow() - timedelta(hours=1)
+    line_times = iter([10, 20, 400, 500, 600])  # seconds after the first shard started
+    table = Shard.__table__
+    for index, shard_id in enumerate(shard_ids(settings, campaign.id)):
+        held = store.claim(url, shard_id, "w", lease_seconds=60, max_attempts=3)
+        rows = [
+            r._replace(
+                finished_at=base + timedelta(seconds=next(line_times)),
+                status="error" if index == 2 else "ok",
+                error_class="EmptyFile" if index == 2 else None,
+            )
+            for r in results_for(settings, shard_id, "t")
+        ]
+        assert store.commit(url, held, rows, "cpu:float32", 0, 0)
+        with get_engine(url).begin() as conn:
+            conn.execute(update(table).where(table.c.id == shard_id).values(started_at=base, finished_at=max(r.finished_at for r in rows)))
+    report = campaign_status(url, campaign)
+    assert report.lines == {"pending": 0, "ok": 4, "error": 1}
+    assert report.shards["done"] == 3 and report.finished
+    assert report.lines_per_second_overall == pytest.approx(5 / 600)
+    assert report.lines_per_second_recent == pytest.approx(3 / 300)  # the last 5 minutes of work, not of the clock
+    assert report.error_classes == [{"error_class": "EmptyFile", "count": 1, "example_key": report.error_classes[0]["example_key"]}]
+    assert report.eta_seconds == 0.0
