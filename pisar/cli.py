@@ -119,6 +119,11 @@ def _print_status(report) -> None:  # noqa: ANN001 - CampaignStatus, imported la
         for row in report.error_classes:
             errors.add_row(str(row["error_class"]), str(row["count"]), str(row["example_key"]))
         out.print(errors)
+    if report.shard_errors:
+        failures = Table("shard", "state", "attempts", "last error")
+        for row in report.shard_errors:
+            failures.add_row(str(row["shard"]), row["state"], str(row["attempts"]), str(row["error"]))
+        out.print(failures)
     if report.lines_per_second_overall or report.lines_per_second_recent:
         recent = report.lines_per_second_recent or 0.0
         overall = report.lines_per_second_overall or 0.0
@@ -141,8 +146,7 @@ def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], rese
     from pisar.producer.campaigns import mark_queued
 
     mark_queued(url, campaign.id, shard_ids, reset_attempts)
-    summary = run_shards(settings, campaign, shard_ids, err)
-    return f"{summary.shards} shards run here: {summary.recognized} lines, {summary.errors} errors"
+    return run_shards(settings, campaign, shard_ids, err).describe()
 
 
 @app.command()
@@ -233,9 +237,10 @@ def run(
     summary = run_shards(settings, campaign, shards_to_resume(url, campaign.id), err)
     fmt = "csv" if output.endswith(".csv") else "jsonl"
     count = write_export(url, campaign.id, fmt, output)
+    quarantined = f"; {summary.quarantined} shards quarantined (see `pisar status {name}`)" if summary.quarantined else ""
     err.print(
         f"{name}: {count} results in {output}; recognized {summary.recognized} lines now "
-        f"({summary.errors} errors) in {summary.seconds:.1f}s"
+        f"({summary.errors} errors) in {summary.seconds:.1f}s{quarantined}"
     )
 
 

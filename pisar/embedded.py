@@ -30,6 +30,13 @@ class RunSummary:
     quarantined: int = 0
     seconds: float = 0.0
 
+    def describe(self) -> str:
+        """One line for the operator, naming quarantined shards when there are any."""
+        text = f"{self.shards} shards run here: {self.recognized} lines, {self.errors} errors"
+        if self.quarantined:
+            text += f"; {self.quarantined} shards quarantined (see `pisar status`)"
+        return text
+
 
 def shard_line_counts(url: str, shard_ids: list[int]) -> int:
     from sqlalchemy import func, select

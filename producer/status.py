@@ -30,6 +30,7 @@ class CampaignStatus:
     lines: dict[str, int]
     shards: dict[str, int]
     error_classes: list[dict[str, Any]] = field(default_factory=list)
+    shard_errors: list[dict[str, Any]] = field(default_factory=list)
     lines_per_second_recent: float | None = None
     lines_per_second_overall: float | None = None
     eta_seconds: float | None = None
@@ -59,6 +60,12 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
             .group_by(_LINE.c.error_class)
             .order_by(func.count().desc())
             .limit(10)
+        ).all()
+        shard_errors = conn.execute(
+            select(_SHARD.c.index, _SHARD.c.state, _SHARD.c.attempts, _SHARD.c.error)
+            .where(_SHARD.c.campaign_id == cid, _SHARD.c.state.in_([ShardState.FAILED.value, ShardState.QUARANTINED.value]))
+            .order_by(_SHARD.c.index)
+            .limit(20)
         ).all()
         first_start, last_finish = conn.execute(
             select(func.min(_SHARD.c.started_at), func.max(_SHARD.c.finished_at)).where(_SHARD.c.campaign_id == cid)
@@ -104,6 +111,7 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         lines={s.value: lines.get(s.value, 0) for s in LineStatus},
         shards={s.value: shards.get(s.value, 0) for s in ShardState},
         error_classes=[{"error_class": c, "count": n, "example_key": k} for c, n, k in errors],
+        shard_errors=[{"shard": i, "state": st, "attempts": a, "error": e} for i, st, a, e in shard_errors],
         lines_per_second_recent=recent_rate,
         lines_per_second_overall=overall_rate,
         eta_seconds=(pending / rate) if rate and pending else (0.0 if not pending else None),

@@ -61,3 +61,35 @@ def test_embedded_retry_reruns_errored_lines_in_process(
     assert exported.returncode == 0, exported.stderr
     records = read_jsonl(out)
     assert len(records) == 11 and {r["status"] for r in records} == {"ok"}
+
+
+def test_changed_model_folder_is_refused_and_the_shard_quarantined(
+    tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Provenance holds: a model folder edited after submit is refused; the shard fails, is retried
+    with backoff and quarantined after PISAR_MAX_ATTEMPTS, and the operator is told."""
+    import shutil
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    source = tmp_path / "lines"
+    source.mkdir()
+    for path in sorted(print_lines.glob("*.png"))[:3]:
+        (source / path.name).write_bytes(path.read_bytes())
+    (source / "broken.png").write_bytes(b"")
+    env = {**embedded_env, "PISAR_MAX_ATTEMPTS": "2"}
+    out = tmp_path / "r.jsonl"
+    first = run_pisar(["run", str(source), "--model", str(model), "--name", "prov", "-o", str(out)], env)
+    assert first.returncode == 0, first.stderr
+
+    (model / "README.md").write_text("edited after submit\n")
+    retried = run_pisar(["retry", "prov"], env)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 shards quarantined" in retried.stderr
+    report = json.loads(run_pisar(["status", "prov", "--json"], env).stdout)
+    assert report["shards"]["quarantined"] == 1
+    assert report["lines"] == {"pending": 0, "ok": 3, "error": 1}  # earlier results are kept
+    [failure] = report["shard_errors"]
+    assert (failure["state"], failure["attempts"]) == ("quarantined", 2)
+    assert "changed since submit" in failure["error"]
+    table = run_pisar(["status", "prov"], env)
+    assert "quarantined" in table.stdout and "changed since submit" in table.stdout

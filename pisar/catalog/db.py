@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
 
 from pisar.errors import CatalogNotReady, ServiceUnavailable
 
@@ -109,15 +106,3 @@ def ensure_ready(url: str, auto_upgrade: bool) -> None:
         return
     state = "has no Pisar tables" if current is None else f"is at revision {current}, code expects {head}"
     raise CatalogNotReady(f"catalog {_redacted(url)} {state}: run `pisar db upgrade`")
-
-
-@contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(get_engine(url), expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
