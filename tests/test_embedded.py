@@ -93,3 +93,18 @@ def test_changed_model_folder_is_refused_and_the_shard_quarantined(
     assert "changed since submit" in failure["error"]
     table = run_pisar(["status", "prov"], env)
     assert "quarantined" in table.stdout and "changed since submit" in table.stdout
+
+
+def test_run_on_an_s3_prefix(s3, seaweedfs, tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:  # noqa: ANN001
+    """Embedded mode reads from object storage too; keys are the full object keys."""
+    s3.create_bucket(Bucket="embedded")
+    files = sorted(print_lines.iterdir())[:20]  # 10 images and their .gt.txt files
+    for path in files:
+        s3.put_object(Bucket="embedded", Key=f"fond-1/{path.name}", Body=path.read_bytes())
+    out = tmp_path / "r.jsonl"
+    result = run_pisar(["run", "s3://embedded/fond-1/", "--model", str(tiny_model), "-o", str(out)], {**embedded_env, **seaweedfs.env})
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(out)
+    assert [r["key"] for r in records] == sorted(f"fond-1/{p.name}" for p in files if p.suffix == ".png")
+    assert {r["status"] for r in records} == {"ok"}
+    assert "campaign embedded-fond-1:" in result.stderr  # the default name comes from the URL
