@@ -48,21 +48,24 @@ def test_confidence_is_a_probability_summary(tiny_model: Path, print_lines: Path
     assert len({round(r.confidence, 6) for r in results}) > 1
 
 
-def test_confidence_is_geometric_mean_of_chosen_token_probabilities(tiny_model: Path, print_lines: Path) -> None:
-    """Recompute by teacher forcing the generated tokens through a plain forward pass."""
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_confidence_is_geometric_mean_of_chosen_token_probabilities(tiny_model: Path, print_lines: Path, num_beams: int) -> None:
+    """Recompute by teacher forcing the generated tokens through a plain forward pass: the same
+    formula (softmax of raw logits, text tokens only) for greedy and beam search."""
     import torch
 
     path = sorted(print_lines.glob("*.png"))[3]
     card = CardLoop(tiny_model)
-    reference = card.read(path)
-    [got] = recognize_files(engine_for(tiny_model), [path], batch_size=1)
     pixel_values = card.processor(images=decode_line_image(path.read_bytes(), LIMITS), return_tensors="pt").pixel_values
-    ids = reference.token_ids
     with torch.no_grad():
+        ids = card.model.generate(pixel_values, num_beams=num_beams)[0].tolist()
         logits = card.model(pixel_values=pixel_values, decoder_input_ids=torch.tensor([ids[:-1]])).logits[0]
+    engine = engine_for(tiny_model)
+    [got] = engine.recognize(np.stack([engine.preprocess(decode_line_image(path.read_bytes(), LIMITS))]), {"num_beams": num_beams})
     log_probs = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
     special = set(card.processor.tokenizer.all_special_ids)
     text_lp = [float(lp) for tok, lp in zip(ids[1:], log_probs, strict=True) if tok not in special]
+    assert got.text == card.processor.decode(ids, skip_special_tokens=True)
     assert got.token_count == len(text_lp)
     assert got.confidence == pytest.approx(math.exp(sum(text_lp) / len(text_lp)), rel=1e-4)
     assert got.min_token_prob == pytest.approx(math.exp(min(text_lp)), rel=1e-4)

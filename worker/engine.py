@@ -116,20 +116,23 @@ class Engine:
             pixel_values=inputs,
             return_dict_in_generate=True,
             output_logits=greedy,
-            output_scores=not greedy,
             **generation,
         )
         sequences = out.sequences
         texts = self.processor.batch_decode(sequences, skip_special_tokens=True)
         if greedy:
             chosen = sequences[:, -len(out.logits) :]
-            log_probs = torch.stack(
-                [torch.log_softmax(step.float(), dim=-1).gather(1, chosen[:, i : i + 1]).squeeze(1) for i, step in enumerate(out.logits)],
-                dim=1,
-            )
+            steps = out.logits
         else:
-            log_probs = self.model.compute_transition_scores(sequences, out.scores, out.beam_indices, normalize_logits=False).float()
-            chosen = sequences[:, -log_probs.shape[1] :]
+            # Beam scores are renormalised after logits processors; score the chosen sequences
+            # with one teacher-forced pass instead, so the formula is the same in both modes.
+            chosen = sequences[:, 1:]
+            logits = self.model(pixel_values=inputs, decoder_input_ids=sequences[:, :-1]).logits
+            steps = logits.unbind(dim=1)
+        log_probs = torch.stack(
+            [torch.log_softmax(step.float(), dim=-1).gather(1, chosen[:, i : i + 1]).squeeze(1) for i, step in enumerate(steps)],
+            dim=1,
+        )
         text_mask = ~torch.isin(chosen, self._special_ids)
         return [_confidence(text, log_probs[i][text_mask[i]]) for i, text in enumerate(texts)]
 
