@@ -164,3 +164,16 @@ def test_status_figures_from_the_catalog(settings: Settings, campaign) -> None: 
     assert report.lines_per_second_recent == pytest.approx(3 / 300)  # the last 5 minutes of work, not of the clock
     assert report.error_classes == [{"error_class": "EmptyFile", "count": 1, "example_key": report.error_classes[0]["example_key"]}]
     assert report.eta_seconds == 0.0
+
+
+def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings: Settings, campaign, tiny_model: Path) -> None:  # noqa: ANN001
+    """Membership and campaign come from the catalog; the message's ids are only a pointer."""
+    from pisar.worker.engine import EngineCache
+    from pisar.worker.shard import ShardRunner
+
+    runner = ShardRunner(settings, EngineCache("cpu"), worker="w")
+    try:
+        outcome = runner.run(campaign.id + 999, shard_ids(settings, campaign.id)[0])
+    finally:
+        runner.close()
+    assert (outcome.state, outcome.ok) == ("done", 2)

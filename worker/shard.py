@@ -72,8 +72,10 @@ class ShardRunner:
         if held is None:
             log.info("shard %s: duplicate or stale delivery, skipped", shard_id)
             return ShardOutcome(shard_id, "skipped")
+        if held.campaign_id != campaign_id:
+            log.warning("shard %s belongs to campaign %s, not %s as the message said", shard_id, held.campaign_id, campaign_id)
         try:
-            campaign = self._campaign(campaign_id)
+            campaign = self._campaign(held.campaign_id)  # the catalog, not the message, says whose shard it is
             engine = self.engines(campaign)
             keys = store.lines_to_do(self.catalog_url, shard_id)
             results, load_s, gen_s = self._transcribe(
