@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_MODEL := models/random-tiny
+SOURCES := pisar worker producer infra tests
 
 .PHONY: setup demo test services
 
@@ -23,8 +24,10 @@ demo: $(BIN)/pisar $(DEMO_MODEL)/config.json
 	$(BIN)/pisar run samples/print-lines --model $(DEMO_MODEL) --name samples -o results.jsonl
 	@head -n 3 results.jsonl
 
-# Quick start 2: the test suite against real Postgres, Redis, SeaweedFS and Celery worker processes.
+# Quick start 2: lint, then the test suite against real Postgres, Redis, SeaweedFS and Celery workers.
 test: $(BIN)/pisar
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/python -m pytest
 
 # Postgres, Redis (the machine's, or throwaway) and a throwaway SeaweedFS; prints the env to use.
