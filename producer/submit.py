@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 
 from pisar import __version__, model_ref
 from pisar.catalog.bulk import insert_pending_lines
@@ -81,7 +82,10 @@ def create_campaign(settings: Settings, request: SubmitRequest) -> tuple[Campaig
     shards = list(cut(listing.keys, request.shard_size))
     campaign.shard_count = len(shards)
     with get_engine(url).begin() as conn:
-        row = conn.execute(insert(Campaign.__table__).values(campaign.model_dump(exclude={"id"})).returning(Campaign.__table__.c.id))
+        try:
+            row = conn.execute(insert(Campaign.__table__).values(campaign.model_dump(exclude={"id"})).returning(Campaign.__table__.c.id))
+        except IntegrityError:  # a concurrent submit of the same name won the race
+            raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}`") from None
         campaign.id = row.scalar_one()
         shard_rows = [
             {"campaign_id": campaign.id, "index": i, "state": ShardState.PENDING.value, "line_count": len(keys)}

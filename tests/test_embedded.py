@@ -108,3 +108,21 @@ def test_run_on_an_s3_prefix(s3, seaweedfs, tiny_model: Path, print_lines: Path,
     assert [r["key"] for r in records] == sorted(f"fond-1/{p.name}" for p in files if p.suffix == ".png")
     assert {r["status"] for r in records} == {"ok"}
     assert "campaign embedded-fond-1:" in result.stderr  # the default name comes from the URL
+
+
+def test_image_pixel_limit_setting_applies_in_embedded_mode(tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
+    """PISAR_MAX_IMAGE_PIXELS is the limit, also for PIL's own global check (144 M pixels here)."""
+    from tests.hostile import hostile_files
+
+    bomb, _ = hostile_files(Path(__file__))["bomb.png"]
+    source = tmp_path / "lines"
+    source.mkdir()
+    (source / "big.png").write_bytes(bomb)
+    out = tmp_path / "r.jsonl"
+    refused = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "a", "-o", str(out)], embedded_env)
+    assert refused.returncode == 0, refused.stderr
+    assert read_jsonl(out)[0]["error_class"] == "DecompressionBomb"
+    allowed_env = {**embedded_env, "PISAR_MAX_IMAGE_PIXELS": "200000000"}
+    allowed = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "b", "-o", str(out)], allowed_env)
+    assert allowed.returncode == 0, allowed.stderr
+    assert read_jsonl(out)[0]["status"] == "ok"

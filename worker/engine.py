@@ -36,6 +36,18 @@ class Recognition:
     token_count: int
 
 
+def apply_process_settings(settings: Any) -> None:
+    """Process-wide knobs, set once per process by whoever runs shards (Celery child or ``pisar run``).
+
+    PIL checks decompression bombs against a global, so the setting must be applied there too.
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+
+
 def pick_device(preference: str) -> torch.device:
     """CUDA when present (and not refused), else CPU; called only in the worker child."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):

@@ -23,7 +23,7 @@ from pisar.errors import LineError
 from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
 from pisar.worker import store
-from pisar.worker.engine import Engine, Recognition
+from pisar.worker.engine import Engine, Recognition, apply_process_settings
 from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
 from pisar.worker.images import ImageLimits
 
@@ -60,6 +60,7 @@ class ShardRunner:
         self.engines = engines
         self.worker = worker
         self.limits = ImageLimits.from_settings(settings)
+        apply_process_settings(settings)
         self.pool = ThreadPoolExecutor(max_workers=settings.fetch_threads, thread_name_prefix="pisar-fetch")
         self._storages: dict[str, Storage] = {}
 

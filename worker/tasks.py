@@ -16,7 +16,7 @@ from pisar.catalog.db import dispose_engines
 from pisar.constants import TASK_RUN_SHARD
 from pisar.queue import app
 from pisar.settings import get_settings
-from pisar.worker.engine import EngineCache
+from pisar.worker.engine import EngineCache, apply_process_settings
 from pisar.worker.shard import ShardRunner
 
 log = logging.getLogger("pisar.worker")
@@ -43,15 +43,10 @@ def runner(hostname: str) -> ShardRunner:
 
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
-    """Fresh database pool, torch threads, PIL limit; preload ``PISAR_MODEL`` if set."""
+    """Fresh database pool, process settings; preload ``PISAR_MODEL`` if set."""
     dispose_engines()
     settings = get_settings()
-    import torch
-    from PIL import Image
-
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    apply_process_settings(settings)
     if settings.model:
         from pisar import model_ref
 
