@@ -215,38 +215,52 @@ def run(
     shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
 ) -> None:
     """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume."""
-    from pisar import model_ref
-    from pisar.embedded import run_shards
-    from pisar.producer.campaigns import find_campaign, shards_to_resume
+    from pisar.embedded import transcribe
     from pisar.producer.export import export as write_export
-    from pisar.producer.submit import SubmitRequest, create_campaign
 
     settings = get_settings()
     url = _catalog(settings)
-    name = name or _default_name(source)
-    campaign = find_campaign(url, name)
-    if campaign is None:
-        request = SubmitRequest(source, model, name, shard_size or settings.shard_size, settings.queue)
-        campaign, _ = create_campaign(settings, request)
-        err.print(f"campaign {name}: {campaign.line_count} lines in {campaign.shard_count} shards")
-    else:
-        wanted = model_ref.resolve(model_ref.parse(model))
-        if (wanted.source, wanted.revision or "") != (campaign.model_id, campaign.model_revision):
-            raise ConfigError(f"campaign {name!r} was run with model {campaign.model_id}; use another --name for {model}")
-        err.print(f"campaign {name} exists: resuming")
-    summary = run_shards(settings, campaign, shards_to_resume(url, campaign.id), err)
+    campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err)
     fmt = "csv" if output.endswith(".csv") else "jsonl"
     count = write_export(url, campaign.id, fmt, output)
-    quarantined = f"; {summary.quarantined} shards quarantined (see `pisar status {name}`)" if summary.quarantined else ""
+    quarantined = f"; {summary.quarantined} shards quarantined (see `pisar status {campaign.name}`)" if summary.quarantined else ""
     err.print(
-        f"{name}: {count} results in {output}; recognized {summary.recognized} lines now "
+        f"{campaign.name}: {count} results in {output}; recognized {summary.recognized} lines now "
         f"({summary.errors} errors) in {summary.seconds:.1f}s{quarantined}"
     )
 
 
-def _default_name(source: str) -> str:
-    stem = source.rstrip("/").rsplit("/", 1)[-1] or "campaign"
-    return stem if not source.startswith("s3://") else source.removeprefix("s3://").rstrip("/").replace("/", "-")
+@app.command("eval")
+def evaluate(
+    target: Annotated[str, typer.Argument(help="A campaign name, or with --model a folder / s3://bucket/prefix to transcribe first")],
+    gt: Annotated[Optional[str], typer.Option("--gt", help="Folder or s3:// prefix with NAME.gt.txt files (default: the source)")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Embedded: transcribe TARGET with this model first")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Campaign name with --model (default: from TARGET)")] = None,
+    normalize: Annotated[str, typer.Option("--normalize", help="Label normalization for both sides: none or naf")] = "none",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for lines.csv, summary.json, calibration.png")] = None,
+) -> None:
+    """CER/WER against ground truth, and how well confidence predicts errors."""
+    from pathlib import Path
+
+    from pisar.groundtruth import normalizer
+    from pisar.producer.campaigns import get_campaign
+    from pisar.producer.evaluate import score_lines, summarize, write_outputs
+    from pisar.storage import open_storage
+
+    normalizer(normalize)  # a bad choice fails before any work
+    settings = get_settings()
+    url = _catalog(settings)
+    if model:
+        from pisar.embedded import transcribe
+
+        campaign, _ = transcribe(settings, target, model, name, settings.shard_size, err)
+    else:
+        campaign = get_campaign(url, target)
+    scores, missing = score_lines(url, campaign, open_storage(gt or campaign.source_url, settings), normalize)
+    report = summarize(campaign, scores, missing, normalize)
+    paths = write_outputs(report, scores, Path(output or f"eval-{campaign.name}"))
+    print(json.dumps({k: v for k, v in report.__dict__.items() if k != "calibration"}, ensure_ascii=False))
+    err.print(f"{report.lines_scored} lines scored ({missing} without ground truth); wrote {', '.join(str(p) for p in paths.values())}")
 
 
 @app.command()

@@ -77,3 +77,33 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
         runner.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def default_name(source: str) -> str:
+    """A campaign name from a source: the folder's name, or ``bucket-prefix`` for S3."""
+    if source.startswith("s3://"):
+        return source.removeprefix("s3://").rstrip("/").replace("/", "-")
+    return source.rstrip("/").rsplit("/", 1)[-1] or "campaign"
+
+
+def transcribe(
+    settings: Settings, source: str, model: str, name: str | None, shard_size: int, console: Console
+) -> tuple[Campaign, RunSummary]:
+    """Create the campaign (or resume it, same model only) and run every shard not done, here."""
+    from pisar import model_ref
+    from pisar.errors import ConfigError
+    from pisar.producer.campaigns import find_campaign, shards_to_resume
+    from pisar.producer.submit import SubmitRequest, create_campaign
+
+    url = settings.catalog_url
+    name = name or default_name(source)
+    campaign = find_campaign(url, name)
+    if campaign is None:
+        campaign, _ = create_campaign(settings, SubmitRequest(source, model, name, shard_size, settings.queue))
+        console.print(f"campaign {name}: {campaign.line_count} lines in {campaign.shard_count} shards")
+    else:
+        wanted = model_ref.resolve(model_ref.parse(model))
+        if (wanted.source, wanted.revision or "") != (campaign.model_id, campaign.model_revision):
+            raise ConfigError(f"campaign {name!r} was run with model {campaign.model_id}; use another --name for {model}")
+        console.print(f"campaign {name} exists: resuming")
+    return campaign, run_shards(settings, campaign, shards_to_resume(url, campaign.id), console)
