@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 ALPHABET = "АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯабвгдеёжзийклмнопрстуфхцчшщъыьэюяѢѣІіѲѳѴѵ0123456789.,;:!?-—()«»\"' "
@@ -39,24 +40,55 @@ def build_tokenizer(texts: list[str], vocab_size: int):  # noqa: ANN201 - PreTra
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
 
 
-def build_random_model(
-    out_dir: Path,
-    texts: list[str],
-    *,
-    seed: int = 0,
-    hidden: int = 32,
-    layers: int = 2,
-    heads: int = 2,
-    vocab_size: int = 600,
-    max_new_tokens: int = 24,
-    min_new_tokens: int = 4,
-    init_std: float = 1.0,
-) -> Path:
-    """Build, save (``save_pretrained``) and return a random model folder loadable like any other.
+@dataclass(frozen=True)
+class ModelSpec:
+    """The shape of a new model: encoder family and size, input size and patch, decoder, tokenizer.
 
-    ``init_std`` is large so the random decoder's choices depend on the image rather than
-    collapsing to one repeated token, which keeps parity tests meaningful.
+    ``dinov2`` matches the reference architecture (square patches, 182 x 1022 input); ``vit`` with
+    a full-height patch reads a line as a sequence of columns, which trains fast on a CPU.
     """
+
+    encoder: str = "dinov2"
+    hidden: int = 32
+    layers: int = 2
+    heads: int = 2
+    decoder_layers: int = 2
+    ffn_ratio: int = 4
+    height: int = INPUT_SIZE["height"]
+    width: int = INPUT_SIZE["width"]
+    patch: tuple[int, int] = (14, 14)
+    vocab_size: int = 600
+    max_new_tokens: int = 24
+    min_new_tokens: int = 0
+    init_std: float | None = None  # None keeps transformers' initialisation
+    image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+
+PRESETS: dict[str, ModelSpec] = {
+    # The test and quick-start model: reference architecture, tiny, with large random weights so
+    # its (meaningless) output depends on the image, and a forced minimum length.
+    "test": ModelSpec(init_std=1.0, min_new_tokens=4, ffn_ratio=2),
+    # A small CPU-trainable line reader: ViT over 8-px columns of a 40 x 1024 line, TrOCR decoder.
+    "small": ModelSpec(
+        encoder="vit",
+        hidden=192,
+        layers=4,
+        heads=4,
+        decoder_layers=2,
+        height=40,
+        width=1024,
+        patch=(40, 8),
+        vocab_size=320,
+        max_new_tokens=160,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+    ),
+}
+
+
+def new_model(texts: list[str], spec: ModelSpec, seed: int = 0):  # noqa: ANN201 - (model, processor)
+    """A freshly initialised VisionEncoderDecoderModel and its processor for ``spec``."""
     import torch
     from transformers import (
         BitImageProcessor,
@@ -66,22 +98,37 @@ def build_random_model(
         TrOCRProcessor,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
     )
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    tokenizer = build_tokenizer(texts, vocab_size)
-    image_processor = BitImageProcessor(
-        size=dict(INPUT_SIZE),
-        do_center_crop=False,
-        crop_size=None,
-        resample=3,  # bicubic
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
-    encoder = Dinov2Config(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, mlp_ratio=2, patch_size=14, image_size=182
-    )
+    tokenizer = build_tokenizer(texts, spec.vocab_size)
+    size = {"height": spec.height, "width": spec.width}
+    common = {"image_mean": list(spec.image_mean), "image_std": list(spec.image_std), "resample": 3}  # bicubic
+    if spec.encoder == "dinov2":
+        if spec.patch[0] != spec.patch[1]:
+            raise ValueError("DINOv2 encoders take square patches")
+        image_processor = BitImageProcessor(size=size, do_center_crop=False, crop_size=None, **common)
+        encoder = Dinov2Config(
+            hidden_size=spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            mlp_ratio=spec.ffn_ratio,
+            patch_size=spec.patch[0],
+            image_size=spec.height,
+        )
+    elif spec.encoder == "vit":
+        image_processor = ViTImageProcessor(size=size, **common)
+        encoder = ViTConfig(
+            hidden_size=spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            intermediate_size=spec.hidden * spec.ffn_ratio,
+            image_size=(spec.height, spec.width),
+            patch_size=spec.patch,
+        )
+    else:
+        raise ValueError(f"unknown encoder family {spec.encoder!r}: dinov2 or vit")
     ids = {
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id,
@@ -90,11 +137,11 @@ def build_random_model(
     }
     decoder = TrOCRConfig(
         vocab_size=len(tokenizer),
-        d_model=hidden,
-        decoder_layers=layers,
-        decoder_attention_heads=heads,
-        decoder_ffn_dim=hidden * 2,
-        max_position_embeddings=max(64, max_new_tokens + 8),
+        d_model=spec.hidden,
+        decoder_layers=spec.decoder_layers,
+        decoder_attention_heads=spec.heads,
+        decoder_ffn_dim=spec.hidden * spec.ffn_ratio,
+        max_position_embeddings=max(64, spec.max_new_tokens + 8),
         **ids,
     )
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
@@ -102,20 +149,30 @@ def build_random_model(
         setattr(config, name, value)
     torch.manual_seed(seed)
     model = VisionEncoderDecoderModel(config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.normal_(0.0, init_std, generator=generator)
+    if spec.init_std is not None:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.dim() > 1:
+                    parameter.normal_(0.0, spec.init_std, generator=generator)
     model.generation_config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens,
+        max_new_tokens=spec.max_new_tokens,
+        min_new_tokens=spec.min_new_tokens or None,
         suppress_tokens=[tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id],
         **ids,
     )
+    return model, TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_random_model(out_dir: Path, texts: list[str], *, seed: int = 0, preset: str = "test") -> Path:
+    """Build, save (``save_pretrained``) and return a random model folder loadable like any other."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model, processor = new_model(texts, PRESETS[preset], seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
     (out_dir / "README.md").write_text(
         "# Random-weight Pisar test model\n\nDINOv2 encoder + TrOCR decoder with random weights, built by "
         "`python -m pisar.random_model`. It does not read: its text is deterministic noise.\n",

@@ -1,0 +1,1 @@
+"""Training and fine-tuning VisionEncoderDecoder line readers on ground truth (``pisar train``)."""

@@ -1,0 +1,115 @@
+"""Training data: ground-truth pairs from folders or S3, a fixed held-out split, synthetic lines.
+
+The split is decided by a hash of each key, so a line is held out (or not) whatever the order,
+the machine or the other files present: held-out lines are never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from pisar.errors import LineError, NotFound
+from pisar.groundtruth import read_transcription
+from pisar.settings import Settings
+from pisar.storage import list_images, open_storage
+from pisar.worker.images import ImageLimits, decode_line_image
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled line image; ``key`` is relative to its source, so the split ignores where it lives."""
+
+    key: str
+    text: str
+    image: Image.Image
+
+
+def is_held_out(key: str, share: float) -> bool:
+    """True for about ``share`` of keys, decided by the key alone (sha1), never by order."""
+    digest = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16)
+    return digest / 0x1_0000_0000 < share
+
+
+def load_pairs(sources: Iterable[str], settings: Settings, normalize: Callable[[str], str]) -> tuple[list[Sample], int]:
+    """Every image with a non-empty ``NAME.gt.txt`` under the sources; returns samples and skips."""
+    limits = ImageLimits.from_settings(settings)
+    samples: list[Sample] = []
+    skipped = 0
+    for source in sources:
+        storage = open_storage(source, settings)
+        keys = list_images(storage).keys
+
+        def load(key: str, storage=storage) -> Sample | None:  # noqa: ANN001 - binds the loop's storage
+            text = read_transcription(storage, key)
+            if not text:
+                return None
+            try:
+                relative = key.removeprefix(getattr(storage, "prefix", "")).lstrip("/")
+                return Sample(relative, normalize(text), decode_line_image(storage.read(key), limits))
+            except LineError:
+                return None
+
+        with ThreadPoolExecutor(16) as pool:
+            for sample in pool.map(load, keys):
+                if sample is None:
+                    skipped += 1
+                else:
+                    samples.append(sample)
+    if not samples:
+        raise NotFound("no line images with NAME.gt.txt transcriptions in the training data")
+    return samples, skipped
+
+
+def split(samples: list[Sample], share: float) -> tuple[list[Sample], list[Sample]]:
+    """(train, held-out) by the key hash."""
+    held = [s for s in samples if is_held_out(s.key, share)]
+    return [s for s in samples if not is_held_out(s.key, share)], held
+
+
+def font_paths() -> list[Path]:
+    """DejaVu faces shipped with matplotlib: they cover Russian including pre-reform letters."""
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    names = ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSans.ttf", "DejaVuSansDisplay.ttf")
+    return [folder / name for name in names if (folder / name).exists()]
+
+
+class SyntheticLines:
+    """Renders text lines in the look of binarized book scans: serif faces, varied size and ink."""
+
+    def __init__(self, texts: list[str], fonts: list[Path] | None = None) -> None:
+        if not texts:
+            raise NotFound("the synthetic text file has no lines")
+        self.texts = texts
+        self.fonts = fonts or font_paths()
+        self._cache: dict[tuple[Path, int], ImageFont.FreeTypeFont] = {}
+
+    def _font(self, path: Path, size: int) -> ImageFont.FreeTypeFont:
+        if (path, size) not in self._cache:
+            self._cache[(path, size)] = ImageFont.truetype(str(path), size)
+        return self._cache[(path, size)]
+
+    def sample(self, rng: random.Random) -> tuple[str, Image.Image]:
+        """A random text rendered with a random face and size; deterministic for a seeded ``rng``."""
+        text = rng.choice(self.texts)
+        font = self._font(rng.choice(self.fonts), rng.randint(22, 40))
+        left, top, right, bottom = font.getbbox(text)
+        pad_x, pad_y = rng.randint(2, 16), rng.randint(2, 10)
+        image = Image.new("L", (right - left + 2 * pad_x, bottom - top + 2 * pad_y), 255)
+        ImageDraw.Draw(image).text((pad_x - left, pad_y - top), text, font=font, fill=rng.randint(0, 60))
+        if rng.random() < 0.5:
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+        if rng.random() < 0.7:  # binarized like the print-lines scans
+            threshold = rng.randint(110, 170)
+            image = image.point(lambda v: 255 if v > threshold else 0)
+        if rng.random() < 0.3:
+            image = image.rotate(rng.uniform(-1.0, 1.0), expand=True, fillcolor=255)
+        return text, image.convert("RGB")

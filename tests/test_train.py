@@ -1,0 +1,124 @@
+"""`pisar train`: a few steps make a loadable model folder, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pisar.random_model import read_texts
+from pisar.settings import Settings
+from pisar.train.data import SyntheticLines, is_held_out
+from pisar.train.loop import TrainConfig, Trainer
+from tests.conftest import REPO, run_pisar
+
+SAMPLES = REPO / "samples" / "print-lines"
+TRAIN = ["--preset", "test", "--batch-size", "4", "--eval-every", "2", "--save-every", "2", "--val-share", "0.2", "--warmup", "2"]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_a_few_steps_make_a_loadable_model(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    result = run_pisar(["train", str(SAMPLES), "-o", str(out), "--steps", "4", *TRAIN], embedded_env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "training.json").read_text(encoding="utf-8"))
+    assert [h["step"] for h in summary["history"]] == [2, 4]
+    assert summary["train_lines"] + summary["val_lines"] == 20
+    assert "Validation CER" in (out / "README.md").read_text(encoding="utf-8")
+    transcribed = run_pisar(["run", str(SAMPLES), "--model", str(out), "-o", str(tmp_path / "r.jsonl")], embedded_env)
+    assert transcribed.returncode == 0, transcribed.stderr
+    assert len((tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()) == 20
+
+
+class InterruptAt:
+    """A progress sink that raises KeyboardInterrupt (Ctrl-C) when step ``n`` is reported."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.done = n, 0
+
+    def add_task(self, *_: object, completed: int = 0, **__: object) -> int:
+        self.done = completed
+        return 0
+
+    def update(self, _task: int, advance: int = 0, **__: object) -> None:
+        self.done += advance
+        if self.done == self.n:
+            raise KeyboardInterrupt
+
+    console = type("Console", (), {"print": staticmethod(lambda *a, **k: None)})()
+
+
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    from pisar.train.loop import train
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_pisar(["train", str(SAMPLES), "-o", str(straight), "--steps", "6", *TRAIN], embedded_env).returncode == 0
+    config = TrainConfig(
+        output=resumed,
+        sources=[str(SAMPLES)],
+        preset="test",
+        batch_size=4,
+        eval_every=2,
+        save_every=2,
+        val_share=0.2,
+        warmup_steps=2,
+        steps=6,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(config, Settings(), InterruptAt(5))  # dies during step 5; the step-4 checkpoint is on disk
+    again = run_pisar(["train", str(SAMPLES), "-o", str(resumed), "--steps", "6", "--resume", *TRAIN], embedded_env)
+    assert again.returncode == 0, again.stderr
+    history = json.loads((resumed / "training.json").read_text(encoding="utf-8"))["history"]
+    assert [h["step"] for h in history] == [2, 4, 6]
+    expected, got = weights(straight), weights(resumed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fine_tuning_starts_from_a_model_folder_and_saves_fp16(tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "tuned"
+    args = ["train", str(SAMPLES), "-o", str(out), "--from", str(tiny_model), "--steps", "2", "--save-dtype", "float16", *TRAIN]
+    result = run_pisar(args, embedded_env)
+    assert result.returncode == 0, result.stderr
+    tuned = weights(out)
+    assert {t.dtype for t in tuned.values()} == {torch.float16}
+    assert tuned.keys() == weights(tiny_model).keys()
+    assert str(tiny_model) in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_held_out_lines_are_never_trained_on(tmp_path: Path) -> None:
+    config = TrainConfig(output=tmp_path, sources=[str(SAMPLES)], preset="test", val_share=0.3, batch_size=8)
+    trainer = Trainer(config, Settings())
+    held = {s.key for s in trainer.val_set}
+    assert held and all(is_held_out(key, 0.3) for key in held)
+    assert not held & {s.key for s in trainer.train_set}
+    seen = {id(image) for step in range(20) for image in trainer.batch(step)[1]}
+    assert not seen & {id(s.image) for s in trainer.val_set}
+
+
+def test_synthetic_lines_are_deterministic_and_cover_pre_reform_letters() -> None:
+    lines = SyntheticLines(["Вѣра и Іоаннъ", *read_texts([SAMPLES])])
+    first = [lines.sample(random.Random(7)) for _ in range(3)]
+    again = [lines.sample(random.Random(7)) for _ in range(3)]
+    assert [t for t, _ in first] == [t for t, _ in again]
+    assert [i.tobytes() for _, i in first] == [i.tobytes() for _, i in again]
+    text, image = SyntheticLines(["Вѣра и Іоаннъ"]).sample(random.Random(0))
+    assert image.mode == "RGB" and image.width > 2 * image.height
+    assert image.convert("L").getextrema()[0] < 100  # ink was drawn
+
+
+@pytest.mark.parametrize(
+    ("option", "message"), [(["--preset", "huge"], "unknown preset 'huge'"), (["--normalize", "x"], "unknown normalization")]
+)
+def test_bad_training_options_are_one_line(embedded_env: dict[str, str], tmp_path: Path, option: list[str], message: str) -> None:
+    from tests.test_cli_errors import assert_one_line_error
+
+    assert_one_line_error(run_pisar(["train", str(SAMPLES), "-o", str(tmp_path / "m"), *option], embedded_env), message)
