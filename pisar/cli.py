@@ -270,6 +270,9 @@ def train(
     base: Annotated[Optional[str], typer.Option("--from", help="Fine-tune this model folder or HUB_ID@REVISION")] = None,
     preset: Annotated[str, typer.Option(help="Shape of a new model when --from is not given: small or test")] = "small",
     synthetic: Annotated[Optional[str], typer.Option(help="Text file, one line per line image to render")] = None,
+    synthetic_from_train: Annotated[
+        bool, typer.Option("--synthetic-from-train", help="Also render the training split's texts and reshuffles of their words")
+    ] = False,
     synthetic_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of synthetic lines per batch")] = 0.5,
     normalize: Annotated[str, typer.Option(help="Label normalization: none or naf")] = "none",
     val_share: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of real lines held out by key hash")] = 0.1,
@@ -306,7 +309,8 @@ def train(
         base_model=base,
         preset=preset,
         synthetic_text=Path(synthetic) if synthetic else None,
-        synthetic_share=synthetic_share if synthetic else 0.0,
+        synthetic_from_train=synthetic_from_train,
+        synthetic_share=synthetic_share if synthetic or synthetic_from_train else 0.0,
         normalize=normalize,
         val_share=val_share,
         steps=steps,

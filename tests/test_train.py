@@ -122,3 +122,17 @@ def test_bad_training_options_are_one_line(embedded_env: dict[str, str], tmp_pat
     from tests.test_cli_errors import assert_one_line_error
 
     assert_one_line_error(run_pisar(["train", str(SAMPLES), "-o", str(tmp_path / "m"), *option], embedded_env), message)
+
+
+def test_synthetic_text_from_the_training_split_never_leaks_held_out_lines(print_lines: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        output=tmp_path, sources=[str(print_lines)], preset="test", val_share=0.11, synthetic_from_train=True, synthetic_share=0.5
+    )
+    trainer = Trainer(config, Settings())
+    assert len(trainer.val_set) >= 80  # the demo model's fixed held-out split
+    train_texts = {s.text for s in trainer.train_set}
+    train_words = {w for t in train_texts for w in t.split()}
+    synthetic = trainer.synthetic.texts
+    assert len(synthetic) == 21 * len(trainer.train_set)
+    assert not {s.text for s in trainer.val_set} & (set(synthetic) - train_texts)
+    assert all(set(line.split()) <= train_words for line in synthetic)

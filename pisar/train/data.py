@@ -113,3 +113,17 @@ class SyntheticLines:
         if rng.random() < 0.3:
             image = image.rotate(rng.uniform(-1.0, 1.0), expand=True, fillcolor=255)
         return text, image.convert("RGB")
+
+
+def reshuffled_lines(texts: list[str], count: int, seed: int) -> list[str]:
+    """The texts plus ``count`` new lines of their words in random order, with their length spread.
+
+    Synthetic lines built only from the training split's words add variety to what the decoder
+    sees without ever showing it a held-out transcription.
+    """
+    rng = random.Random(seed)
+    words = [w for t in texts for w in t.split()]
+    lengths = [len(t.split()) for t in texts if t.split()]
+    if not words:
+        return list(texts)
+    return list(texts) + [" ".join(rng.choice(words) for _ in range(rng.choice(lengths))) for _ in range(count)]

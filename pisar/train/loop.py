@@ -23,7 +23,7 @@ import torch
 
 from pisar.groundtruth import normalizer
 from pisar.settings import Settings
-from pisar.train.data import Sample, SyntheticLines, load_pairs, split
+from pisar.train.data import Sample, SyntheticLines, load_pairs, reshuffled_lines, split
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "trainer_state.pt"
@@ -38,6 +38,7 @@ class TrainConfig:
     base_model: str | None = None
     preset: str = "small"
     synthetic_text: Path | None = None
+    synthetic_from_train: bool = False
     synthetic_share: float = 0.5
     normalize: str = "none"
     val_share: float = 0.1
@@ -111,8 +112,12 @@ class Trainer:
         self.train_set, val = split(samples, config.val_share)
         self.val_set = sorted(val, key=lambda s: s.key)[: config.max_val_lines]
         self.synthetic = None
+        texts: list[str] = []
         if config.synthetic_text is not None:
-            texts = [normalize(t.strip()) for t in config.synthetic_text.read_text(encoding="utf-8").splitlines() if t.strip()]
+            texts += [normalize(t.strip()) for t in config.synthetic_text.read_text(encoding="utf-8").splitlines() if t.strip()]
+        if config.synthetic_from_train:
+            texts += reshuffled_lines([s.text for s in self.train_set], count=20 * len(self.train_set), seed=config.seed)
+        if texts:
             self.synthetic = SyntheticLines(texts)
         checkpoint = config.output / CHECKPOINT
         if config.resume and (checkpoint / STATE_FILE).exists():
@@ -232,6 +237,13 @@ class Trainer:
         (out / "README.md").write_text(model_card(summary), encoding="utf-8")
 
 
+def synthetic_source(config: dict[str, Any]) -> str:
+    sources = [str(config["synthetic_text"])] if config["synthetic_text"] else []
+    if config["synthetic_from_train"]:
+        sources.append("training-split texts and reshuffles of their words, rendered in DejaVu faces")
+    return "; ".join(sources) or "none"
+
+
 def model_card(summary: dict[str, Any]) -> str:
     """A short model card: data, normalization, command, time, validation CER."""
     config = summary["config"]
@@ -243,7 +255,7 @@ def model_card(summary: dict[str, Any]) -> str:
             "A VisionEncoderDecoderModel (TrOCR-style) trained with `pisar train`.",
             "",
             f"- Data: {', '.join(config['sources'])} ({summary['train_lines']} training lines; {summary['val_lines']} held out by key hash, share {config['val_share']})",
-            f"- Synthetic lines: {config['synthetic_text'] or 'none'} (share {config['synthetic_share'] if config['synthetic_text'] else 0})",
+            f"- Synthetic lines: {synthetic_source(config)} (share {config['synthetic_share']})",
             f"- Start: {config['base_model'] or 'new model, preset ' + config['preset']}",
             f"- Label normalization: {config['normalize']}",
             f"- Steps: {summary['steps']} x batch {config['batch_size']}, seed {config['seed']}; {summary['seconds']:.0f} s on {summary['machine']}",
