@@ -94,6 +94,30 @@ def test_fine_tuning_starts_from_a_model_folder_and_saves_fp16(tiny_model: Path,
     assert str(tiny_model) in (out / "README.md").read_text(encoding="utf-8")
 
 
+def test_no_held_out_split_trains_without_validation(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    args = [
+        "train",
+        str(SAMPLES),
+        "-o",
+        str(out),
+        "--steps",
+        "2",
+        "--preset",
+        "test",
+        "--batch-size",
+        "4",
+        "--val-share",
+        "0",
+        "--warmup",
+        "1",
+    ]
+    result = run_pisar(args, embedded_env)
+    assert result.returncode == 0, result.stderr
+    assert "held-out CER n/a" in result.stderr
+    assert json.loads((out / "training.json").read_text(encoding="utf-8"))["val_cer"] is None
+
+
 def test_held_out_lines_are_never_trained_on(tmp_path: Path) -> None:
     config = TrainConfig(output=tmp_path, sources=[str(SAMPLES)], preset="test", val_share=0.3, batch_size=8)
     trainer = Trainer(config, Settings())

@@ -62,7 +62,7 @@ class TrainResult:
     seconds: float
     train_lines: int
     val_lines: int
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | None]] = field(default_factory=list)
 
     @property
     def val_cer(self) -> float | None:
@@ -131,7 +131,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=0.01)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, float | None]] = []
         self.seconds = 0.0
         if config.resume and (checkpoint / STATE_FILE).exists():
             self._restore(checkpoint / STATE_FILE)
@@ -182,11 +182,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    def evaluate(self, loss: float) -> dict[str, float]:
+    def evaluate(self, loss: float) -> dict[str, float | None]:
         record = {
             "step": self.step,
             "loss": loss,
-            "val_cer": validation_cer(self.model, self.processor, self.val_set),
+            "val_cer": validation_cer(self.model, self.processor, self.val_set) if self.val_set else None,  # --val-share 0
             "seconds": self.seconds,
         }
         self.history.append(record)
@@ -286,7 +286,8 @@ def train(config: TrainConfig, settings: Settings, progress: Any = None) -> Trai
         if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
             record = trainer.evaluate(loss)
             if progress:
-                progress.console.print(f"step {record['step']}: loss {record['loss']:.3f}, held-out CER {record['val_cer']:.4f}")
+                cer = "n/a" if record["val_cer"] is None else f"{record['val_cer']:.4f}"
+                progress.console.print(f"step {record['step']}: loss {record['loss']:.3f}, held-out CER {cer}")
         if trainer.step % config.save_every == 0 or trainer.step == config.steps:
             trainer.save_checkpoint()
     result = TrainResult(trainer.step, trainer.seconds, len(trainer.train_set), len(trainer.val_set), trainer.history)
