@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from pisar.random_model import read_texts
@@ -160,3 +161,24 @@ def test_synthetic_text_from_the_training_split_never_leaks_held_out_lines(print
     assert len(synthetic) == 21 * len(trainer.train_set)
     assert not {s.text for s in trainer.val_set} & (set(synthetic) - train_texts)
     assert all(set(line.split()) <= train_words for line in synthetic)
+
+
+def test_augmentation_varies_real_lines_deterministically(print_lines: Path) -> None:
+    from pisar.train.data import augment
+
+    image = Image.open(sorted(print_lines.glob("*.png"))[5]).convert("RGB")
+    first = [augment(image, random.Random(seed)) for seed in range(4)]
+    again = [augment(image, random.Random(seed)) for seed in range(4)]
+    assert [a.tobytes() for a in first] == [b.tobytes() for b in again]
+    assert len({a.tobytes() for a in first}) == 4  # each draw is a different re-scan
+    for variant in first:
+        assert variant.mode == "RGB"
+        assert 0.7 < variant.width / image.width < 1.3
+        assert variant.convert("L").getextrema()[0] < 100  # the text survives
+
+
+def test_augmented_training_runs(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    result = run_pisar(["train", str(SAMPLES), "-o", str(out), "--steps", "2", "--augment", *TRAIN], embedded_env)
+    assert result.returncode == 0, result.stderr
+    assert "real-line augmentation: on" in (out / "README.md").read_text(encoding="utf-8")

@@ -127,3 +127,28 @@ def reshuffled_lines(texts: list[str], count: int, seed: int) -> list[str]:
     if not words:
         return list(texts)
     return list(texts) + [" ".join(rng.choice(words) for _ in range(rng.choice(lengths))) for _ in range(count)]
+
+
+def augment(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A plausible re-scan of a real line: margins, scale, slant, blur and ink threshold vary; nothing is cut off.
+
+    Keeps a small training set from being memorised by line identity; deterministic for a seeded ``rng``.
+    """
+    gray = image.convert("L")
+    # Only ever add margins: scans are cropped tight, and cutting into a glyph would make the label wrong.
+    slant_room = int(0.08 * gray.height) + 1  # what the largest shear below moves a corner by
+    left, right = rng.randint(slant_room, slant_room + 16), rng.randint(slant_room, slant_room + 16)
+    top, bottom = rng.randint(0, 12), rng.randint(0, 12)
+    canvas = Image.new("L", (gray.width + left + right, gray.height + top + bottom), 255)
+    canvas.paste(gray, (left, top))
+    scale_x, scale_y = rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15)
+    canvas = canvas.resize((max(8, int(canvas.width * scale_x)), max(8, int(canvas.height * scale_y))), Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        shear = rng.uniform(-0.15, 0.15)
+        canvas = canvas.transform(canvas.size, Image.Transform.AFFINE, (1, shear, -shear * canvas.height / 2, 0, 1, 0), fillcolor=255)
+    if rng.random() < 0.5:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 1.0)))
+    if rng.random() < 0.5:
+        threshold = rng.randint(100, 180)
+        canvas = canvas.point(lambda v: 255 if v > threshold else 0)
+    return canvas.convert("RGB")

@@ -23,7 +23,7 @@ import torch
 
 from pisar.groundtruth import normalizer
 from pisar.settings import Settings
-from pisar.train.data import Sample, SyntheticLines, load_pairs, reshuffled_lines, split
+from pisar.train.data import Sample, SyntheticLines, augment, load_pairs, reshuffled_lines, split
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "trainer_state.pt"
@@ -40,6 +40,7 @@ class TrainConfig:
     synthetic_text: Path | None = None
     synthetic_from_train: bool = False
     synthetic_share: float = 0.5
+    augment: bool = False
     normalize: str = "none"
     val_share: float = 0.1
     steps: int = 2000
@@ -164,7 +165,7 @@ class Trainer:
                 text, image = self.synthetic.sample(rng)
             else:
                 sample = rng.choice(self.train_set)
-                text, image = sample.text, sample.image
+                text, image = sample.text, augment(sample.image, rng) if self.config.augment else sample.image
             texts.append(text)
             images.append(image)
         return texts, images
@@ -257,7 +258,7 @@ def model_card(summary: dict[str, Any]) -> str:
             f"- Data: {', '.join(config['sources'])} ({summary['train_lines']} training lines; {summary['val_lines']} held out by key hash, share {config['val_share']})",
             f"- Synthetic lines: {synthetic_source(config)} (share {config['synthetic_share']})",
             f"- Start: {config['base_model'] or 'new model, preset ' + config['preset']}",
-            f"- Label normalization: {config['normalize']}",
+            f"- Label normalization: {config['normalize']}; real-line augmentation: {'on' if config['augment'] else 'off'}",
             f"- Steps: {summary['steps']} x batch {config['batch_size']}, seed {config['seed']}; {summary['seconds']:.0f} s on {summary['machine']}",
             f"- Parameters: {summary['parameters']:,}; weights saved as {config['save_dtype']}",
             f"- Validation CER (jiwer, held-out lines): {cer:.4f}" if cer is not None else "- Validation CER: not measured",
