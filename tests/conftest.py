@@ -20,6 +20,7 @@ import pytest
 
 from infra.local_services import Service, ensure_postgres, ensure_redis, start_seaweedfs
 from pisar.random_model import build_random_model, read_texts
+from pisar.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -72,11 +73,11 @@ def postgres_url(postgres_server: Service) -> Iterator[str]:
     from pisar.catalog.db import dispose_engines, upgrade
 
     name = f"pisar_test_{uuid.uuid4().hex[:12]}"
-    admin = postgres_server.url.replace("postgresql://", "postgresql://", 1)
+    admin = postgres_server.url
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = admin.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    upgrade(Settings(database_url=url).catalog_url)  # the same URL normalisation users get
     yield url
     dispose_engines()
     with psycopg.connect(admin, autocommit=True) as conn:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, Shard
 from pisar.constants import TASK_RUN_SHARD
+from pisar.settings import Settings
 from tests.conftest import REPO, run_pisar, wait_until
 from tests.hostile import hostile_files
 from tests.reference import CardLoop
@@ -29,7 +30,7 @@ def upload(s3, bucket: str, items: dict[str, bytes]) -> None:  # noqa: ANN001 - 
 
 
 def catalog(url: str):  # noqa: ANN201
-    return get_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    return get_engine(Settings(database_url=url).catalog_url)
 
 
 def bare_engine_lines_per_second(model: Path, paths: list[Path]) -> float:
@@ -160,7 +161,6 @@ def test_campaign_end_to_end(
 def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path) -> None:  # noqa: ANN001
     """The same shard delivered twice writes one set of rows; `retry --failed` re-runs errored lines."""
     from pisar.queue import configure
-    from pisar.settings import Settings
 
     s3.create_bucket(Bucket="dupes")
     upload(s3, "dupes", {f"v/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:12]})
