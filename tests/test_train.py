@@ -92,7 +92,9 @@ def test_fine_tuning_starts_from_a_model_folder_and_saves_fp16(tiny_model: Path,
     tuned = weights(out)
     assert {t.dtype for t in tuned.values()} == {torch.float16}
     assert tuned.keys() == weights(tiny_model).keys()
-    assert str(tiny_model) in (out / "README.md").read_text(encoding="utf-8")
+    from pisar.model_ref import folder_digest
+
+    assert f"{tiny_model} @ {folder_digest(tiny_model)}" in (out / "README.md").read_text(encoding="utf-8")
 
 
 def test_no_held_out_split_trains_without_validation(embedded_env: dict[str, str], tmp_path: Path) -> None:

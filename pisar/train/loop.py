@@ -121,10 +121,11 @@ class Trainer:
         if texts:
             self.synthetic = SyntheticLines(texts)
         checkpoint = config.output / CHECKPOINT
+        self.base_revision: str | None = None  # what --from resolved to (content hash or hub commit), for the card
         if config.resume and (checkpoint / STATE_FILE).exists():
-            self.model, self.processor = self._load(str(checkpoint))
+            self.model, self.processor, _ = self._load(str(checkpoint))
         elif config.base_model:
-            self.model, self.processor = self._load(config.base_model)
+            self.model, self.processor, self.base_revision = self._load(config.base_model)
         else:
             texts = [s.text for s in self.train_set] + (self.synthetic.texts if self.synthetic else [])
             self.model, self.processor = new_model(texts, PRESETS[config.preset], config.seed)
@@ -138,7 +139,7 @@ class Trainer:
             self._restore(checkpoint / STATE_FILE)
 
     @staticmethod
-    def _load(name: str) -> tuple[Any, Any]:
+    def _load(name: str) -> tuple[Any, Any, str | None]:
         from transformers import VisionEncoderDecoderModel
 
         from pisar import model_ref
@@ -146,7 +147,8 @@ class Trainer:
 
         ref = model_ref.resolve(model_ref.parse(name))
         target, revision = model_ref.load_target(ref)
-        return VisionEncoderDecoderModel.from_pretrained(target, revision=revision, dtype=torch.float32), load_processor(ref)
+        model = VisionEncoderDecoderModel.from_pretrained(target, revision=revision, dtype=torch.float32)
+        return model, load_processor(ref), ref.revision
 
     def _lr_factor(self, step: int) -> float:
         """Linear warm-up, then cosine decay to 5% of the peak."""
@@ -201,6 +203,7 @@ class Trainer:
             "step": self.step,
             "seconds": self.seconds,
             "history": self.history,
+            "base_revision": self.base_revision,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -213,6 +216,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.seconds, self.history = state["step"], state["seconds"], state["history"]
+        self.base_revision = state["base_revision"]
 
     def save_model(self, result: TrainResult) -> None:
         """The final folder: weights (optionally fp16), processor, model card, training.json."""
@@ -233,6 +237,7 @@ class Trainer:
             "val_cer": result.val_cer,
             "history": result.history,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "base_revision": self.base_revision,
         }
         (out / "training.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
         (out / "README.md").write_text(model_card(summary), encoding="utf-8")
@@ -243,6 +248,12 @@ def synthetic_source(config: dict[str, Any]) -> str:
     if config["synthetic_from_train"]:
         sources.append("training-split texts and reshuffles of their words, rendered in DejaVu faces")
     return "; ".join(sources) or "none"
+
+
+def start_description(config: dict[str, Any], base_revision: str | None) -> str:
+    if not config["base_model"]:
+        return f"new model, preset {config['preset']}"
+    return f"{config['base_model']} @ {base_revision}" if base_revision else config["base_model"]
 
 
 def model_card(summary: dict[str, Any]) -> str:
@@ -257,7 +268,7 @@ def model_card(summary: dict[str, Any]) -> str:
             "",
             f"- Data: {', '.join(config['sources'])} ({summary['train_lines']} training lines; {summary['val_lines']} held out by key hash, share {config['val_share']})",
             f"- Synthetic lines: {synthetic_source(config)} (share {config['synthetic_share']})",
-            f"- Start: {config['base_model'] or 'new model, preset ' + config['preset']}",
+            f"- Start: {start_description(config, summary['base_revision'])}",
             f"- Label normalization: {config['normalize']}; real-line augmentation: {'on' if config['augment'] else 'off'}",
             f"- Steps: {summary['steps']} x batch {config['batch_size']}, seed {config['seed']}; {summary['seconds']:.0f} s on {summary['machine']}",
             f"- Parameters: {summary['parameters']:,}; weights saved as {config['save_dtype']}",
