@@ -212,21 +212,41 @@ def run(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Campaign name (default: from SOURCE)")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Results file (JSONL; .csv for CSV)")] = "results.jsonl",
     shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
+    show: Annotated[int, typer.Option(min=0, help="Also print the first N lines' text and confidence")] = 0,
 ) -> None:
     """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume."""
+    from itertools import islice
+
     from pisar.embedded import transcribe
     from pisar.producer.export import export as write_export
+    from pisar.producer.export import iter_records
 
     settings = get_settings()
     url = _catalog(settings)
     campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err)
     fmt = "csv" if output.endswith(".csv") else "jsonl"
     count = write_export(url, campaign.id, fmt, output)
+    if show:
+        _print_lines(list(islice(iter_records(url, campaign.id), show)))
     quarantined = f"; {summary.quarantined} shards quarantined (see `pisar status {campaign.name}`)" if summary.quarantined else ""
     err.print(
         f"{campaign.name}: {count} results in {output}; recognized {summary.recognized} lines now "
         f"({summary.errors} errors) in {summary.seconds:.1f}s{quarantined}"
     )
+
+
+def _print_lines(records: list[dict]) -> None:
+    """A table of key, confidence and text (or the error) on stdout, for a reader rather than a script."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("key", "confidence", "text")
+    widest = max((len(r["key"]) + len(r["text"] or "") for r in records), default=0)
+    for record in records:
+        confidence = "" if record["confidence"] is None else f"{record['confidence']:.3f}"
+        text = record["text"] if record["status"] == "ok" else f"[red]{record['error_class']}[/red]"
+        table.add_row(record["key"], confidence, text)
+    Console(width=max(100, widest + 24)).print(table)  # whole lines, never wrapped mid-word
 
 
 @app.command("eval")
@@ -273,6 +293,11 @@ def train(
         bool, typer.Option("--synthetic-from-train", help="Also render the training split's texts and reshuffles of their words")
     ] = False,
     synthetic_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of synthetic lines per batch")] = 0.5,
+    span_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of synthetic samples that are 1-4 word spans")] = 0.5,
+    ctc_weight: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=1.0, help="Weight of the auxiliary CTC loss (default 0.5 for a new model, 0 with --from)"),
+    ] = None,
     normalize: Annotated[str, typer.Option(help="Label normalization: none or naf")] = "none",
     augment: Annotated[bool, typer.Option("--augment", help="Vary margins, scale, slant, blur and threshold of real lines")] = False,
     val_share: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of real lines held out by key hash")] = 0.1,
@@ -311,6 +336,8 @@ def train(
         synthetic_text=Path(synthetic) if synthetic else None,
         synthetic_from_train=synthetic_from_train,
         synthetic_share=synthetic_share if synthetic or synthetic_from_train else 0.0,
+        span_share=span_share,
+        ctc_weight=ctc_weight,
         normalize=normalize,
         augment=augment,
         val_share=val_share,

@@ -26,7 +26,10 @@ def read_texts(folders: Iterable[Path]) -> list[str]:
 
 
 def build_tokenizer(texts: list[str], vocab_size: int):  # noqa: ANN201 - PreTrainedTokenizerFast
-    """A BPE tokenizer over characters (no byte fallback, so every token decodes to text)."""
+    """A BPE tokenizer over characters (no byte fallback, so every token decodes to text).
+
+    ``vocab_size`` 0 (or anything below the alphabet) learns no merges: one token per letter.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -79,7 +82,7 @@ PRESETS: dict[str, ModelSpec] = {
         height=40,
         width=1024,
         patch=(40, 8),
-        vocab_size=320,
+        vocab_size=0,  # letters only: a small model learns single letters faster than BPE merges
         max_new_tokens=160,
         image_mean=(0.5, 0.5, 0.5),
         image_std=(0.5, 0.5, 0.5),

@@ -41,6 +41,20 @@ def print_lines() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gt_pairs(tmp_path_factory: pytest.TempPathFactory, print_lines: Path) -> Path:
+    """24 real line images with their NAME.gt.txt, 4 of them in the hash-held-out split at share 0.2.
+
+    The shipped samples are all held out (they show the demo model on unseen lines), so training
+    tests need a folder with lines on both sides of the split.
+    """
+    folder = tmp_path_factory.mktemp("gt-pairs")
+    for image in sorted(print_lines.glob("*.png"))[:24]:
+        shutil.copy(image, folder)
+        shutil.copy(image.with_name(image.name.replace(".bin.png", ".gt.txt")), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def handwritten() -> Path:
     return shared("handwritten-samples")
 

@@ -25,17 +25,17 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def test_a_few_steps_make_a_loadable_model(embedded_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_few_steps_make_a_loadable_model(gt_pairs: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "model"
-    result = run_pisar(["train", str(SAMPLES), "-o", str(out), "--steps", "4", *TRAIN], embedded_env)
+    result = run_pisar(["train", str(gt_pairs), "-o", str(out), "--steps", "4", *TRAIN], embedded_env)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "training.json").read_text(encoding="utf-8"))
     assert [h["step"] for h in summary["history"]] == [2, 4]
-    assert summary["train_lines"] + summary["val_lines"] == 20
+    assert (summary["train_lines"], summary["val_lines"]) == (20, 4)
     assert "Validation CER" in (out / "README.md").read_text(encoding="utf-8")
-    transcribed = run_pisar(["run", str(SAMPLES), "--model", str(out), "-o", str(tmp_path / "r.jsonl")], embedded_env)
+    transcribed = run_pisar(["run", str(gt_pairs), "--model", str(out), "-o", str(tmp_path / "r.jsonl")], embedded_env)
     assert transcribed.returncode == 0, transcribed.stderr
-    assert len((tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()) == 20
+    assert len((tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()) == 24
 
 
 class InterruptAt:
@@ -56,14 +56,14 @@ class InterruptAt:
     console = type("Console", (), {"print": staticmethod(lambda *a, **k: None)})()
 
 
-def test_resume_after_ctrl_c_equals_an_uninterrupted_run(embedded_env: dict[str, str], tmp_path: Path) -> None:
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(gt_pairs: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
     from pisar.train.loop import train
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert run_pisar(["train", str(SAMPLES), "-o", str(straight), "--steps", "6", *TRAIN], embedded_env).returncode == 0
+    assert run_pisar(["train", str(gt_pairs), "-o", str(straight), "--steps", "6", *TRAIN], embedded_env).returncode == 0
     config = TrainConfig(
         output=resumed,
-        sources=[str(SAMPLES)],
+        sources=[str(gt_pairs)],
         preset="test",
         batch_size=4,
         eval_every=2,
@@ -74,7 +74,7 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(embedded_env: dict[str,
     )
     with pytest.raises(KeyboardInterrupt):
         train(config, Settings(), InterruptAt(5))  # dies during step 5; the step-4 checkpoint is on disk
-    again = run_pisar(["train", str(SAMPLES), "-o", str(resumed), "--steps", "6", "--resume", *TRAIN], embedded_env)
+    again = run_pisar(["train", str(gt_pairs), "-o", str(resumed), "--steps", "6", "--resume", *TRAIN], embedded_env)
     assert again.returncode == 0, again.stderr
     history = json.loads((resumed / "training.json").read_text(encoding="utf-8"))["history"]
     assert [h["step"] for h in history] == [2, 4, 6]
@@ -84,9 +84,11 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(embedded_env: dict[str,
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_fine_tuning_starts_from_a_model_folder_and_saves_fp16(tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
+def test_fine_tuning_starts_from_a_model_folder_and_saves_fp16(
+    tiny_model: Path, gt_pairs: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "tuned"
-    args = ["train", str(SAMPLES), "-o", str(out), "--from", str(tiny_model), "--steps", "2", "--save-dtype", "float16", *TRAIN]
+    args = ["train", str(gt_pairs), "-o", str(out), "--from", str(tiny_model), "--steps", "2", "--save-dtype", "float16", *TRAIN]
     result = run_pisar(args, embedded_env)
     assert result.returncode == 0, result.stderr
     tuned = weights(out)
@@ -97,11 +99,11 @@ def test_fine_tuning_starts_from_a_model_folder_and_saves_fp16(tiny_model: Path,
     assert f"{tiny_model} @ {folder_digest(tiny_model)}" in (out / "README.md").read_text(encoding="utf-8")
 
 
-def test_no_held_out_split_trains_without_validation(embedded_env: dict[str, str], tmp_path: Path) -> None:
+def test_no_held_out_split_trains_without_validation(gt_pairs: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "m"
     args = [
         "train",
-        str(SAMPLES),
+        str(gt_pairs),
         "-o",
         str(out),
         "--steps",
@@ -121,8 +123,8 @@ def test_no_held_out_split_trains_without_validation(embedded_env: dict[str, str
     assert json.loads((out / "training.json").read_text(encoding="utf-8"))["val_cer"] is None
 
 
-def test_held_out_lines_are_never_trained_on(tmp_path: Path) -> None:
-    config = TrainConfig(output=tmp_path, sources=[str(SAMPLES)], preset="test", val_share=0.3, batch_size=8)
+def test_held_out_lines_are_never_trained_on(gt_pairs: Path, tmp_path: Path) -> None:
+    config = TrainConfig(output=tmp_path, sources=[str(gt_pairs)], preset="test", val_share=0.3, batch_size=8)
     trainer = Trainer(config, Settings())
     held = {s.key for s in trainer.val_set}
     assert held and all(is_held_out(key, 0.3) for key in held)
@@ -179,8 +181,78 @@ def test_augmentation_varies_real_lines_deterministically(print_lines: Path) -> 
         assert variant.convert("L").getextrema()[0] < 100  # the text survives
 
 
-def test_augmented_training_runs(embedded_env: dict[str, str], tmp_path: Path) -> None:
+def test_augmented_training_runs(gt_pairs: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "m"
-    result = run_pisar(["train", str(SAMPLES), "-o", str(out), "--steps", "2", "--augment", *TRAIN], embedded_env)
+    result = run_pisar(["train", str(gt_pairs), "-o", str(out), "--steps", "2", "--augment", *TRAIN], embedded_env)
     assert result.returncode == 0, result.stderr
     assert "real-line augmentation: on" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_fonts_without_cyrillic_are_never_used() -> None:
+    import matplotlib
+
+    from pisar.train.data import covers, font_paths
+
+    display = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSansDisplay.ttf"
+    assert not covers(display, "абв")  # it would draw boxes under a real label
+    faces = font_paths()
+    assert display not in faces and faces
+    assert all(covers(face, "ЖжѢѣІіѲѳ") for face in set(faces))
+
+
+def test_short_synthetic_spans_are_padded_not_stretched() -> None:
+    lines = SyntheticLines(read_texts([SAMPLES]), aspect=1024 / 40, span_share=1.0)
+    for seed in range(10):
+        text, image = lines.sample(random.Random(seed))
+        assert 1 <= len(text.split()) <= 4
+        assert image.width / image.height > 15  # a blank right margin (a 1-4 word span alone is 2-12), letters keep their shape
+
+
+def small_model() -> tuple[object, object]:
+    from pisar.random_model import PRESETS, new_model
+
+    return new_model(read_texts([SAMPLES]), PRESETS["small"])
+
+
+def test_sinusoidal_positions_match_the_patch_scale() -> None:
+    from pisar.train.alignment import init_sinusoidal_positions
+
+    model, _ = small_model()
+    table = model.encoder.embeddings.position_embeddings
+    before = float(table[0, 1:].std())
+    init_sinusoidal_positions(model)
+    assert float(table[0, 0].abs().max()) == 0.0  # the class token has no position
+    columns = table[0, 1:]
+    assert float(columns.std()) > 10 * before  # about as strong as the patch embeddings, not 30x weaker
+    assert torch.linalg.matrix_rank(columns).item() > 32  # every column is told apart
+    assert table.requires_grad
+
+
+def test_ctc_head_reads_encoder_columns_of_both_encoder_families(tiny_model: Path) -> None:
+    from transformers import VisionEncoderDecoderModel
+
+    from pisar.train.alignment import CTCHead, patch_grid
+
+    # ViT over 40 x 1024 lines: one row of 128 columns; DINOv2 interpolated to 182 x 1022: 13 x 73 patches.
+    for model, size, grid in (
+        (small_model()[0], (40, 1024), (1, 128)),
+        (VisionEncoderDecoderModel.from_pretrained(tiny_model), (182, 1022), (13, 73)),
+    ):
+        config = model.config.encoder
+        assert patch_grid(config, size) == grid
+        head = CTCHead(config, model.config.decoder.vocab_size)
+        states = model.encoder(pixel_values=torch.randn(2, 3, *size)).last_hidden_state
+        assert head.columns(states, size).shape == (2, grid[1], config.hidden_size)
+        labels = torch.tensor([[5, 6, 7, 2], [8, 9, 2, -100]])
+        loss = head.loss(states, size, labels, {2})
+        assert torch.isfinite(loss) and loss > 0
+        loss.backward()
+        assert head.classify.weight.grad is not None
+
+
+def test_a_new_model_trains_with_ctc_and_saves_without_it(gt_pairs: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    result = run_pisar(["train", str(gt_pairs), "-o", str(out), "--steps", "2", *TRAIN], embedded_env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "training.json").read_text(encoding="utf-8"))["ctc_weight"] == 0.5
+    assert not [name for name in weights(out) if "ctc" in name or "classify" in name]  # a plain VisionEncoderDecoderModel

@@ -73,23 +73,64 @@ def split(samples: list[Sample], share: float) -> tuple[list[Sample], list[Sampl
     return [s for s in samples if not is_held_out(s.key, share)], held
 
 
-def font_paths() -> list[Path]:
-    """DejaVu faces shipped with matplotlib: they cover Russian including pre-reform letters."""
+# Book faces first: the print-lines scans are serif type, so serif faces are drawn more often.
+FACES = (
+    "DejaVuSerif.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+)
+
+
+def covers(path: Path, text: str) -> bool:
+    """True when the face has a glyph for every letter of ``text`` (none renders as the missing-glyph box).
+
+    A face without Cyrillic would draw boxes under a real label and teach the decoder to guess.
+    """
+    font = ImageFont.truetype(str(path), 24)
+
+    def shape(ch: str) -> bytes:
+        canvas = Image.new("L", (48, 48), 0)
+        ImageDraw.Draw(canvas).text((8, 8), ch, font=font, fill=255)
+        return canvas.tobytes()
+
+    missing = shape("\uffff")
+    return all(shape(ch) != missing for ch in set(text) if not ch.isspace())
+
+
+def font_paths(alphabet: str = "") -> list[Path]:
+    """DejaVu faces shipped with matplotlib that cover the alphabet (Russian with pre-reform letters)."""
     import matplotlib
 
+    from pisar.random_model import ALPHABET
+
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    names = ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSans.ttf", "DejaVuSansDisplay.ttf")
-    return [folder / name for name in names if (folder / name).exists()]
+    usable = {name for name in set(FACES) if (folder / name).exists() and covers(folder / name, alphabet or ALPHABET)}
+    if not usable:
+        raise NotFound(f"no DejaVu face under {folder} covers the alphabet; synthetic lines need one")
+    return [folder / name for name in FACES if name in usable]
 
 
 class SyntheticLines:
-    """Renders text lines in the look of binarized book scans: serif faces, varied size and ink."""
+    """Renders text lines in the look of binarized book scans: serif faces, varied size and ink.
 
-    def __init__(self, texts: list[str], fonts: list[Path] | None = None) -> None:
+    ``aspect`` (the model input's width / height) pads short renderings on the right instead of
+    letting the processor stretch three words across a full line: letters keep the shape they have
+    in real lines. ``span_share`` of the samples are 1-4 word spans, which teach where a line starts
+    and ends faster than full lines do.
+    """
+
+    def __init__(self, texts: list[str], fonts: list[Path] | None = None, *, aspect: float | None = None, span_share: float = 0.0) -> None:
         if not texts:
             raise NotFound("the synthetic text file has no lines")
         self.texts = texts
         self.fonts = fonts or font_paths()
+        self.aspect = aspect
+        self.span_share = span_share
         self._cache: dict[tuple[Path, int], ImageFont.FreeTypeFont] = {}
 
     def _font(self, path: Path, size: int) -> ImageFont.FreeTypeFont:
@@ -97,13 +138,25 @@ class SyntheticLines:
             self._cache[(path, size)] = ImageFont.truetype(str(path), size)
         return self._cache[(path, size)]
 
+    def _text(self, rng: random.Random) -> str:
+        text = rng.choice(self.texts)
+        words = text.split()
+        if len(words) > 1 and rng.random() < self.span_share:
+            count = rng.randint(1, min(4, len(words)))
+            start = rng.randint(0, len(words) - count)
+            text = " ".join(words[start : start + count])
+        return text
+
     def sample(self, rng: random.Random) -> tuple[str, Image.Image]:
         """A random text rendered with a random face and size; deterministic for a seeded ``rng``."""
-        text = rng.choice(self.texts)
+        text = self._text(rng)
         font = self._font(rng.choice(self.fonts), rng.randint(22, 40))
         left, top, right, bottom = font.getbbox(text)
         pad_x, pad_y = rng.randint(2, 16), rng.randint(2, 10)
-        image = Image.new("L", (right - left + 2 * pad_x, bottom - top + 2 * pad_y), 255)
+        width, height = right - left + 2 * pad_x, bottom - top + 2 * pad_y
+        if self.aspect:
+            width = max(width, int(height * self.aspect * rng.uniform(0.8, 1.0)))
+        image = Image.new("L", (width, height), 255)
         ImageDraw.Draw(image).text((pad_x - left, pad_y - top), text, font=font, fill=rng.randint(0, 60))
         if rng.random() < 0.5:
             image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))

@@ -23,6 +23,7 @@ import torch
 
 from pisar.groundtruth import normalizer
 from pisar.settings import Settings
+from pisar.train.alignment import CTCHead, init_sinusoidal_positions
 from pisar.train.data import Sample, SyntheticLines, augment, load_pairs, reshuffled_lines, split
 
 CHECKPOINT = "checkpoint"
@@ -40,6 +41,8 @@ class TrainConfig:
     synthetic_text: Path | None = None
     synthetic_from_train: bool = False
     synthetic_share: float = 0.5
+    span_share: float = 0.5
+    ctc_weight: float | None = None  # None: 0.5 for a new model, 0 when fine-tuning (see alignment.py)
     augment: bool = False
     normalize: str = "none"
     val_share: float = 0.1
@@ -119,7 +122,7 @@ class Trainer:
         if config.synthetic_from_train:
             texts += reshuffled_lines([s.text for s in self.train_set], count=20 * len(self.train_set), seed=config.seed)
         if texts:
-            self.synthetic = SyntheticLines(texts)
+            self.synthetic = SyntheticLines(texts, span_share=config.span_share)
         checkpoint = config.output / CHECKPOINT
         self.base_revision: str | None = None  # what --from resolved to (content hash or hub commit), for the card
         if config.resume and (checkpoint / STATE_FILE).exists():
@@ -129,8 +132,15 @@ class Trainer:
         else:
             texts = [s.text for s in self.train_set] + (self.synthetic.texts if self.synthetic else [])
             self.model, self.processor = new_model(texts, PRESETS[config.preset], config.seed)
+            init_sinusoidal_positions(self.model)
+        if self.synthetic is not None:
+            size = self.processor.image_processor.size
+            self.synthetic.aspect = size["width"] / size["height"] if "width" in size else None
         self.model.train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=0.01)
+        self.ctc_weight = config.ctc_weight if config.ctc_weight is not None else (0.0 if config.base_model else 0.5)
+        self.ctc = CTCHead(self.model.config.encoder, len(self.processor.tokenizer)) if self.ctc_weight > 0 else None
+        parameters = list(self.model.parameters()) + (list(self.ctc.parameters()) if self.ctc else [])
+        self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.01)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.history: list[dict[str, float | None]] = []
@@ -173,17 +183,22 @@ class Trainer:
         return texts, images
 
     def train_step(self, step: int) -> float:
+        """One optimizer step; returns the decoder's loss (the CTC loss only steers training)."""
         texts, images = self.batch(step)
         pixels = self.processor(images=images, return_tensors="pt").pixel_values
         config = self.model.generation_config
         labels = labels_for(self.processor.tokenizer, texts, self.model.config.decoder_start_token_id, config.max_new_tokens or 256)
-        loss = self.model(pixel_values=pixels, labels=labels).loss
+        output = self.model(pixel_values=pixels, labels=labels)
+        loss = output.loss
+        if self.ctc is not None:
+            ctc = self.ctc.loss(output.encoder_last_hidden_state, tuple(pixels.shape[-2:]), labels, {self.model.config.eos_token_id})
+            loss = (1 - self.ctc_weight) * loss + self.ctc_weight * ctc
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return float(output.loss.detach())
 
     def evaluate(self, loss: float) -> dict[str, float | None]:
         record = {
@@ -207,11 +222,14 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "ctc_head": self.ctc.state_dict() if self.ctc else None,
         }
         torch.save(state, folder / STATE_FILE)
 
     def _restore(self, path: Path) -> None:
         state = torch.load(path, weights_only=False)
+        if self.ctc is not None and state.get("ctc_head") is not None:
+            self.ctc.load_state_dict(state["ctc_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -238,6 +256,7 @@ class Trainer:
             "history": result.history,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "base_revision": self.base_revision,
+            "ctc_weight": self.ctc_weight,
         }
         (out / "training.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
         (out / "README.md").write_text(model_card(summary), encoding="utf-8")
@@ -270,6 +289,7 @@ def model_card(summary: dict[str, Any]) -> str:
             f"- Synthetic lines: {synthetic_source(config)} (share {config['synthetic_share']})",
             f"- Start: {start_description(config, summary['base_revision'])}",
             f"- Label normalization: {config['normalize']}; real-line augmentation: {'on' if config['augment'] else 'off'}",
+            f"- Auxiliary CTC loss weight: {summary['ctc_weight']} (training only; the saved model is a plain VisionEncoderDecoderModel)",
             f"- Steps: {summary['steps']} x batch {config['batch_size']}, seed {config['seed']}; {summary['seconds']:.0f} s on {summary['machine']}",
             f"- Parameters: {summary['parameters']:,}; weights saved as {config['save_dtype']}",
             f"- Validation CER (jiwer, held-out lines): {cer:.4f}" if cer is not None else "- Validation CER: not measured",
