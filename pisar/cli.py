@@ -187,6 +187,36 @@ def resume(name: NameArg) -> None:
 
 
 @app.command()
+def reap(
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (for cron or a test)")] = False,
+) -> None:
+    """Return shards of dead workers (expired leases) to the queue; quarantine them after max attempts.
+
+    Runs as a loop every PISAR_REAP_INTERVAL_SECONDS; one per deployment is enough.
+    """
+    import time
+
+    from pisar.producer.publish import publish
+    from pisar.producer.reaper import reap as reap_once
+    from pisar.queue import require_redis
+
+    settings = get_settings()
+    url = _catalog(settings)
+    if not settings.distributed:
+        raise ConfigError("pisar reap needs a broker (PISAR_REDIS_URL); in embedded mode rerun `pisar run`, which reclaims expired shards")
+    require_redis(settings)
+    while True:
+        reaped = reap_once(url, settings.max_attempts)
+        for (campaign_id, queue), ids in reaped.requeue.items():
+            publish(settings, campaign_id, queue, ids)
+        if reaped.requeued or reaped.quarantined:
+            err.print(f"reaped {reaped.requeued} shards back to the queue, quarantined {len(reaped.quarantined)}")
+        if once:
+            return
+        time.sleep(settings.reap_interval_seconds)
+
+
+@app.command()
 def export(
     name: NameArg,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv")] = "jsonl",

@@ -33,7 +33,12 @@ class Settings(BaseSettings):
 
     # Work division
     shard_size: int = Field(256, ge=1, le=100_000, description="Line images per shard")
-    lease_seconds: int = Field(3600, ge=10, description="How long a claimed shard is held before others may take it")
+    lease_seconds: int = Field(
+        300,
+        ge=10,
+        description="A claimed shard's lease; renewed every third of it while the worker lives, so a dead worker's shard frees up within it",
+    )
+    reap_interval_seconds: float = Field(30.0, gt=0, description="How often `pisar reap` looks for shards whose lease expired")
     visibility_timeout_seconds: int = Field(6 * 3600, ge=60, description="Redis redelivery time for unacked shards")
     max_attempts: int = Field(3, ge=1, le=100, description="Runs of a shard before it is quarantined")
 

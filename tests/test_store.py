@@ -177,3 +177,58 @@ def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings:
     finally:
         runner.close()
     assert (outcome.state, outcome.ok) == ("done", 2)
+
+
+def lease_of(settings: Settings, shard_id: int):  # noqa: ANN201 - (state, lease_until, attempts, error)
+    table = Shard.__table__
+    with get_engine(settings.catalog_url).connect() as conn:
+        return conn.execute(select(table.c.state, table.c.lease_until, table.c.attempts, table.c.error).where(table.c.id == shard_id)).one()
+
+
+def expire(settings: Settings, shard_id: int) -> None:
+    """What a killed worker leaves behind: a running shard whose lease nobody renews."""
+    with get_engine(settings.catalog_url).begin() as conn:
+        conn.execute(update(Shard.__table__).where(Shard.__table__.c.id == shard_id).values(lease_until=utcnow() - timedelta(seconds=1)))
+
+
+def test_heartbeat_keeps_a_lease_alive_and_notices_when_it_is_taken(settings: Settings, campaign) -> None:  # noqa: ANN001
+    from pisar.worker.lease import LeaseKeeper, LeaseLost
+
+    first = shard_ids(settings, campaign.id)[0]
+    held = store.claim(settings.catalog_url, first, "w1", lease_seconds=10, max_attempts=3)
+    claimed_until = lease_of(settings, first).lease_until
+    with LeaseKeeper(settings.catalog_url, held, lease_seconds=10, interval=0.1) as lease:
+        import time
+
+        time.sleep(0.5)
+        assert lease_of(settings, first).lease_until > claimed_until  # renewed while running
+        lease.check()  # still ours
+        expire(settings, first)
+        newer = store.claim(settings.catalog_url, first, "w2", lease_seconds=10, max_attempts=3)
+        assert newer is not None and newer.token == held.token + 1
+        assert lease.lost.wait(2.0)
+        with pytest.raises(LeaseLost):
+            lease.check()
+    assert not store.renew(settings.catalog_url, held, 10)  # the old token renews nothing
+    assert store.renew(settings.catalog_url, newer, 10)
+
+
+def test_reaper_requeues_dead_workers_shards_then_quarantines(settings: Settings, campaign) -> None:  # noqa: ANN001
+    from pisar.producer.reaper import reap
+
+    first, second, _ = shard_ids(settings, campaign.id)
+    live = store.claim(settings.catalog_url, second, "alive", lease_seconds=60, max_attempts=2)
+    for attempt in (1, 2):
+        held = store.claim(settings.catalog_url, first, f"killed-{attempt}", lease_seconds=60, max_attempts=2)
+        assert held is not None and held.attempts == attempt
+        expire(settings, first)
+        reaped = reap(settings.catalog_url, max_attempts=2)
+        state, lease_until, attempts, error = lease_of(settings, first)
+        assert lease_until is None and attempts == attempt
+        if attempt == 1:
+            assert reaped.requeue == {(campaign.id, "q"): [first]} and state == "queued"
+        else:  # no third run of a shard that killed two workers
+            assert reaped.quarantined == [first] and not reaped.requeue and state == "quarantined"
+            assert "WorkerLost" in error and "killed-2" in error
+    assert lease_of(settings, second).state == "running" and live is not None  # a live lease is never reaped
+    assert reap(settings.catalog_url, max_attempts=2).requeued == 0

@@ -26,6 +26,7 @@ from pisar.worker import store
 from pisar.worker.engine import Engine, Recognition, apply_process_settings
 from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
 from pisar.worker.images import ImageLimits
+from pisar.worker.lease import LeaseKeeper, LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,16 @@ class ShardRunner:
         if held.campaign_id != campaign_id:
             log.warning("shard %s belongs to campaign %s, not %s as the message said", shard_id, held.campaign_id, campaign_id)
         try:
-            campaign = self._campaign(held.campaign_id)  # the catalog, not the message, says whose shard it is
-            engine = self.engines(campaign)
-            keys = store.lines_to_do(self.catalog_url, shard_id)
-            results, load_s, gen_s = self._transcribe(
-                keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {})
-            )
+            with LeaseKeeper(self.catalog_url, held, self.settings.lease_seconds) as lease:
+                campaign = self._campaign(held.campaign_id)  # the catalog, not the message, says whose shard it is
+                engine = self.engines(campaign)
+                keys = store.lines_to_do(self.catalog_url, shard_id)
+                results, load_s, gen_s = self._transcribe(
+                    keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}), lease.check
+                )
+        except LeaseLost as exc:
+            log.warning("%s; stopped without writing", exc)
+            return ShardOutcome(shard_id, "fenced", error=str(exc), attempts=held.attempts)
         except Exception as exc:  # noqa: BLE001 - any shard-level failure is recorded, then retried or quarantined
             message = f"{type(exc).__name__}: {exc}"
             state = store.fail(self.catalog_url, held, message, self.settings.max_attempts)
@@ -120,9 +125,12 @@ class ShardRunner:
         return self._storages[url]
 
     def _transcribe(
-        self, keys: list[str], storage: Storage, engine: Engine, generation: dict[str, Any]
+        self, keys: list[str], storage: Storage, engine: Engine, generation: dict[str, Any], check_lease: Callable[[], None]
     ) -> tuple[list[LineResult], float, float]:
-        """All lines of the shard, in key order; returns results and seconds waiting for input / generating."""
+        """All lines of the shard, in key order; returns results and seconds waiting for input / generating.
+
+        ``check_lease`` runs before each batch and raises if another worker took the shard meanwhile.
+        """
         batch_size = self.settings.batch_size
         window = batch_size * (self.settings.prefetch_batches + 1)
         prepare = partial(prepare_one, storage=storage, limits=self.limits, preprocess=engine.preprocess)
@@ -132,6 +140,7 @@ class ShardRunner:
 
         def flush() -> None:
             nonlocal gen_s
+            check_lease()
             started = time.perf_counter()
             outputs = engine.recognize(np.stack([p.pixels for p in batch]), generation)
             gen_s += time.perf_counter() - started

@@ -113,6 +113,13 @@ def fail(url: str, held: Claim, error: str, max_attempts: int) -> str | None:
     return state.value if result.rowcount == 1 else None
 
 
+def renew(url: str, held: Claim, lease_seconds: int) -> bool:
+    """Extend a held lease (the heartbeat); False once a newer claim has taken the shard."""
+    with get_engine(url).begin() as conn:
+        result = conn.execute(update(_SHARD).where(_fenced(held)).values(lease_until=utcnow() + timedelta(seconds=lease_seconds)))
+    return result.rowcount == 1
+
+
 def release(url: str, held: Claim) -> bool:
     """Give an interrupted shard back (queued, attempt not counted) so a rerun takes it at once."""
     with get_engine(url).begin() as conn:

@@ -1,0 +1,57 @@
+"""The lease heartbeat: a running shard's lease is renewed while its worker lives.
+
+Leases can then be short (``lease_seconds``, minutes), so a killed worker's shard is reclaimed
+quickly, yet a shard that takes longer than one lease is never taken from a live worker. The
+heartbeat runs in a thread because ``generate()`` holds the worker's main thread for seconds at a
+time; torch releases the GIL while it computes, so the beat keeps time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy.exc import DBAPIError
+
+from pisar.worker import store
+from pisar.worker.store import Claim
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """A newer claim holds the shard: this run's results would be fenced off, so it stops early."""
+
+
+class LeaseKeeper:
+    """Renews ``held`` every third of the lease until closed; ``lost`` is set if a newer claim took it."""
+
+    def __init__(self, url: str, held: Claim, lease_seconds: int, interval: float | None = None) -> None:
+        self.url, self.held, self.lease_seconds = url, held, lease_seconds
+        self.interval = interval if interval is not None else lease_seconds / 3
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"pisar-lease-{held.shard_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` if the heartbeat found the shard taken; called between batches."""
+        if self.lost.is_set():
+            raise LeaseLost(f"shard {self.held.shard_id} was claimed again by another worker")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not store.renew(self.url, self.held, self.lease_seconds):
+                    log.warning("shard %s: lease taken by a newer claim; stopping this run", self.held.shard_id)
+                    self.lost.set()
+                    return
+            except DBAPIError as exc:  # a catalog outage: two more beats fit in the lease, keep trying
+                log.warning("shard %s: lease renewal failed (%s); retrying", self.held.shard_id, type(exc).__name__)
