@@ -1,6 +1,9 @@
-"""A worker killed with SIGKILL mid-shard: its lease expires, `pisar reap` re-queues the shard and
-another worker finishes it; every line is written exactly once (real SeaweedFS, Redis, Postgres and
-Celery worker subprocesses)."""
+"""Workers stopped mid-shard, on real SeaweedFS, Redis, Postgres and Celery worker subprocesses.
+
+- SIGKILL: the lease expires, `pisar reap` re-queues the shard, another worker finishes it, and
+  every line is written exactly once.
+- SIGTERM: warm shutdown finishes the running shard; nothing is left half-written or leased.
+"""
 
 from __future__ import annotations
 
@@ -61,3 +64,33 @@ def test_a_killed_workers_shard_is_reaped_and_finished_once(s3, distributed_env,
     assert row.attempts == 2 and row.worker.startswith("survivor")
     assert len(per_key) == LINES and {n for _, n in per_key} == {1}  # nothing lost, nothing duplicated
     assert statuses == {"ok": LINES}
+
+
+def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
+    s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path
+) -> None:  # noqa: ANN001
+    env = {**distributed_env, "PISAR_BATCH_SIZE": "2"}
+    s3.create_bucket(Bucket="term")
+    upload(s3, "term", {f"vol/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:LINES]})
+    submitted = run_pisar(["submit", "s3://term/vol", "--model", str(tiny_model), "--name", "term", "--shard-size", str(SHARD_SIZE)], env)
+    assert submitted.returncode == 0, submitted.stderr
+    engine = get_engine(Settings(database_url=env["PISAR_DATABASE_URL"]).catalog_url)
+    shards, lines = Shard.__table__, Line.__table__
+
+    def running() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).where(shards.c.state == "running")).scalar_one() == 1
+
+    worker = start_worker(env, "stopping")
+    wait_until(running, 120, "the worker to start a shard", interval=0.05)
+    worker.send_signal(signal.SIGTERM)  # what `docker stop` and Kubernetes send first
+    assert worker.wait(timeout=120) == 0
+    with engine.connect() as conn:
+        shard_rows = conn.execute(select(shards.c.id, shards.c.state, shards.c.line_count)).all()
+        by_shard = dict(
+            conn.execute(select(lines.c.shard_id, func.count()).where(lines.c.status != "pending").group_by(lines.c.shard_id)).all()
+        )
+    assert "running" not in {r.state for r in shard_rows}  # nothing left holding a lease
+    assert "done" in {r.state for r in shard_rows}  # the shard it was running was finished, not dropped
+    for row in shard_rows:  # a shard is written whole or not at all
+        assert by_shard.get(row.id, 0) == (row.line_count if row.state == "done" else 0)
