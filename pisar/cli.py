@@ -209,6 +209,8 @@ def reap(
         reaped = reap_once(url, settings.max_attempts)
         for (campaign_id, queue), ids in reaped.requeue.items():
             publish(settings, campaign_id, queue, ids)
+        for key in reaped.poisoned:
+            err.print(f"set aside {key}: its worker died reading it (WorkerCrash)")
         if reaped.requeued or reaped.quarantined:
             err.print(f"reaped {reaped.requeued} shards back to the queue, quarantined {len(reaped.quarantined)}")
         if once:

@@ -23,3 +23,7 @@ EXPORT_FIELDS = (
     "worker",
     "finished_at",
 )
+
+# How the reaper's shard errors start. The next claim of such a shard runs it one line at a time,
+# recording each key first, so a line that kills the worker process is named and set aside.
+WORKER_LOST = "WorkerLost"

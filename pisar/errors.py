@@ -87,3 +87,11 @@ class ImageTooLarge(LineError):
 
 class GenerationFailed(LineError):
     """The model raised on this line even when run alone."""
+
+
+class WorkerCrash(LineError):
+    """The worker process died (a native crash, the OOM killer) while reading this line, twice.
+
+    Found by running a shard that lost its worker one line at a time; the line is set aside so the
+    rest of its shard can finish, and it is not retried by ``lines_to_do`` (it would crash again).
+    """

@@ -3,12 +3,15 @@
 - SIGKILL: the lease expires, `pisar reap` re-queues the shard, another worker finishes it, and
   every line is written exactly once.
 - SIGTERM: warm shutdown finishes the running shard; nothing is left half-written or leased.
+- A line that kills the worker process (a simulated native crash, ``tests/crash_hook``) is found by
+  running its shard line by line, set aside as ``WorkerCrash``, and the rest of the shard finishes.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -16,7 +19,7 @@ from sqlalchemy import func, select
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, Shard
 from pisar.settings import Settings
-from tests.conftest import run_pisar, wait_until
+from tests.conftest import PISAR, run_pisar, wait_until
 from tests.test_end_to_end import upload
 
 LINES = 120
@@ -94,3 +97,62 @@ def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
     assert "done" in {r.state for r in shard_rows}  # the shard it was running was finished, not dropped
     for row in shard_rows:  # a shard is written whole or not at all
         assert by_shard.get(row.id, 0) == (row.line_count if row.state == "done" else 0)
+
+
+def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    print_lines: Path,
+    tmp_path: Path,
+) -> None:
+    from tests.crash_hook.sitecustomize import MARKER
+
+    hook = Path(__file__).parent / "crash_hook"
+    env = {
+        **distributed_env,
+        "PISAR_LEASE_SECONDS": str(LEASE),
+        "PISAR_REAP_INTERVAL_SECONDS": "1",
+        "PISAR_MAX_ATTEMPTS": "2",
+        "PISAR_TEST_CRASH_HOOK": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+    }
+    paths = sorted(print_lines.glob("*.png"))[:LINES]
+    objects = {f"vol/{p.name}": p.read_bytes() for p in paths}
+    poison = f"vol/{paths[7].name}"
+    objects[poison] += MARKER  # still a valid PNG: the bytes after IEND are ignored by decoders
+    s3.create_bucket(Bucket="poison")
+    upload(s3, "poison", objects)
+    submitted = run_pisar(
+        ["submit", "s3://poison/vol", "--model", str(tiny_model), "--name", "poison", "--shard-size", str(SHARD_SIZE)], env
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    engine = get_engine(Settings(database_url=env["PISAR_DATABASE_URL"]).catalog_url)
+    shards, lines = Shard.__table__, Line.__table__
+
+    worker = start_worker(env, "crashy")
+    reaper_log = tmp_path / "reaper.log"
+    reaper = subprocess.Popen([PISAR, "reap"], env=env, stdout=reaper_log.open("w"), stderr=subprocess.STDOUT)
+    try:
+
+        def all_done() -> bool:
+            with engine.connect() as conn:
+                return {s for (s,) in conn.execute(select(shards.c.state)).all()} == {"done"}
+
+        wait_until(all_done, 240, "both shards done despite the crashing line")
+    finally:
+        reaper.terminate()
+        reaper.wait(timeout=30)
+    assert worker.poll() is None  # Celery replaced the dead child; the worker lives on
+    with engine.connect() as conn:
+        rows = {r.key: r for r in conn.execute(select(lines)).all()}
+        poisoned_shard = conn.execute(select(shards).where(shards.c.id == rows[poison].shard_id)).one()
+    assert (rows[poison].status, rows[poison].error_class) == ("error", "WorkerCrash")
+    assert all(r.status == "ok" and r.text for k, r in rows.items() if k != poison)  # the rest of its shard finished
+    assert len(rows) == LINES
+    # Attempt 1 died in a batch (line unknown); attempt 2, line by line, died on the poison and named it
+    # without spending the attempt; attempt 2 again finished the rest: never quarantined at max 2.
+    assert poisoned_shard.attempts == 2 and poisoned_shard.probe_key is None
+    log = reaper_log.read_text(encoding="utf-8")
+    assert f"set aside {poison}" in log

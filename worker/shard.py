@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -81,8 +81,11 @@ class ShardRunner:
                 campaign = self._campaign(held.campaign_id)  # the catalog, not the message, says whose shard it is
                 engine = self.engines(campaign)
                 keys = store.lines_to_do(self.catalog_url, shard_id)
+                if held.suspect:
+                    log.warning("shard %s: its last worker died; reading it one line at a time", shard_id)
+                probe = partial(store.probe, self.catalog_url, held) if held.suspect else None
                 results, load_s, gen_s = self._transcribe(
-                    keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}), lease.check
+                    keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}), lease.check, probe
                 )
         except LeaseLost as exc:
             log.warning("%s; stopped without writing", exc)
@@ -125,15 +128,27 @@ class ShardRunner:
         return self._storages[url]
 
     def _transcribe(
-        self, keys: list[str], storage: Storage, engine: Engine, generation: dict[str, Any], check_lease: Callable[[], None]
+        self,
+        keys: list[str],
+        storage: Storage,
+        engine: Engine,
+        generation: dict[str, Any],
+        check_lease: Callable[[], None],
+        probe: Callable[[str], bool] | None = None,
     ) -> tuple[list[LineResult], float, float]:
         """All lines of the shard, in key order; returns results and seconds waiting for input / generating.
 
         ``check_lease`` runs before each batch and raises if another worker took the shard meanwhile.
+        With ``probe`` (a suspect shard), lines are read and generated one at a time, each key recorded
+        by ``probe`` first, so the reaper can name the line a crash happened on.
         """
-        batch_size = self.settings.batch_size
-        window = batch_size * (self.settings.prefetch_batches + 1)
         prepare = partial(prepare_one, storage=storage, limits=self.limits, preprocess=engine.preprocess)
+        if probe is None:
+            batch_size = self.settings.batch_size
+            items = prepare_lines(keys, prepare, self.pool, batch_size * (self.settings.prefetch_batches + 1))
+        else:
+            batch_size = 1
+            items = _one_at_a_time(keys, prepare, probe)
         results: list[LineResult] = []
         batch: list[Prepared] = []
         load_s = gen_s = 0.0
@@ -148,7 +163,7 @@ class ShardRunner:
             batch.clear()
 
         waited = time.perf_counter()
-        for item in prepare_lines(keys, prepare, self.pool, window):
+        for item in items:
             load_s += time.perf_counter() - waited
             if item.error is not None:
                 results.append(self._result(item.key, item.error))
@@ -178,3 +193,11 @@ class ShardRunner:
             self.worker,
             now,
         )
+
+
+def _one_at_a_time(keys: list[str], prepare: Callable[[str], Prepared], probe: Callable[[str], bool]) -> Iterator[Prepared]:
+    """Each key recorded by ``probe`` (committed) before it is fetched; the caller generates it before asking for the next."""
+    for key in keys:
+        if not probe(key):
+            raise LeaseLost(f"the shard was claimed again by another worker before line {key}")
+        yield prepare(key)

@@ -15,6 +15,8 @@ from sqlalchemy import Connection, and_, or_, select, update
 from pisar.catalog.bulk import LineResult, upsert_line_results
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Shard, ShardState, utcnow
+from pisar.constants import WORKER_LOST
+from pisar.errors import WorkerCrash
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
@@ -29,6 +31,7 @@ class Claim:
     campaign_id: int
     token: int
     attempts: int
+    suspect: bool = False  # its last run's worker died: run it one line at a time to find the line that kills
 
 
 def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts: int) -> Claim | None:
@@ -53,21 +56,28 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
             started_at=now,
             finished_at=None,
         )
-        .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts)
+        .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts, _SHARD.c.error)
     )
     with get_engine(url).begin() as conn:
         row = conn.execute(statement).first()
         if row is None:
             conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
             return None
-    return Claim(shard_id=shard_id, campaign_id=row.campaign_id, token=row.token, attempts=row.attempts)
+    suspect = (row.error or "").startswith(WORKER_LOST)
+    return Claim(shard_id=shard_id, campaign_id=row.campaign_id, token=row.token, attempts=row.attempts, suspect=suspect)
 
 
 def lines_to_do(url: str, shard_id: int) -> list[str]:
-    """Keys of the shard's lines that are not ``ok`` yet (pending, or errored and being retried)."""
+    """Keys of the shard's lines that are not ``ok`` yet (pending, or errored and being retried).
+
+    Lines that crashed a worker (``WorkerCrash``) are left out: they would only crash it again.
+    """
+    crashed = and_(_LINE.c.status == LineStatus.ERROR.value, _LINE.c.error_class == WorkerCrash.__name__)
     with get_engine(url).connect() as conn:
         rows = conn.execute(
-            select(_LINE.c.key).where(_LINE.c.shard_id == shard_id, _LINE.c.status != LineStatus.OK.value).order_by(_LINE.c.key)
+            select(_LINE.c.key)
+            .where(_LINE.c.shard_id == shard_id, _LINE.c.status != LineStatus.OK.value, ~crashed)
+            .order_by(_LINE.c.key)
         )
         return [r.key for r in rows]
 
@@ -93,6 +103,7 @@ def _mark_done(conn: Connection, held: Claim, engine: str, load_seconds: float, 
         .values(
             state=ShardState.DONE.value,
             lease_until=None,
+            probe_key=None,
             finished_at=utcnow(),
             error=None,
             engine=engine,
@@ -108,7 +119,9 @@ def fail(url: str, held: Claim, error: str, max_attempts: int) -> str | None:
     state = ShardState.QUARANTINED if held.attempts >= max_attempts else ShardState.FAILED
     with get_engine(url).begin() as conn:
         result = conn.execute(
-            update(_SHARD).where(_fenced(held)).values(state=state.value, error=error[:4000], lease_until=None, finished_at=utcnow())
+            update(_SHARD)
+            .where(_fenced(held))
+            .values(state=state.value, error=error[:4000], lease_until=None, probe_key=None, finished_at=utcnow())
         )
     return state.value if result.rowcount == 1 else None
 
@@ -120,12 +133,18 @@ def renew(url: str, held: Claim, lease_seconds: int) -> bool:
     return result.rowcount == 1
 
 
+def probe(url: str, held: Claim, key: str) -> bool:
+    """Record (committed) which line a careful run is about to read; the reaper blames it if the worker dies."""
+    with get_engine(url).begin() as conn:
+        return conn.execute(update(_SHARD).where(_fenced(held)).values(probe_key=key)).rowcount == 1
+
+
 def release(url: str, held: Claim) -> bool:
     """Give an interrupted shard back (queued, attempt not counted) so a rerun takes it at once."""
     with get_engine(url).begin() as conn:
         result = conn.execute(
             update(_SHARD)
             .where(_fenced(held))
-            .values(state=ShardState.QUEUED.value, lease_until=None, attempts=_SHARD.c.attempts - 1, worker=None)
+            .values(state=ShardState.QUEUED.value, lease_until=None, probe_key=None, attempts=_SHARD.c.attempts - 1, worker=None)
         )
     return result.rowcount == 1

@@ -78,6 +78,7 @@ class Shard(SQLModel, table=True):
     worker: str | None = Field(default=None, max_length=300)
     engine: str | None = Field(default=None, max_length=100)
     error: str | None = Field(default=None, sa_column=Column(Text))
+    probe_key: str | None = Field(default=None, sa_column=Column(Text))  # set only while a suspect shard runs line by line
     duplicate_deliveries: int = 0
     queued_at: datetime | None = None
     started_at: datetime | None = None
