@@ -12,7 +12,7 @@ from celery import Celery
 
 from pisar.constants import TASK_RUN_SHARD
 from pisar.errors import ConfigError, ServiceUnavailable
-from pisar.settings import Settings
+from pisar.settings import Settings, redact_url
 
 app = Celery("pisar")
 
@@ -78,16 +78,7 @@ def require_redis(settings: Settings) -> str:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise ServiceUnavailable(f"Redis at {_redacted(settings.redis_url)} is unreachable: {exc}") from None
+        raise ServiceUnavailable(f"Redis at {redact_url(settings.redis_url)} is unreachable: {exc}") from None
     finally:
         client.close()
     return settings.redis_url
-
-
-def _redacted(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url

@@ -91,12 +91,24 @@ class Settings(BaseSettings):
         return self.redis_url is not None
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``: for logs, errors and anything an operator sees."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not parseable as a URL: show it as it is (it holds no user:password@ part we can find)
+        return url
+    return url.replace(f":{password}@", ":***@") if password else url
+
+
 def describe_validation_error(error: ValidationError) -> str:
-    """One readable line naming the environment variable and the problem."""
+    """One readable line naming the environment variable and the problem (passwords in URLs hidden)."""
     parts = []
     for item in error.errors():
         field = ".".join(str(p) for p in item["loc"]) or "settings"
-        shown = repr(item.get("input")) if "input" in item and not isinstance(item.get("input"), dict) else ""
+        value = item.get("input")
+        shown = repr(redact_url(value) if isinstance(value, str) else value) if "input" in item and not isinstance(value, dict) else ""
         parts.append(f"PISAR_{field.upper()}={shown}: {item['msg']}" if shown else f"PISAR_{field.upper()}: {item['msg']}")
     return "bad setting " + "; ".join(parts)
 

@@ -119,3 +119,17 @@ def test_delivery_guard_names_each_unsafe_setting() -> None:
         assert "JSON only" in problems and "task_acks_late" in problems and "prefetch" in problems
     finally:
         configure(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PISAR_REDIS_URL", "http://:hunter2@localhost", "PISAR_REDIS_URL='http://:***@localhost'"),  # a bad value
+        ("PISAR_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0", "Redis at redis://:***@127.0.0.1:1/0 is unreachable"),
+        ("PISAR_DATABASE_URL", "postgresql://pisar:hunter2@127.0.0.1:1/x", "catalog database postgresql+psycopg://pisar:***@127.0.0.1:1/x"),
+    ],
+)
+def test_passwords_never_reach_the_operator(embedded_env: dict[str, str], variable: str, value: str, message: str) -> None:
+    result = run_pisar(["reap", "--once"], {**embedded_env, variable: value})
+    assert_one_line_error(result, message)
+    assert "hunter2" not in result.stderr + result.stdout

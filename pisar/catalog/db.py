@@ -9,12 +9,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from pisar.errors import CatalogNotReady, ServiceUnavailable
+from pisar.settings import redact_url
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-
-
-def _redacted(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -91,7 +88,7 @@ def check_reachable(url: str) -> None:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise ServiceUnavailable(f"catalog database {_redacted(url)} is unreachable: {reason}") from None
+        raise ServiceUnavailable(f"catalog database {redact_url(url)} is unreachable: {reason}") from None
 
 
 def ensure_ready(url: str, auto_upgrade: bool) -> None:
@@ -105,4 +102,4 @@ def ensure_ready(url: str, auto_upgrade: bool) -> None:
         upgrade(url)
         return
     state = "has no Pisar tables" if current is None else f"is at revision {current}, code expects {head}"
-    raise CatalogNotReady(f"catalog {_redacted(url)} {state}: run `pisar db upgrade`")
+    raise CatalogNotReady(f"catalog {redact_url(url)} {state}: run `pisar db upgrade`")
