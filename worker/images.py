@@ -6,6 +6,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pisar.errors import (
@@ -57,4 +58,24 @@ def decode_line_image(data: bytes, limits: ImageLimits) -> Image.Image:
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise TruncatedImage(f"{image.format} {width}x{height}: {exc}") from None
     image = ImageOps.exif_transpose(image) or image
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with dark ink on a light page, whatever the mode.
+
+    PIL's plain ``convert("RGB")`` loses the text in two common archive formats: 16-bit greyscale
+    (it clips every value above 255 to white) and transparency (transparent pixels keep their
+    colour, usually black, so black ink on a transparent page becomes black on black).
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0  # 16-bit range down to 8 bits
+        return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        page = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(page, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
