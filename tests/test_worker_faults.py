@@ -5,6 +5,7 @@
 - SIGTERM: warm shutdown finishes the running shard; nothing is left half-written or leased.
 - A line that kills the worker process (a simulated native crash, ``tests/crash_hook``) is found by
   running its shard line by line, set aside as ``WorkerCrash``, and the rest of the shard finishes.
+- The same campaign submitted twice and every shard published twice: refused, then skipped.
 """
 
 from __future__ import annotations
@@ -156,3 +157,38 @@ def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
     assert poisoned_shard.attempts == 2 and poisoned_shard.probe_key is None
     log = reaper_log.read_text(encoding="utf-8")
     assert f"set aside {poison}" in log
+
+
+def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    print_lines: Path,
+) -> None:
+    env = distributed_env
+    s3.create_bucket(Bucket="twice")
+    upload(s3, "twice", {f"vol/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:LINES]})
+    submit = ["submit", "s3://twice/vol", "--model", str(tiny_model), "--name", "twice", "--shard-size", str(SHARD_SIZE)]
+    assert run_pisar(submit, env).returncode == 0
+    again = run_pisar(submit, env)  # an operator's double click, a retried CI job
+    assert again.returncode != 0 and "campaign 'twice' already exists" in again.stderr
+    resumed = run_pisar(["resume", "twice"], env)  # every shard published a second time while still queued
+    assert resumed.returncode == 0 and f"{LINES // SHARD_SIZE} shards not done" in resumed.stderr
+    engine = get_engine(Settings(database_url=env["PISAR_DATABASE_URL"]).catalog_url)
+    shards, lines = Shard.__table__, Line.__table__
+
+    def finished() -> bool:
+        with engine.connect() as conn:
+            states = {s for (s,) in conn.execute(select(shards.c.state)).all()}
+            skipped = conn.execute(select(func.sum(shards.c.duplicate_deliveries))).scalar_one()
+        return states == {"done"} and skipped == LINES // SHARD_SIZE
+
+    start_worker(env, "w1")
+    start_worker(env, "w2")
+    wait_until(finished, 180, "every shard done and every second message skipped")
+    with engine.connect() as conn:
+        per_key = conn.execute(select(lines.c.key, func.count()).group_by(lines.c.key)).all()
+        attempts = {a for (a,) in conn.execute(select(shards.c.attempts)).all()}
+    assert len(per_key) == LINES and {n for _, n in per_key} == {1}
+    assert attempts == {1}  # each shard ran once; its duplicate was skipped, not re-run
