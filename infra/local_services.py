@@ -100,6 +100,25 @@ def ensure_redis(port: int = 6379) -> Service:
     return Service(f"redis://{LOOPBACK}:{port}", proc)
 
 
+def start_redis(workdir: Path, port: int | None = None, *, aof: bool = True, password: str | None = None) -> Service:
+    """An own ``redis-server`` with its data in ``workdir``; start it again on the same port and
+    folder to restart it (with ``aof`` the queue survives, as in production's compose file)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed")
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", str(workdir), "--save", ""]
+    args += ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
+    args += ["--maxmemory-policy", "noeviction"]
+    if password:
+        args += ["--requirepass", password]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: port_open(port), "redis-server", 20, proc)
+    auth = f":{password}@" if password else ""
+    return Service(f"redis://{auth}{LOOPBACK}:{port}/0", proc, grace_seconds=5)
+
+
 def _pg_bin(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if found is None:

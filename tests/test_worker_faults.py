@@ -6,6 +6,7 @@
 - A line that kills the worker process (a simulated native crash, ``tests/crash_hook``) is found by
   running its shard line by line, set aside as ``WorkerCrash``, and the rest of the shard finishes.
 - The same campaign submitted twice and every shard published twice: refused, then skipped.
+- Redis (with a password) killed and restarted mid-campaign, with AOF and without persistence.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from pisar.catalog.db import get_engine
@@ -192,3 +195,58 @@ def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
         attempts = {a for (a,) in conn.execute(select(shards.c.attempts)).all()}
     assert len(per_key) == LINES and {n for _, n in per_key} == {1}
     assert attempts == {1}  # each shard ran once; its duplicate was skipped, not re-run
+
+
+@pytest.mark.parametrize("aof", [True, False], ids=["aof", "no-persistence"])
+def test_redis_restarted_mid_campaign_loses_nothing(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    print_lines: Path,
+    tmp_path: Path,
+    aof: bool,
+) -> None:
+    """Redis killed (SIGKILL) and restarted on the same port while a worker runs; with a password.
+
+    With AOF the queue survives and the campaign finishes by itself; without persistence the
+    queue is gone and `pisar resume` re-publishes from the catalog. Either way: every line once.
+    """
+    from infra.local_services import start_redis
+
+    redis = start_redis(tmp_path / "redis", aof=aof, password="s3cret-pw")
+    port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
+    env = {**distributed_env, "PISAR_REDIS_URL": redis.url, "PISAR_BATCH_SIZE": "4"}
+    shard_size = 20
+    bucket = "redis-aof" if aof else "redis-plain"
+    s3.create_bucket(Bucket=bucket)
+    upload(s3, bucket, {f"vol/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:LINES]})
+    submitted = run_pisar(
+        ["submit", f"s3://{bucket}/vol", "--model", str(tiny_model), "--name", "redis", "--shard-size", str(shard_size)], env
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    engine = get_engine(Settings(database_url=env["PISAR_DATABASE_URL"]).catalog_url)
+    shards, lines = Shard.__table__, Line.__table__
+
+    def done() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).where(shards.c.state == "done")).scalar_one()
+
+    try:
+        worker = start_worker(env, "steady")
+        wait_until(lambda: done() >= 1, 180, "a first shard done")
+        time.sleep(1.5)  # AOF fsyncs every second
+        redis.proc.kill()  # SIGKILL: no final save
+        redis.proc.wait()
+        redis = start_redis(tmp_path / "redis", port, aof=aof, password="s3cret-pw")
+        if not aof:
+            resumed = run_pisar(["resume", "redis"], env)
+            assert resumed.returncode == 0, resumed.stderr
+        wait_until(lambda: done() == LINES // shard_size, 240, "every shard done after the restart")
+        assert worker.poll() is None  # the worker reconnected rather than dying
+    finally:
+        redis.stop()
+    with engine.connect() as conn:
+        per_key = conn.execute(select(lines.c.key, func.count()).group_by(lines.c.key)).all()
+        statuses = {s for (s,) in conn.execute(select(lines.c.status)).all()}
+    assert len(per_key) == LINES and {n for _, n in per_key} == {1} and statuses == {"ok"}
