@@ -250,3 +250,63 @@ def test_redis_restarted_mid_campaign_loses_nothing(
         per_key = conn.execute(select(lines.c.key, func.count()).group_by(lines.c.key)).all()
         statuses = {s for (s,) in conn.execute(select(lines.c.status)).all()}
     assert len(per_key) == LINES and {n for _, n in per_key} == {1} and statuses == {"ok"}
+
+
+def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    print_lines: Path,
+    tmp_path: Path,
+) -> None:
+    """Every connection to the catalog is reset and refused for 10 s while the worker commits."""
+    from sqlalchemy.engine import make_url
+
+    from tests.tcp_proxy import CuttableProxy
+
+    direct = make_url(distributed_env["PISAR_DATABASE_URL"])
+    proxy = CuttableProxy(direct.port or 5432, direct.host or "127.0.0.1")
+    proxied = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    env = {
+        **distributed_env,
+        "PISAR_LEASE_SECONDS": str(LEASE),
+        "PISAR_CATALOG_RETRY_SECONDS": "2",
+        "PISAR_REAP_INTERVAL_SECONDS": "1",
+        "PISAR_BATCH_SIZE": "4",
+    }
+    shard_size = 10
+    s3.create_bucket(Bucket="pg-outage")
+    upload(s3, "pg-outage", {f"vol/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:LINES]})
+    submitted = run_pisar(
+        ["submit", "s3://pg-outage/vol", "--model", str(tiny_model), "--name", "pg", "--shard-size", str(shard_size)], env
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    engine = get_engine(Settings(database_url=env["PISAR_DATABASE_URL"]).catalog_url)
+    shards, lines = Shard.__table__, Line.__table__
+
+    def done() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).where(shards.c.state == "done")).scalar_one()
+
+    worker = start_worker({**env, "PISAR_DATABASE_URL": proxied}, "cut-off")
+    reaper = subprocess.Popen([PISAR, "reap"], env=env, stdout=(tmp_path / "reaper.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: done() >= 2, 180, "two shards done before the outage")
+        proxy.cut()
+        time.sleep(10)
+        proxy.restore()
+        wait_until(lambda: done() == LINES // shard_size, 240, "every shard done after the outage")
+    finally:
+        reaper.terminate()
+        reaper.wait(timeout=30)
+        proxy.close()
+    assert worker.poll() is None
+    with engine.connect() as conn:
+        per_key = conn.execute(select(lines.c.key, func.count()).group_by(lines.c.key)).all()
+        statuses = {s for (s,) in conn.execute(select(lines.c.status)).all()}
+        shard_states = {s for (s,) in conn.execute(select(shards.c.state)).all()}
+    assert len(per_key) == LINES and {n for _, n in per_key} == {1}
+    assert statuses == {"ok"} and shard_states == {"done"}  # the outage failed no line and no shard
+    log = next(tmp_path.glob("cut-off.log")).read_text(encoding="utf-8")
+    assert "catalog unreachable" in log  # the outage really hit the worker

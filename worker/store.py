@@ -75,9 +75,7 @@ def lines_to_do(url: str, shard_id: int) -> list[str]:
     crashed = and_(_LINE.c.status == LineStatus.ERROR.value, _LINE.c.error_class == WorkerCrash.__name__)
     with get_engine(url).connect() as conn:
         rows = conn.execute(
-            select(_LINE.c.key)
-            .where(_LINE.c.shard_id == shard_id, _LINE.c.status != LineStatus.OK.value, ~crashed)
-            .order_by(_LINE.c.key)
+            select(_LINE.c.key).where(_LINE.c.shard_id == shard_id, _LINE.c.status != LineStatus.OK.value, ~crashed).order_by(_LINE.c.key)
         )
         return [r.key for r in rows]
 

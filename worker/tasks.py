@@ -58,11 +58,9 @@ def retry_delay(attempts: int) -> int:
     return min(300, 5 * 2 ** max(0, attempts - 1))
 
 
-#: Seconds between tries when the catalog itself cannot be reached (nothing was claimed or counted).
-OUTAGE_RETRY_SECONDS = 30
-
-
-@app.task(name=TASK_RUN_SHARD, bind=True, acks_late=True, reject_on_worker_lost=True)
+# max_retries=None on the task: Celery reads retry(max_retries=None) as "the default (3)", which
+# dropped the message of a shard after a catalog outage longer than three retry intervals.
+@app.task(name=TASK_RUN_SHARD, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_shard(self: Any, campaign_id: int, shard_id: int) -> None:
     """Transcribe one shard; the catalog records the outcome, the return value is ignored."""
     from sqlalchemy.exc import DBAPIError
@@ -71,7 +69,9 @@ def run_shard(self: Any, campaign_id: int, shard_id: int) -> None:
         outcome = runner(self.request.hostname or "pisar").run(campaign_id, shard_id)
     except DBAPIError as exc:
         # The catalog is down: keep the message alive (a failed task would be acked and dropped).
-        log.warning("shard %s: catalog unreachable (%s); retrying in %ss", shard_id, exc.__class__.__name__, OUTAGE_RETRY_SECONDS)
-        raise self.retry(countdown=OUTAGE_RETRY_SECONDS, max_retries=None) from None
+        # A shard claimed before the outage keeps its lease until it expires; the reaper re-queues it.
+        wait = get_settings().catalog_retry_seconds
+        log.warning("shard %s: catalog unreachable (%s); retrying in %ss", shard_id, exc.__class__.__name__, wait)
+        raise self.retry(countdown=wait) from None
     if outcome.retryable:
-        raise self.retry(countdown=retry_delay(outcome.attempts), max_retries=None)
+        raise self.retry(countdown=retry_delay(outcome.attempts))
