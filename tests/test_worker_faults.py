@@ -7,6 +7,7 @@
   running its shard line by line, set aside as ``WorkerCrash``, and the rest of the shard finishes.
 - The same campaign submitted twice and every shard published twice: refused, then skipped.
 - Redis (with a password) killed and restarted mid-campaign, with AOF and without persistence.
+- Postgres unreachable for 10 s, and SeaweedFS killed and restarted: work stalls, nothing fails.
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
     env = {
         **distributed_env,
         "PISAR_LEASE_SECONDS": str(LEASE),
-        "PISAR_CATALOG_RETRY_SECONDS": "2",
+        "PISAR_OUTAGE_RETRY_SECONDS": "2",
         "PISAR_REAP_INTERVAL_SECONDS": "1",
         "PISAR_BATCH_SIZE": "4",
     }
@@ -310,3 +311,58 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
     assert statuses == {"ok"} and shard_states == {"done"}  # the outage failed no line and no shard
     log = next(tmp_path.glob("cut-off.log")).read_text(encoding="utf-8")
     assert "catalog unreachable" in log  # the outage really hit the worker
+
+
+def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    print_lines: Path,
+    tmp_path: Path,
+) -> None:
+    """The object store is killed (SIGKILL) for 5 s and started again on its data while a worker reads."""
+    import boto3
+
+    from infra.local_services import start_seaweedfs
+
+    weed = start_seaweedfs(tmp_path / "weed")
+    try:
+        env = {**distributed_env, **weed.env, "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4", "PISAR_LEASE_SECONDS": str(LEASE)}
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=weed.url,
+            aws_access_key_id=weed.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=weed.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=weed.env["AWS_DEFAULT_REGION"],
+        )
+        s3.create_bucket(Bucket="restart")
+        upload(s3, "restart", {f"vol/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:LINES]})
+        shard_size = 10
+        submitted = run_pisar(
+            ["submit", "s3://restart/vol", "--model", str(tiny_model), "--name", "weed", "--shard-size", str(shard_size)], env
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        engine = get_engine(Settings(database_url=env["PISAR_DATABASE_URL"]).catalog_url)
+        shards, lines = Shard.__table__, Line.__table__
+
+        def done() -> int:
+            with engine.connect() as conn:
+                return conn.execute(select(func.count()).where(shards.c.state == "done")).scalar_one()
+
+        worker = start_worker(env, "reader")
+        wait_until(lambda: done() >= 2, 180, "two shards done before the restart")
+        os.killpg(weed.proc.pid, signal.SIGKILL)
+        weed.proc.wait()
+        time.sleep(5)
+        weed = start_seaweedfs(tmp_path / "weed", weed.ports)
+        wait_until(lambda: done() == LINES // shard_size, 300, "every shard done after the restart")
+        assert worker.poll() is None
+    finally:
+        weed.stop()
+    with engine.connect() as conn:
+        per_key = conn.execute(select(lines.c.key, func.count()).group_by(lines.c.key)).all()
+        statuses = {s for (s,) in conn.execute(select(lines.c.status)).all()}
+        max_attempts = conn.execute(select(func.max(shards.c.attempts))).scalar_one()
+    assert len(per_key) == LINES and {n for _, n in per_key} == {1}
+    assert statuses == {"ok"}  # no line was marked failed for the store's absence
+    assert max_attempts == 1  # and no shard spent an attempt on it

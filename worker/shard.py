@@ -19,7 +19,7 @@ from sqlmodel import Session
 from pisar.catalog.bulk import LineResult
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, LineStatus, utcnow
-from pisar.errors import LineError
+from pisar.errors import LineError, TransientError
 from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
 from pisar.worker import store
@@ -38,7 +38,7 @@ class ShardOutcome:
     """What happened to one delivery of a shard."""
 
     shard_id: int
-    state: str  # done | skipped | fenced | failed | quarantined
+    state: str  # done | skipped | fenced | stalled (outage, released) | failed | quarantined
     lines: int = 0
     ok: int = 0
     errors: int = 0
@@ -49,7 +49,7 @@ class ShardOutcome:
 
     @property
     def retryable(self) -> bool:
-        return self.state == "failed"
+        return self.state in ("failed", "stalled")
 
 
 class ShardRunner:
@@ -90,6 +90,10 @@ class ShardRunner:
         except LeaseLost as exc:
             log.warning("%s; stopped without writing", exc)
             return ShardOutcome(shard_id, "fenced", error=str(exc), attempts=held.attempts)
+        except TransientError as exc:  # storage outage: not the shard's fault, so no attempt is spent
+            store.release(self.catalog_url, held)
+            log.warning("shard %s: %s; released, retrying later", shard_id, exc)
+            return ShardOutcome(shard_id, "stalled", error=str(exc), attempts=held.attempts - 1)
         except Exception as exc:  # noqa: BLE001 - any shard-level failure is recorded, then retried or quarantined
             message = f"{type(exc).__name__}: {exc}"
             state = store.fail(self.catalog_url, held, message, self.settings.max_attempts)

@@ -70,8 +70,10 @@ def run_shard(self: Any, campaign_id: int, shard_id: int) -> None:
     except DBAPIError as exc:
         # The catalog is down: keep the message alive (a failed task would be acked and dropped).
         # A shard claimed before the outage keeps its lease until it expires; the reaper re-queues it.
-        wait = get_settings().catalog_retry_seconds
+        wait = get_settings().outage_retry_seconds
         log.warning("shard %s: catalog unreachable (%s); retrying in %ss", shard_id, exc.__class__.__name__, wait)
         raise self.retry(countdown=wait) from None
+    if outcome.state == "stalled":  # the object store is unreachable; the shard was released
+        raise self.retry(countdown=get_settings().outage_retry_seconds)
     if outcome.retryable:
         raise self.retry(countdown=retry_delay(outcome.attempts))
