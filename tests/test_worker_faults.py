@@ -198,7 +198,9 @@ def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
     assert attempts == {1}  # each shard ran once; its duplicate was skipped, not re-run
 
 
-@pytest.mark.parametrize("aof", [True, False], ids=["aof", "no-persistence"])
+@pytest.mark.parametrize(
+    ("aof", "fault"), [(True, "restart"), (False, "restart"), (True, "flushall")], ids=["aof", "no-persistence", "flushall"]
+)
 def test_redis_restarted_mid_campaign_loses_nothing(
     s3,  # noqa: ANN001
     distributed_env,  # noqa: ANN001
@@ -207,11 +209,12 @@ def test_redis_restarted_mid_campaign_loses_nothing(
     print_lines: Path,
     tmp_path: Path,
     aof: bool,
+    fault: str,
 ) -> None:
-    """Redis killed (SIGKILL) and restarted on the same port while a worker runs; with a password.
+    """Redis killed (SIGKILL) and restarted on the same port while a worker runs, or flushed; with a password.
 
-    With AOF the queue survives and the campaign finishes by itself; without persistence the
-    queue is gone and `pisar resume` re-publishes from the catalog. Either way: every line once.
+    With AOF the queue survives a restart and the campaign finishes by itself; without persistence,
+    or after FLUSHALL, the queue is gone and `pisar resume` re-publishes from the catalog. Every line once.
     """
     from infra.local_services import start_redis
 
@@ -219,7 +222,7 @@ def test_redis_restarted_mid_campaign_loses_nothing(
     port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
     env = {**distributed_env, "PISAR_REDIS_URL": redis.url, "PISAR_BATCH_SIZE": "4"}
     shard_size = 20
-    bucket = "redis-aof" if aof else "redis-plain"
+    bucket = f"redis-{fault}-{'aof' if aof else 'plain'}"
     s3.create_bucket(Bucket=bucket)
     upload(s3, bucket, {f"vol/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:LINES]})
     submitted = run_pisar(
@@ -236,11 +239,16 @@ def test_redis_restarted_mid_campaign_loses_nothing(
     try:
         worker = start_worker(env, "steady")
         wait_until(lambda: done() >= 1, 180, "a first shard done")
-        time.sleep(1.5)  # AOF fsyncs every second
-        redis.proc.kill()  # SIGKILL: no final save
-        redis.proc.wait()
-        redis = start_redis(tmp_path / "redis", port, aof=aof, password="s3cret-pw")
-        if not aof:
+        if fault == "flushall":
+            import redis as redis_client
+
+            redis_client.Redis.from_url(redis.url).flushall()
+        else:
+            time.sleep(1.5)  # AOF fsyncs every second
+            redis.proc.kill()  # SIGKILL: no final save
+            redis.proc.wait()
+            redis = start_redis(tmp_path / "redis", port, aof=aof, password="s3cret-pw")
+        if not aof or fault == "flushall":
             resumed = run_pisar(["resume", "redis"], env)
             assert resumed.returncode == 0, resumed.stderr
         wait_until(lambda: done() == LINES // shard_size, 240, "every shard done after the restart")
