@@ -31,9 +31,12 @@ class CuttableProxy:
             for sock in self._open:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST, not FIN
-                    sock.close()
+                    # shutdown first: close() alone leaves the pump thread's recv() holding the socket
+                    # open, and the client would wait on a silent connection instead of seeing the cut.
+                    sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                sock.close()
             self._open.clear()
 
     def restore(self) -> None:

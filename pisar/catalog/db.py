@@ -37,7 +37,20 @@ def _create(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    return create_engine(url, pool_pre_ping=True, connect_args=POSTGRES_CONNECT_ARGS)
+
+
+#: libpq options: give up connecting after 5 s, and let TCP keepalives (probe after 30 s idle, every
+#: 10 s, 3 misses) and a 60 s user timeout break a connection whose peer vanished (a partition drops
+#: packets silently), so a worker errors and retries instead of waiting on a dead socket forever.
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
 
 
 def dispose_engines() -> None:
