@@ -18,6 +18,7 @@ from rich.table import Table
 
 from pisar.errors import ConfigError, PisarError
 from pisar.settings import Settings, get_settings
+from pisar.safe_text import shown
 
 app = typer.Typer(
     name="pisar",
@@ -76,9 +77,10 @@ def submit(
     request = SubmitRequest(source, model, name, shard_size or settings.shard_size, queue or settings.queue)
     campaign, listing = create_campaign(settings, request)
     sent = publish(settings, campaign.id, campaign.queue, shards_to_resume(url, campaign.id))
-    skipped = ", ".join(f"{n} {suffix}" for suffix, n in sorted(listing.skipped.items())) or "none"
     err.print(
-        f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {sent} published to '{campaign.queue}' (skipped files: {skipped})"
+        f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {sent} published to '{campaign.queue}'",
+        f"(skipped files: {listing.describe_skipped()})",
+        markup=False,
     )
 
 
@@ -104,7 +106,7 @@ def _print_status(report) -> None:  # noqa: ANN001 - CampaignStatus, imported la
     from pisar.producer.status import RECENT_MINUTES
 
     done = report.lines["ok"] + report.lines["error"]
-    out.print(f"[bold]{report.name}[/bold]  {report.source_url}")
+    out.print(f"[bold]{shown(report.name)}[/bold]  {shown(report.source_url)}")
     out.print(f"model {report.model} @ {report.model_revision[:19]}")
     out.print(
         f"lines {done}/{report.lines_total} done: {report.lines['ok']} ok, {report.lines['error']} error, {report.lines['pending']} pending"
@@ -117,12 +119,12 @@ def _print_status(report) -> None:  # noqa: ANN001 - CampaignStatus, imported la
     if report.error_classes:
         errors = Table("error class", "lines", "example key")
         for row in report.error_classes:
-            errors.add_row(str(row["error_class"]), str(row["count"]), str(row["example_key"]))
+            errors.add_row(shown(row["error_class"]), str(row["count"]), shown(row["example_key"]))
         out.print(errors)
     if report.shard_errors:
         failures = Table("shard", "state", "attempts", "last error")
         for row in report.shard_errors:
-            failures.add_row(str(row["shard"]), row["state"], str(row["attempts"]), str(row["error"]))
+            failures.add_row(str(row["shard"]), row["state"], str(row["attempts"]), shown(row["error"]))
         out.print(failures)
     if report.lines_per_second_overall or report.lines_per_second_recent:
         recent = report.lines_per_second_recent or 0.0
@@ -210,7 +212,7 @@ def reap(
         for (campaign_id, queue), ids in reaped.requeue.items():
             publish(settings, campaign_id, queue, ids)
         for key in reaped.poisoned:
-            err.print(f"set aside {key}: its worker died reading it (WorkerCrash)")
+            err.print(f"set aside {shown(key)}: its worker died reading it (WorkerCrash)")
         if reaped.requeued or reaped.quarantined:
             err.print(f"reaped {reaped.requeued} shards back to the queue, quarantined {len(reaped.quarantined)}")
         if once:
@@ -276,8 +278,8 @@ def _print_lines(records: list[dict]) -> None:
     widest = max((len(r["key"]) + len(r["text"] or "") for r in records), default=0)
     for record in records:
         confidence = "" if record["confidence"] is None else f"{record['confidence']:.3f}"
-        text = record["text"] if record["status"] == "ok" else f"[red]{record['error_class']}[/red]"
-        table.add_row(record["key"], confidence, text)
+        text = shown(record["text"]) if record["status"] == "ok" else f"[red]{shown(record['error_class'])}[/red]"
+        table.add_row(shown(record["key"]), confidence, text)
     Console(width=max(100, widest + 24)).print(table)  # whole lines, never wrapped mid-word
 
 

@@ -7,7 +7,7 @@ DEFAULT_QUEUE = "pisar"
 CONFIDENCE_FORMULA = "geomean_text_token_prob_v1"
 
 #: Image suffixes that are line images; matched case-insensitively.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".jp2", ".webp", ".bmp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".jp2", ".webp", ".bmp", ".gif"})
 
 #: Fields of one exported record, in order: the stable contract of `pisar export`.
 EXPORT_FIELDS = (
@@ -19,6 +19,7 @@ EXPORT_FIELDS = (
     "token_count",
     "error_class",
     "error",
+    "note",
     "shard",
     "worker",
     "finished_at",

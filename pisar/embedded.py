@@ -99,8 +99,11 @@ def transcribe(
     name = name or default_name(source)
     campaign = find_campaign(url, name)
     if campaign is None:
-        campaign, _ = create_campaign(settings, SubmitRequest(source, model, name, shard_size, settings.queue))
-        console.print(f"campaign {name}: {campaign.line_count} lines in {campaign.shard_count} shards")
+        campaign, listing = create_campaign(settings, SubmitRequest(source, model, name, shard_size, settings.queue))
+        console.print(
+            f"campaign {name}: {campaign.line_count} lines in {campaign.shard_count} shards (skipped files: {listing.describe_skipped()})",
+            markup=False,
+        )
     else:
         wanted = model_ref.resolve(model_ref.parse(model))
         if (wanted.source, wanted.revision or "") != (campaign.model_id, campaign.model_revision):

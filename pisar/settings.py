@@ -42,7 +42,11 @@ class Settings(BaseSettings):
         30, ge=1, description="Wait before a shard retries when the catalog or the object store is unreachable (not counted as an attempt)"
     )
     reap_interval_seconds: float = Field(30.0, gt=0, description="How often `pisar reap` looks for shards whose lease expired")
-    visibility_timeout_seconds: int = Field(6 * 3600, ge=60, description="Redis redelivery time for unacked shards")
+    visibility_timeout_seconds: int = Field(
+        6 * 3600,
+        ge=10,
+        description="Redis redelivers an unacked shard after this; at least the lease. A redelivery of a shard still running is skipped",
+    )
     max_attempts: int = Field(3, ge=1, le=100, description="Runs of a shard before it is quarantined")
 
     # Inference

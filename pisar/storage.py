@@ -35,6 +35,12 @@ class Listing:
     keys: list[str]
     skipped: Counter[str] = field(default_factory=Counter)
 
+    def describe_skipped(self) -> str:
+        """``"2 .gt.txt, 1 (no suffix)"`` or ``"none"``, safe to print (labels come from file names)."""
+        from pisar.safe_text import printable
+
+        return ", ".join(f"{n} {printable(label)}" for label, n in sorted(self.skipped.items())) or "none"
+
 
 def is_image_key(key: str) -> bool:
     """True for the image suffixes Pisar reads (any case); ``*.gt.txt`` and the rest are skipped."""
@@ -48,12 +54,32 @@ def skipped_label(key: str) -> str:
     return PurePosixPath(name).suffix or "(no suffix)"
 
 
+UNSTORABLE_KEY = "(key not UTF-8 text)"
+
+
+def is_storable_key(key: str) -> bool:
+    """False for keys no catalog can hold as text: NUL, or a file name that is not UTF-8.
+
+    Python hands such a file name over with surrogate escapes; Postgres refuses both. They are
+    counted as skipped (``UNSTORABLE_KEY``), so one odd name never fails a whole submit.
+    """
+    if "\x00" in key:
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def list_images(storage: Storage) -> Listing:
     """List every image key under the storage root, sorted, counting skipped files."""
     keys: list[str] = []
     skipped: Counter[str] = Counter()
     for key in storage.iter_keys():
-        if is_image_key(key):
+        if not is_storable_key(key):
+            skipped[UNSTORABLE_KEY] += 1
+        elif is_image_key(key):
             keys.append(key)
         else:
             skipped[skipped_label(key)] += 1
@@ -88,6 +114,12 @@ class LocalStorage:
             raise MissingObject(f"{key} is a directory") from None
         except OSError as exc:
             raise FetchFailed(f"reading {key}: {exc}") from None
+
+
+# Error codes that mean "try again later" whatever their HTTP status (botocore's own throttling list).
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable"}
+)
 
 
 class S3Storage:
@@ -128,10 +160,13 @@ class S3Storage:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise MissingObject(f"s3://{self.bucket}/{key} does not exist") from None
-            if code in ("AccessDenied", "403", "InvalidObjectState"):
-                raise FetchFailed(f"s3://{self.bucket}/{key}: {code}") from None
-            # Throttling and server errors outlived botocore's retries: the shard retries later.
-            raise TransientError(f"s3://{self.bucket}/{key}: {code or exc}") from None
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES:
+                # Throttling and server errors outlived botocore's retries: the shard retries later.
+                raise TransientError(f"s3://{self.bucket}/{key}: {code or exc}") from None
+            # Any other refusal (access denied, archived, a key the server calls invalid) is this
+            # line's, and the same next time: recorded, never a shard that stalls forever.
+            raise FetchFailed(f"s3://{self.bucket}/{key}: {code or status}") from None
         except BotoCoreError as exc:
             raise TransientError(f"s3://{self.bucket}/{key}: {exc}") from None
 

@@ -25,6 +25,14 @@ from pisar.errors import ConfigError
 _LINE = Line.__table__
 _SHARD = Shard.__table__
 FORMATS = ("jsonl", "csv")
+# JSON lets these stand raw inside strings, but Python's str.splitlines() and some JSON-lines readers
+# break records at them; escaped, a record is always exactly one line whatever its key holds.
+_LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def jsonl_record(record: dict[str, Any]) -> str:
+    """One JSON-lines record: UTF-8 text as it is, every line-breaking character escaped."""
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKERS) + "\n"
 
 
 def iter_records(url: str, campaign_id: int) -> Iterator[dict[str, Any]]:
@@ -75,6 +83,6 @@ def export(url: str, campaign_id: int, fmt: str, output: str) -> int:
                 count += 1
         else:
             for record in iter_records(url, campaign_id):
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.write(jsonl_record(record))
                 count += 1
     return count

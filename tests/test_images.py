@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from pisar.errors import LineError
-from pisar.worker.images import ImageLimits, decode_line_image
-from tests.hostile import hostile_files, png_bytes
+from pisar.worker.images import ImageLimits, decode_line, decode_line_image
+from tests.hostile import hostile_files, png_bytes, variants
 
 LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)
 
@@ -40,7 +40,9 @@ def test_exif_orientation_is_applied() -> None:
 
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", exif=exif)
-    assert decode_line_image(buffer.getvalue(), LIMITS).size == (40, 200)
+    decoded = decode_line(buffer.getvalue(), LIMITS)
+    assert decoded.image.size == (40, 200)
+    assert decoded.note == "EXIF orientation 6 applied"
 
 
 def test_limits_come_from_settings() -> None:
@@ -50,48 +52,26 @@ def test_limits_come_from_settings() -> None:
     assert caught.value.error_class == "DecompressionBomb"
 
 
-def variants(line: Image.Image) -> dict[str, bytes]:
-    """The same real line saved the ways archives and scanners do; each must decode to the same page."""
-    import io
-
-    import numpy as np
-
-    gray = line.convert("L")
-
-    def saved(image: Image.Image, fmt: str, **options: object) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format=fmt, **options)
-        return buffer.getvalue()
-
-    ink = Image.eval(gray, lambda v: 255 - v)  # alpha: opaque where the ink is
-    rgba = Image.merge("RGBA", (*Image.new("RGB", gray.size, 0).split(), ink))  # black ink, transparent page
-    palette = gray.convert("P")
-    palette.info["transparency"] = palette.getpixel((0, 0))  # the page colour (a corner) is transparent
-    blank = Image.new("L", gray.size, 255)
-    return {
-        # Ink no darker than 40/255: plain 16->8 bit conversion clips all of it to white.
-        "16-bit.png": saved(Image.fromarray(np.maximum(np.asarray(gray), 40).astype(np.uint16) * 257), "PNG"),
-        "rgba-transparent-page.png": saved(rgba, "PNG"),
-        "la.png": saved(Image.merge("LA", (Image.new("L", gray.size, 0), ink)), "PNG"),
-        "palette-transparent.png": saved(palette, "PNG", transparency=palette.info["transparency"]),
-        "cmyk.jpg": saved(gray.convert("RGB").convert("CMYK"), "JPEG", quality=95),
-        "1-bit.png": saved(gray.point(lambda v: 255 if v > 128 else 0).convert("1"), "PNG"),
-        "animated.gif": saved(gray, "GIF", save_all=True, append_images=[blank]),
-        "multipage.tif": saved(gray, "TIFF", save_all=True, append_images=[blank]),
-        "png-named.jpg": saved(gray, "PNG"),
-    }
-
-
 def test_every_image_mode_keeps_its_text(print_lines: Path) -> None:
     import numpy as np
 
     line = Image.open(sorted(print_lines.glob("*.png"))[3])
     expected = np.asarray(line.convert("L"), dtype=np.float64)
     limits = ImageLimits(89_478_485, 4, 16_384)
+    notes = {}
     for name, data in variants(line).items():
-        decoded = decode_line_image(data, limits)
+        read = decode_line(data, limits)
+        decoded, notes[name] = read.image, read.note
         assert decoded.mode == "RGB" and decoded.size == line.size, name
         got = np.asarray(decoded.convert("L"), dtype=np.float64)
         # Same page: ink where the ink was (first frame of multi-frame files), within JPEG and 1-bit rounding.
         assert np.abs(got - expected).mean() < 12, name
         assert got.min() < 100 and np.median(got) > 200, name  # dark text on a light page, not blank, not inverted
+    # What was done to read a file is recorded with its line (the catalog's `line.note`).
+    assert notes["animated.gif"] == "first of 2 frames (GIF)"
+    assert notes["multipage.tif"] == "first of 2 frames (TIFF)"
+    assert notes["16-bit.png"].endswith("scaled to 8 bits")
+    for name in ("rgba-transparent-page.png", "la.png", "palette-transparent.png"):
+        assert notes[name] == "transparency composited on white", name
+    for name in ("cmyk.jpg", "1-bit.png", "png-named.jpg"):
+        assert notes[name] is None, name

@@ -1,13 +1,23 @@
 """Faults injected around a running campaign, on real SeaweedFS, Redis, Postgres and Celery worker subprocesses.
 
-- SIGKILL: the lease expires, `pisar reap` re-queues the shard, another worker finishes it, and
-  every line is written exactly once.
+Each campaign is 500 real scans. Each test asserts at the end that every line has exactly one row,
+that the texts equal a fault-free reading of the same lines (``tests.chaos.FaultFree``), that shard
+states are final, and that the fault shows in the catalog where it should (attempts, errors).
+
+- SIGKILL, twice, at two points of a shard: the lease expires, `pisar reap` re-queues the shard,
+  another worker finishes it, and every line is written exactly once.
+- A Redis visibility timeout shorter than a shard: Redis redelivers running shards; the redelivery
+  is skipped, nothing runs twice.
 - SIGTERM: warm shutdown finishes the running shard; nothing is left half-written or leased.
 - A line that kills the worker process (a simulated native crash, ``tests/crash_hook``) is found by
   running its shard line by line, set aside as ``WorkerCrash``, and the rest of the shard finishes.
 - The same campaign submitted twice and every shard published twice: refused, then skipped.
 - Redis (with a password) killed and restarted mid-campaign, with AOF and without persistence, or flushed.
 - Postgres unreachable for 10 s, and SeaweedFS killed and restarted: work stalls, nothing fails.
+- Hostile files mixed into the campaign: each gets its outcome, the workers live, the real lines are read as always.
+
+Worker "slowness" and native crashes are injected by ``tests/fault_hooks`` (a ``sitecustomize`` on
+the worker's PYTHONPATH): there is no GPU here to be slow, and no decoder that segfaults on demand.
 """
 
 from __future__ import annotations
@@ -22,12 +32,25 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.chaos import LINES as LINE_TABLE
-from tests.chaos import SHARDS, real_lines, submit
+from tests.chaos import SHARDS, FaultFree, submit
 from tests.conftest import PISAR, run_pisar, wait_until
 
-LINES = 120
-SHARD_SIZE = 60
+LINES = 500
+SHARD_SIZE = 250
 LEASE = 10  # seconds: the heartbeat renews every ~3 s, so a dead worker's lease expires within 10 s
+HOOKS = Path(__file__).parent / "fault_hooks"
+
+
+@pytest.fixture(scope="module")
+def fault_free(tiny_model: Path, print_lines: Path) -> FaultFree:
+    """The campaign's 500 real lines and their texts read without faults (about 25 s, once per module)."""
+    return FaultFree(tiny_model, print_lines, LINES)
+
+
+def with_hooks(env: dict[str, str], **hooks: str) -> dict[str, str]:
+    """``env`` for a worker that loads ``tests/fault_hooks`` with the given ``PISAR_TEST_*`` switches."""
+    path = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
+    return {**env, **{f"PISAR_TEST_{name.upper()}": value for name, value in hooks.items()}, "PYTHONPATH": path}
 
 
 def start_reaper(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -41,41 +64,98 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def test_a_killed_workers_shard_is_reaped_and_finished_once(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path) -> None:  # noqa: ANN001
-    env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_BATCH_SIZE": "2"}
-    campaign = submit(s3, env, "reap", real_lines(print_lines, LINES), tiny_model, SHARD_SIZE)
-    victim = start_worker(env, "victim")
-    wait_until(lambda: campaign.states().get("running", 0) >= 1, 120, "the victim to start a shard", interval=0.05)
-    os.killpg(victim.pid, signal.SIGKILL)  # no warm shutdown, no release: what a preempted node does
-    victim.wait()
+def running_shard_of(campaign, worker: str):  # noqa: ANN001, ANN201 - Watched -> row or None
     with campaign.engine.connect() as conn:
-        orphan = conn.execute(select(SHARDS.c.id, SHARDS.c.attempts).where(SHARDS.c.state == "running")).one()
-    assert orphan.attempts == 1
+        query = select(SHARDS).where(SHARDS.c.state == "running", SHARDS.c.worker.startswith(worker))
+        return conn.execute(query).first()
+
+
+def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL (a preempted node) right after a claim, and again deep into another shard's generation."""
+    env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_BATCH_SIZE": "4"}
+    shard_size = 125  # 4 shards, 32 batches each
+    campaign = submit(s3, env, "reap", fault_free.objects(), tiny_model, shard_size)
+    slow = with_hooks(env, slow_batch_seconds="0.3")  # ~13 s a shard: time to kill it mid-way
+
+    early = start_worker(slow, "victim-early")
+    wait_until(lambda: running_shard_of(campaign, "victim-early") is not None, 120, "a first claim", interval=0.05)
+    os.killpg(early.pid, signal.SIGKILL)  # no warm shutdown, no release: what a preempted node does
+    early.wait()
+
+    late = start_worker(slow, "victim-late")
+
+    def renewed_twice() -> bool:  # the heartbeat renews every LEASE/3 s: two renewals = ~7 s into the shard
+        row = running_shard_of(campaign, "victim-late")
+        return row is not None and (row.lease_until - row.started_at).total_seconds() > LEASE + LEASE / 2
+
+    wait_until(renewed_twice, 120, "the second victim to be deep into its shard", interval=0.1)
+    os.killpg(late.pid, signal.SIGKILL)
+    late.wait()
+    with campaign.engine.connect() as conn:
+        orphans = conn.execute(select(SHARDS.c.id, SHARDS.c.worker).where(SHARDS.c.state == "running")).all()
+    assert sorted(w.split("@")[0] for _, w in orphans) == ["victim-early", "victim-late"]
 
     start_worker(env, "survivor")
-    # The survivor skips the orphan while its lease is live (Redis would redeliver only after hours),
-    # then the reaper re-queues it once the lease has expired.
-    wait_until(lambda: campaign.done() == LINES // SHARD_SIZE - 1, 180, "the other shard done")
-
-    def reaped() -> bool:
-        result = run_pisar(["reap", "--once"], env)
-        assert result.returncode == 0, result.stderr
-        return "reaped 1 shards back to the queue" in result.stderr
-
-    wait_until(reaped, 60, "the orphan's lease to expire and the reaper to re-queue it", interval=2)
-    wait_until(lambda: campaign.states() == {"done": LINES // SHARD_SIZE}, 180, "every shard done")
+    reaper = start_reaper(env, tmp_path / "reaper.log")  # re-queues each orphan once its lease has expired
+    try:
+        wait_until(lambda: campaign.states() == {"done": LINES // shard_size}, 240, "every shard done")
+    finally:
+        stop(reaper)
     with campaign.engine.connect() as conn:
-        row = conn.execute(select(SHARDS.c.attempts, SHARDS.c.worker).where(SHARDS.c.id == orphan.id)).one()
-    assert row.attempts == 2 and row.worker.startswith("survivor")
+        shards = {r.id: r for r in conn.execute(select(SHARDS)).all()}
+    for orphan_id, _ in orphans:  # the fault shows: two runs, finished by the survivor
+        assert (shards[orphan_id].attempts, shards[orphan_id].worker.split("@")[0]) == (2, "survivor")
+    assert sorted(r.attempts for r in shards.values()) == [1, 1, 2, 2]
+    assert "reaped 1 shards back to the queue" in (tmp_path / "reaper.log").read_text(encoding="utf-8")
     campaign.assert_every_line_once(LINES)
     assert campaign.line_statuses() == {"ok": LINES}
+    fault_free.assert_same_texts(campaign.texts())
+
+
+def test_a_visibility_timeout_shorter_than_a_shard_runs_nothing_twice(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    fault_free: FaultFree,
+) -> None:
+    """Redis redelivers a shard still running after 10 s (celery #5935); its lease makes the redelivery a no-op."""
+    env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_VISIBILITY_TIMEOUT_SECONDS": str(LEASE), "PISAR_BATCH_SIZE": "8"}
+    campaign = submit(s3, env, "visibility", fault_free.objects(), tiny_model, SHARD_SIZE)
+    slow = with_hooks(env, slow_batch_seconds="0.6")  # 32 batches: ~20 s a shard, twice the visibility timeout
+    start_worker(slow, "w1")
+    start_worker(slow, "w2")
+
+    def skipped() -> int:
+        with campaign.engine.connect() as conn:
+            return conn.execute(select(func.sum(SHARDS.c.duplicate_deliveries))).scalar_one()
+
+    # Both shards outlive the timeout, so each message comes back once while its shard runs; a free
+    # worker takes it, finds a live lease (or a done shard) and skips it.
+    wait_until(
+        lambda: campaign.states() == {"done": LINES // SHARD_SIZE} and skipped() == LINES // SHARD_SIZE, 180, "both redeliveries skipped"
+    )
+    with campaign.engine.connect() as conn:
+        shards = conn.execute(select(SHARDS)).all()
+    assert all(r.attempts == 1 for r in shards)  # redelivered, never re-run
+    assert all((r.finished_at - r.started_at).total_seconds() > LEASE for r in shards)  # each really outlived the timeout
+    campaign.assert_every_line_once(LINES)
+    assert campaign.line_statuses() == {"ok": LINES}
+    fault_free.assert_same_texts(campaign.texts())
 
 
 def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
-    s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path
+    s3, distributed_env, start_worker, tiny_model: Path, fault_free: FaultFree
 ) -> None:  # noqa: ANN001
     env = {**distributed_env, "PISAR_BATCH_SIZE": "2"}
-    campaign = submit(s3, env, "term", real_lines(print_lines, LINES), tiny_model, SHARD_SIZE)
+    campaign = submit(s3, env, "term", fault_free.objects(), tiny_model, SHARD_SIZE)
     worker = start_worker(env, "stopping")
     wait_until(lambda: campaign.states().get("running", 0) == 1, 120, "the worker to start a shard", interval=0.05)
     worker.send_signal(signal.SIGTERM)  # what `docker stop` and Kubernetes send first
@@ -88,6 +168,7 @@ def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
     assert "done" in {r.state for r in shard_rows}  # the shard it was running was finished, not dropped
     for row in shard_rows:  # a shard is written whole or not at all
         assert by_shard.get(row.id, 0) == (row.line_count if row.state == "done" else 0)
+    fault_free.assert_same_texts({k: t for k, t in campaign.texts().items() if t is not None})  # and written right
 
 
 def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
@@ -95,20 +176,13 @@ def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
     distributed_env,  # noqa: ANN001
     start_worker,  # noqa: ANN001
     tiny_model: Path,
-    print_lines: Path,
+    fault_free: FaultFree,
     tmp_path: Path,
 ) -> None:
-    from tests.crash_hook.sitecustomize import MARKER
+    from tests.fault_hooks.sitecustomize import MARKER
 
-    hook = Path(__file__).parent / "crash_hook"
-    env = {
-        **distributed_env,
-        "PISAR_LEASE_SECONDS": str(LEASE),
-        "PISAR_MAX_ATTEMPTS": "2",
-        "PISAR_TEST_CRASH_HOOK": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
-    }
-    objects = real_lines(print_lines, LINES)
+    env = with_hooks({**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_MAX_ATTEMPTS": "2"}, crash_hook="1")
+    objects = fault_free.objects()
     poison = sorted(objects)[7]
     objects[poison] += MARKER  # still a valid PNG: the bytes after IEND are ignored by decoders
     campaign = submit(s3, env, "poison", objects, tiny_model, SHARD_SIZE)
@@ -129,6 +203,7 @@ def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
     # without spending the attempt; attempt 2 again finished the rest: never quarantined at max 2.
     assert poisoned_shard.attempts == 2 and poisoned_shard.probe_key is None
     assert f"set aside {poison}" in (tmp_path / "reaper.log").read_text(encoding="utf-8")
+    fault_free.assert_same_texts(campaign.texts(), leave_out=frozenset({poison}))
 
 
 def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
@@ -136,10 +211,10 @@ def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
     distributed_env,  # noqa: ANN001
     start_worker,  # noqa: ANN001
     tiny_model: Path,
-    print_lines: Path,
+    fault_free: FaultFree,
 ) -> None:
     env = distributed_env
-    campaign = submit(s3, env, "twice", real_lines(print_lines, LINES), tiny_model, SHARD_SIZE)
+    campaign = submit(s3, env, "twice", fault_free.objects(), tiny_model, SHARD_SIZE)
     again = run_pisar(["submit", "s3://twice/vol", "--model", str(tiny_model), "--name", "twice"], env)  # a double click
     assert again.returncode != 0 and "campaign 'twice' already exists" in again.stderr
     resumed = run_pisar(["resume", "twice"], env)  # every shard published a second time while still queued
@@ -157,6 +232,7 @@ def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
         attempts = {a for (a,) in conn.execute(select(SHARDS.c.attempts)).all()}
     campaign.assert_every_line_once(LINES)
     assert attempts == {1}  # each shard ran once; its duplicate was skipped, not re-run
+    fault_free.assert_same_texts(campaign.texts())
 
 
 @pytest.mark.parametrize(
@@ -167,7 +243,7 @@ def test_redis_restarted_mid_campaign_loses_nothing(
     distributed_env,  # noqa: ANN001
     start_worker,  # noqa: ANN001
     tiny_model: Path,
-    print_lines: Path,
+    fault_free: FaultFree,
     tmp_path: Path,
     aof: bool,
     fault: str,
@@ -183,7 +259,7 @@ def test_redis_restarted_mid_campaign_loses_nothing(
     port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
     env = {**distributed_env, "PISAR_REDIS_URL": redis.url, "PISAR_BATCH_SIZE": "4"}
     name, shard_size = f"redis-{fault}-{'aof' if aof else 'plain'}", 20
-    campaign = submit(s3, env, name, real_lines(print_lines, LINES), tiny_model, shard_size)
+    campaign = submit(s3, env, name, fault_free.objects(), tiny_model, shard_size)
     try:
         worker = start_worker(env, "steady")
         wait_until(lambda: campaign.done() >= 1, 180, "a first shard done")
@@ -205,6 +281,7 @@ def test_redis_restarted_mid_campaign_loses_nothing(
         redis.stop()
     campaign.assert_every_line_once(LINES)
     assert campaign.line_statuses() == {"ok": LINES}
+    fault_free.assert_same_texts(campaign.texts())
 
 
 def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
@@ -212,7 +289,7 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
     distributed_env,  # noqa: ANN001
     start_worker,  # noqa: ANN001
     tiny_model: Path,
-    print_lines: Path,
+    fault_free: FaultFree,
     tmp_path: Path,
 ) -> None:
     """Every connection to the catalog is reset and refused for 10 s while the worker commits."""
@@ -224,8 +301,8 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
     proxy = CuttableProxy(direct.port or 5432, direct.host or "127.0.0.1")
     proxied = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4"}
-    shard_size = 10
-    campaign = submit(s3, env, "pg-outage", real_lines(print_lines, LINES), tiny_model, shard_size)
+    shard_size = 25
+    campaign = submit(s3, env, "pg-outage", fault_free.objects(), tiny_model, shard_size)
     worker = start_worker({**env, "PISAR_DATABASE_URL": proxied}, "cut-off")
     reaper = start_reaper(env, tmp_path / "reaper.log")
     try:
@@ -246,13 +323,14 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
     assert campaign.line_statuses() == {"ok": LINES}  # the outage failed no line
     assert campaign.states() == {"done": LINES // shard_size}  # and no shard
     assert "catalog unreachable" in (tmp_path / "cut-off.log").read_text(encoding="utf-8")  # the outage really hit the worker
+    fault_free.assert_same_texts(campaign.texts())
 
 
 def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
     distributed_env,  # noqa: ANN001
     start_worker,  # noqa: ANN001
     tiny_model: Path,
-    print_lines: Path,
+    fault_free: FaultFree,
     tmp_path: Path,
 ) -> None:
     """The object store is killed (SIGKILL) for 5 s and started again on its data while a worker reads."""
@@ -270,8 +348,8 @@ def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
             aws_secret_access_key=weed.env["AWS_SECRET_ACCESS_KEY"],
             region_name=weed.env["AWS_DEFAULT_REGION"],
         )
-        shard_size = 10
-        campaign = submit(s3, env, "weed-restart", real_lines(print_lines, LINES), tiny_model, shard_size)
+        shard_size = 25
+        campaign = submit(s3, env, "weed-restart", fault_free.objects(), tiny_model, shard_size)
         worker = start_worker(env, "reader")
         wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the restart")
         os.killpg(weed.proc.pid, signal.SIGKILL)
@@ -286,3 +364,50 @@ def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
     assert campaign.line_statuses() == {"ok": LINES}  # no line was marked failed for the store's absence
     with campaign.engine.connect() as conn:
         assert conn.execute(select(func.max(SHARDS.c.attempts))).scalar_one() == 1  # and no shard spent an attempt on it
+    fault_free.assert_same_texts(campaign.texts())
+
+
+def test_hostile_files_mixed_into_a_campaign_get_their_outcomes_and_kill_no_worker(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    """Bombs, truncations, non-images, odd modes, multi-frame files and odd shapes among 500 real lines."""
+    from PIL import Image
+
+    from tests.hostile import extreme_shapes, hostile_files, rotated_by_exif, variants
+
+    first, line = sorted(fault_free.paths.values())[0], Image.open(sorted(fault_free.paths.values())[3])
+    failing = {f"vol/hostile/{name}": (data, error_class) for name, (data, error_class) in hostile_files(first).items()}
+    readable = {
+        f"vol/odd/{name}": data for name, data in {**variants(line), "exif-rotated.jpg": rotated_by_exif(line), **extreme_shapes()}.items()
+    }
+    objects = {**fault_free.objects(), **{key: data for key, (data, _) in failing.items()}, **readable}
+    campaign = submit(s3, distributed_env, "hostile", objects, tiny_model, 50)
+    s3.delete_object(Bucket="hostile", Key="vol/hostile/missing.png")  # listed, then gone
+    workers = [start_worker(distributed_env, "h1"), start_worker(distributed_env, "h2")]
+    shard_count = -(-len(objects) // 50)
+    wait_until(lambda: campaign.states() == {"done": shard_count}, 300, "every shard done")
+
+    assert all(w.poll() is None for w in workers)
+    for name in ("h1", "h2"):  # no pool child died and was replaced either
+        log = (tmp_path / f"{name}.log").read_text(encoding="utf-8")
+        assert "exited prematurely" not in log and "WorkerLostError" not in log, log[-2000:]
+    campaign.assert_every_line_once(len(objects))
+    with campaign.engine.connect() as conn:
+        rows = {r.key: r for r in conn.execute(select(LINE_TABLE)).all()}
+        attempts = {a for (a,) in conn.execute(select(SHARDS.c.attempts)).all()}
+    assert attempts == {1}  # a bad file is a line's outcome, never its shard's failure
+    for key, (_, error_class) in failing.items():
+        assert (rows[key].status, rows[key].error_class) == ("error", error_class), key
+        assert rows[key].error, key
+    for key in readable:
+        assert rows[key].status == "ok" and rows[key].text is not None, key
+    notes = {key.rsplit("/", 1)[1]: rows[key].note for key in readable}
+    assert notes["animated.gif"] == "first of 2 frames (GIF)" and notes["multipage.tif"] == "first of 2 frames (TIFF)"
+    assert notes["exif-rotated.jpg"] == "EXIF orientation 6 applied"
+    assert notes["rgba-transparent-page.png"] == "transparency composited on white"
+    fault_free.assert_same_texts({k: r.text for k, r in rows.items() if k in fault_free.paths})

@@ -16,7 +16,7 @@ from PIL import Image
 
 from pisar.errors import LineError, UnreadableImage
 from pisar.storage import Storage
-from pisar.worker.images import ImageLimits, decode_line_image
+from pisar.worker.images import ImageLimits, decode_line
 
 
 @dataclass
@@ -26,14 +26,15 @@ class Prepared:
     key: str
     pixels: np.ndarray | None = None
     error: LineError | None = None
+    note: str | None = None  # how the file was read, when not as it is (``DecodedLine.note``)
 
 
 def prepare_one(key: str, storage: Storage, limits: ImageLimits, preprocess: Callable[[Image.Image], np.ndarray]) -> Prepared:
     """Fetch, decode and preprocess one key; line-level problems are returned, not raised."""
     try:
-        image = decode_line_image(storage.read(key), limits)
+        decoded = decode_line(storage.read(key), limits)
         try:
-            return Prepared(key, pixels=preprocess(image))
+            return Prepared(key, pixels=preprocess(decoded.image), note=decoded.note)
         except Exception as exc:  # noqa: BLE001 - a processor failing on one image is that line's problem
             raise UnreadableImage(f"preprocessing failed: {type(exc).__name__}: {exc}") from None
     except LineError as exc:

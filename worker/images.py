@@ -19,6 +19,8 @@ from pisar.errors import (
 )
 from pisar.settings import Settings
 
+ORIENTATION_TAG = 0x0112
+
 
 @dataclass(frozen=True)
 class ImageLimits:
@@ -33,8 +35,26 @@ class ImageLimits:
         return cls(settings.max_image_pixels, settings.min_image_side, settings.max_image_side)
 
 
+@dataclass(frozen=True)
+class DecodedLine:
+    """An RGB line image and what was done to the file to get it, recorded with the line's result."""
+
+    image: Image.Image
+    notes: tuple[str, ...] = ()
+
+    @property
+    def note(self) -> str | None:
+        """The notes as one catalog string, or None when the file was read as it is."""
+        return "; ".join(self.notes) or None
+
+
 def decode_line_image(data: bytes, limits: ImageLimits) -> Image.Image:
     """Decode, apply EXIF orientation and convert to RGB; raise a ``LineError`` subclass if bad."""
+    return decode_line(data, limits).image
+
+
+def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
+    """``decode_line_image`` plus notes: which frame of a multi-frame file, orientation, bit depth, alpha."""
     if not data:
         raise EmptyFile("the object has zero bytes")
     with warnings.catch_warnings():
@@ -53,12 +73,23 @@ def decode_line_image(data: bytes, limits: ImageLimits) -> Image.Image:
             raise ImageTooSmall(f"{width}x{height} px: a side is under {limits.min_side} px")
         if max(width, height) > limits.max_side:
             raise ImageTooLarge(f"{width}x{height} px: a side is over {limits.max_side} px, not a text line")
+        notes = []
         try:
+            if getattr(image, "is_animated", False):  # GIF, APNG, WebP, multi-page TIFF: counting reads headers, not pixels
+                notes.append(f"first of {image.n_frames} frames ({image.format})")
             image.load()
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise TruncatedImage(f"{image.format} {width}x{height}: {exc}") from None
+    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    if orientation != 1:
+        notes.append(f"EXIF orientation {orientation} applied")
     image = ImageOps.exif_transpose(image) or image
-    return to_rgb(image)
+    rgb, conversion = _to_rgb(image)
+    return DecodedLine(rgb, (*notes, conversion) if conversion else tuple(notes))
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -68,14 +99,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     (it clips every value above 255 to white) and transparency (transparent pixels keep their
     colour, usually black, so black ink on a transparent page becomes black on black).
     """
+    return _to_rgb(image)[0]
+
+
+def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """``to_rgb`` and a note when the conversion changed more than the colour model."""
     if image.mode == "RGB":
-        return image
+        return image, None
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+        scaled = image.mode.startswith("I;16") or values.max(initial=0) > 255
+        if scaled:
             values = values / 257.0  # 16-bit range down to 8 bits
-        return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        gray = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
+        return gray.convert("RGB"), f"{image.mode} scaled to 8 bits" if scaled else None
+    if _has_alpha(image):
         page = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(page, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
+        return Image.alpha_composite(page, image.convert("RGBA")).convert("RGB"), "transparency composited on white"
+    return image.convert("RGB"), None

@@ -163,7 +163,7 @@ class ShardRunner:
             started = time.perf_counter()
             outputs = engine.recognize(np.stack([p.pixels for p in batch]), generation)
             gen_s += time.perf_counter() - started
-            results.extend(self._result(p.key, out) for p, out in zip(batch, outputs, strict=True))
+            results.extend(self._result(p.key, out, p.note) for p, out in zip(batch, outputs, strict=True))
             batch.clear()
 
         waited = time.perf_counter()
@@ -181,10 +181,12 @@ class ShardRunner:
         results.sort(key=lambda r: r.key)
         return results, load_s, gen_s
 
-    def _result(self, key: str, outcome: Recognition | LineError) -> LineResult:
+    def _result(self, key: str, outcome: Recognition | LineError, note: str | None = None) -> LineResult:
         now = utcnow()
         if isinstance(outcome, LineError):
-            return LineResult(key, LineStatus.ERROR.value, None, None, None, None, outcome.error_class, str(outcome), self.worker, now)
+            return LineResult(
+                key, LineStatus.ERROR.value, None, None, None, None, outcome.error_class, str(outcome), None, self.worker, now
+            )
         return LineResult(
             key,
             LineStatus.OK.value,
@@ -194,6 +196,7 @@ class ShardRunner:
             outcome.token_count,
             None,
             None,
+            note,
             self.worker,
             now,
         )

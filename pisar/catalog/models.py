@@ -110,5 +110,6 @@ class Line(SQLModel, table=True):
     token_count: int | None = None
     error_class: str | None = Field(default=None, max_length=100)
     error: str | None = Field(default=None, sa_column=Column(Text))
+    note: str | None = Field(default=None, sa_column=Column(Text))  # e.g. "first of 3 frames (GIF)": how the file was read
     worker: str | None = Field(default=None, max_length=300)
     finished_at: datetime | None = None

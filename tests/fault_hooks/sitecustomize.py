@@ -1,0 +1,47 @@
+"""Test hooks, loaded only by worker processes a test starts with this folder on PYTHONPATH.
+
+- ``PISAR_TEST_CRASH_HOOK=1`` stands in for a native crash in an image decoder (a segfault in
+  libpng, the OOM killer): when the worker decodes a file whose bytes contain ``MARKER``, the process
+  kills itself with SIGSEGV. No Python exception, no cleanup: exactly what Celery and the catalog see
+  when C code dies.
+- ``PISAR_TEST_SLOW_BATCH_SECONDS=S`` stands in for a slow accelerator: every ``generate`` batch
+  takes S seconds longer, so a test can hold a shard in its running state as long as it needs (for
+  a kill at a chosen point, or a shard that outlives Redis's visibility timeout).
+"""
+
+import os
+import signal
+import time
+
+MARKER = b"PISAR-TEST-NATIVE-CRASH"
+
+
+def _install_crash() -> None:
+    from pisar.worker import fetch
+
+    decode = fetch.decode_line
+
+    def crashing_decode(data: bytes, limits):  # noqa: ANN001, ANN202 - same signature as the real one
+        if MARKER in data:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return decode(data, limits)
+
+    fetch.decode_line = crashing_decode
+
+
+def _install_slow_batches(seconds: float) -> None:
+    from pisar.worker.engine import Engine
+
+    recognize = Engine.recognize
+
+    def slow_recognize(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - same signature as the real one
+        time.sleep(seconds)
+        return recognize(self, *args, **kwargs)
+
+    Engine.recognize = slow_recognize
+
+
+if os.environ.get("PISAR_TEST_CRASH_HOOK") == "1":
+    _install_crash()
+if os.environ.get("PISAR_TEST_SLOW_BATCH_SECONDS"):
+    _install_slow_batches(float(os.environ["PISAR_TEST_SLOW_BATCH_SECONDS"]))
