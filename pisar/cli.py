@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from pisar.errors import ConfigError, PisarError
-from pisar.settings import Settings, get_settings
 from pisar.safe_text import shown
+from pisar.settings import Settings, get_settings
 
 app = typer.Typer(
     name="pisar",
@@ -443,12 +443,17 @@ def worker(
 def flower(
     port: Annotated[int, typer.Option(help="HTTP port")] = 5555,
     address: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve Flower without a password (a trusted network only)")] = False,
 ) -> None:
-    """Start Flower on Pisar's Celery app (live workers and tasks)."""
+    """Start Flower on Pisar's Celery app (live workers and tasks), behind basic auth (PISAR_FLOWER_BASIC_AUTH)."""
+    from pisar.flower_auth import configure_auth
     from pisar.queue import configure, require_redis
 
     settings = get_settings()
+    credentials = settings.flower_basic_auth.get_secret_value() if settings.flower_basic_auth else None
+    guard = configure_auth(credentials, no_auth)
     require_redis(settings)
+    err.print(f"Flower on http://{address}:{port} with {guard}", markup=False)
     configure(settings).start(["flower", f"--port={port}", f"--address={address}"])
 
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pisar.constants import DEFAULT_QUEUE
@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     s3_addressing_style: Literal["auto", "path", "virtual"] = "path"
     s3_max_attempts: int = Field(8, ge=1, le=50, description="botocore 'standard' retry attempts")
     queue: str = Field(DEFAULT_QUEUE, min_length=1, description="Celery queue that carries shards")
+
+    flower_basic_auth: SecretStr | None = Field(
+        None, description="`pisar flower` credentials, user:password[,user2:password2]; required unless --no-auth"
+    )
 
     # Work division
     shard_size: int = Field(256, ge=1, le=100_000, description="Line images per shard")

@@ -133,3 +133,12 @@ def test_passwords_never_reach_the_operator(embedded_env: dict[str, str], variab
     result = run_pisar(["reap", "--once"], {**embedded_env, variable: value})
     assert_one_line_error(result, message)
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_flower_refuses_to_start_without_a_password(embedded_env: dict[str, str], redis_service) -> None:  # noqa: ANN001
+    env = {**embedded_env, "PISAR_REDIS_URL": redis_service.url}
+    assert_one_line_error(run_pisar(["flower"], env, timeout=60), "set PISAR_FLOWER_BASIC_AUTH=user:password, or pass --no-auth")
+    bad = {**env, "PISAR_FLOWER_BASIC_AUTH": "only-a-secret-word"}
+    result = run_pisar(["flower"], bad, timeout=60)
+    assert_one_line_error(result, "PISAR_FLOWER_BASIC_AUTH entry 1 is not user:password")
+    assert "only-a-secret-word" not in result.stderr

@@ -1,9 +1,11 @@
-"""`pisar flower` shows Pisar's workers and finished run_shard tasks (task events are on)."""
+"""`pisar flower` shows Pisar's workers and finished run_shard tasks (task events are on), behind basic auth."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -11,15 +13,29 @@ from infra.local_services import free_port, port_open, wait_for
 from tests.conftest import PISAR, run_pisar, wait_until
 from tests.test_end_to_end import upload
 
+CREDENTIALS = "archivist:correct horse battery"
+
+
+def get(url: str, credentials: str | None = CREDENTIALS) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if credentials:
+        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test server
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
 
 def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback test server
-        return json.load(response)
+    status, body = get(url)
+    assert status == 200, (url, status)
+    return json.loads(body)
 
 
 def test_flower_shows_worker_and_tasks(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path) -> None:  # noqa: ANN001
     port = free_port()
-    env = {**distributed_env, "FLOWER_UNAUTHENTICATED_API": "1"}  # issue 7 adds auth; this checks what Flower sees
+    env = {**distributed_env, "PISAR_FLOWER_BASIC_AUTH": CREDENTIALS}
     flower = subprocess.Popen(
         [PISAR, "flower", f"--port={port}"], env=env, stdout=(tmp_path / "flower.log").open("w"), stderr=subprocess.STDOUT
     )
@@ -34,13 +50,25 @@ def test_flower_shows_worker_and_tasks(s3, distributed_env, start_worker, tiny_m
 
         def tasks_succeeded() -> bool:
             tasks = get_json(f"{base}/api/tasks")
-            return sum(1 for t in tasks.values() if t["name"] == "pisar.run_shard" and t["state"] == "SUCCESS") == 2
+            # The producer's task-sent event may reach Flower after the worker's events: wait for both.
+            done = [t for t in tasks.values() if t.get("name") == "pisar.run_shard" and t.get("state") == "SUCCESS"]
+            return len(done) == 2 and all(t.get("worker") for t in done)
 
         wait_until(tasks_succeeded, 120, "Flower to show two successful run_shard tasks")
         tasks = get_json(f"{base}/api/tasks")
         assert all(t["worker"].startswith("seen@") for t in tasks.values())
         assert sorted(json.loads(t["args"]) for t in tasks.values()) == [[1, 1], [1, 2]], "messages carry ids only"
         wait_until(lambda: any(name.startswith("seen@") for name in get_json(f"{base}/api/workers?refresh=1")), 60, "the worker in Flower")
+
+        # Every page, the API and /metrics (open in plain Flower) want the password; /healthcheck does not.
+        for path in ("/", "/tasks", "/api/tasks", "/api/workers", "/metrics"):
+            assert get(base + path, credentials=None)[0] == 401, path
+            assert get(base + path, credentials="archivist:wrong")[0] == 401, path
+        status, metrics = get(base + "/metrics")
+        assert status == 200 and b"flower_events_total" in metrics
+        assert get(base + "/healthcheck", credentials=None) == (200, b"OK")
     finally:
         flower.terminate()
         flower.wait(timeout=20)
+    log = (tmp_path / "flower.log").read_text(encoding="utf-8")
+    assert "with basic auth" in log and "correct horse" not in log  # the password is never logged
