@@ -3,7 +3,9 @@ compared with what a fault-free reading of the same lines gives."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
@@ -11,7 +13,7 @@ from sqlalchemy import Engine, func, select
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, Shard
 from pisar.settings import Settings
-from tests.conftest import run_pisar
+from tests.conftest import REPO, run_pisar
 from tests.reference import CardLoop, assert_same_texts
 from tests.test_end_to_end import upload
 
@@ -35,9 +37,43 @@ class Watched:
         with self.engine.connect() as conn:
             return dict(conn.execute(select(LINES.c.status, func.count()).group_by(LINES.c.status)).all())
 
+    def dump(self) -> str:
+        """Every campaign, shard and line row as text: to check what the catalog must never hold."""
+        from pisar.catalog.models import Campaign
+
+        with self.engine.connect() as conn:
+            return "\n".join(repr(tuple(row)) for table in (Campaign.__table__, SHARDS, LINES) for row in conn.execute(select(table)))
+
     def texts(self) -> dict[str, str | None]:
         with self.engine.connect() as conn:
             return dict(conn.execute(select(LINES.c.key, LINES.c.text)).all())
+
+    def report(self, scenario: str, expected: int, fault_at: datetime | None = None, **extra: object) -> dict[str, object]:
+        """Write this run's figures to ``build/chaos/SCENARIO.json`` (for docs/reliability.md) and return them.
+
+        ``lost``: expected lines without a row; ``duplicated``: extra rows of a key; ``resumed_s``:
+        from the fault to the first shard finished after it; ``finished_s``: to the last one.
+        """
+        with self.engine.connect() as conn:
+            copies = [n for _, n in conn.execute(select(LINES.c.key, func.count()).group_by(LINES.c.key)).all()]
+            finished = sorted(t for (t,) in conn.execute(select(SHARDS.c.finished_at)).all() if t is not None)
+        figures: dict[str, object] = {
+            "scenario": scenario,
+            "lines": expected,
+            "lost": expected - len(copies),
+            "duplicated": sum(n - 1 for n in copies),
+            "shards": self.states(),
+            "lines_by_status": self.line_statuses(),
+        }
+        if fault_at is not None:
+            after = [t for t in finished if t > fault_at]
+            figures["resumed_s"] = round((after[0] - fault_at).total_seconds(), 1) if after else None
+            figures["finished_s"] = round((after[-1] - fault_at).total_seconds(), 1) if after else None
+        figures.update(extra)
+        out = REPO / "build" / "chaos"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{scenario}.json").write_text(json.dumps(figures, indent=2, default=str))
+        return figures
 
     def assert_every_line_once(self, count: int) -> None:
         """Nothing lost, nothing duplicated: ``count`` keys, one row each."""
@@ -77,3 +113,8 @@ def submit(s3, env: dict[str, str], bucket: str, objects: dict[str, bytes], mode
     submitted = run_pisar(args, env)
     assert submitted.returncode == 0, submitted.stderr
     return Watched(get_engine(Settings(database_url=env["PISAR_DATABASE_URL"]).catalog_url))
+
+
+def now() -> datetime:
+    """The moment a fault is injected, comparable with the catalog's timestamps."""
+    return datetime.now(UTC)

@@ -75,3 +75,43 @@ def test_every_image_mode_keeps_its_text(print_lines: Path) -> None:
         assert notes[name] == "transparency composited on white", name
     for name in ("cmyk.jpg", "1-bit.png", "png-named.jpg"):
         assert notes[name] is None, name
+
+
+def resident_mb() -> float:
+    import os
+
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_hostile_files_leave_no_memory_behind(print_lines: Path) -> None:
+    """Decoding every hostile and odd file again and again, in threads as a worker does, holds memory flat.
+
+    A leak per bad file (an unclosed decoder, a cached frame) would grow by megabytes each round here,
+    and across the shards of a weeks-long campaign.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.hostile import extreme_shapes, rotated_by_exif
+
+    scans = sorted(print_lines.glob("*.png"))
+    line = Image.open(scans[3])
+    files = [data for data, _ in hostile_files(scans[0]).values()]
+    files += [*variants(line).values(), rotated_by_exif(line), *extreme_shapes().values()]
+
+    def decode(data: bytes) -> str:
+        try:
+            return decode_line(data, LIMITS).image.mode
+        except LineError as exc:
+            return exc.error_class
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):  # warm up: thread arenas, PIL plugin imports
+            list(pool.map(decode, files))
+        before = resident_mb()
+        for _ in range(40):
+            outcomes = list(pool.map(decode, files))
+        grown = resident_mb() - before
+    print(f"resident memory {before:.1f} MB, grew {grown:.1f} MB over 40 rounds of {len(files)} files")
+    assert len(set(outcomes)) > 5  # the rounds really met the different outcomes
+    assert grown < 24, f"resident memory grew {grown:.1f} MB over 40 rounds of {len(files)} files"

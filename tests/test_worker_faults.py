@@ -32,7 +32,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.chaos import LINES as LINE_TABLE
-from tests.chaos import SHARDS, FaultFree, submit
+from tests.chaos import SHARDS, FaultFree, now, submit
 from tests.conftest import PISAR, run_pisar, wait_until
 
 LINES = 500
@@ -86,6 +86,7 @@ def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
 
     early = start_worker(slow, "victim-early")
     wait_until(lambda: running_shard_of(campaign, "victim-early") is not None, 120, "a first claim", interval=0.05)
+    killed_at = now()
     os.killpg(early.pid, signal.SIGKILL)  # no warm shutdown, no release: what a preempted node does
     early.wait()
 
@@ -114,6 +115,7 @@ def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
         assert (shards[orphan_id].attempts, shards[orphan_id].worker.split("@")[0]) == (2, "survivor")
     assert sorted(r.attempts for r in shards.values()) == [1, 1, 2, 2]
     assert "reaped 1 shards back to the queue" in (tmp_path / "reaper.log").read_text(encoding="utf-8")
+    campaign.report("kill-9-twice", LINES, killed_at, attempts=sorted(r.attempts for r in shards.values()))
     campaign.assert_every_line_once(LINES)
     assert campaign.line_statuses() == {"ok": LINES}
     fault_free.assert_same_texts(campaign.texts())
@@ -146,6 +148,7 @@ def test_a_visibility_timeout_shorter_than_a_shard_runs_nothing_twice(
         shards = conn.execute(select(SHARDS)).all()
     assert all(r.attempts == 1 for r in shards)  # redelivered, never re-run
     assert all((r.finished_at - r.started_at).total_seconds() > LEASE for r in shards)  # each really outlived the timeout
+    campaign.report("visibility-timeout", LINES, redeliveries_skipped=skipped(), attempts=[r.attempts for r in shards])
     campaign.assert_every_line_once(LINES)
     assert campaign.line_statuses() == {"ok": LINES}
     fault_free.assert_same_texts(campaign.texts())
@@ -158,8 +161,10 @@ def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
     campaign = submit(s3, env, "term", fault_free.objects(), tiny_model, SHARD_SIZE)
     worker = start_worker(env, "stopping")
     wait_until(lambda: campaign.states().get("running", 0) == 1, 120, "the worker to start a shard", interval=0.05)
+    signalled = now()
     worker.send_signal(signal.SIGTERM)  # what `docker stop` and Kubernetes send first
     assert worker.wait(timeout=120) == 0
+    exit_s = (now() - signalled).total_seconds()
     with campaign.engine.connect() as conn:
         shard_rows = conn.execute(select(SHARDS.c.id, SHARDS.c.state, SHARDS.c.line_count)).all()
         written = select(LINE_TABLE.c.shard_id, func.count()).where(LINE_TABLE.c.status != "pending").group_by(LINE_TABLE.c.shard_id)
@@ -169,6 +174,7 @@ def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
     for row in shard_rows:  # a shard is written whole or not at all
         assert by_shard.get(row.id, 0) == (row.line_count if row.state == "done" else 0)
     fault_free.assert_same_texts({k: t for k, t in campaign.texts().items() if t is not None})  # and written right
+    campaign.report("sigterm", LINES, signalled, worker_exit_s=round(exit_s, 1), half_written_shards=0)
 
 
 def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
@@ -198,6 +204,7 @@ def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
         poisoned_shard = conn.execute(select(SHARDS).where(SHARDS.c.id == rows[poison].shard_id)).one()
     assert (rows[poison].status, rows[poison].error_class) == ("error", "WorkerCrash")
     assert all(r.status == "ok" and r.text for k, r in rows.items() if k != poison)  # the rest of its shard finished
+    campaign.report("poison-line", LINES, attempts=poisoned_shard.attempts, worker_crash_lines=1)
     campaign.assert_every_line_once(LINES)
     # Attempt 1 died in a batch (line unknown); attempt 2, line by line, died on the poison and named it
     # without spending the attempt; attempt 2 again finished the rest: never quarantined at max 2.
@@ -230,6 +237,7 @@ def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
     wait_until(finished, 180, "every shard done and every second message skipped")
     with campaign.engine.connect() as conn:
         attempts = {a for (a,) in conn.execute(select(SHARDS.c.attempts)).all()}
+    campaign.report("submitted-and-published-twice", LINES, duplicates_skipped=LINES // SHARD_SIZE, attempts=sorted(attempts))
     campaign.assert_every_line_once(LINES)
     assert attempts == {1}  # each shard ran once; its duplicate was skipped, not re-run
     fault_free.assert_same_texts(campaign.texts())
@@ -263,6 +271,7 @@ def test_redis_restarted_mid_campaign_loses_nothing(
     try:
         worker = start_worker(env, "steady")
         wait_until(lambda: campaign.done() >= 1, 180, "a first shard done")
+        fault_at = now()
         if fault == "flushall":
             import redis as redis_client
 
@@ -279,6 +288,9 @@ def test_redis_restarted_mid_campaign_loses_nothing(
         assert worker.poll() is None  # the worker reconnected rather than dying
     finally:
         redis.stop()
+    campaign.report(f"redis-{fault}-{'aof' if aof else 'no-persistence'}", LINES, fault_at, resume_needed=not aof or fault == "flushall")
+    # The broker password is in no log line (Celery's banner and reconnect warnings mask it) and nowhere in the catalog.
+    assert "s3cret-pw" not in (tmp_path / "steady.log").read_text(encoding="utf-8") + campaign.dump()
     campaign.assert_every_line_once(LINES)
     assert campaign.line_statuses() == {"ok": LINES}
     fault_free.assert_same_texts(campaign.texts())
@@ -307,6 +319,7 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
     reaper = start_reaper(env, tmp_path / "reaper.log")
     try:
         wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the outage")
+        cut_at = now()
         proxy.cut()
         time.sleep(10)
         proxy.restore()
@@ -319,6 +332,7 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
         stop(reaper)
         proxy.close()
     assert worker.poll() is None
+    campaign.report("postgres-10s-outage", LINES, cut_at, outage_s=10)
     campaign.assert_every_line_once(LINES)
     assert campaign.line_statuses() == {"ok": LINES}  # the outage failed no line
     assert campaign.states() == {"done": LINES // shard_size}  # and no shard
@@ -352,6 +366,7 @@ def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
         campaign = submit(s3, env, "weed-restart", fault_free.objects(), tiny_model, shard_size)
         worker = start_worker(env, "reader")
         wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the restart")
+        killed_at = now()
         os.killpg(weed.proc.pid, signal.SIGKILL)
         weed.proc.wait()
         time.sleep(5)
@@ -360,6 +375,7 @@ def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
         assert worker.poll() is None
     finally:
         weed.stop()
+    campaign.report("seaweedfs-restart", LINES, killed_at, outage_s=5)
     campaign.assert_every_line_once(LINES)
     assert campaign.line_statuses() == {"ok": LINES}  # no line was marked failed for the store's absence
     with campaign.engine.connect() as conn:
@@ -396,6 +412,7 @@ def test_hostile_files_mixed_into_a_campaign_get_their_outcomes_and_kill_no_work
     for name in ("h1", "h2"):  # no pool child died and was replaced either
         log = (tmp_path / f"{name}.log").read_text(encoding="utf-8")
         assert "exited prematurely" not in log and "WorkerLostError" not in log, log[-2000:]
+    campaign.report("hostile-files", len(objects), hostile=len(failing), odd_but_readable=len(readable))
     campaign.assert_every_line_once(len(objects))
     with campaign.engine.connect() as conn:
         rows = {r.key: r for r in conn.execute(select(LINE_TABLE)).all()}
