@@ -34,16 +34,22 @@ class CardLoop:
 
     @torch.inference_mode()
     def smallest_margin(self, path: Path, token_ids: list[int]) -> float:
-        """Smallest gap between the top two log-probs along the greedy path: < 1e-4 means a near tie."""
+        """Smallest gap between the top two log-probs along the greedy path, relative to the step's largest logit.
+
+        fp32 sums taken in another order (a batch of 16 instead of 1) differ in the last bits, and
+        through a random model's large activations that grows with the logits' scale: about 5e-5 of
+        it on this machine. A flip where the top two are closer than 1e-4 of the scale is such a tie.
+        """
         image = Image.open(path).convert("RGB")
         pixel_values = self.processor(images=image, return_tensors="pt").pixel_values
         decoder_input = torch.tensor([token_ids[:-1]])
-        logits = self.model(pixel_values=pixel_values, decoder_input_ids=decoder_input).logits[0]
-        top2 = torch.log_softmax(logits.float(), dim=-1).topk(2, dim=-1).values
-        return float((top2[:, 0] - top2[:, 1]).min())
+        logits = self.model(pixel_values=pixel_values, decoder_input_ids=decoder_input).logits[0].float()
+        top2 = torch.log_softmax(logits, dim=-1).topk(2, dim=-1).values
+        scale = logits.abs().amax(dim=-1).clamp(min=1.0)
+        return float(((top2[:, 0] - top2[:, 1]) / scale).min())
 
 
-PARITY_TIE = 1e-4  # a flipped token must have had top-2 log-probs this close
+PARITY_TIE = 1e-4  # a flipped token's top-2 log-probs were this close, relative to the logits' scale
 MAX_TIE_SHARE = 0.005
 
 
