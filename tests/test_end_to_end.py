@@ -37,14 +37,14 @@ def bare_engine_lines_per_second(model: Path, paths: list[Path]) -> float:
 
     from pisar import model_ref
     from pisar.worker.engine import Engine
-    from pisar.worker.images import ImageLimits, decode_line_image
+    from pisar.worker.images import ImageLimits, decode_line
 
     torch.set_num_threads(2)
     engine = Engine(model_ref.resolve(model_ref.parse(str(model))), device="cpu", dtype="float32")
     limits = ImageLimits(89_478_485, 4, 16_384)
     started = time.perf_counter()
     for start in range(0, len(paths), 16):
-        batch = [engine.preprocess(decode_line_image(p.read_bytes(), limits)) for p in paths[start : start + 16]]
+        batch = [engine.preprocess(decode_line(p.read_bytes(), limits).line) for p in paths[start : start + 16]]
         engine.recognize(np.stack(batch))
     return len(paths) / (time.perf_counter() - started)
 

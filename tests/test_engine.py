@@ -108,8 +108,8 @@ def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_
 
     engine = engine_for(tiny_model)
     paths = sorted(print_lines.glob("*.png"))[:4]
-    pixels = np.stack([engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])
-    good = engine.recognize(pixels)
+    pixels = engine.to_device(np.stack([engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])).numpy()
+    good = engine.recognize(pixels)  # float input (already normalized) is accepted as it is
     pixels[2, 0, 0, 0] = np.nan  # a poisoned input: generate() is made to raise on it below
     original = engine.model.generate
 

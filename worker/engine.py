@@ -20,6 +20,7 @@ from PIL import Image
 from pisar.errors import FatalError, GenerationFailed, LineError
 from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
+from pisar.worker.preprocess import LinePreprocessor
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,33 @@ class Engine:
         eos = config.eos_token_id
         special.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._special_ids = torch.tensor(sorted(special), device=self.device)
-        log.info("engine ready: %s on %s", ref, self.describe())
+        self.fast_preprocess = LinePreprocessor.build(self.processor.image_processor)
+        log.info("engine ready: %s on %s, %s preprocessing", ref, self.describe(), "table" if self.fast_preprocess else "processor")
 
     def describe(self) -> str:
         """Device and dtype, e.g. ``cuda:bfloat16``; stored on each shard."""
         return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """One image to model input (C, H, W) float32; thread-safe, runs in the fetch pool."""
-        return self.processor(images=image, return_tensors="np").pixel_values[0]
+        """One line image (``L`` or ``RGB``) to model input (C, H, W); thread-safe, runs in the fetch pool.
+
+        uint8 from the fast path (normalized on the device in ``recognize``), else the processor's float32.
+        """
+        if self.fast_preprocess is not None:
+            return self.fast_preprocess(image)
+        return self.processor(images=image.convert("RGB"), return_tensors="np").pixel_values[0]
+
+    def to_device(self, pixel_values: np.ndarray) -> torch.Tensor:
+        """A preprocessed batch as the model's input tensor: copied (uint8 when it can be), then normalized there."""
+        batch = torch.from_numpy(np.ascontiguousarray(pixel_values))
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        batch = batch.to(self.device, non_blocking=True)
+        if batch.dtype == torch.uint8:
+            if self.fast_preprocess is None:
+                raise ValueError("uint8 pixels need the fast preprocessor's table")
+            batch = self.fast_preprocess.normalize(batch)
+        return batch.to(self.dtype)
 
     def recognize(self, pixel_values: np.ndarray, generation: dict[str, Any] | None = None) -> list[Recognition | LineError]:
         """Transcribe a batch with the campaign's generation overrides.
@@ -122,7 +141,7 @@ class Engine:
 
     @torch.inference_mode()
     def _generate(self, pixel_values: np.ndarray, generation: dict[str, Any]) -> list[Recognition]:
-        inputs = torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device, self.dtype, non_blocking=True)
+        inputs = self.to_device(pixel_values)
         greedy = generation.get("num_beams", self.model.generation_config.num_beams or 1) == 1
         out = self.model.generate(
             pixel_values=inputs,

@@ -34,7 +34,7 @@ def prepare_one(key: str, storage: Storage, limits: ImageLimits, preprocess: Cal
     try:
         decoded = decode_line(storage.read(key), limits)
         try:
-            return Prepared(key, pixels=preprocess(decoded.image), note=decoded.note)
+            return Prepared(key, pixels=preprocess(decoded.line), note=decoded.note)
         except Exception as exc:  # noqa: BLE001 - a processor failing on one image is that line's problem
             raise UnreadableImage(f"preprocessing failed: {type(exc).__name__}: {exc}") from None
     except LineError as exc:

@@ -37,10 +37,19 @@ class ImageLimits:
 
 @dataclass(frozen=True)
 class DecodedLine:
-    """An RGB line image and what was done to the file to get it, recorded with the line's result."""
+    """A line image, 8-bit ``L`` (greyscale sources) or ``RGB``, and what was done to the file to get it.
 
-    image: Image.Image
+    Keeping a greyscale scan in ``L`` lets the preprocessor resize one channel instead of three;
+    ``image`` gives the RGB every model processor expects (the same pixels in each channel).
+    """
+
+    line: Image.Image
     notes: tuple[str, ...] = ()
+
+    @property
+    def image(self) -> Image.Image:
+        """The line as RGB."""
+        return self.line if self.line.mode == "RGB" else self.line.convert("RGB")
 
     @property
     def note(self) -> str | None:
@@ -84,8 +93,8 @@ def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
     if orientation != 1:
         notes.append(f"EXIF orientation {orientation} applied")
     image = ImageOps.exif_transpose(image) or image
-    rgb, conversion = _to_rgb(image)
-    return DecodedLine(rgb, (*notes, conversion) if conversion else tuple(notes))
+    line, conversion = _to_8bit(image)
+    return DecodedLine(line, (*notes, conversion) if conversion else tuple(notes))
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -99,20 +108,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
     (it clips every value above 255 to white) and transparency (transparent pixels keep their
     colour, usually black, so black ink on a transparent page becomes black on black).
     """
-    return _to_rgb(image)[0]
+    line = _to_8bit(image)[0]
+    return line if line.mode == "RGB" else line.convert("RGB")
 
 
-def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
-    """``to_rgb`` and a note when the conversion changed more than the colour model."""
-    if image.mode == "RGB":
+def _to_8bit(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """8-bit ``L`` for greyscale sources, ``RGB`` for the rest; and a note when more than the colour model changed."""
+    if image.mode in ("RGB", "L"):
         return image, None
+    if image.mode == "1":
+        return image.convert("L"), None
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         scaled = image.mode.startswith("I;16") or values.max(initial=0) > 255
         if scaled:
             values = values / 257.0  # 16-bit range down to 8 bits
         gray = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
-        return gray.convert("RGB"), f"{image.mode} scaled to 8 bits" if scaled else None
+        return gray, f"{image.mode} scaled to 8 bits" if scaled else None
     if _has_alpha(image):
         page = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(page, image.convert("RGBA")).convert("RGB"), "transparency composited on white"
