@@ -20,6 +20,7 @@ from PIL import Image
 from pisar.errors import FatalError, GenerationFailed, LineError
 from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
+from pisar.worker.attention import use_sdpa
 from pisar.worker.preprocess import LinePreprocessor
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Engine:
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise FatalError(f"cannot load model {ref}: {exc}") from exc
         self.model.to(self.device).eval()
+        self.sdpa_layers = use_sdpa(self.model)  # TrOCR decoders run eager attention otherwise
         tokenizer = self.processor.tokenizer
         config = self.model.generation_config
         special = set(tokenizer.all_special_ids)
