@@ -61,6 +61,7 @@ class ModelSpec:
     width: int = INPUT_SIZE["width"]
     patch: tuple[int, int] = (14, 14)
     vocab_size: int = 600
+    model_vocab: int | None = None  # decoder vocabulary when larger than the tokenizer's (a stand-in's output layer)
     max_new_tokens: int = 24
     min_new_tokens: int = 0
     init_std: float | None = None  # None keeps transformers' initialisation
@@ -86,6 +87,14 @@ PRESETS: dict[str, ModelSpec] = {
         max_new_tokens=160,
         image_mean=(0.5, 0.5, 0.5),
         image_std=(0.5, 0.5, 0.5),
+    ),
+    # Benchmark stand-ins of the reference model (Kansallisarkisto/cyrillic-large-handwritten): DINOv2
+    # encoder over 13 x 73 patches of a 182 x 1022 line, TrOCR decoder with a RoBERTa-sized vocabulary.
+    "bench-large": ModelSpec(
+        hidden=1024, layers=24, heads=16, decoder_layers=12, vocab_size=8000, model_vocab=50265, max_new_tokens=40, min_new_tokens=40
+    ),
+    "bench-small": ModelSpec(
+        hidden=64, layers=4, heads=4, decoder_layers=2, vocab_size=8000, model_vocab=50265, max_new_tokens=40, min_new_tokens=40
     ),
 }
 
@@ -139,7 +148,7 @@ def new_model(texts: list[str], spec: ModelSpec, seed: int = 0):  # noqa: ANN201
         "decoder_start_token_id": tokenizer.bos_token_id,
     }
     decoder = TrOCRConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), spec.model_vocab or 0),
         d_model=spec.hidden,
         decoder_layers=spec.decoder_layers,
         decoder_attention_heads=spec.heads,

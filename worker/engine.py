@@ -162,8 +162,10 @@ class Engine:
             chosen = sequences[:, 1:]
             logits = self.model(pixel_values=inputs, decoder_input_ids=sequences[:, :-1]).logits
             steps = logits.unbind(dim=1)
+        # log p(chosen) = logit(chosen) - logsumexp(logits): the same number as log_softmax + gather,
+        # without writing a batch x vocabulary tensor per step.
         log_probs = torch.stack(
-            [torch.log_softmax(step.float(), dim=-1).gather(1, chosen[:, i : i + 1]).squeeze(1) for i, step in enumerate(steps)],
+            [step.gather(1, chosen[:, i : i + 1]).squeeze(1).float() - torch.logsumexp(step.float(), dim=-1) for i, step in enumerate(steps)],
             dim=1,
         )
         text_mask = ~torch.isin(chosen, self._special_ids)
