@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_MODEL := models/demo
-SOURCES := pisar worker producer infra tests
+SOURCES := pisar worker producer infra tests bench
 
 .PHONY: setup demo demo-model test services
 

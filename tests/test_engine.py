@@ -122,3 +122,27 @@ def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_
     results = engine.recognize(pixels)
     assert isinstance(results[2], GenerationFailed)
     assert [r.text for i, r in enumerate(results) if i != 2] == [r.text for i, r in enumerate(good) if i != 2]
+
+
+def test_out_of_memory_halves_the_batch_for_good_and_loses_no_line(tiny_model: Path, print_lines: Path) -> None:
+    """An injected OOM (no GPU here to run out of) above 4 lines: the batch goes on in fours, and so do the next ones."""
+    import torch
+
+    engine = engine_for(tiny_model)
+    paths = sorted(print_lines.glob("*.png"))[:16]
+    pixels = np.stack([engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])
+    expected = [r.text for r in engine.recognize(pixels)]
+    original, sizes = engine.model.generate, []
+
+    def generate(pixel_values, **kwargs):  # noqa: ANN001, ANN003, ANN202 - wraps the real generate
+        sizes.append(len(pixel_values))
+        if len(pixel_values) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
+        return original(pixel_values=pixel_values, **kwargs)
+
+    engine.model.generate = generate
+    assert [r.text for r in engine.recognize(pixels)] == expected  # 16 -> OOM, 8 -> OOM, then 4 x 4
+    assert engine.max_batch == 4 and sizes == [16, 8, 4, 4, 4, 4]
+    sizes.clear()
+    assert [r.text for r in engine.recognize(pixels)] == expected
+    assert sizes == [4, 4, 4, 4]  # the next batch no longer tries what did not fit

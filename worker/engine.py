@@ -95,6 +95,7 @@ class Engine:
         eos = config.eos_token_id
         special.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._special_ids = torch.tensor(sorted(special), device=self.device)
+        self.max_batch: int | None = None  # set (and only lowered) by an out-of-memory error
         self.fast_preprocess = LinePreprocessor.build(self.processor.image_processor)
         log.info("engine ready: %s on %s, %s preprocessing", ref, self.describe(), "table" if self.fast_preprocess else "processor")
 
@@ -126,18 +127,31 @@ class Engine:
     def recognize(self, pixel_values: np.ndarray, generation: dict[str, Any] | None = None) -> list[Recognition | LineError]:
         """Transcribe a batch with the campaign's generation overrides.
 
-        A batch that raises (out of memory, a model error) is split in halves until the bad
-        line stands alone; that line becomes ``GenerationFailed`` and the rest go on.
+        Out of memory: the batch limit halves for the rest of this engine's life (logged once per
+        halving), and the batch goes on in pieces that fit. Any other error splits the batch in
+        halves until the bad line stands alone; that line becomes ``GenerationFailed``, the rest go on.
         """
         generation = generation or {}
+        if self.max_batch is not None and len(pixel_values) > self.max_batch:
+            step = self.max_batch
+            return [
+                r for start in range(0, len(pixel_values), step) for r in self.recognize(pixel_values[start : start + step], generation)
+            ]
         try:
             return list(self._generate(pixel_values, generation))
-        except Exception as exc:  # noqa: BLE001 - OOM and model errors alike: isolate the line
+        except torch.OutOfMemoryError as exc:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(pixel_values) == 1:
+                log.warning("out of memory on a single line: %s", exc)
+                return [GenerationFailed(f"out of memory on a single line: {exc}")]
+            self.max_batch = max(1, len(pixel_values) // 2)
+            log.warning("out of memory at %s lines a batch; batches are now at most %s", len(pixel_values), self.max_batch)
+            return self.recognize(pixel_values, generation)
+        except Exception as exc:  # noqa: BLE001 - a model error: isolate the line
             if len(pixel_values) == 1:
                 log.warning("generation failed on one line: %s", exc)
                 return [GenerationFailed(f"{type(exc).__name__}: {exc}")]
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
             half = len(pixel_values) // 2
             return self.recognize(pixel_values[:half], generation) + self.recognize(pixel_values[half:], generation)
 
@@ -165,7 +179,10 @@ class Engine:
         # log p(chosen) = logit(chosen) - logsumexp(logits): the same number as log_softmax + gather,
         # without writing a batch x vocabulary tensor per step.
         log_probs = torch.stack(
-            [step.gather(1, chosen[:, i : i + 1]).squeeze(1).float() - torch.logsumexp(step.float(), dim=-1) for i, step in enumerate(steps)],
+            [
+                step.gather(1, chosen[:, i : i + 1]).squeeze(1).float() - torch.logsumexp(step.float(), dim=-1)
+                for i, step in enumerate(steps)
+            ],
             dim=1,
         )
         text_mask = ~torch.isin(chosen, self._special_ids)

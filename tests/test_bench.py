@@ -1,0 +1,42 @@
+"""`bench/engine.py` runs end to end on a tiny count and prints the promised JSON keys.
+
+A functional check that the benchmark still runs, not a timing test: the figures come from
+running it at full size (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = {
+    "seed_loop_lines_per_s",
+    "hf_batched_lines_per_s",
+    "pisar_lines_per_s",
+    "speedup_vs_seed",
+    "speedup_vs_hf",
+    "input_wait_share",
+    "peak_memory_mb",
+    "gpu_seconds_per_1000_lines",
+    "device",
+    "dtype",
+    "batch_size",
+    "versions",
+    "parity_fp32",
+}
+
+
+def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--standin", "small", "--lines", "24", "--seed-lines", "8", "--batch-size", "8", "--device", "cpu", "--out", str(out)]
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "engine.py"), *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = json.loads(run.stdout.strip().splitlines()[-1])
+    assert printed == json.loads(out.read_text())
+    assert KEYS <= set(printed)
+    assert printed["parity_fp32"] is True  # the engine's fp32 path reads what the model card's loop reads
+    assert printed["fast_preprocessing"] is True and printed["sdpa_decoder_layers"] == 4
+    assert all(printed[k] > 0 for k in ("seed_loop_lines_per_s", "hf_batched_lines_per_s", "pisar_lines_per_s"))
