@@ -12,7 +12,8 @@ Rows, on the same real line images (``../shared/data/print-lines``, repeated to 
   (c) Pisar's engine as a worker runs it: fetch, decode, preprocess in the thread pool, overlapped
       with batched generate (``ShardRunner._transcribe``).
 Every row decodes the same number of tokens (min = max new tokens) with greedy search, so random
-weights cannot stop early. Prints one JSON object (also written to ``--out``).
+weights cannot stop early. Rows (b) and (c) alternate over ``--rounds`` slices of the lines, so a
+shared machine's drifting speed hits both alike. Prints one JSON object (also written to ``--out``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--source", type=Path, default=DATA, help="folder of line images")
     parser.add_argument("--from-s3", action="store_true", help="row (c) fetches from a throwaway SeaweedFS")
     parser.add_argument("--fetch-threads", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4, help="rows (b) and (c) alternate over this many slices of the lines")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-engine.json")
     return parser.parse_args(argv)
 
@@ -96,63 +98,89 @@ def generate_one(model: Any, processor: Any, images: list, tokens: int, device: 
     return processor.batch_decode(ids, skip_special_tokens=True)
 
 
-def hf_batched(model_dir: Path, files: list[Path], tokens: int, device: Any, batch_size: int) -> float:
+class HFBatched:
     """Row (b): processor on a list of PIL images, generate on batches, half precision on GPU."""
-    import torch
-    from PIL import Image
-    from transformers import VisionEncoderDecoderModel
 
-    from pisar.model_ref import ModelRef
-    from pisar.processor import load_processor
+    def __init__(self, model_dir: Path, tokens: int, device: Any, batch_size: int) -> None:
+        import torch
+        from transformers import VisionEncoderDecoderModel
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    processor = load_processor(ModelRef(str(model_dir), None))
-    model = VisionEncoderDecoderModel.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    with torch.inference_mode():
-        generate_one(model, processor, [Image.open(p).convert("RGB") for p in files[:batch_size]], tokens, device, dtype)  # warm-up
-        synchronize(device)
-        started = time.perf_counter()
-        for start in range(0, len(files), batch_size):
-            images = [Image.open(p).convert("RGB") for p in files[start : start + batch_size]]
-            generate_one(model, processor, images, tokens, device, dtype)
-        synchronize(device)
-        elapsed = time.perf_counter() - started
-    del model
-    return len(files) / elapsed
+        from pisar.model_ref import ModelRef
+        from pisar.processor import load_processor
+
+        self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.processor = load_processor(ModelRef(str(model_dir), None))
+        self.model = VisionEncoderDecoderModel.from_pretrained(model_dir, dtype=self.dtype).to(device).eval()
+        self.tokens, self.device, self.batch_size = tokens, device, batch_size
+
+    def run(self, files: list[Path]) -> float:
+        """Seconds to read ``files``."""
+        import torch
+        from PIL import Image
+
+        with torch.inference_mode():
+            synchronize(self.device)
+            started = time.perf_counter()
+            for start in range(0, len(files), self.batch_size):
+                images = [Image.open(p).convert("RGB") for p in files[start : start + self.batch_size]]
+                generate_one(self.model, self.processor, images, self.tokens, self.device, self.dtype)
+            synchronize(self.device)
+            return time.perf_counter() - started
 
 
-def pisar_engine(model_dir: Path, keys: list[str], storage: Any, args: argparse.Namespace, dtype: str, batch_size: int) -> dict[str, Any]:
+class PisarRow:
     """Row (c): the worker's own path, ``ShardRunner._transcribe``, on an engine loaded the worker's way."""
-    from pisar.model_ref import ModelRef
-    from pisar.settings import Settings
-    from pisar.worker.engine import Engine
-    from pisar.worker.shard import ShardRunner
 
-    settings = Settings(batch_size=batch_size, fetch_threads=args.fetch_threads, device=args.device, dtype=dtype)
-    engine = Engine(ModelRef(str(model_dir), None), device=args.device, dtype=dtype)
-    runner = ShardRunner(settings, lambda campaign: engine, worker="bench")
-    generation = {"max_new_tokens": args.max_new_tokens, "min_new_tokens": args.max_new_tokens, "num_beams": 1, "do_sample": False}
-    try:
-        runner._transcribe(keys[:batch_size], storage, engine, generation, lambda: None)  # warm-up: kernels, pools
-        synchronize(engine.device)
+    def __init__(self, model_dir: Path, storage: Any, args: argparse.Namespace, dtype: str, batch_size: int) -> None:
+        from pisar.model_ref import ModelRef
+        from pisar.settings import Settings
+        from pisar.worker.engine import Engine
+        from pisar.worker.shard import ShardRunner
+
+        settings = Settings(batch_size=batch_size, fetch_threads=args.fetch_threads, device=args.device, dtype=dtype)
+        self.engine = Engine(ModelRef(str(model_dir), None), device=args.device, dtype=dtype)
+        self.runner = ShardRunner(settings, lambda campaign: self.engine, worker="bench")
+        self.storage = storage
+        self.generation = {"max_new_tokens": args.max_new_tokens, "min_new_tokens": args.max_new_tokens, "num_beams": 1, "do_sample": False}
+        self.texts: dict[str, str | None] = {}
+        self.load_s = self.generate_s = 0.0
+
+    def run(self, keys: list[str]) -> float:
+        """Seconds to read ``keys``; texts and the input-wait and generate seconds accumulate."""
+        synchronize(self.engine.device)
         started = time.perf_counter()
-        results, load_s, generate_s = runner._transcribe(keys, storage, engine, generation, lambda: None)
-        synchronize(engine.device)
+        results, load_s, generate_s = self.runner._transcribe(keys, self.storage, self.engine, self.generation, lambda: None)
+        synchronize(self.engine.device)
         elapsed = time.perf_counter() - started
-    finally:
-        runner.close()
-    errors = [r for r in results if r.status != "ok"]
-    if errors:
-        raise SystemExit(f"bench: {len(errors)} lines failed in the engine, first: {errors[0].error_class}: {errors[0].error}")
-    return {
-        "lines_per_s": len(keys) / elapsed,
-        "input_wait_share": load_s / elapsed,
-        "generate_share": generate_s / elapsed,
-        "texts": {r.key: r.text for r in results},
-        "engine": engine.describe(),
-        "fast_preprocessing": engine.fast_preprocess is not None,
-        "sdpa_decoder_layers": engine.sdpa_layers,
-    }
+        errors = [r for r in results if r.status != "ok"]
+        if errors:
+            raise SystemExit(f"bench: {len(errors)} lines failed in the engine, first: {errors[0].error_class}: {errors[0].error}")
+        self.texts.update({r.key: r.text for r in results})
+        self.load_s += load_s
+        self.generate_s += generate_s
+        return elapsed
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def interleaved(hf: HFBatched, pisar: PisarRow, files: list[Path], keys: list[str], rounds: int) -> tuple[float, float]:
+    """Rows (b) and (c) over the same lines in alternating rounds, so drift in a shared machine's speed hits both alike."""
+    hf.run(files[: hf.batch_size])  # warm-up: kernels, allocator, pools
+    pisar.run(keys[: hf.batch_size])
+    pisar.texts.clear()
+    pisar.load_s = pisar.generate_s = 0.0
+    hf_s = pisar_s = 0.0
+    step = -(-len(files) // rounds)
+    for number, start in enumerate(range(0, len(files), step)):
+        chunk_files, chunk_keys = files[start : start + step], keys[start : start + step]
+        if number % 2 == 0:
+            hf_s += hf.run(chunk_files)
+            pisar_s += pisar.run(chunk_keys)
+        else:
+            pisar_s += pisar.run(chunk_keys)
+            hf_s += hf.run(chunk_files)
+    return hf_s, pisar_s
 
 
 def preprocessing_rate(model_dir: Path, files: list[Path]) -> dict[str, float]:
@@ -248,14 +276,25 @@ def main(argv: list[str]) -> int:
     storage, keys, weed = open_source(args, files, workdir)
     try:
         seed_rate, seed_texts = seed_loop(model_dir, seed_files, args.max_new_tokens, device)
-        hf_rate = hf_batched(model_dir, files, args.max_new_tokens, device, batch_size)
+        hf = HFBatched(model_dir, args.max_new_tokens, device, batch_size)
+        pisar = PisarRow(model_dir, storage, args, dtype, batch_size)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        pisar = pisar_engine(model_dir, keys, storage, args, dtype, batch_size)
+        hf_s, pisar_s = interleaved(hf, pisar, files, keys, args.rounds)
         peak = peak_memory_mb(device)
-        # Parity: the engine's fp32 path on the seed lines must read exactly what the model card's loop reads.
-        parity = pisar if dtype == "float32" else pisar_engine(model_dir, keys[: len(seed_files)], storage, args, "float32", batch_size)
-        mismatches = sum(parity["texts"][key] != text for key, text in zip(keys, seed_texts, strict=False))
+        hf_rate, pisar_rate = len(files) / hf_s, len(files) / pisar_s
+        texts = pisar.texts
+        engine_info = {"engine": pisar.engine.describe(), "fast_preprocessing": pisar.engine.fast_preprocess is not None}
+        engine_info["sdpa_decoder_layers"] = pisar.engine.sdpa_layers
+        input_wait, generate_share = pisar.load_s / pisar_s, pisar.generate_s / pisar_s
+        pisar.close()
+        del hf, pisar
+        if dtype != "float32":  # parity is an fp32 promise: read the seed lines again on an fp32 engine
+            fp32 = PisarRow(model_dir, storage, args, "float32", batch_size)
+            fp32.run(keys[: len(seed_files)])
+            texts = fp32.texts
+            fp32.close()
+        mismatches = sum(texts[key] != text for key, text in zip(keys, seed_texts, strict=False))
     finally:
         if weed is not None:
             weed.stop()
@@ -272,19 +311,18 @@ def main(argv: list[str]) -> int:
         "source": "seaweedfs" if args.from_s3 else "folder",
         "seed_loop_lines_per_s": round(seed_rate, 2),
         "hf_batched_lines_per_s": round(hf_rate, 2),
-        "pisar_lines_per_s": round(pisar["lines_per_s"], 2),
-        "speedup_vs_seed": round(pisar["lines_per_s"] / seed_rate, 2),
-        "speedup_vs_hf": round(pisar["lines_per_s"] / hf_rate, 3),
-        "input_wait_share": round(pisar["input_wait_share"], 4),
-        "generate_share": round(pisar["generate_share"], 4),
+        "pisar_lines_per_s": round(pisar_rate, 2),
+        "speedup_vs_seed": round(pisar_rate / seed_rate, 2),
+        "speedup_vs_hf": round(pisar_rate / hf_rate, 3),
+        "rounds": args.rounds,
+        "input_wait_share": round(input_wait, 4),
+        "generate_share": round(generate_share, 4),
         "peak_memory_mb": round(peak, 1),
-        "gpu_seconds_per_1000_lines": round(1000 / pisar["lines_per_s"], 2) if device.type == "cuda" else None,
-        "cpu_seconds_per_1000_lines": round(1000 / pisar["lines_per_s"], 2) if device.type == "cpu" else None,
+        "gpu_seconds_per_1000_lines": round(1000 / pisar_rate, 2) if device.type == "cuda" else None,
+        "cpu_seconds_per_1000_lines": round(1000 / pisar_rate, 2) if device.type == "cpu" else None,
         "parity_fp32": mismatches == 0,
         "parity_mismatches": mismatches,
-        "engine": pisar["engine"],
-        "fast_preprocessing": pisar["fast_preprocessing"],
-        "sdpa_decoder_layers": pisar["sdpa_decoder_layers"],
+        **engine_info,
         **{k: round(v, 1) for k, v in preprocessing_rate(model_dir, seed_files).items()},
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d"),

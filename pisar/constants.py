@@ -20,6 +20,7 @@ EXPORT_FIELDS = (
     "error_class",
     "error",
     "note",
+    "flags",
     "shard",
     "worker",
     "finished_at",

@@ -47,7 +47,7 @@ def shard_ids(settings: Settings, campaign_id: int) -> list[int]:
 
 def results_for(settings: Settings, shard_id: int, text: str) -> list[LineResult]:
     return [
-        LineResult(key, "ok", text, 0.9, 0.5, 3, None, None, None, "test-worker", utcnow())
+        LineResult(key, "ok", text, 0.9, 0.5, 3, None, None, None, None, "test-worker", utcnow())
         for key in store.lines_to_do(settings.catalog_url, shard_id)
     ]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from pisar.errors import FatalError, GenerationFailed, LineError
 from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
 from pisar.worker.attention import use_sdpa
+from pisar.worker.flags import generation_flags
 from pisar.worker.preprocess import LinePreprocessor
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Recognition:
     confidence: float | None
     min_token_prob: float | None
     token_count: int
+    flags: tuple[str, ...] = ()  # generation-failure signs (``worker/flags.py``): max_length, repetition
 
 
 def apply_process_settings(settings: Any) -> None:
@@ -93,7 +95,9 @@ class Engine:
         special = set(tokenizer.all_special_ids)
         special.update(i for i in (config.pad_token_id, config.bos_token_id, config.decoder_start_token_id) if isinstance(i, int))
         eos = config.eos_token_id
-        special.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        special.update(eos_ids)
+        self._eos_ids = torch.tensor(eos_ids, dtype=torch.long, device=self.device)
         self._special_ids = torch.tensor(sorted(special), device=self.device)
         self.max_batch: int | None = None  # set (and only lowered) by an out-of-memory error
         self.fast_preprocess = LinePreprocessor.build(self.processor.image_processor)
@@ -186,7 +190,12 @@ class Engine:
             dim=1,
         )
         text_mask = ~torch.isin(chosen, self._special_ids)
-        return [_confidence(text, log_probs[i][text_mask[i]]) for i, text in enumerate(texts)]
+        ended = torch.isin(chosen, self._eos_ids).any(dim=1).tolist()
+        results = []
+        for i, text in enumerate(texts):
+            flags = generation_flags(chosen[i][text_mask[i]].tolist(), ended[i])
+            results.append(replace(_confidence(text, log_probs[i][text_mask[i]]), flags=flags))
+        return results
 
 
 def _confidence(text: str, log_probs: torch.Tensor) -> Recognition:

@@ -185,7 +185,7 @@ class ShardRunner:
         now = utcnow()
         if isinstance(outcome, LineError):
             return LineResult(
-                key, LineStatus.ERROR.value, None, None, None, None, outcome.error_class, str(outcome), None, self.worker, now
+                key, LineStatus.ERROR.value, None, None, None, None, outcome.error_class, str(outcome), None, None, self.worker, now
             )
         return LineResult(
             key,
@@ -197,6 +197,7 @@ class ShardRunner:
             None,
             None,
             note,
+            ",".join(outcome.flags) or None,
             self.worker,
             now,
         )

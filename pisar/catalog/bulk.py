@@ -27,6 +27,7 @@ class LineResult(NamedTuple):
     error_class: str | None
     error: str | None
     note: str | None
+    flags: str | None
     worker: str
     finished_at: datetime
 
@@ -74,7 +75,7 @@ def _upsert_postgres(conn: Connection, campaign_id: int, shard_id: int, results:
             "CREATE TEMP TABLE IF NOT EXISTS line_stage ("
             " key text, status varchar(10), text text, confidence double precision,"
             " min_token_prob double precision, token_count integer, error_class varchar(100),"
-            " error text, note text, worker varchar(300), finished_at timestamptz) ON COMMIT DELETE ROWS"
+            " error text, note text, flags text, worker varchar(300), finished_at timestamptz) ON COMMIT DELETE ROWS"
         )
         with cursor.copy(f"COPY line_stage ({', '.join(_RESULT_COLUMNS)}) FROM STDIN") as copy:
             for row in results:

@@ -111,5 +111,6 @@ class Line(SQLModel, table=True):
     error_class: str | None = Field(default=None, max_length=100)
     error: str | None = Field(default=None, sa_column=Column(Text))
     note: str | None = Field(default=None, sa_column=Column(Text))  # e.g. "first of 3 frames (GIF)": how the file was read
+    flags: str | None = Field(default=None, sa_column=Column(Text))  # generation-failure flags, comma-separated: max_length,repetition
     worker: str | None = Field(default=None, max_length=300)
     finished_at: datetime | None = None
