@@ -39,3 +39,12 @@ def test_a_processor_it_cannot_reproduce_keeps_the_slow_path(tiny_model: Path) -
         **{**processor.image_processor.to_dict(), "do_center_crop": True, "crop_size": {"height": 100, "width": 100}}
     )
     assert LinePreprocessor.build(cropping) is None
+
+
+def test_cpu_normalization_in_the_fetch_threads_equals_the_device_lookup(tiny_model: Path, print_lines: Path, handwritten: Path) -> None:
+    processor = load_processor(model_ref.resolve(model_ref.parse(str(tiny_model))))
+    fast = LinePreprocessor.build(processor.image_processor)
+    for path in [sorted(print_lines.glob("*.png"))[0], sorted(handwritten.glob("*.jpg"))[0]]:
+        pixels = fast(decode_line(path.read_bytes(), LIMITS).line)
+        on_device = fast.normalize(torch.from_numpy(np.stack([pixels])))[0].numpy()
+        assert np.array_equal(fast.normalize_array(pixels), on_device), path.name

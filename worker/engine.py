@@ -110,10 +110,12 @@ class Engine:
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """One line image (``L`` or ``RGB``) to model input (C, H, W); thread-safe, runs in the fetch pool.
 
-        uint8 from the fast path (normalized on the device in ``recognize``), else the processor's float32.
+        From the fast path: uint8 for a GPU (normalized there, in ``to_device``), float32 for the CPU.
+        Without it: the processor's float32.
         """
         if self.fast_preprocess is not None:
-            return self.fast_preprocess(image)
+            pixels = self.fast_preprocess(image)
+            return pixels if self.device.type == "cuda" else self.fast_preprocess.normalize_array(pixels)
         return self.processor(images=image.convert("RGB"), return_tensors="np").pixel_values[0]
 
     def to_device(self, pixel_values: np.ndarray) -> torch.Tensor:

@@ -8,7 +8,9 @@ up in a (3, 256) table that the model's own processor computed. That has three e
 
 - the fetch threads do about a third of the work, and the processor's float arithmetic is not
   repeated for each pixel;
-- a batch travels to the accelerator as uint8, 4x smaller than float32;
+- on a GPU, a batch travels as uint8, 4x smaller than float32, and the lookup runs there. On a CPU
+  the lookup runs in the fetch threads (``normalize_array``): a batch-wide lookup in the generate
+  thread would take CPU time from generate itself;
 - the result equals the processor's output bit for bit. ``build`` checks this on probe images and
   returns ``None`` (use the processor) for any processor it cannot reproduce.
 """
@@ -67,6 +69,12 @@ class LinePreprocessor:
         if resized.ndim == 2:
             return np.broadcast_to(resized, (3, *resized.shape))
         return resized.transpose(2, 0, 1)
+
+    def normalize_array(self, pixels: np.ndarray) -> np.ndarray:
+        """One (3, H, W) uint8 line -> the processor's float32 values, on the CPU (in the fetch threads)."""
+        if pixels.strides[0] == 0:  # a greyscale line: one index plane for all three channels
+            return self.table[:, pixels[0]]
+        return np.stack([self.table[channel][pixels[channel]] for channel in range(3)])
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 on any device -> the processor's float32 values, by table lookup on that device."""

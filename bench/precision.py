@@ -1,0 +1,80 @@
+"""What half precision costs in accuracy: the same held-out lines read in fp32 and in bf16 (or fp16).
+
+    python bench/precision.py                                  # the demo model on its 20 held-out sample lines
+    python bench/precision.py --model DIR --source FOLDER      # any model, any NAME.png + NAME.gt.txt folder
+
+Both reads use Pisar's engine (fetch, decode, table preprocessing, batched generate). Prints one JSON
+object: CER and WER of each dtype against the ground truth (jiwer, as the model card measures), the
+CER difference in points, and the share of lines whose text is identical in both dtypes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_all(model: Path, source: Path, dtype: str, device: str, batch_size: int) -> dict[str, str]:
+    from pisar.model_ref import ModelRef
+    from pisar.settings import Settings
+    from pisar.storage import LocalStorage, list_images
+    from pisar.worker.engine import Engine
+    from pisar.worker.shard import ShardRunner
+
+    engine = Engine(ModelRef(str(model), None), device=device, dtype=dtype)
+    runner = ShardRunner(Settings(batch_size=batch_size, device=device, dtype=dtype), lambda campaign: engine, worker="bench")
+    storage = LocalStorage(source)
+    try:
+        results, _, _ = runner._transcribe(list_images(storage).keys, storage, engine, {"num_beams": 1, "do_sample": False}, lambda: None)
+    finally:
+        runner.close()
+    return {r.key: r.text or "" for r in results}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "demo")
+    parser.add_argument("--source", type=Path, default=REPO / "samples" / "print-lines")
+    parser.add_argument("--half", choices=["bfloat16", "float16"], default="bfloat16")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    import jiwer
+
+    from pisar.groundtruth import read_transcription
+    from pisar.storage import LocalStorage
+    from pisar.worker.engine import pick_device
+
+    storage = LocalStorage(args.source)
+    full = read_all(args.model, args.source, "float32", args.device, args.batch_size)
+    half = read_all(args.model, args.source, args.half, args.device, args.batch_size)
+    truth = {key: read_transcription(storage, key) for key in full}
+    keys = sorted(k for k, t in truth.items() if t is not None)
+    if not keys:
+        raise SystemExit(f"precision: no NAME.gt.txt beside the images in {args.source}")
+    references = [truth[k] for k in keys]
+    figures = {
+        "model": str(args.model),
+        "lines": len(keys),
+        "device": str(pick_device(args.device)),
+        "half": args.half,
+        "cer_fp32": round(jiwer.cer(references, [full[k] for k in keys]), 5),
+        "cer_half": round(jiwer.cer(references, [half[k] for k in keys]), 5),
+        "wer_fp32": round(jiwer.wer(references, [full[k] for k in keys]), 5),
+        "wer_half": round(jiwer.wer(references, [half[k] for k in keys]), 5),
+        "identical_share": round(sum(full[k] == half[k] for k in keys) / len(keys), 4),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    figures["cer_delta_points"] = round(100 * (figures["cer_half"] - figures["cer_fp32"]), 3)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
