@@ -1,6 +1,7 @@
 """What half precision costs in accuracy: the same held-out lines read in fp32 and in bf16 (or fp16).
 
     python bench/precision.py                                  # the demo model on its 20 held-out sample lines
+    python bench/precision.py --source ../shared/data/print-lines --held-out 0.11   # its 85 held-out lines
     python bench/precision.py --model DIR --source FOLDER      # any model, any NAME.png + NAME.gt.txt folder
 
 Both reads use Pisar's engine (fetch, decode, table preprocessing, batched generate). Prints one JSON
@@ -19,10 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def read_all(model: Path, source: Path, dtype: str, device: str, batch_size: int) -> dict[str, str]:
+def read_all(model: Path, source: Path, keys: list[str], dtype: str, device: str, batch_size: int) -> dict[str, str]:
     from pisar.model_ref import ModelRef
     from pisar.settings import Settings
-    from pisar.storage import LocalStorage, list_images
+    from pisar.storage import LocalStorage
     from pisar.worker.engine import Engine
     from pisar.worker.shard import ShardRunner
 
@@ -30,7 +31,7 @@ def read_all(model: Path, source: Path, dtype: str, device: str, batch_size: int
     runner = ShardRunner(Settings(batch_size=batch_size, device=device, dtype=dtype), lambda campaign: engine, worker="bench")
     storage = LocalStorage(source)
     try:
-        results, _, _ = runner._transcribe(list_images(storage).keys, storage, engine, {"num_beams": 1, "do_sample": False}, lambda: None)
+        results, _, _ = runner._transcribe(keys, storage, engine, {"num_beams": 1, "do_sample": False}, lambda: None)
     finally:
         runner.close()
     return {r.key: r.text or "" for r in results}
@@ -43,17 +44,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--half", choices=["bfloat16", "float16"], default="bfloat16")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--held-out", type=float, help="only the keys `pisar train --val-share` held out at this share")
     args = parser.parse_args(argv)
 
     import jiwer
 
     from pisar.groundtruth import read_transcription
-    from pisar.storage import LocalStorage
+    from pisar.storage import LocalStorage, list_images
+    from pisar.train.data import is_held_out
     from pisar.worker.engine import pick_device
 
     storage = LocalStorage(args.source)
-    full = read_all(args.model, args.source, "float32", args.device, args.batch_size)
-    half = read_all(args.model, args.source, args.half, args.device, args.batch_size)
+    keys = [k for k in list_images(storage).keys if args.held_out is None or is_held_out(k, args.held_out)]
+    full = read_all(args.model, args.source, keys, "float32", args.device, args.batch_size)
+    half = read_all(args.model, args.source, keys, args.half, args.device, args.batch_size)
     truth = {key: read_transcription(storage, key) for key in full}
     keys = sorted(k for k, t in truth.items() if t is not None)
     if not keys:
