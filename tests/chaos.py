@@ -98,6 +98,12 @@ class FaultFree:
     def objects(self) -> dict[str, bytes]:
         return {key: path.read_bytes() for key, path in self.paths.items()}
 
+    def assert_read_whole(self, campaign: Watched) -> None:
+        """The campaign ended as a fault-free one would: every line once, every line ok, every text the same."""
+        campaign.assert_every_line_once(len(self.paths))
+        assert campaign.line_statuses() == {"ok": len(self.paths)}  # the fault failed no line
+        self.assert_same_texts(campaign.texts())
+
     def assert_same_texts(self, got: dict[str, str | None], leave_out: frozenset[str] = frozenset()) -> None:
         """Every line in ``got`` (all of them unless some are left out) reads as without faults."""
         keys = set(got) - leave_out
