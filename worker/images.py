@@ -101,19 +101,14 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB with dark ink on a light page, whatever the mode.
+def _to_8bit(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """8-bit ``L`` for greyscale sources, ``RGB`` for the rest, dark ink on a light page whatever the mode;
+    and a note when more than the colour model changed.
 
     PIL's plain ``convert("RGB")`` loses the text in two common archive formats: 16-bit greyscale
     (it clips every value above 255 to white) and transparency (transparent pixels keep their
     colour, usually black, so black ink on a transparent page becomes black on black).
     """
-    line = _to_8bit(image)[0]
-    return line if line.mode == "RGB" else line.convert("RGB")
-
-
-def _to_8bit(image: Image.Image) -> tuple[Image.Image, str | None]:
-    """8-bit ``L`` for greyscale sources, ``RGB`` for the rest; and a note when more than the colour model changed."""
     if image.mode in ("RGB", "L"):
         return image, None
     if image.mode == "1":
