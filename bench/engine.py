@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from worker_path import PisarRow, synchronize  # bench/ is on sys.path when a script here runs
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "print-lines"
 
@@ -92,6 +94,11 @@ def seed_loop(model_dir: Path, files: list[Path], tokens: int, device: Any) -> t
     return len(files) / elapsed, texts
 
 
+def fixed_length(tokens: int) -> dict[str, Any]:
+    """Greedy generation of exactly ``tokens`` tokens, so random weights cannot stop early."""
+    return {"max_new_tokens": tokens, "min_new_tokens": tokens, "num_beams": 1, "do_sample": False}
+
+
 def generate_one(model: Any, processor: Any, images: list, tokens: int, device: Any, dtype: Any) -> list[str]:
     pixel_values = processor(images=images, return_tensors="pt").pixel_values.to(device, dtype)
     ids = model.generate(pixel_values, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1, do_sample=False)
@@ -126,42 +133,6 @@ class HFBatched:
                 generate_one(self.model, self.processor, images, self.tokens, self.device, self.dtype)
             synchronize(self.device)
             return time.perf_counter() - started
-
-
-class PisarRow:
-    """Row (c): the worker's own path, ``ShardRunner._transcribe``, on an engine loaded the worker's way."""
-
-    def __init__(self, model_dir: Path, storage: Any, args: argparse.Namespace, dtype: str, batch_size: int) -> None:
-        from pisar.model_ref import ModelRef
-        from pisar.settings import Settings
-        from pisar.worker.engine import Engine
-        from pisar.worker.shard import ShardRunner
-
-        settings = Settings(batch_size=batch_size, fetch_threads=args.fetch_threads, device=args.device, dtype=dtype)
-        self.engine = Engine(ModelRef(str(model_dir), None), device=args.device, dtype=dtype)
-        self.runner = ShardRunner(settings, lambda campaign: self.engine, worker="bench")
-        self.storage = storage
-        self.generation = {"max_new_tokens": args.max_new_tokens, "min_new_tokens": args.max_new_tokens, "num_beams": 1, "do_sample": False}
-        self.texts: dict[str, str | None] = {}
-        self.load_s = self.generate_s = 0.0
-
-    def run(self, keys: list[str]) -> float:
-        """Seconds to read ``keys``; texts and the input-wait and generate seconds accumulate."""
-        synchronize(self.engine.device)
-        started = time.perf_counter()
-        results, load_s, generate_s = self.runner._transcribe(keys, self.storage, self.engine, self.generation, lambda: None)
-        synchronize(self.engine.device)
-        elapsed = time.perf_counter() - started
-        errors = [r for r in results if r.status != "ok"]
-        if errors:
-            raise SystemExit(f"bench: {len(errors)} lines failed in the engine, first: {errors[0].error_class}: {errors[0].error}")
-        self.texts.update({r.key: r.text for r in results})
-        self.load_s += load_s
-        self.generate_s += generate_s
-        return elapsed
-
-    def close(self) -> None:
-        self.runner.close()
 
 
 def interleaved(hf: HFBatched, pisar: PisarRow, files: list[Path], keys: list[str], rounds: int) -> tuple[float, float]:
@@ -205,13 +176,6 @@ def preprocessing_rate(model_dir: Path, files: list[Path]) -> dict[str, float]:
             fast(line.line)
         rates["pisar_lines_per_s_per_core"] = len(decoded) / (time.perf_counter() - started)
     return rates
-
-
-def synchronize(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def peak_memory_mb(device: Any) -> float:
@@ -277,7 +241,7 @@ def main(argv: list[str]) -> int:
     try:
         seed_rate, seed_texts = seed_loop(model_dir, seed_files, args.max_new_tokens, device)
         hf = HFBatched(model_dir, args.max_new_tokens, device, batch_size)
-        pisar = PisarRow(model_dir, storage, args, dtype, batch_size)
+        pisar = PisarRow(model_dir, storage, dtype, batch_size, args.device, args.fetch_threads, fixed_length(args.max_new_tokens))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         hf_s, pisar_s = interleaved(hf, pisar, files, keys, args.rounds)
@@ -290,7 +254,7 @@ def main(argv: list[str]) -> int:
         pisar.close()
         del hf, pisar
         if dtype != "float32":  # parity is an fp32 promise: read the seed lines again on an fp32 engine
-            fp32 = PisarRow(model_dir, storage, args, "float32", batch_size)
+            fp32 = PisarRow(model_dir, storage, "float32", batch_size, args.device, args.fetch_threads, fixed_length(args.max_new_tokens))
             fp32.run(keys[: len(seed_files)])
             texts = fp32.texts
             fp32.close()

@@ -16,25 +16,21 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from worker_path import PisarRow  # bench/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def read_all(model: Path, source: Path, keys: list[str], dtype: str, device: str, batch_size: int) -> dict[str, str]:
-    from pisar.model_ref import ModelRef
-    from pisar.settings import Settings
-    from pisar.storage import LocalStorage
-    from pisar.worker.engine import Engine
-    from pisar.worker.shard import ShardRunner
-
-    engine = Engine(ModelRef(str(model), None), device=device, dtype=dtype)
-    runner = ShardRunner(Settings(batch_size=batch_size, device=device, dtype=dtype), lambda campaign: engine, worker="bench")
-    storage = LocalStorage(source)
+def read_all(model: Path, storage: Any, keys: list[str], dtype: str, device: str, batch_size: int) -> dict[str, str | None]:
+    """Every key's text, read by the worker's path in ``dtype``."""
+    row = PisarRow(model, storage, dtype, batch_size, device, fetch_threads=16, generation={"num_beams": 1, "do_sample": False})
     try:
-        results, _, _ = runner._transcribe(keys, storage, engine, {"num_beams": 1, "do_sample": False}, lambda: None)
+        row.run(keys)
     finally:
-        runner.close()
-    return {r.key: r.text or "" for r in results}
+        row.close()
+    return row.texts
 
 
 def main(argv: list[str]) -> int:
@@ -56,8 +52,8 @@ def main(argv: list[str]) -> int:
 
     storage = LocalStorage(args.source)
     keys = [k for k in list_images(storage).keys if args.held_out is None or is_held_out(k, args.held_out)]
-    full = read_all(args.model, args.source, keys, "float32", args.device, args.batch_size)
-    half = read_all(args.model, args.source, keys, args.half, args.device, args.batch_size)
+    full = read_all(args.model, storage, keys, "float32", args.device, args.batch_size)
+    half = read_all(args.model, storage, keys, args.half, args.device, args.batch_size)
     truth = {key: read_transcription(storage, key) for key in full}
     keys = sorted(k for k, t in truth.items() if t is not None)
     if not keys:

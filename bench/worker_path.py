@@ -1,0 +1,53 @@
+"""Lines read the way a Pisar worker reads them, for the benchmarks: one engine, the shard runner's pipeline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+
+def synchronize(device: Any) -> None:
+    """Wait for queued GPU work, so a timer stops when the work is done."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class PisarRow:
+    """The worker's own path, ``ShardRunner._transcribe``, on an engine loaded the worker's way."""
+
+    def __init__(
+        self, model_dir: Path, storage: Any, dtype: str, batch_size: int, device: str, fetch_threads: int, generation: dict[str, Any]
+    ) -> None:
+        from pisar.model_ref import ModelRef
+        from pisar.settings import Settings
+        from pisar.worker.engine import Engine
+        from pisar.worker.shard import ShardRunner
+
+        settings = Settings(batch_size=batch_size, fetch_threads=fetch_threads, device=device, dtype=dtype)
+        self.engine = Engine(ModelRef(str(model_dir), None), device=device, dtype=dtype)
+        self.runner = ShardRunner(settings, lambda campaign: self.engine, worker="bench")
+        self.storage = storage
+        self.generation = generation
+        self.texts: dict[str, str | None] = {}
+        self.load_s = self.generate_s = 0.0
+
+    def run(self, keys: list[str]) -> float:
+        """Seconds to read ``keys``; texts and the input-wait and generate seconds accumulate."""
+        synchronize(self.engine.device)
+        started = time.perf_counter()
+        results, load_s, generate_s = self.runner._transcribe(keys, self.storage, self.engine, self.generation, lambda: None)
+        synchronize(self.engine.device)
+        elapsed = time.perf_counter() - started
+        errors = [r for r in results if r.status != "ok"]
+        if errors:
+            raise SystemExit(f"bench: {len(errors)} lines failed in the engine, first: {errors[0].error_class}: {errors[0].error}")
+        self.texts.update({r.key: r.text for r in results})
+        self.load_s += load_s
+        self.generate_s += generate_s
+        return elapsed
+
+    def close(self) -> None:
+        self.runner.close()
