@@ -90,9 +90,9 @@ def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise TruncatedImage(f"{image.format} {width}x{height}: {exc}") from None
     orientation = image.getexif().get(ORIENTATION_TAG, 1)
-    if orientation != 1:
+    if orientation != 1:  # exif_transpose would read the tag again, and copy every upright image whole
         notes.append(f"EXIF orientation {orientation} applied")
-    image = ImageOps.exif_transpose(image) or image
+        image = ImageOps.exif_transpose(image) or image
     line, conversion = _to_8bit(image)
     return DecodedLine(line, (*notes, conversion) if conversion else tuple(notes))
 
