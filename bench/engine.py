@@ -40,9 +40,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="a real model folder instead of a stand-in")
     parser.add_argument("--lines", type=int, default=2048, help="line images for rows (b) and (c)")
     parser.add_argument("--seed-lines", type=int, default=64, help="line images for the slow row (a) and the fp32 parity check")
-    parser.add_argument("--batch-size", type=int, default=0, help="lines per generate call (0: 64 on GPU, 16 on CPU)")
+    parser.add_argument("--batch-size", type=int, default=0, help="row (b)'s lines per generate call (0: 64 on GPU, 16 on CPU)")
+    parser.add_argument(
+        "--pisar-batch-size", type=int, default=0, help="row (c)'s lines per generate call (0: the worker's choice, from free GPU memory)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--length-groups", type=int, default=8, help="row (c)'s batches regrouped by line width (PISAR_LENGTH_GROUPS)")
+    parser.add_argument(
+        "--decoder-cache",
+        choices=["dynamic", "static"],
+        default="dynamic",
+        help="row (c)'s KV cache (static: same texts; pays only with compile on GPU)",
+    )
     parser.add_argument("--source", type=Path, default=DATA, help="folder of line images")
     parser.add_argument("--from-s3", action="store_true", help="row (c) fetches from a throwaway SeaweedFS")
     parser.add_argument("--fetch-threads", type=int, default=16)
@@ -241,7 +251,11 @@ def main(argv: list[str]) -> int:
     try:
         seed_rate, seed_texts = seed_loop(model_dir, seed_files, args.max_new_tokens, device)
         hf = HFBatched(model_dir, args.max_new_tokens, device, batch_size)
-        pisar = PisarRow(model_dir, storage, dtype, batch_size, args.device, args.fetch_threads, fixed_length(args.max_new_tokens))
+        pisar_batch = args.pisar_batch_size or None
+        generation = fixed_length(args.max_new_tokens) | ({"cache_implementation": "static"} if args.decoder_cache == "static" else {})
+        pisar = PisarRow(
+            model_dir, storage, dtype, pisar_batch, args.device, args.fetch_threads, generation, length_groups=args.length_groups
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         hf_s, pisar_s = interleaved(hf, pisar, files, keys, args.rounds)
@@ -249,6 +263,7 @@ def main(argv: list[str]) -> int:
         hf_rate, pisar_rate = len(files) / hf_s, len(files) / pisar_s
         texts = pisar.texts
         engine_info = {"engine": pisar.engine.describe(), "fast_preprocessing": pisar.engine.fast_preprocess is not None}
+        engine_info["pisar_batch_size"] = pisar.batch_size
         engine_info["sdpa_decoder_layers"] = pisar.engine.sdpa_layers
         input_wait, generate_share = pisar.load_s / pisar_s, pisar.generate_s / pisar_s
         pisar.close()
@@ -272,6 +287,7 @@ def main(argv: list[str]) -> int:
         "seed_lines": len(seed_files),
         "batch_size": batch_size,
         "max_new_tokens": args.max_new_tokens,
+        "decoder_cache": args.decoder_cache,
         "source": "seaweedfs" if args.from_s3 else "folder",
         "seed_loop_lines_per_s": round(seed_rate, 2),
         "hf_batched_lines_per_s": round(hf_rate, 2),

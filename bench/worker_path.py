@@ -19,20 +19,35 @@ class PisarRow:
     """The worker's own path, ``ShardRunner._transcribe``, on an engine loaded the worker's way."""
 
     def __init__(
-        self, model_dir: Path, storage: Any, dtype: str, batch_size: int, device: str, fetch_threads: int, generation: dict[str, Any]
+        self,
+        model_dir: Path,
+        storage: Any,
+        dtype: str,
+        batch_size: int | None,
+        device: str,
+        fetch_threads: int,
+        generation: dict[str, Any],
+        length_groups: int = 8,
     ) -> None:
         from pisar.model_ref import ModelRef
         from pisar.settings import Settings
         from pisar.worker.engine import Engine
         from pisar.worker.shard import ShardRunner
 
-        settings = Settings(batch_size=batch_size, fetch_threads=fetch_threads, device=device, dtype=dtype)
+        settings = Settings(batch_size=batch_size, fetch_threads=fetch_threads, device=device, dtype=dtype, length_groups=length_groups)
+        self.settings = settings
         self.engine = Engine(ModelRef(str(model_dir), None), device=device, dtype=dtype)
         self.runner = ShardRunner(settings, lambda campaign: self.engine, worker="bench")
         self.storage = storage
         self.generation = generation
         self.texts: dict[str, str | None] = {}
         self.load_s = self.generate_s = 0.0
+
+    @property
+    def batch_size(self) -> int:
+        """Lines per generate call as the worker picks it: the setting, or sized from free GPU memory."""
+        s = self.settings
+        return self.engine.batch_size(self.generation, s.batch_size, s.max_batch_size, s.batch_memory_share)
 
     def run(self, keys: list[str]) -> float:
         """Seconds to read ``keys``; texts and the input-wait and generate seconds accumulate."""

@@ -59,7 +59,17 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on CUDA with bf16 support, float16 on older CUDA, float32 on CPU"
     )
-    batch_size: int = Field(16, ge=1, le=4096, description="Lines per generate() call")
+    batch_size: int | None = Field(
+        None, ge=1, le=4096, description="Lines per generate() call; unset = 16 on CPU, sized from free memory on CUDA"
+    )
+    max_batch_size: int = Field(512, ge=1, le=4096, description="Cap on the batch size chosen from free GPU memory")
+    batch_memory_share: float = Field(0.85, gt=0, le=1, description="Share of free GPU memory a batch may fill")
+    length_groups: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Batches read ahead and regrouped by line width, so lines of similar length share a batch; 1 = key order",
+    )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU); unset = torch default")
     max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Override the model's generation config")
     num_beams: int = Field(1, ge=1, le=32, description="1 = greedy search")

@@ -40,3 +40,15 @@ def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert printed["parity_fp32"] is True  # the engine's fp32 path reads what the model card's loop reads
     assert printed["fast_preprocessing"] is True and printed["sdpa_decoder_layers"] == 4
     assert all(printed[k] > 0 for k in ("seed_loop_lines_per_s", "hf_batched_lines_per_s", "pisar_lines_per_s"))
+
+
+def test_batching_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "batching.json"
+    args = ["--lines", "32", "--rounds", "1", "--device", "cpu", "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "batching.py"), *args], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = json.loads(out.read_text())
+    assert printed["same_texts"] is True and printed["lines"] == 32
+    assert 0 <= printed["width_groups_wasted_step_share"] <= printed["key_order_wasted_step_share"] < 1

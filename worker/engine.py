@@ -21,12 +21,27 @@ from pisar.errors import FatalError, GenerationFailed, LineError
 from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
 from pisar.worker.attention import use_sdpa
+from pisar.worker.batch_size import MemoryCost
 from pisar.worker.flags import generation_flags
 from pisar.worker.preprocess import LinePreprocessor
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CPU_BATCH = 16  # lines per generate call on CPU when the setting is unset: larger batches gain nothing on a few cores
+
+
+@dataclass
+class DecodeSteps:
+    """Decoder work since the engine loaded: row-steps paid for, and those that produced a real token.
+
+    A row that has ended keeps costing a step until every row of its batch has ended, so
+    ``1 - useful / paid`` is the share of decoder work spent on finished lines; grouping lines of
+    similar length into a batch (``ShardRunner``) is what keeps it small.
+    """
+
+    paid: int = 0
+    useful: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,8 @@ class Engine:
         self._eos_ids = torch.tensor(eos_ids, dtype=torch.long, device=self.device)
         self._special_ids = torch.tensor(sorted(special), device=self.device)
         self.max_batch: int | None = None  # set (and only lowered) by an out-of-memory error
+        self.steps = DecodeSteps()
+        self._fitted: dict[tuple[Any, Any], int] = {}
         self.fast_preprocess = LinePreprocessor.build(self.processor.image_processor)
         log.info("engine ready: %s on %s, %s preprocessing", ref, self.describe(), "table" if self.fast_preprocess else "processor")
 
@@ -129,6 +146,44 @@ class Engine:
                 raise ValueError("uint8 pixels need the fast preprocessor's table")
             batch = self.fast_preprocess.normalize(batch)
         return batch.to(self.dtype)
+
+    def batch_size(self, generation: dict[str, Any], requested: int | None, cap: int, share: float) -> int:
+        """Lines per generate call: ``requested`` when set; on CPU ``CPU_BATCH``; on CUDA what fits in
+        ``share`` of the free memory at the full token budget (``worker/batch_size.py``), at most ``cap``.
+
+        Measured once per token budget and beam count, on the first shard that needs it.
+        """
+        if requested:
+            return requested
+        if self.device.type != "cuda":
+            return min(cap, CPU_BATCH)
+        key = (generation.get("max_new_tokens"), generation.get("num_beams"))
+        if key not in self._fitted:
+            cost = MemoryCost.measure(lambda lines: self._probe_peak(lines, generation))
+            torch.cuda.empty_cache()
+            free, _total = torch.cuda.mem_get_info()
+            self._fitted[key] = cost.lines_that_fit(free, share, cap)
+            log.info(
+                "batch size %s: %.0f MiB free, %.1f MiB a line, %.0f MiB fixed",
+                self._fitted[key],
+                free / 2**20,
+                cost.per_line / 2**20,
+                cost.fixed / 2**20,
+            )
+        return self._fitted[key]
+
+    def _probe_peak(self, lines: int, generation: dict[str, Any]) -> int:
+        """Peak CUDA bytes, beyond what is already held, of one batch of blank lines at the full token budget."""
+        config = self.model.generation_config
+        budget = generation.get("max_new_tokens") or config.max_new_tokens or config.max_length
+        blank = self.preprocess(Image.new("L", (1024, 64), 255))
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        held = torch.cuda.memory_allocated()
+        self._generate(np.stack([blank] * lines), {**generation, "max_new_tokens": budget, "min_new_tokens": budget})
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - held
 
     def recognize(self, pixel_values: np.ndarray, generation: dict[str, Any] | None = None) -> list[Recognition | LineError]:
         """Transcribe a batch with the campaign's generation overrides.
@@ -192,7 +247,13 @@ class Engine:
             dim=1,
         )
         text_mask = ~torch.isin(chosen, self._special_ids)
-        ended = torch.isin(chosen, self._eos_ids).any(dim=1).tolist()
+        is_eos = torch.isin(chosen, self._eos_ids)
+        ended = is_eos.any(dim=1)
+        if greedy:  # a row's useful steps run up to and including its first end token
+            rows, steps_paid = chosen.shape
+            self.steps.paid += rows * steps_paid
+            self.steps.useful += int(torch.where(ended, is_eos.int().argmax(dim=1) + 1, steps_paid).sum())
+        ended = ended.tolist()
         results = []
         for i, text in enumerate(texts):
             flags = generation_flags(chosen[i][text_mask[i]].tolist(), ended[i])

@@ -1,0 +1,77 @@
+"""How lines become batches: width-grouped batches on the demo model, and the batch size from free memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pisar.settings import Settings
+from pisar.storage import LocalStorage
+from pisar.worker.batch_size import MemoryCost
+from pisar.worker.engine import CPU_BATCH, Engine
+from pisar.worker.shard import ShardRunner
+from tests.test_engine import engine_for
+
+DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
+
+
+def read_shard(engine: Engine, storage: LocalStorage, keys: list[str], length_groups: int) -> tuple[dict[str, str | None], float]:
+    """The worker's own path over ``keys``; returns texts and the share of decoder steps paid for finished lines."""
+    settings = Settings(batch_size=8, fetch_threads=4, length_groups=length_groups, device="cpu", dtype="float32")
+    runner = ShardRunner(settings, lambda campaign: engine, worker="test")
+    before_paid, before_useful = engine.steps.paid, engine.steps.useful
+    try:
+        results, _load, _generate = runner._transcribe(keys, storage, engine, {}, lambda: None)
+    finally:
+        runner.close()
+    paid, useful = engine.steps.paid - before_paid, engine.steps.useful - before_useful
+    assert [r.key for r in results] == sorted(keys), "results go back to key order"
+    return {r.key: r.text for r in results}, 1 - useful / paid
+
+
+def test_width_groups_cut_decoder_work_on_finished_lines_without_changing_a_text(print_lines: Path) -> None:
+    """The demo model stops each line at its end token; a batch runs until its longest line ends.
+
+    Grouping 8 batches' lines by width puts lines of like length together: the same texts, and
+    far fewer steps spent on lines that have already ended.
+    """
+    storage = LocalStorage(print_lines)
+    keys = sorted(k for k in storage.iter_keys() if k.endswith(".png"))[:128]
+    engine = engine_for(DEMO)
+    in_key_order, waste_plain = read_shard(engine, storage, keys, length_groups=1)
+    grouped, waste_grouped = read_shard(engine, storage, keys, length_groups=8)
+    assert grouped == in_key_order
+    assert waste_grouped < 0.8 * waste_plain, (waste_plain, waste_grouped)
+
+
+def test_memory_cost_is_solved_from_two_probe_batches() -> None:
+    """The CUDA probe's arithmetic (the probe itself needs a GPU, which these machines lack)."""
+    measured: list[int] = []
+
+    def peak(lines: int) -> int:
+        measured.append(lines)
+        return 300 * 2**20 + lines * 40 * 2**20  # 300 MiB of workspace, 40 MiB a line
+
+    cost = MemoryCost.measure(peak)
+    assert measured == [2, 8]
+    assert cost == MemoryCost(fixed=300 * 2**20, per_line=40 * 2**20)
+    free = 20 * 2**30
+    assert cost.lines_that_fit(free, share=0.85, cap=4096) == 424  # (17408 - 300) / 40 = 427.7 -> 427 -> a multiple of 8
+    assert cost.lines_that_fit(free, share=0.85, cap=100) == 96
+    assert cost.lines_that_fit(free, share=0.85, cap=5) == 5
+    assert cost.lines_that_fit(200 * 2**20, share=0.85, cap=512) == 1, "never below one line; an OOM then splits nothing further"
+
+
+def test_batch_size_on_cpu_is_the_setting_or_the_cpu_default(tiny_model: Path) -> None:
+    engine = engine_for(tiny_model)
+    assert engine.batch_size({}, requested=None, cap=512, share=0.85) == CPU_BATCH
+    assert engine.batch_size({}, requested=48, cap=512, share=0.85) == 48
+    assert engine.batch_size({}, requested=None, cap=4, share=0.85) == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_bad_batch_size_setting_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISAR_BATCH_SIZE", value)
+    with pytest.raises(ValueError, match="batch_size"):
+        Settings()
