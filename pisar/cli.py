@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pisar.errors import ConfigError, PisarError
-from pisar.safe_text import shown
+from pisar.safe_text import printable, shown
 from pisar.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -87,54 +87,102 @@ def submit(
 @app.command()
 def status(
     name: NameArg,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys, see the README)")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until the campaign finishes (Ctrl-C to stop)")] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch")] = 5.0,
 ) -> None:
-    """Durable progress of a campaign, from the catalog."""
+    """Durable progress of a campaign, from the catalog: it survives restarts of Redis, Flower and workers."""
+    import time
+
+    from rich.live import Live
+
     from pisar.producer.campaigns import get_campaign
     from pisar.producer.status import campaign_status
 
     settings = get_settings()
     url = _catalog(settings)
-    report = campaign_status(url, get_campaign(url, name))
+    campaign = get_campaign(url, name)
+    report = campaign_status(url, campaign)
     if as_json:
         print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
         return
-    _print_status(report)
+    if not watch or report.finished:
+        out.print(_status_view(report))
+        return
+    try:
+        with Live(_status_view(report), console=out, auto_refresh=False) as live:
+            while not report.finished:
+                time.sleep(interval)
+                report = campaign_status(url, campaign)
+                live.update(_status_view(report), refresh=True)
+    except KeyboardInterrupt:
+        pass
 
 
-def _print_status(report) -> None:  # noqa: ANN001 - CampaignStatus, imported lazily
+def _status_view(report):  # noqa: ANN001, ANN202 - CampaignStatus -> rich Group, imported lazily
+    """The status screen as one renderable, so ``--watch`` can redraw it in place."""
+    from rich.console import Group
+    from rich.text import Text
+
     from pisar.producer.status import RECENT_MINUTES
 
+    parts: list = []
+
+    def line(value: str, style: str = "") -> None:
+        parts.append(Text(value, style=style))
+
     done = report.lines["ok"] + report.lines["error"]
-    out.print(f"[bold]{shown(report.name)}[/bold]  {shown(report.source_url)}")
-    out.print(f"model {report.model} @ {report.model_revision[:19]}")
-    out.print(
-        f"lines {done}/{report.lines_total} done: {report.lines['ok']} ok, {report.lines['error']} error, {report.lines['pending']} pending"
+    line(f"{printable(report.name)}  {printable(report.source_url)}", "bold")
+    line(f"model {printable(report.model)} @ {report.model_revision[:19]}")
+    share = f" ({done / report.lines_total:.1%})" if report.lines_total else ""
+    line(
+        f"lines {done}/{report.lines_total} done{share}: {report.lines['ok']} ok, {report.lines['error']} error, "
+        f"{report.lines['pending']} pending"
     )
     shards = Table("shard state", "count")
     for state, count in report.shards.items():
         if count:
             shards.add_row(state, str(count))
-    out.print(shards)
+    parts.append(shards)
     if report.error_classes:
         errors = Table("error class", "lines", "example key")
         for row in report.error_classes:
             errors.add_row(shown(row["error_class"]), str(row["count"]), shown(row["example_key"]))
-        out.print(errors)
+        parts.append(errors)
     if report.shard_errors:
         failures = Table("shard", "state", "attempts", "last error")
         for row in report.shard_errors:
             failures.add_row(str(row["shard"]), row["state"], str(row["attempts"]), shown(row["error"]))
-        out.print(failures)
+        parts.append(failures)
     if report.lines_per_second_overall or report.lines_per_second_recent:
         recent = report.lines_per_second_recent or 0.0
         overall = report.lines_per_second_overall or 0.0
-        eta = f"; ETA {report.eta_seconds:.0f}s" if report.eta_seconds else ""
-        out.print(f"throughput {recent:.2f} lines/s over the last {RECENT_MINUTES} min of work, {overall:.2f} since start{eta}")
+        eta = f"; ETA {_duration(report.eta_seconds)}" if report.eta_seconds else ""
+        line(f"throughput {recent:.2f} lines/s over the last {RECENT_MINUTES} min of work, {overall:.2f} since start{eta}")
+    if report.workers_recent:
+        names = ", ".join(printable(w) for w in report.workers_recent[:8]) + (" ..." if len(report.workers_recent) > 8 else "")
+        line(f"workers in the last {RECENT_MINUTES} min: {len(report.workers_recent)} ({names})")
+    if report.lines_awaiting_retry:
+        line(f"{report.lines_awaiting_retry} lines are waiting to be re-read by a retry")
+    for retry in report.retries[:3]:
+        model = f" with {printable(retry['model'])}" if retry["model"] else ""
+        chosen = {k: v for k, v in retry["selector"].items() if v not in (False, None, [])} or "default"
+        line(f"retry {retry['retry']} at {retry['at'][:19]} by {printable(retry['by'])}: {retry['lines']} lines, {chosen}{model}")
     if report.stale_leases:
-        out.print(f"[yellow]{report.stale_leases} running shards have expired leases: `pisar resume {report.name}`[/yellow]")
+        line(f"{report.stale_leases} running shards have expired leases: `pisar resume {printable(report.name)}`", "yellow")
     if report.duplicate_deliveries:
-        out.print(f"{report.duplicate_deliveries} duplicate deliveries were skipped")
+        line(f"{report.duplicate_deliveries} duplicate deliveries were skipped")
+    return Group(*parts)
+
+
+def _duration(seconds: float) -> str:
+    """``3h 05m``, ``4m 10s`` or ``12s``: an ETA a person reads at a glance."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], reset_attempts: bool) -> str:  # noqa: ANN001
@@ -154,23 +202,66 @@ def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], rese
 @app.command()
 def retry(
     name: NameArg,
-    failed: Annotated[
-        bool, typer.Option("--failed", help="Failed and quarantined shards, and shards with errored lines (the default)")
-    ] = False,
-    error_class: Annotated[Optional[str], typer.Option("--error-class", help="Only shards with errored lines of this class")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Lines not read yet in failed or quarantined shards")] = False,
+    errors: Annotated[Optional[str], typer.Option("--errors", help="Errored lines of these classes: NotAnImage,FetchFailed")] = None,
+    shard: Annotated[Optional[list[int]], typer.Option("--shard", help="Shard index (repeat); alone: all its lines")] = None,
+    below_confidence: Annotated[Optional[float], typer.Option("--below-confidence", help="ok lines under this confidence")] = None,
+    flag: Annotated[Optional[str], typer.Option("--flag", help="ok lines with these flags: max_length,repetition")] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Re-read with this model (DIR or HUB_ID@REVISION); both results are kept")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be re-run; change nothing")] = False,
 ) -> None:
-    """Re-run failed shards and errored lines; attempt counts start again."""
-    from pisar.producer.campaigns import get_campaign, shards_to_retry
+    """Re-run exactly the lines selected; earlier results go to the line's history.
 
-    if failed and error_class:
-        raise ConfigError("give --failed or --error-class, not both")
+    With no selector: lines of failed shards, and every errored line except WorkerCrash.
+    """
+    from pisar import model_ref
+    from pisar.producer.campaigns import get_campaign
+    from pisar.producer.retry import RetrySelector, apply, plan
+
+    selector = RetrySelector(
+        failed=failed,
+        errors=_names(errors),
+        below_confidence=below_confidence,
+        flags=_names(flag),
+        shards=tuple(shard or ()),
+    )
+    ref = model_ref.resolve(model_ref.parse(model)) if model else None
     settings = get_settings()
     url = _catalog(settings)
     campaign = get_campaign(url, name)
-    ids = shards_to_retry(url, campaign.id, error_class)
-    err.print(
-        f"{name}: {len(ids)} shards to retry; " + (_dispatch(settings, url, campaign, ids, reset_attempts=True) if ids else "nothing to do")
-    )
+    if dry_run:
+        _print_plan(name, plan(url, campaign.id, selector), ref, dry_run=True)
+        return
+    retry_id, covered = apply(url, campaign.id, selector, ref)
+    _print_plan(name, covered, ref, dry_run=False, retry_id=retry_id)
+    if covered.shard_ids:
+        err.print(f"{name}: " + _dispatch(settings, url, campaign, covered.shard_ids, reset_attempts=True), markup=False)
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _print_plan(name: str, covered, ref, dry_run: bool, retry_id: int | None = None) -> None:  # noqa: ANN001 - RetryPlan, ModelRef
+    """What a retry covers, line by line of reasoning, on stderr."""
+    verb = "would re-run" if dry_run else f"retry {retry_id}: re-running"
+    with_model = f" with {ref.source}@{ref.revision}" if ref else ""
+    err.print(f"{shown(name)}: {verb} {covered.lines} lines in {len(covered.shard_ids)} shards{with_model}")
+    for reason, count in covered.lines_by_reason.items():
+        err.print(f"  {shown(reason)}: {count} lines")
+    if covered.shard_indexes:
+        shown_indexes = ", ".join(map(str, covered.shard_indexes[:20])) + (" ..." if len(covered.shard_indexes) > 20 else "")
+        err.print(f"  shards: {shown_indexes}")
+    for key in covered.examples:
+        err.print(f"  e.g. {shown(key)}")
+    if covered.running:
+        err.print(f"  {covered.running} selected lines are in shards a worker holds now: left alone, retry again when they finish")
+    if covered.unknown_shards:
+        err.print(f"  no shard with index {', '.join(map(str, covered.unknown_shards))} in this campaign")
+    if dry_run:
+        err.print("  nothing changed (--dry-run)")
 
 
 @app.command()
@@ -223,20 +314,41 @@ def reap(
 @app.command()
 def export(
     name: NameArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv")] = "jsonl",
-    output: Annotated[str, typer.Option("--output", "-o", help="File to write, - for stdout")] = "-",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv, parquet, or per source folder: txt, alto, page")] = "jsonl",
+    output: Annotated[str, typer.Option("--output", "-o", help="File to write (- for stdout); a folder for txt, alto and page")] = "-",
+    status: Annotated[str, typer.Option("--status", help="Lines to include: ok, error, or ok,error")] = "ok,error",
+    min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", help="Only lines at or above this confidence")] = None,
+    since: Annotated[
+        Optional[str], typer.Option("--since", help="Only lines finished at or after this time (ISO 8601, UTC if no zone)")
+    ] = None,
 ) -> None:
-    """Write a campaign's results, one record per line image, in key order."""
+    """Write a campaign's results in key order: one record per line image, or one file per source folder."""
     from pisar.producer.campaigns import get_campaign
+    from pisar.producer.export import ExportFilter
     from pisar.producer.export import export as write_export
 
+    only = ExportFilter(tuple(s.strip() for s in status.split(",") if s.strip()), min_confidence, _parse_since(since))
     settings = get_settings()
     url = _catalog(settings)
     campaign = get_campaign(url, name)
-    count = write_export(url, campaign.id, fmt, output)
-    pending = campaign.line_count - count  # every finished line is exported; the set is fixed at submit
-    note = f" ({pending} lines still pending, not exported)" if pending else ""
-    err.print(f"{count} records written to {output if output != '-' else 'stdout'}{note}")
+    about = {"campaign": campaign.name, "model": f"{campaign.model_id}@{campaign.model_revision}"}
+    written = write_export(url, campaign.id, fmt, output, only, about)
+    pending = campaign.line_count - written.records - written.error_lines
+    note = f"; {pending} lines pending or filtered out" if pending else ""
+    err.print(written.describe(output if output != "-" else "stdout") + note, markup=False)
+
+
+def _parse_since(value: str | None):  # noqa: ANN202 - datetime | None, imported lazily
+    """``--since`` as an aware datetime; a time without a zone is UTC."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--since {value!r} is not an ISO 8601 time, e.g. 2026-11-26 or 2026-11-26T14:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @app.command()
@@ -259,7 +371,7 @@ def run(
     url = _catalog(settings)
     campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err)
     fmt = "csv" if output.endswith(".csv") else "jsonl"
-    count = write_export(url, campaign.id, fmt, output)
+    count = write_export(url, campaign.id, fmt, output).records
     if show:
         _print_lines(list(islice(iter_records(url, campaign.id), show)))
     quarantined = f"; {summary.quarantined} shards quarantined (see `pisar status {campaign.name}`)" if summary.quarantined else ""

@@ -24,6 +24,9 @@ EXPORT_FIELDS = (
     "shard",
     "worker",
     "finished_at",
+    "width",
+    "height",
+    "model",
 )
 
 # How the reaper's shard errors start. The next claim of such a shard runs it one line at a time,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlmodel import Session
 
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
+from pisar.catalog.models import Campaign, Line, Shard, ShardState, utcnow
 from pisar.errors import NotFound
 
 _SHARD = Shard.__table__
@@ -35,21 +35,6 @@ def shards_to_resume(url: str, campaign_id: int) -> list[int]:
     condition = or_(
         _SHARD.c.state.in_([ShardState.PENDING.value, ShardState.QUEUED.value, ShardState.FAILED.value]),
         and_(_SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until < now),
-    )
-    return _shard_ids(url, and_(_SHARD.c.campaign_id == campaign_id, condition))
-
-
-def shards_to_retry(url: str, campaign_id: int, error_class: str | None = None) -> list[int]:
-    """Failed and quarantined shards, and done shards holding lines that errored (of ``error_class``)."""
-    line_filter = [_LINE.c.shard_id == _SHARD.c.id, _LINE.c.status == LineStatus.ERROR.value]
-    if error_class:
-        line_filter.append(_LINE.c.error_class == error_class)
-    has_errors = exists(select(_LINE.c.id).where(*line_filter))
-    failed = _SHARD.c.state.in_([ShardState.FAILED.value, ShardState.QUARANTINED.value])
-    condition = (
-        and_(_SHARD.c.state == ShardState.DONE.value, has_errors)
-        if error_class
-        else or_(failed, and_(_SHARD.c.state == ShardState.DONE.value, has_errors))
     )
     return _shard_ids(url, and_(_SHARD.c.campaign_id == campaign_id, condition))
 

@@ -1,4 +1,4 @@
-"""Writing a campaign's results as JSONL or CSV, one record per line image, in key order.
+"""Writing a campaign's results: JSONL, CSV, Parquet, or per source folder as text, ALTO or PAGE XML.
 
 The record fields (``pisar.constants.EXPORT_FIELDS``) are a stable contract; see the README.
 """
@@ -12,6 +12,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,10 +23,12 @@ from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Shard
 from pisar.constants import EXPORT_FIELDS
 from pisar.errors import ConfigError
+from pisar.producer.export_pages import PAGE_FORMATS, Export, write_pages
+from pisar.producer.export_parquet import write_parquet
 
 _LINE = Line.__table__
 _SHARD = Shard.__table__
-FORMATS = ("jsonl", "csv")
+FORMATS = ("jsonl", "csv", "parquet", *PAGE_FORMATS)
 # JSON lets these stand raw inside strings, but Python's str.splitlines() and some JSON-lines readers
 # break records at them; escaped, a record is always exactly one line whatever its key holds.
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
@@ -35,14 +39,39 @@ def jsonl_record(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKERS) + "\n"
 
 
-def iter_records(url: str, campaign_id: int) -> Iterator[dict[str, Any]]:
-    """Finished lines (ok or error) as export records, streamed in key order."""
+@dataclass(frozen=True)
+class ExportFilter:
+    """Which finished lines an export holds: ``pisar export --status/--min-confidence/--since``."""
+
+    statuses: tuple[str, ...] = (LineStatus.OK.value, LineStatus.ERROR.value)
+    min_confidence: float | None = None  # lines below it, and lines without a confidence, are left out
+    since: datetime | None = None  # only lines finished at or after it
+
+    def __post_init__(self) -> None:
+        unknown = set(self.statuses) - {LineStatus.OK.value, LineStatus.ERROR.value}
+        if unknown or not self.statuses:
+            raise ConfigError(f"--status takes ok and/or error, not {', '.join(sorted(unknown)) or 'nothing'}")
+        if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f"--min-confidence must be between 0 and 1, not {self.min_confidence}")
+
+
+def iter_records(url: str, campaign_id: int, only: ExportFilter | None = None) -> Iterator[dict[str, Any]]:
+    """Finished lines as export records, streamed in key order (byte order, whatever the database's collation).
+
+    Byte order keeps each folder's lines in one run, which the per-folder formats rely on.
+    """
+    only = only or ExportFilter()
+    key = _LINE.c.key.collate("C") if get_engine(url).dialect.name == "postgresql" else _LINE.c.key
     statement = (
         select(*(_LINE.c[name] for name in EXPORT_FIELDS if name in _LINE.c), _SHARD.c.index.label("shard"))
         .join(_SHARD, _SHARD.c.id == _LINE.c.shard_id)
-        .where(_LINE.c.campaign_id == campaign_id, _LINE.c.status != LineStatus.PENDING.value)
-        .order_by(_LINE.c.key)
+        .where(_LINE.c.campaign_id == campaign_id, _LINE.c.status.in_(only.statuses))
+        .order_by(key)
     )
+    if only.min_confidence is not None:
+        statement = statement.where(_LINE.c.confidence >= only.min_confidence)
+    if only.since is not None:
+        statement = statement.where(_LINE.c.finished_at >= only.since)
     with get_engine(url).connect() as conn:
         for row in conn.execution_options(yield_per=2000).execute(statement).mappings():
             record = {name: row[name] for name in EXPORT_FIELDS}
@@ -52,7 +81,7 @@ def iter_records(url: str, campaign_id: int) -> Iterator[dict[str, Any]]:
 
 
 @contextmanager
-def _atomic_output(output: str) -> Iterator[IO[str]]:
+def _atomic_output(output: str, binary: bool = False) -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``output`` and rename it into place on success."""
     if output == "-":
         yield sys.stdout
@@ -61,7 +90,7 @@ def _atomic_output(output: str) -> Iterator[IO[str]]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle
         os.replace(tmp, target)
     except BaseException:
@@ -69,20 +98,37 @@ def _atomic_output(output: str) -> Iterator[IO[str]]:
         raise
 
 
-def export(url: str, campaign_id: int, fmt: str, output: str) -> int:
-    """Write every finished line of the campaign to ``output`` (``-`` = stdout); returns the count."""
+def export(
+    url: str, campaign_id: int, fmt: str, output: str, only: ExportFilter | None = None, about: dict[str, str] | None = None
+) -> Export:
+    """Write the campaign's finished lines (as ``only`` selects) to ``output``; returns what was written.
+
+    ``jsonl`` and ``csv`` write one file (``-`` = stdout), ``parquet`` one file, and ``txt``,
+    ``alto`` and ``page`` a folder with one file per source folder (``producer/export_pages.py``).
+    ``about`` (model, campaign) goes into the XML formats' metadata.
+    """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    records = iter_records(url, campaign_id, only)
+    if fmt in PAGE_FORMATS:
+        if output == "-":
+            raise ConfigError(f"--format {fmt} writes one file per source folder: give a folder with -o")
+        return write_pages(records, fmt, Path(output), about or {})
+    if fmt == "parquet":
+        if output == "-":
+            raise ConfigError("--format parquet needs a file: give -o PATH")
+        with _atomic_output(output, binary=True) as handle:
+            return Export(records=write_parquet(records, handle))
     count = 0
     with _atomic_output(output) as handle:
         if fmt == "csv":
             writer = csv.DictWriter(handle, fieldnames=EXPORT_FIELDS)
             writer.writeheader()
-            for record in iter_records(url, campaign_id):
+            for record in records:
                 writer.writerow(record)
                 count += 1
         else:
-            for record in iter_records(url, campaign_id):
+            for record in records:
                 handle.write(jsonl_record(record))
                 count += 1
-    return count
+    return Export(records=count)

@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
+from pisar.catalog.models import Campaign, Line, LineStatus, Retry, Shard, ShardState, utcnow
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
+_RETRY = Retry.__table__
 
 RECENT_MINUTES = 5
 
@@ -37,6 +38,8 @@ class CampaignStatus:
     stale_leases: int = 0
     duplicate_deliveries: int = 0
     workers_recent: list[str] = field(default_factory=list)
+    lines_awaiting_retry: int = 0
+    retries: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -88,6 +91,13 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         duplicates = conn.execute(
             select(func.coalesce(func.sum(_SHARD.c.duplicate_deliveries), 0)).where(_SHARD.c.campaign_id == cid)
         ).scalar_one()
+        awaiting = conn.execute(select(func.count()).where(_LINE.c.campaign_id == cid, _LINE.c.retry_id.is_not(None))).scalar_one()
+        retries = conn.execute(
+            select(_RETRY.c.id, _RETRY.c.created_at, _RETRY.c.requested_by, _RETRY.c.selector, _RETRY.c.model_id, _RETRY.c.line_count)
+            .where(_RETRY.c.campaign_id == cid)
+            .order_by(_RETRY.c.id.desc())
+            .limit(5)
+        ).all()
         workers = (
             conn.execute(select(_LINE.c.worker).where(_LINE.c.campaign_id == cid, _LINE.c.finished_at >= recent).distinct().limit(100))
             .scalars()
@@ -118,4 +128,9 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         stale_leases=stale,
         duplicate_deliveries=int(duplicates),
         workers_recent=sorted(w for w in workers if w),
+        lines_awaiting_retry=awaiting,
+        retries=[
+            {"retry": i, "at": at.isoformat(), "by": by, "selector": sel, "model": model, "lines": n}
+            for i, at, by, sel, model, n in retries
+        ],
     )

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,9 @@ def postgres_server() -> Iterator[Service]:
     service.stop()
 
 
-@pytest.fixture
-def postgres_url(postgres_server: Service) -> Iterator[str]:
-    """A fresh, migrated database per test on the real server, dropped afterwards."""
+@contextmanager
+def fresh_database(postgres_server: Service) -> Iterator[str]:
+    """A new, migrated database on the real server, dropped on exit."""
     import psycopg
 
     from pisar.catalog.db import dispose_engines, upgrade
@@ -92,10 +93,19 @@ def postgres_url(postgres_server: Service) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = admin.rsplit("/", 1)[0] + f"/{name}"
     upgrade(Settings(database_url=url).catalog_url)  # the same URL normalisation users get
-    yield url
-    dispose_engines()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield url
+    finally:
+        dispose_engines()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Service) -> Iterator[str]:
+    """A fresh, migrated database per test on the real server, dropped afterwards."""
+    with fresh_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

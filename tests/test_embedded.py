@@ -54,9 +54,9 @@ def test_embedded_retry_reruns_errored_lines_in_process(
     assert broken[0]["status"] == "error" and broken[0]["error_class"] == "NotAnImage"
 
     (source / "broken.png").write_bytes(sorted(print_lines.glob("*.png"))[20].read_bytes())  # an operator fixes the file
-    retry = run_pisar(["retry", "small", "--failed"], embedded_env)
+    retry = run_pisar(["retry", "small", "--errors", "NotAnImage"], embedded_env)
     assert retry.returncode == 0, retry.stderr
-    assert "1 shards to retry" in retry.stderr
+    assert "re-running 1 lines in 1 shards" in retry.stderr
     exported = run_pisar(["export", "small", "-o", str(out)], embedded_env)
     assert exported.returncode == 0, exported.stderr
     records = read_jsonl(out)

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Line, Shard
+from pisar.catalog.models import Campaign, Line, LineHistory, Shard
 from pisar.constants import TASK_RUN_SHARD
 from pisar.settings import Settings
 from tests.conftest import REPO, run_pisar, wait_until
@@ -151,7 +151,7 @@ def test_campaign_end_to_end(
 
 
 def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path) -> None:  # noqa: ANN001
-    """The same shard delivered twice writes one set of rows; `retry --failed` re-runs errored lines."""
+    """The same shard delivered twice writes one set of rows; `retry --errors` re-runs exactly the errored line."""
     from pisar.queue import configure
 
     s3.create_bucket(Bucket="dupes")
@@ -180,9 +180,9 @@ def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_mo
         after = {r.key: (r.id, r.finished_at, r.text) for r in conn.execute(select(lines))}
     assert after == before
 
-    retried = run_pisar(["retry", "dupes", "--failed"], distributed_env)
+    retried = run_pisar(["retry", "dupes", "--errors", "NotAnImage"], distributed_env)
     assert retried.returncode == 0, retried.stderr
-    assert "1 shards to retry; 1 shards published" in retried.stderr
+    assert "re-running 1 lines in 1 shards" in retried.stderr and "1 shards published" in retried.stderr
     broken_key = "v/broken.png"
 
     def broken_rerun() -> bool:
@@ -196,6 +196,11 @@ def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_mo
         broken = conn.execute(select(lines).where(lines.c.key == broken_key)).one()
     assert count == 13
     assert (broken.status, broken.error_class) == ("error", "NotAnImage")
+    with engine.connect() as conn:
+        now = {r.key: r.finished_at for r in conn.execute(select(lines))}
+        [kept] = conn.execute(select(LineHistory.__table__)).all()
+    assert [k for k in now if now[k] != before[k][1]] == [broken_key], "only the selected line was read again"
+    assert (kept.line_id, kept.status, kept.error_class, kept.finished_at) == (broken.id, "error", "NotAnImage", before[broken_key][1])
 
 
 def test_resume_after_redis_lost_the_queue(

@@ -12,7 +12,8 @@ from sqlalchemy import func, select, update
 from pisar.catalog.bulk import LineResult
 from pisar.catalog.db import ensure_ready, get_engine
 from pisar.catalog.models import Line, Shard, utcnow
-from pisar.producer.campaigns import shards_to_resume, shards_to_retry
+from pisar.producer.campaigns import shards_to_resume
+from pisar.producer.retry import RetrySelector, plan
 from pisar.producer.submit import SubmitRequest, create_campaign
 from pisar.settings import Settings
 from pisar.worker import store
@@ -95,7 +96,7 @@ def test_failures_retry_then_quarantine(settings: Settings, campaign) -> None:  
     assert states == ["failed", "failed", "quarantined"]
     assert store.claim(url, first, "w", lease_seconds=60, max_attempts=3) is None
     assert first not in shards_to_resume(url, campaign.id)
-    assert first in shards_to_retry(url, campaign.id)
+    assert first in plan(url, campaign.id, RetrySelector()).shard_ids
 
 
 def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign) -> None:  # noqa: ANN001
@@ -107,9 +108,9 @@ def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign)
             r._replace(status=status, error_class=None if status == "ok" else "NotAnImage") for r in results_for(settings, shard_id, "t")
         ]
         assert store.commit(url, held, rows, "cpu:float32", 0, 0)
-    assert shards_to_retry(url, campaign.id) == [second]
-    assert shards_to_retry(url, campaign.id, error_class="NotAnImage") == [second]
-    assert shards_to_retry(url, campaign.id, error_class="EmptyFile") == []
+    assert plan(url, campaign.id, RetrySelector()).shard_ids == [second]
+    assert plan(url, campaign.id, RetrySelector(errors=("NotAnImage",))).shard_ids == [second]
+    assert plan(url, campaign.id, RetrySelector(errors=("EmptyFile",))).shard_ids == []
     assert sorted(shards_to_resume(url, campaign.id)) == [shard_ids(settings, campaign.id)[2]]
 
 

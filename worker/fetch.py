@@ -27,6 +27,12 @@ class Prepared:
     pixels: np.ndarray | None = None
     error: LineError | None = None
     note: str | None = None  # how the file was read, when not as it is (``DecodedLine.note``)
+    size: tuple[int, int] | None = None  # (width, height) of the decoded line
+
+    @property
+    def width_ratio(self) -> float:
+        """Width over height: a proxy for the line's text length, by which batches are grouped."""
+        return self.size[0] / self.size[1] if self.size else 0.0
 
 
 def prepare_one(key: str, storage: Storage, limits: ImageLimits, preprocess: Callable[[Image.Image], np.ndarray]) -> Prepared:
@@ -34,7 +40,7 @@ def prepare_one(key: str, storage: Storage, limits: ImageLimits, preprocess: Cal
     try:
         decoded = decode_line(storage.read(key), limits)
         try:
-            return Prepared(key, pixels=preprocess(decoded.line), note=decoded.note)
+            return Prepared(key, pixels=preprocess(decoded.line), note=decoded.note, size=decoded.line.size)
         except Exception as exc:  # noqa: BLE001 - a processor failing on one image is that line's problem
             raise UnreadableImage(f"preprocessing failed: {type(exc).__name__}: {exc}") from None
     except LineError as exc:

@@ -79,6 +79,8 @@ class ShardRunner:
         try:
             with LeaseKeeper(self.catalog_url, held, self.settings.lease_seconds) as lease:
                 campaign = self._campaign(held.campaign_id)  # the catalog, not the message, says whose shard it is
+                if held.model_id:  # `retry --model`: this shard runs with another model (the copy is detached)
+                    campaign.model_id, campaign.model_revision = held.model_id, held.model_revision or ""
                 engine = self.engines(campaign)
                 keys = store.lines_to_do(self.catalog_url, shard_id)
                 if held.suspect:
@@ -103,6 +105,8 @@ class ShardRunner:
             store.release(self.catalog_url, held)
             log.warning("shard %s interrupted and released", shard_id)
             raise
+        model = f"{campaign.model_id}@{campaign.model_revision}" if campaign.model_revision else campaign.model_id
+        results = [r._replace(model=model) for r in results]
         if not store.commit(self.catalog_url, held, results, engine.describe(), load_s, gen_s):
             log.warning("shard %s: lease lost to a newer claim, %s results discarded", shard_id, len(results))
             return ShardOutcome(shard_id, "fenced", lines=len(results))
@@ -142,29 +146,42 @@ class ShardRunner:
     ) -> tuple[list[LineResult], float, float]:
         """All lines of the shard, in key order; returns results and seconds waiting for input / generating.
 
+        Lines are read ``length_groups`` batches ahead and sorted by width within that group, so a
+        batch's lines end at about the same step (``DecodeSteps``); results go back to key order.
+        The group starts at one batch and doubles, so the accelerator does not wait for a whole
+        group at the start of a shard.
+
         ``check_lease`` runs before each batch and raises if another worker took the shard meanwhile.
         With ``probe`` (a suspect shard), lines are read and generated one at a time, each key recorded
         by ``probe`` first, so the reaper can name the line a crash happened on.
         """
         prepare = partial(prepare_one, storage=storage, limits=self.limits, preprocess=engine.preprocess)
         if probe is None:
-            batch_size = self.settings.batch_size
-            items = prepare_lines(keys, prepare, self.pool, batch_size * (self.settings.prefetch_batches + 1))
+            settings = self.settings
+            batch_size = engine.batch_size(generation, settings.batch_size, settings.max_batch_size, settings.batch_memory_share)
+            group = batch_size * settings.length_groups
+            items = prepare_lines(keys, prepare, self.pool, group + batch_size * settings.prefetch_batches)
         else:
-            batch_size = 1
+            batch_size = group = 1
             items = _one_at_a_time(keys, prepare, probe)
         results: list[LineResult] = []
-        batch: list[Prepared] = []
+        ready: list[Prepared] = []
         load_s = gen_s = 0.0
+        flush_at = batch_size  # doubles up to ``group``: the first batch starts as soon as it is ready
 
         def flush() -> None:
-            nonlocal gen_s
-            check_lease()
-            started = time.perf_counter()
-            outputs = engine.recognize(np.stack([p.pixels for p in batch]), generation)
-            gen_s += time.perf_counter() - started
-            results.extend(self._result(p.key, out, p.note) for p, out in zip(batch, outputs, strict=True))
-            batch.clear()
+            """Generate the ready lines in batches of similar width: a batch costs as many steps as its longest line."""
+            nonlocal gen_s, flush_at
+            flush_at = min(group, flush_at * 2)
+            ready.sort(key=lambda p: p.width_ratio)
+            for start in range(0, len(ready), batch_size):
+                batch = ready[start : start + batch_size]
+                check_lease()
+                started = time.perf_counter()
+                outputs = engine.recognize(np.stack([p.pixels for p in batch]), generation)
+                gen_s += time.perf_counter() - started
+                results.extend(self._result(p.key, out, p.note, p.size) for p, out in zip(batch, outputs, strict=True))
+            ready.clear()
 
         waited = time.perf_counter()
         for item in items:
@@ -172,16 +189,17 @@ class ShardRunner:
             if item.error is not None:
                 results.append(self._result(item.key, item.error))
             else:
-                batch.append(item)
-                if len(batch) == batch_size:
+                ready.append(item)
+                if len(ready) >= flush_at:
                     flush()
             waited = time.perf_counter()
-        if batch:
-            flush()
+        flush()
         results.sort(key=lambda r: r.key)
         return results, load_s, gen_s
 
-    def _result(self, key: str, outcome: Recognition | LineError, note: str | None = None) -> LineResult:
+    def _result(
+        self, key: str, outcome: Recognition | LineError, note: str | None = None, size: tuple[int, int] | None = None
+    ) -> LineResult:
         now = utcnow()
         if isinstance(outcome, LineError):
             return LineResult(
@@ -200,6 +218,7 @@ class ShardRunner:
             ",".join(outcome.flags) or None,
             self.worker,
             now,
+            *(size or (None, None)),
         )
 
 

@@ -16,7 +16,6 @@ from pisar.catalog.bulk import LineResult, upsert_line_results
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Shard, ShardState, utcnow
 from pisar.constants import WORKER_LOST
-from pisar.errors import WorkerCrash
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
@@ -32,6 +31,8 @@ class Claim:
     token: int
     attempts: int
     suspect: bool = False  # its last run's worker died: run it one line at a time to find the line that kills
+    model_id: str | None = None  # `retry --model` set another model for this shard
+    model_revision: str | None = None
 
 
 def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts: int) -> Claim | None:
@@ -56,7 +57,7 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
             started_at=now,
             finished_at=None,
         )
-        .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts, _SHARD.c.error)
+        .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts, _SHARD.c.error, _SHARD.c.model_id, _SHARD.c.model_revision)
     )
     with get_engine(url).begin() as conn:
         row = conn.execute(statement).first()
@@ -64,19 +65,18 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
             conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
             return None
     suspect = (row.error or "").startswith(WORKER_LOST)
-    return Claim(shard_id=shard_id, campaign_id=row.campaign_id, token=row.token, attempts=row.attempts, suspect=suspect)
+    return Claim(shard_id, row.campaign_id, row.token, row.attempts, suspect, row.model_id, row.model_revision)
 
 
 def lines_to_do(url: str, shard_id: int) -> list[str]:
-    """Keys of the shard's lines that are not ``ok`` yet (pending, or errored and being retried).
+    """Keys of the shard's lines still to read: pending ones, and those a retry asked for again.
 
-    Lines that crashed a worker (``WorkerCrash``) are left out: they would only crash it again.
+    Lines that crashed a worker (``WorkerCrash``) are done (an error) and so left out: they would
+    only crash it again, unless an operator names them in a retry.
     """
-    crashed = and_(_LINE.c.status == LineStatus.ERROR.value, _LINE.c.error_class == WorkerCrash.__name__)
+    wanted = or_(_LINE.c.status == LineStatus.PENDING.value, _LINE.c.retry_id.is_not(None))
     with get_engine(url).connect() as conn:
-        rows = conn.execute(
-            select(_LINE.c.key).where(_LINE.c.shard_id == shard_id, _LINE.c.status != LineStatus.OK.value, ~crashed).order_by(_LINE.c.key)
-        )
+        rows = conn.execute(select(_LINE.c.key).where(_LINE.c.shard_id == shard_id, wanted).order_by(_LINE.c.key))
         return [r.key for r in rows]
 
 

@@ -30,6 +30,9 @@ class LineResult(NamedTuple):
     flags: str | None
     worker: str
     finished_at: datetime
+    width: int | None = None  # the image as decoded; None when it could not be read
+    height: int | None = None
+    model: str | None = None  # id@revision of the model that read it; set by ``store.commit``
 
 
 _RESULT_COLUMNS = LineResult._fields
@@ -53,16 +56,21 @@ def insert_pending_lines(conn: Connection, campaign_id: int, rows: Iterable[tupl
 
 
 def upsert_line_results(conn: Connection, campaign_id: int, shard_id: int, results: Sequence[LineResult]) -> None:
-    """Write results so that a line has exactly one row whatever ran before (idempotent)."""
+    """Write results so that a line has exactly one row whatever ran before (idempotent).
+
+    A line a retry asked for again (``retry_id`` set) first has its current result copied to
+    ``line_history``; the new result then clears ``retry_id``.
+    """
     if not results:
         return
+    _keep_superseded(conn, shard_id)
     if conn.dialect.name == "postgresql":
         _upsert_postgres(conn, campaign_id, shard_id, results)
         return
     statement = sqlite_insert(_LINE)
     statement = statement.on_conflict_do_update(
         index_elements=["campaign_id", "key"],
-        set_={name: statement.excluded[name] for name in (*_RESULT_COLUMNS[1:], "shard_id")},
+        set_={**{name: statement.excluded[name] for name in (*_RESULT_COLUMNS[1:], "shard_id")}, "retry_id": None},
     )
     conn.execute(statement, [{"campaign_id": campaign_id, "shard_id": shard_id, **r._asdict()} for r in results])
 
@@ -75,13 +83,14 @@ def _upsert_postgres(conn: Connection, campaign_id: int, shard_id: int, results:
             "CREATE TEMP TABLE IF NOT EXISTS line_stage ("
             " key text, status varchar(10), text text, confidence double precision,"
             " min_token_prob double precision, token_count integer, error_class varchar(100),"
-            " error text, note text, flags text, worker varchar(300), finished_at timestamptz) ON COMMIT DELETE ROWS"
+            " error text, note text, flags text, worker varchar(300), finished_at timestamptz,"
+            " width integer, height integer, model text) ON COMMIT DELETE ROWS"
         )
         with cursor.copy(f"COPY line_stage ({', '.join(_RESULT_COLUMNS)}) FROM STDIN") as copy:
             for row in results:
                 copy.write_row(row)
     stage_columns = ", ".join(_RESULT_COLUMNS)
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in (*_RESULT_COLUMNS[1:], "shard_id"))
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in (*_RESULT_COLUMNS[1:], "shard_id")) + ", retry_id = NULL"
 
     conn.execute(
         text(
@@ -90,4 +99,20 @@ def _upsert_postgres(conn: Connection, campaign_id: int, shard_id: int, results:
             f"ON CONFLICT (campaign_id, key) DO UPDATE SET {updates}"
         ),
         {"campaign_id": campaign_id, "shard_id": shard_id},
+    )
+
+
+_KEPT = ("status", "text", "confidence", "min_token_prob", "error_class", "error", "flags", "model", "worker", "finished_at")
+
+
+def _keep_superseded(conn: Connection, shard_id: int) -> None:
+    """Copy the results about to be replaced by a retry into ``line_history``, in the caller's transaction."""
+    columns = ", ".join(_KEPT)
+    conn.execute(
+        text(
+            f"INSERT INTO line_history (line_id, retry_id, {columns}) "
+            f"SELECT id, retry_id, {columns} FROM line "
+            "WHERE shard_id = :shard_id AND retry_id IS NOT NULL AND status != :pending"
+        ),
+        {"shard_id": shard_id, "pending": LineStatus.PENDING.value},
     )

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -85,6 +85,8 @@ class Shard(SQLModel, table=True):
     finished_at: datetime | None = None
     load_seconds: float | None = None
     generate_seconds: float | None = None
+    model_id: str | None = Field(default=None, sa_column=Column(Text))  # set by `retry --model`: overrides the campaign's
+    model_revision: str | None = Field(default=None, max_length=200)
 
 
 class Line(SQLModel, table=True):
@@ -112,5 +114,45 @@ class Line(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     note: str | None = Field(default=None, sa_column=Column(Text))  # e.g. "first of 3 frames (GIF)": how the file was read
     flags: str | None = Field(default=None, sa_column=Column(Text))  # generation-failure flags, comma-separated: max_length,repetition
+    width: int | None = None  # the line image's size as decoded, in pixels (ALTO/PAGE geometry)
+    height: int | None = None
+    model: str | None = Field(default=None, sa_column=Column(Text))  # id@revision of the model that wrote this result
+    retry_id: int | None = Field(default=None, foreign_key="retry.id")  # a retry asked for this line again; cleared by the new result
+    worker: str | None = Field(default=None, max_length=300)
+    finished_at: datetime | None = None
+
+
+class Retry(SQLModel, table=True):
+    """One `pisar retry`: who asked, what it selected, with which model, and how much it sent back."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    requested_by: str = Field(max_length=300)
+    selector: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    model_id: str | None = Field(default=None, sa_column=Column(Text))
+    model_revision: str | None = Field(default=None, max_length=200)
+    shard_count: int
+    line_count: int
+
+
+class LineHistory(SQLModel, table=True):
+    """A result a retry replaced; the ``line`` row always holds the current one."""
+
+    __tablename__ = "line_history"
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    )
+    line_id: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), ForeignKey("line.id"), nullable=False, index=True))
+    retry_id: int = Field(foreign_key="retry.id")
+    status: str = Field(max_length=10)
+    text: str | None = Field(default=None, sa_column=Column(Text))
+    confidence: float | None = None
+    min_token_prob: float | None = None
+    error_class: str | None = Field(default=None, max_length=100)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    flags: str | None = Field(default=None, sa_column=Column(Text))
+    model: str | None = Field(default=None, sa_column=Column(Text))
     worker: str | None = Field(default=None, max_length=300)
     finished_at: datetime | None = None

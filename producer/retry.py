@@ -1,0 +1,179 @@
+"""`pisar retry`: choose lines precisely, say what will run, record who asked, keep every earlier result.
+
+A selector picks lines; their shards are sent back to the workers, which read only those lines
+(``store.lines_to_do``) and replace their results. Until then a line keeps its current result; the
+commit of the new one moves the old one to ``line_history``. Each retry is a row in ``retry``.
+
+Selectors (any together):
+- ``failed``: lines not read yet in failed or quarantined shards;
+- ``errors``: lines that errored with one of these classes;
+- ``below_confidence``: ok lines under this confidence;
+- ``flags``: ok lines with one of these generation-failure flags;
+- ``shards``: with none of the above, every line of these shards; with them, only theirs in these shards.
+With no selector at all: ``failed`` plus every errored line except ``WorkerCrash`` (those would
+only crash a worker again; name the class with ``errors`` to retry them anyway).
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, false, func, insert, literal, or_, select, update
+
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Line, LineStatus, Retry, Shard, ShardState, utcnow
+from pisar.errors import ConfigError, WorkerCrash
+from pisar.model_ref import ModelRef
+from pisar.worker.flags import MAX_LENGTH, REPETITION
+
+_LINE = Line.__table__
+_SHARD = Shard.__table__
+_RETRY = Retry.__table__
+KNOWN_FLAGS = (MAX_LENGTH, REPETITION)
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class RetrySelector:
+    """Which lines a retry asks for again; stored as given with the retry."""
+
+    failed: bool = False
+    errors: tuple[str, ...] = ()
+    below_confidence: float | None = None
+    flags: tuple[str, ...] = ()
+    shards: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.flags) - set(KNOWN_FLAGS))
+        if unknown:
+            raise ConfigError(f"unknown flag {', '.join(unknown)}: use {', '.join(KNOWN_FLAGS)}")
+        if self.below_confidence is not None and not 0 < self.below_confidence <= 1:
+            raise ConfigError(f"--below-confidence must be above 0 and at most 1, not {self.below_confidence}")
+
+    @property
+    def picks_lines(self) -> bool:
+        return self.failed or bool(self.errors) or self.below_confidence is not None or bool(self.flags)
+
+    def reasons(self, campaign_id: int) -> dict[str, Any]:
+        """One SQL condition on ``line`` per reason, named as the operator asked for it."""
+        in_campaign = _LINE.c.campaign_id == campaign_id
+        reasons: dict[str, Any] = {}
+        failed_shards = select(_SHARD.c.id).where(
+            _SHARD.c.campaign_id == campaign_id, _SHARD.c.state.in_([ShardState.FAILED.value, ShardState.QUARANTINED.value])
+        )
+        if self.failed or not (self.picks_lines or self.shards):
+            reasons["failed shards"] = and_(in_campaign, _LINE.c.shard_id.in_(failed_shards), _LINE.c.status == LineStatus.PENDING.value)
+        if not (self.picks_lines or self.shards):
+            reasons["errors"] = and_(in_campaign, _LINE.c.status == LineStatus.ERROR.value, _LINE.c.error_class != WorkerCrash.__name__)
+        if self.errors:
+            reasons[f"errors {','.join(self.errors)}"] = and_(
+                in_campaign, _LINE.c.status == LineStatus.ERROR.value, _LINE.c.error_class.in_(self.errors)
+            )
+        if self.below_confidence is not None:
+            reasons[f"confidence below {self.below_confidence}"] = and_(
+                in_campaign, _LINE.c.status == LineStatus.OK.value, _LINE.c.confidence < self.below_confidence
+            )
+        if self.flags:
+            padded = literal(",") + func.coalesce(_LINE.c.flags, "") + literal(",")
+            reasons[f"flags {','.join(self.flags)}"] = and_(
+                in_campaign, _LINE.c.status == LineStatus.OK.value, or_(*(padded.like(f"%,{flag},%") for flag in self.flags))
+            )
+        if self.shards and not self.picks_lines:
+            reasons[f"shards {','.join(map(str, self.shards))}"] = in_campaign
+        if self.shards:
+            chosen = select(_SHARD.c.id).where(_SHARD.c.campaign_id == campaign_id, _SHARD.c.index.in_(self.shards))
+            reasons = {name: and_(condition, _LINE.c.shard_id.in_(chosen)) for name, condition in reasons.items()}
+        return reasons
+
+
+@dataclass
+class RetryPlan:
+    """What a retry would do: lines per reason, the shards, examples, and lines left alone."""
+
+    lines_by_reason: dict[str, int]
+    lines: int
+    shard_ids: list[int]
+    shard_indexes: list[int]
+    examples: list[str]
+    running: int  # selected lines in shards a live worker holds now: left alone
+    unknown_shards: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan(url: str, campaign_id: int, selector: RetrySelector) -> RetryPlan:
+    """Count what ``selector`` picks, without changing anything (``--dry-run`` prints this)."""
+    reasons = selector.reasons(campaign_id)
+    picked = or_(*reasons.values()) if reasons else false()
+    live = select(_SHARD.c.id).where(
+        _SHARD.c.campaign_id == campaign_id, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= utcnow()
+    )
+    with get_engine(url).connect() as conn:
+        counts = {name: conn.execute(select(func.count()).where(condition)).scalar_one() for name, condition in reasons.items()}
+        running = conn.execute(select(func.count()).where(picked, _LINE.c.shard_id.in_(live))).scalar_one()
+        chosen = and_(picked, _LINE.c.shard_id.not_in(live))
+        lines = conn.execute(select(func.count()).where(chosen)).scalar_one()
+        shards = conn.execute(
+            select(_SHARD.c.id, _SHARD.c.index).where(_SHARD.c.id.in_(select(_LINE.c.shard_id).where(chosen))).order_by(_SHARD.c.index)
+        ).all()
+        examples = list(conn.execute(select(_LINE.c.key).where(chosen).order_by(_LINE.c.key).limit(EXAMPLES)).scalars())
+        known = set(conn.execute(select(_SHARD.c.index).where(_SHARD.c.campaign_id == campaign_id)).scalars())
+    return RetryPlan(
+        lines_by_reason=counts,
+        lines=lines,
+        shard_ids=[s.id for s in shards],
+        shard_indexes=[s.index for s in shards],
+        examples=examples,
+        running=running,
+        unknown_shards=sorted(set(selector.shards) - known),
+    )
+
+
+def requested_by() -> str:
+    """``user@host`` of whoever runs the command, for the retry log."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in a container
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def apply(url: str, campaign_id: int, selector: RetrySelector, model: ModelRef | None) -> tuple[int, RetryPlan]:
+    """Record the retry, mark its lines and set each shard's model; returns the retry id and what it covers.
+
+    The caller then queues the shards (``mark_queued`` + publish, or runs them in process).
+    """
+    reasons = selector.reasons(campaign_id)
+    picked = or_(*reasons.values()) if reasons else false()
+    live = select(_SHARD.c.id).where(
+        _SHARD.c.campaign_id == campaign_id, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= utcnow()
+    )
+    covered = plan(url, campaign_id, selector)
+    with get_engine(url).begin() as conn:
+        retry_id = conn.execute(
+            insert(_RETRY)
+            .values(
+                campaign_id=campaign_id,
+                created_at=utcnow(),
+                requested_by=requested_by(),
+                selector={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(selector).items()},
+                model_id=model.source if model else None,
+                model_revision=(model.revision or "") if model else None,
+                shard_count=len(covered.shard_ids),
+                line_count=covered.lines,
+            )
+            .returning(_RETRY.c.id)
+        ).scalar_one()
+        conn.execute(update(_LINE).where(picked, _LINE.c.shard_id.not_in(live)).values(retry_id=retry_id))
+        for start in range(0, len(covered.shard_ids), 1000):
+            chunk = covered.shard_ids[start : start + 1000]
+            conn.execute(
+                update(_SHARD)
+                .where(_SHARD.c.id.in_(chunk))
+                .values(model_id=model.source if model else None, model_revision=(model.revision or "") if model else None)
+            )
+    return retry_id, covered

@@ -1,0 +1,133 @@
+"""`pisar retry` selectors on a real campaign (demo model, real lines, Postgres): exactly what was asked, recorded, history kept."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from pisar.catalog.models import Line, LineHistory, Retry
+from tests.conftest import run_pisar
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "models" / "demo"
+
+
+@pytest.fixture
+def campaign(print_lines: Path, postgres_url: str, embedded_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """`lines`: 16 real print lines and one corrupt file in shards of 6, read by the demo model."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for path in sorted(print_lines.glob("*.png"))[:16]:
+        shutil.copy(path, source / path.name)
+    (source / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    env = {**embedded_env, "PISAR_DATABASE_URL": postgres_url}
+    ran = run_pisar(
+        ["run", str(source), "--model", str(DEMO), "--name", "lines", "--shard-size", "6", "-o", str(tmp_path / "r.jsonl")], env
+    )
+    assert ran.returncode == 0, ran.stderr
+    return env
+
+
+def lines(env: dict[str, str]) -> dict[str, dict]:
+    with create_engine(env["PISAR_DATABASE_URL"]).connect() as conn:
+        return {r["key"]: dict(r) for r in conn.execute(select(Line.__table__)).mappings()}
+
+
+def retry(env: dict[str, str], *args: str) -> str:
+    done = run_pisar(["retry", "lines", *args], env)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def sql(env: dict[str, str], statement: str) -> list:
+    with create_engine(env["PISAR_DATABASE_URL"]).begin() as conn:
+        result = conn.execute(text(statement))
+        return result.all() if result.returns_rows else []
+
+
+def test_low_confidence_lines_reread_with_another_model_keep_their_history(campaign: dict[str, str], tmp_path: Path) -> None:
+    before = lines(campaign)
+    ok = sorted((r["confidence"], k) for k, r in before.items() if r["status"] == "ok")
+    threshold = (ok[2][0] + ok[3][0]) / 2  # the three least confident lines
+    low = {k for _, k in ok[:3]}
+
+    said = retry(campaign, "--below-confidence", str(threshold), "--dry-run")
+    assert "would re-run 3 lines" in said and f"confidence below {threshold}: 3 lines" in said and "nothing changed" in said
+    assert lines(campaign) == before and sql(campaign, "SELECT * FROM retry") == []
+
+    other = tmp_path / "demo-copy"
+    shutil.copytree(DEMO, other)
+    said = retry(campaign, "--below-confidence", str(threshold), "--model", str(other))
+    assert "retry 1: re-running 3 lines" in said
+    after = lines(campaign)
+    reread = {k for k in after if after[k]["finished_at"] != before[k]["finished_at"]}
+    assert reread == low, "only the selected lines were read again"
+    assert all(after[k]["model"].startswith(str(other)) and after[k]["retry_id"] is None for k in low)
+    assert all(after[k]["model"].startswith(str(DEMO)) for k in after if k not in low)
+
+    with create_engine(campaign["PISAR_DATABASE_URL"]).connect() as conn:
+        history = conn.execute(select(LineHistory.__table__)).mappings().all()
+        [record] = conn.execute(select(Retry.__table__)).mappings().all()
+    by_line = {h["line_id"]: h for h in history}
+    assert sorted(by_line) == sorted(before[k]["id"] for k in low)
+    for key in low:
+        kept = by_line[before[key]["id"]]
+        assert (kept["text"], kept["confidence"], kept["model"], kept["retry_id"]) == (
+            before[key]["text"],
+            before[key]["confidence"],
+            before[key]["model"],
+            1,
+        )
+    assert record["selector"]["below_confidence"] == threshold and record["model_id"] == str(other)
+    assert (record["line_count"], record["shard_count"]) == (3, len({before[k]["shard_id"] for k in low}))
+    assert "@" in record["requested_by"]
+
+
+def test_flags_errors_and_shards_select_exactly_their_lines(campaign: dict[str, str]) -> None:
+    before = lines(campaign)
+    flagged = sorted(k for k, r in before.items() if r["status"] == "ok")[4]
+    sql(campaign, f"UPDATE line SET flags = 'max_length,repetition' WHERE key = '{flagged}'")
+    said = retry(campaign, "--flag", "repetition", "--dry-run")
+    assert "would re-run 1 lines in 1 shards" in said and f"e.g. {flagged}" in said
+
+    said = retry(campaign, "--shard", "0", "--dry-run")
+    assert "would re-run 6 lines in 1 shards" in said and "shards: 0" in said
+    said = retry(campaign, "--shard", "0", "--errors", "NotAnImage", "--dry-run")
+    assert "would re-run 0 lines in 0 shards" in said, "selectors within --shard intersect"
+    said = retry(campaign, "--shard", "9", "--dry-run")
+    assert "no shard with index 9" in said
+
+    retry(campaign, "--flag", "repetition")
+    after = lines(campaign)
+    assert after[flagged]["flags"] is None, "the demo model reads it without a flag"
+    assert [h.flags for h in sql(campaign, "SELECT flags FROM line_history")] == ["max_length,repetition"]
+
+
+def test_default_retry_leaves_worker_crashes_unless_named(campaign: dict[str, str]) -> None:
+    """With no selector: errored lines, except those that crashed a worker, which would only crash it again."""
+    victim = sorted(lines(campaign))[0]
+    sql(campaign, f"UPDATE line SET status = 'error', error_class = 'WorkerCrash', text = NULL WHERE key = '{victim}'")
+    said = retry(campaign, "--dry-run")
+    assert "would re-run 1 lines" in said and "e.g. zz_broken.png" in said
+    said = retry(campaign, "--errors", "WorkerCrash")
+    assert "re-running 1 lines" in said
+    assert lines(campaign)[victim]["status"] == "ok"
+    report = json.loads(run_pisar(["status", "lines", "--json"], campaign).stdout)
+    assert report["lines"] == {"pending": 0, "ok": 16, "error": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--flag", "nope"], "unknown flag nope: use max_length, repetition"),
+        (["--below-confidence", "0"], "--below-confidence must be above 0 and at most 1"),
+        (["--model", "/no/such/model"], "/no/such/model"),
+    ],
+)
+def test_bad_retry_arguments_are_one_readable_line(campaign: dict[str, str], args: list[str], message: str) -> None:
+    done = run_pisar(["retry", "lines", *args], campaign)
+    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
