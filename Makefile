@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_MODEL := models/demo
 SOURCES := pisar worker producer infra tests bench
 
-.PHONY: setup demo demo-model test services
+.PHONY: setup demo demo-model test services browser
 
 # A virtual environment with Pisar installed; torch pinned by constraints.txt (CPU wheel here).
 $(BIN)/pisar: pyproject.toml constraints.txt
@@ -25,8 +25,12 @@ demo-model: $(BIN)/pisar
 	$(BIN)/pisar train ../shared/data/print-lines -o $(DEMO_MODEL) --preset small --synthetic-from-train --augment \
 	  --val-share 0.11 --steps 9000 --lr 1e-3 --warmup 300 --eval-every 1000 --save-every 500 --save-dtype float16
 
+# Debian's Chromium + ChromeDriver for the Flower browser test.
+browser:
+	bash infra/install-browser.sh
+
 # Quick start 2: lint, then the test suite against real Postgres, Redis, SeaweedFS and Celery workers.
-test: $(BIN)/pisar
+test: $(BIN)/pisar browser
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/python -m pytest

@@ -552,6 +552,33 @@ def worker(
 
 
 @app.command()
+def metrics(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of /metrics")] = 9809,
+    bind: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+) -> None:
+    """Serve Prometheus metrics of the queues and the catalog: queue depth, shards and lines per campaign."""
+    import time
+
+    from prometheus_client import REGISTRY, start_http_server
+
+    from pisar.producer.metrics import CatalogCollector
+
+    settings = get_settings()
+    _catalog(settings)
+    REGISTRY.register(CatalogCollector(settings))
+    try:
+        start_http_server(port, addr=bind)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+    err.print(f"pisar metrics on http://{bind}:{port}/metrics")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
 def flower(
     port: Annotated[int, typer.Option(help="HTTP port")] = 5555,
     address: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, le=100, description="Runs of a shard before it is quarantined")
 
+    # Metrics
+    metrics_port: int = Field(9808, ge=0, le=65535, description="Port of a worker's Prometheus /metrics; 0 = off")
+
     # Inference
     model: str | None = Field(None, description="Model a worker preloads at start: DIR or HUB_ID@REVISION")
     device: Literal["auto", "cpu", "cuda"] = "auto"

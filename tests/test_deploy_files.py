@@ -17,7 +17,7 @@ def compose() -> dict:
 def test_every_pisar_command_in_compose_exists(embedded_env: dict[str, str]) -> None:
     services = compose()["services"]
     pisar_services = {n: s for n, s in services.items() if s.get("build", {}).get("dockerfile") == "infra/Dockerfile"}
-    assert set(pisar_services) == {"migrate", "worker", "reaper", "flower"}
+    assert set(pisar_services) == {"migrate", "worker", "reaper", "flower", "metrics"}
     for name, service in pisar_services.items():
         result = run_pisar([*service["command"], "--help"], embedded_env)
         assert result.returncode == 0, f"{name}: {result.stderr}"
@@ -40,3 +40,12 @@ def test_image_installs_with_the_pinned_constraints() -> None:
         assert f"COPY {folder} ./{folder}" in dockerfile
     assert "torch==2.13.0" in (REPO / "constraints.txt").read_text().splitlines()
     assert Path(REPO / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_prometheus_scrapes_the_ports_pisar_serves() -> None:
+    """Workers serve PISAR_METRICS_PORT's default, `pisar metrics` the port compose gives it."""
+    config = yaml.safe_load((REPO / "infra" / "prometheus" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert targets["pisar-workers"] == [f"worker:{Settings().metrics_port}"]
+    assert targets["pisar-catalog"] == ["metrics:9809"]
+    assert compose()["services"]["metrics"]["command"] == ["metrics", "--port=9809"]

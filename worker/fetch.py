@@ -6,6 +6,7 @@ batches while the main thread runs ``generate`` on the current one, and memory s
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,8 @@ class Prepared:
     error: LineError | None = None
     note: str | None = None  # how the file was read, when not as it is (``DecodedLine.note``)
     size: tuple[int, int] | None = None  # (width, height) of the decoded line
+    fetch_seconds: float = 0.0  # reading the bytes
+    preprocess_seconds: float = 0.0  # decoding and preprocessing them
 
     @property
     def width_ratio(self) -> float:
@@ -37,10 +40,15 @@ class Prepared:
 
 def prepare_one(key: str, storage: Storage, limits: ImageLimits, preprocess: Callable[[Image.Image], np.ndarray]) -> Prepared:
     """Fetch, decode and preprocess one key; line-level problems are returned, not raised."""
+    started = time.perf_counter()
     try:
-        decoded = decode_line(storage.read(key), limits)
+        data = storage.read(key)
+        fetched = time.perf_counter()
+        decoded = decode_line(data, limits)
         try:
-            return Prepared(key, pixels=preprocess(decoded.line), note=decoded.note, size=decoded.line.size)
+            pixels = preprocess(decoded.line)
+            done = time.perf_counter()
+            return Prepared(key, pixels, None, decoded.note, decoded.line.size, fetched - started, done - fetched)
         except Exception as exc:  # noqa: BLE001 - a processor failing on one image is that line's problem
             raise UnreadableImage(f"preprocessing failed: {type(exc).__name__}: {exc}") from None
     except LineError as exc:

@@ -22,7 +22,7 @@ from pisar.catalog.models import Campaign, LineStatus, utcnow
 from pisar.errors import LineError, TransientError
 from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
-from pisar.worker import store
+from pisar.worker import metrics, store
 from pisar.worker.engine import Engine, Recognition, apply_process_settings
 from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
 from pisar.worker.images import ImageLimits
@@ -70,6 +70,11 @@ class ShardRunner:
 
     def run(self, campaign_id: int, shard_id: int) -> ShardOutcome:
         """Run one delivery of a shard; never raises for a bad line, returns what happened."""
+        outcome = self._run(campaign_id, shard_id)
+        metrics.SHARDS.labels(outcome.state).inc()
+        return outcome
+
+    def _run(self, campaign_id: int, shard_id: int) -> ShardOutcome:
         held = store.claim(self.catalog_url, shard_id, self.worker, self.settings.lease_seconds, self.settings.max_attempts)
         if held is None:
             log.info("shard %s: duplicate or stale delivery, skipped", shard_id)
@@ -107,9 +112,14 @@ class ShardRunner:
             raise
         model = f"{campaign.model_id}@{campaign.model_revision}" if campaign.model_revision else campaign.model_id
         results = [r._replace(model=model) for r in results]
-        if not store.commit(self.catalog_url, held, results, engine.describe(), load_s, gen_s):
+        started = time.perf_counter()
+        committed = store.commit(self.catalog_url, held, results, engine.describe(), load_s, gen_s)
+        metrics.STAGE_SECONDS.labels("commit").inc(time.perf_counter() - started)
+        metrics.record_gpu_memory()
+        if not committed:
             log.warning("shard %s: lease lost to a newer claim, %s results discarded", shard_id, len(results))
             return ShardOutcome(shard_id, "fenced", lines=len(results))
+        metrics.record_lines(campaign.name, ((r.status, r.error_class) for r in results))
         ok = sum(1 for r in results if r.status == LineStatus.OK)
         log.info(
             "shard %s done: %s lines (%s ok, %s error) load %.2fs generate %.2fs",
@@ -166,7 +176,8 @@ class ShardRunner:
             items = _one_at_a_time(keys, prepare, probe)
         results: list[LineResult] = []
         ready: list[Prepared] = []
-        load_s = gen_s = 0.0
+        load_s = gen_s = fetch_s = preprocess_s = 0.0
+        steps_paid, steps_useful = engine.steps.paid, engine.steps.useful
         flush_at = batch_size  # doubles up to ``group``: the first batch starts as soon as it is ready
 
         def flush() -> None:
@@ -176,6 +187,7 @@ class ShardRunner:
             ready.sort(key=lambda p: p.width_ratio)
             for start in range(0, len(ready), batch_size):
                 batch = ready[start : start + batch_size]
+                metrics.BATCH_LINES.observe(len(batch))
                 check_lease()
                 started = time.perf_counter()
                 outputs = engine.recognize(np.stack([p.pixels for p in batch]), generation)
@@ -186,6 +198,8 @@ class ShardRunner:
         waited = time.perf_counter()
         for item in items:
             load_s += time.perf_counter() - waited
+            fetch_s += item.fetch_seconds
+            preprocess_s += item.preprocess_seconds
             if item.error is not None:
                 results.append(self._result(item.key, item.error))
             else:
@@ -195,6 +209,10 @@ class ShardRunner:
             waited = time.perf_counter()
         flush()
         results.sort(key=lambda r: r.key)
+        for stage, seconds in (("fetch", fetch_s), ("preprocess", preprocess_s), ("input_wait", load_s), ("generate", gen_s)):
+            metrics.STAGE_SECONDS.labels(stage).inc(seconds)
+        metrics.DECODER_ROW_STEPS.inc(engine.steps.paid - steps_paid)
+        metrics.GENERATED_TOKENS.inc(engine.steps.useful - steps_useful)
         return results, load_s, gen_s
 
     def _result(

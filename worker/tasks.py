@@ -16,6 +16,7 @@ from pisar.catalog.db import dispose_engines
 from pisar.constants import TASK_RUN_SHARD
 from pisar.queue import app
 from pisar.settings import get_settings
+from pisar.worker import metrics
 from pisar.worker.engine import EngineCache, apply_process_settings
 from pisar.worker.shard import ShardRunner
 
@@ -47,6 +48,7 @@ def _init_child(**_: Any) -> None:
     dispose_engines()
     settings = get_settings()
     apply_process_settings(settings)
+    metrics.serve(settings.metrics_port)
     if settings.model:
         from pisar import model_ref
 
