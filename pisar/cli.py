@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -265,6 +266,42 @@ def _print_plan(name: str, covered, ref, dry_run: bool, retry_id: int | None = N
 
 
 @app.command()
+def review(
+    name: Annotated[str, typer.Argument(help="Campaign to sample, or `import` to read a filled-in sheet back")],
+    sheet: Annotated[Optional[Path], typer.Argument(help="With `import`: the corrections.csv to read")] = None,
+    sample: Annotated[int, typer.Option("--sample", min=1, max=100_000, help="Lines to sample, stratified by confidence")] = 100,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the package (default review-NAME)")] = None,
+) -> None:
+    """Write a review package (HTML + CSV) of sampled lines, or import the reviewed CSV as ground truth.
+
+    pisar review NAME --sample 100 -o DIR; then pisar review import DIR/corrections.csv
+    """
+    from pisar.producer.review import import_corrections, write_package
+    from pisar.producer.review import sample as sample_lines
+
+    if name == "import":
+        if sheet is None or not sheet.is_file():
+            raise ConfigError(f"pisar review import needs the filled-in corrections.csv, not {sheet or 'nothing'}")
+        done = import_corrections(sheet)
+        err.print(
+            f"{done.pairs} reviewed lines ({done.fixed} corrected) written as ground truth to {done.folder}; "
+            f"{done.todo} rows left at todo. Use it with: pisar eval CAMPAIGN --gt {done.folder}",
+            markup=False,
+        )
+        return
+    from pisar.producer.campaigns import get_campaign
+    from pisar.storage import open_storage
+
+    settings = get_settings()
+    url = _catalog(settings)
+    campaign = get_campaign(url, name)
+    folder = output or Path(f"review-{name}")
+    lines = sample_lines(url, campaign.id, sample)
+    written = write_package(lines, open_storage(campaign.source_url, settings), folder, campaign.name)
+    err.print(f"{written} lines to review in {folder / 'index.html'}; fill in {folder / 'corrections.csv'}", markup=False)
+
+
+@app.command()
 def resume(name: NameArg) -> None:
     """Re-publish every shard that is not done (after Redis lost its queue, or a crash)."""
     from pisar.producer.campaigns import get_campaign, shards_to_resume
@@ -405,7 +442,6 @@ def evaluate(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for lines.csv, summary.json, calibration.png")] = None,
 ) -> None:
     """CER/WER against ground truth, and how well confidence predicts errors."""
-    from pathlib import Path
 
     from pisar.groundtruth import normalizer
     from pisar.producer.campaigns import get_campaign

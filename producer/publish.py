@@ -43,7 +43,9 @@ def shard_labels(url: str, campaign_id: int, shard_ids: list[int]) -> dict[int, 
     with get_engine(url).connect() as conn:
         name = conn.execute(select(Campaign.__table__.c.name).where(Campaign.__table__.c.id == campaign_id)).scalar_one()
         for start in range(0, len(shard_ids), 1000):
-            rows = conn.execute(select(shard.c.id, shard.c.index, shard.c.line_count).where(shard.c.id.in_(shard_ids[start : start + 1000])))
+            rows = conn.execute(
+                select(shard.c.id, shard.c.index, shard.c.line_count).where(shard.c.id.in_(shard_ids[start : start + 1000]))
+            )
             for shard_id, index, lines in rows:
                 labels[shard_id] = f"campaign {printable(name)!r} shard {index} ({lines} lines)"
     return labels
