@@ -13,12 +13,11 @@ lines that had already ended (``Engine.steps``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from worker_path import PisarRow  # bench/ is on sys.path when a script here runs
+from worker_path import PisarRow, report  # bench/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "print-lines"
@@ -82,9 +81,7 @@ def main(argv: list[str]) -> int:
         "same_texts": same,
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2))
-    print(json.dumps(figures))
+    report(figures, args.out)
     return 0
 
 

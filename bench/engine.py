@@ -19,7 +19,6 @@ shared machine's drifting speed hits both alike. Prints one JSON object (also wr
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker_path import PisarRow, synchronize  # bench/ is on sys.path when a script here runs
+from worker_path import PisarRow, report, synchronize  # bench/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "print-lines"
@@ -307,9 +306,7 @@ def main(argv: list[str]) -> int:
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2))
-    print(json.dumps(figures))
+    report(figures, args.out)
     return 0
 
 

@@ -12,13 +12,12 @@ CER difference in points, and the share of lines whose text is identical in both
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from worker_path import PisarRow  # bench/ is on sys.path when a script here runs
+from worker_path import PisarRow, report  # bench/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +71,7 @@ def main(argv: list[str]) -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     figures["cer_delta_points"] = round(100 * (figures["cer_half"] - figures["cer_fp32"]), 3)
-    print(json.dumps(figures))
+    report(figures)
     return 0
 
 

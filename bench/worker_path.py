@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
+
+
+def report(figures: dict[str, Any], out: Path | None = None) -> None:
+    """Print a benchmark's figures as one JSON line, and keep an indented copy in ``out``."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures))
 
 
 def synchronize(device: Any) -> None:

@@ -131,3 +131,27 @@ def test_default_retry_leaves_worker_crashes_unless_named(campaign: dict[str, st
 def test_bad_retry_arguments_are_one_readable_line(campaign: dict[str, str], args: list[str], message: str) -> None:
     done = run_pisar(["retry", "lines", *args], campaign)
     assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_status_watch_redraws_until_finished_and_leaves_on_ctrl_c(campaign: dict[str, str]) -> None:
+    """A finished campaign: one screen, exit 0. Unfinished (a retry waiting, no worker): it refreshes until Ctrl-C."""
+    import signal
+    import subprocess
+
+    from tests.conftest import PISAR
+
+    done = run_pisar(["status", "lines", "--watch", "--interval", "0.2"], campaign)
+    assert done.returncode == 0 and "17/17 done (100.0%)" in done.stdout
+
+    sql(campaign, "UPDATE line SET status = 'pending' WHERE key = 'zz_broken.png'")
+    watching = subprocess.Popen(
+        [PISAR, "status", "lines", "--watch", "--interval", "0.2"], env=campaign, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, _ = watching.communicate(timeout=4)
+        raise AssertionError(f"--watch ended on an unfinished campaign: {out}")
+    except subprocess.TimeoutExpired:
+        watching.send_signal(signal.SIGINT)
+        out, err = watching.communicate(timeout=10)
+    assert watching.returncode == 0, err
+    assert "16/17 done" in out and "1 pending" in out and "Traceback" not in err
