@@ -247,7 +247,7 @@ def _names(value: str | None) -> tuple[str, ...]:
 
 def _print_plan(name: str, covered, ref, dry_run: bool, retry_id: int | None = None) -> None:  # noqa: ANN001 - RetryPlan, ModelRef
     """What a retry covers, line by line of reasoning, on stderr."""
-    verb = "would re-run" if dry_run else f"retry {retry_id}: re-running"
+    verb = "would re-run" if dry_run else f"retry {retry_id}: re-running" if retry_id else "nothing to re-run:"
     with_model = f" with {ref.source}@{ref.revision}" if ref else ""
     err.print(f"{shown(name)}: {verb} {covered.lines} lines in {len(covered.shard_ids)} shards{with_model}")
     for reason, count in covered.lines_by_reason.items():

@@ -142,10 +142,11 @@ def requested_by() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def apply(url: str, campaign_id: int, selector: RetrySelector, model: ModelRef | None) -> tuple[int, RetryPlan]:
+def apply(url: str, campaign_id: int, selector: RetrySelector, model: ModelRef | None) -> tuple[int | None, RetryPlan]:
     """Record the retry, mark its lines and set each shard's model; returns the retry id and what it covers.
 
-    The caller then queues the shards (``mark_queued`` + publish, or runs them in process).
+    The caller then queues the shards (``mark_queued`` + publish, or runs them in process). A
+    selector that picks nothing records nothing (the id is ``None``).
     """
     reasons = selector.reasons(campaign_id)
     picked = or_(*reasons.values()) if reasons else false()
@@ -153,6 +154,8 @@ def apply(url: str, campaign_id: int, selector: RetrySelector, model: ModelRef |
         _SHARD.c.campaign_id == campaign_id, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= utcnow()
     )
     covered = plan(url, campaign_id, selector)
+    if not covered.lines:
+        return None, covered
     with get_engine(url).begin() as conn:
         retry_id = conn.execute(
             insert(_RETRY)

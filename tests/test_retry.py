@@ -155,3 +155,9 @@ def test_status_watch_redraws_until_finished_and_leaves_on_ctrl_c(campaign: dict
         out, err = watching.communicate(timeout=10)
     assert watching.returncode == 0, err
     assert "16/17 done" in out and "1 pending" in out and "Traceback" not in err
+
+
+def test_a_retry_that_selects_nothing_records_nothing(campaign: dict[str, str]) -> None:
+    said = retry(campaign, "--flag", "max_length")
+    assert "nothing to re-run: 0 lines in 0 shards" in said
+    assert sql(campaign, "SELECT * FROM retry") == []
