@@ -647,6 +647,10 @@ def main() -> None:
     except PisarError as exc:
         print(f"pisar: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # an output path that is a file, a folder, read-only, on a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"pisar: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

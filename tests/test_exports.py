@@ -215,3 +215,13 @@ def test_folder_names_from_keys_cannot_leave_the_output_folder(tmp_path: Path) -
         path = file_for(tmp_path, folder, ".xml").resolve()
         assert path.is_relative_to(tmp_path.resolve()), folder
     assert file_for(tmp_path, "fond 1/опись", ".xml") == tmp_path / "fond 1" / "опись.xml"
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(campaign: dict[str, str], tmp_path: Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("keep me")
+    for args in (["--format", "alto", "-o", str(taken)], ["--format", "parquet", "-o", str(tmp_path)]):
+        done = run_pisar(["export", "pages", *args], campaign)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "pisar: error:" in done.stderr
+    assert taken.read_text() == "keep me"
