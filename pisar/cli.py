@@ -65,8 +65,11 @@ def submit(
     name: Annotated[str, typer.Option("--name", "-n", help="Unique campaign name")],
     shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
     queue: Annotated[Optional[str], typer.Option(help="Celery queue (default PISAR_QUEUE)")] = None,
+    manifest: Annotated[
+        Optional[Path], typer.Option("--manifest", help="Keys from this .txt/.csv/.parquet file (.gz too) instead of listing SOURCE")
+    ] = None,
 ) -> None:
-    """List SOURCE, write a campaign to the catalog and publish its shards to the workers."""
+    """List SOURCE (or read --manifest), write a campaign to the catalog and publish its shards to the workers."""
     from pisar.producer.campaigns import shards_to_resume
     from pisar.producer.publish import publish
     from pisar.producer.submit import SubmitRequest, create_campaign
@@ -75,7 +78,7 @@ def submit(
     settings = get_settings()
     require_redis(settings)
     url = _catalog(settings)
-    request = SubmitRequest(source, model, name, shard_size or settings.shard_size, queue or settings.queue)
+    request = SubmitRequest(source, model, name, shard_size or settings.shard_size, queue or settings.queue, manifest)
     campaign, listing = create_campaign(settings, request)
     sent = publish(settings, campaign.id, campaign.queue, shards_to_resume(url, campaign.id))
     err.print(

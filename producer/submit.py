@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +22,7 @@ from pisar.constants import CONFIDENCE_FORMULA
 from pisar.errors import ConfigError, NotFound, PisarError
 from pisar.processor import describe_generation, describe_preprocessing, generation_overrides, load_processor
 from pisar.producer.campaigns import find_campaign
+from pisar.producer.manifest import read_manifest
 from pisar.settings import Settings
 from pisar.storage import Listing, list_images, open_storage
 
@@ -40,6 +42,7 @@ class SubmitRequest:
     name: str
     shard_size: int
     queue: str
+    manifest: Path | None = None  # keys from this file instead of a listing (``producer/manifest.py``)
 
 
 def cut(keys: list[str], size: int) -> Iterator[list[str]]:
@@ -58,7 +61,7 @@ def create_campaign(settings: Settings, request: SubmitRequest) -> tuple[Campaig
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
     ref = model_ref.resolve(model_ref.parse(request.model))
     processor = load_processor(ref)
-    listing = list_images(storage)
+    listing = read_manifest(request.manifest, getattr(storage, "prefix", "")) if request.manifest else list_images(storage)
     if not listing.keys:
         raise NotFound(f"no line images under {storage.url} (skipped: {dict(listing.skipped) or 'nothing'})")
     import torch
