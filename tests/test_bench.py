@@ -52,3 +52,19 @@ def test_batching_benchmark_runs_and_reports(tmp_path: Path) -> None:
     printed = json.loads(out.read_text())
     assert printed["same_texts"] is True and printed["lines"] == 32
     assert 0 <= printed["width_groups_wasted_step_share"] <= printed["key_order_wasted_step_share"] < 1
+
+
+def test_listing_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    """`bench/listing.py` against a throwaway SeaweedFS, Postgres database and Redis queue, at 300 keys."""
+    out = tmp_path / "listing.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "listing.py"), "--keys", "300", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = json.loads(out.read_text())
+    assert {"keys", "keys_per_s", "peak_rss_mb"} <= set(printed)
+    assert printed["keys"] == 300 and "300 lines in 2 shards" in printed["submit_said"]
+    assert printed["peak_rss_mb"] > 0 and printed["start_rss_mb"] > 0  # at 300 keys the two differ only by noise

@@ -1,0 +1,153 @@
+"""Listing into the catalog: how fast `pisar submit` turns N objects in SeaweedFS into a campaign, and its peak memory.
+
+    python bench/listing.py                   # 1 M tiny objects (the upload takes a few minutes)
+    python bench/listing.py --keys 100000
+
+A throwaway SeaweedFS gets N one-byte objects named like page-folder line images
+(``fond/NNNN/page_NNN/line_NNNNNN.png``; they are never read, only listed), then a real
+``pisar submit`` lists them into a fresh Postgres database and publishes the shards to a
+throwaway Redis queue. The submit runs as a child process, so ``peak_rss_mb`` is the producer's
+own peak. ``list_seconds`` excludes the process start and model load, taken from a submit of a
+one-object prefix in the same run (``start_seconds``, ``start_rss_mb``). Issue 8 targets: 20,000
+keys/s and < 300 MB at 1 M keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from worker_path import report  # bench/ is on sys.path when a script here runs
+
+REPO = Path(__file__).resolve().parents[1]
+PISAR = str(Path(sys.executable).with_name("pisar"))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--shard-size", type=int, default=256)
+    parser.add_argument("--upload-threads", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-listing.json")
+    return parser.parse_args(argv)
+
+
+def key(number: int) -> str:
+    return f"lines/fond/{number // 100_000:04d}/page_{number // 40 % 2500:04d}/line_{number:07d}.png"
+
+
+def upload(client, bucket: str, count: int, threads: int) -> float:  # noqa: ANN001 - boto3 client
+    """Put ``count`` one-byte objects; returns seconds."""
+    started = time.perf_counter()
+
+    def put(start: int) -> None:
+        for number in range(start, min(count, start + 1000)):
+            client.put_object(Bucket=bucket, Key=key(number), Body=b"x")
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put, range(0, count, 1000)))
+    return time.perf_counter() - started
+
+
+def submit(env: dict[str, str], source: str, name: str, shard_size: int, log: Path) -> tuple[float, float, str]:
+    """Run `pisar submit` as a child; its seconds, its own peak RSS in MB, and the first line it printed."""
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        child = subprocess.Popen(
+            [PISAR, "submit", source, "--model", str(REPO / "models" / "demo"), "--name", name, "--shard-size", str(shard_size)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=handle,
+        )
+        _pid, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not the maximum over all children
+    seconds = time.perf_counter() - started
+    said = log.read_text().strip()
+    if status != 0:
+        raise SystemExit(f"bench: submit failed: {said[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, said.splitlines()[0]
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    import boto3
+    import psycopg
+
+    sys.path.insert(0, str(REPO))
+    from infra.local_services import ensure_postgres, ensure_redis, start_seaweedfs
+
+    weed = start_seaweedfs(Path(tempfile.mkdtemp(prefix="pisar-bench-weed-")))
+    postgres = ensure_postgres()
+    database = f"pisar_bench_{uuid.uuid4().hex[:8]}"
+    admin = postgres.url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    try:
+        client = boto3.client("s3", endpoint_url=weed.url, **_credentials(weed.env))
+        client.create_bucket(Bucket="listing")
+        client.put_object(Bucket="listing", Key="warm/line_0000000.png", Body=b"x")
+        upload_s = upload(client, "listing", args.keys, args.upload_threads)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
+        env.update(weed.env)
+        env.update(
+            {
+                "PISAR_DATABASE_URL": admin.rsplit("/", 1)[0] + f"/{database}",
+                "PISAR_REDIS_URL": ensure_redis().url,
+                "PISAR_QUEUE": f"bench-listing-{uuid.uuid4().hex[:6]}",
+            }
+        )
+        subprocess.run([PISAR, "db", "upgrade"], env=env, check=True, capture_output=True)
+        logs = Path(tempfile.mkdtemp(prefix="pisar-bench-listing-"))
+        start_s, start_rss_mb, _ = submit(env, "s3://listing/warm", "warm", args.shard_size, logs / "warm.log")  # start, model, one key
+        submit_s, peak_rss_mb, said = submit(env, "s3://listing/lines", "listing", args.shard_size, logs / "listing.log")
+    finally:
+        weed.stop()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        _drop_queue(env)
+    list_s = submit_s - start_s
+    figures = {
+        "keys": args.keys,
+        "keys_per_s": round(args.keys / list_s, 1) if list_s > 0.5 else None,  # too few keys to tell from the start-up
+        "keys_per_s_whole_submit": round(args.keys / submit_s, 1),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "start_rss_mb": round(start_rss_mb, 1),  # the same submit of one key: imports and model, the floor
+        "submit_seconds": round(submit_s, 2),
+        "start_seconds": round(start_s, 2),
+        "list_seconds": round(list_s, 2),
+        "upload_seconds": round(upload_s, 2),
+        "shard_size": args.shard_size,
+        "submit_said": said,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    report(figures, args.out)
+    return 0
+
+
+def _credentials(env: dict[str, str]) -> dict[str, str]:
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": env.get("AWS_DEFAULT_REGION", "us-east-1"),
+    }
+
+
+def _drop_queue(env: dict[str, str]) -> None:
+    """The shard messages this run published: removed, so no worker ever sees them."""
+    import redis
+
+    client = redis.Redis.from_url(env["PISAR_REDIS_URL"])
+    try:
+        client.delete(env["PISAR_QUEUE"])
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
