@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import and_, or_, select, update
 from sqlmodel import Session
@@ -44,6 +45,11 @@ def _shard_ids(url: str, condition) -> list[int]:  # noqa: ANN001 - a SQLAlchemy
         return list(conn.execute(select(_SHARD.c.id).where(condition).order_by(_SHARD.c.index)).scalars())
 
 
+def held_by_a_worker(now: datetime):  # noqa: ANN201 - a SQLAlchemy where-clause on shard
+    """Shards running under a lease that has not expired at ``now``: a live worker is on them."""
+    return and_(_SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= now)
+
+
 def mark_queued(url: str, campaign_id: int, shard_ids: Iterable[int], reset_attempts: bool) -> int:
     """Set shards to ``queued`` before their messages are sent (so a fast worker's claim is never overwritten)."""
     ids = list(shard_ids)
@@ -51,7 +57,7 @@ def mark_queued(url: str, campaign_id: int, shard_ids: Iterable[int], reset_atte
     values: dict[str, object] = {"state": ShardState.QUEUED.value, "queued_at": now}
     if reset_attempts:
         values["attempts"] = 0
-    live = and_(_SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= now)
+    live = held_by_a_worker(now)
     changed = 0
     with get_engine(url).begin() as conn:
         for start in range(0, len(ids), 1000):

@@ -27,6 +27,7 @@ from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Retry, Shard, ShardState, utcnow
 from pisar.errors import ConfigError, WorkerCrash
 from pisar.model_ref import ModelRef
+from pisar.producer.campaigns import held_by_a_worker
 from pisar.worker.flags import MAX_LENGTH, REPETITION
 
 _LINE = Line.__table__
@@ -105,17 +106,36 @@ class RetryPlan:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """A selector as SQL, at one moment: lines per reason, all picked lines, and the shards workers hold now."""
+
+    reasons: dict[str, Any]
+    picked: Any
+    live: Any  # ids of shards a live worker holds: their lines are left alone
+
+    @classmethod
+    def of(cls, campaign_id: int, selector: RetrySelector) -> _Selection:
+        reasons = selector.reasons(campaign_id)
+        live = select(_SHARD.c.id).where(_SHARD.c.campaign_id == campaign_id, held_by_a_worker(utcnow()))
+        return cls(reasons, or_(*reasons.values()) if reasons else false(), live)
+
+    @property
+    def chosen(self) -> Any:
+        """The picked lines a retry marks: those outside shards a worker holds."""
+        return and_(self.picked, _LINE.c.shard_id.not_in(self.live))
+
+
 def plan(url: str, campaign_id: int, selector: RetrySelector) -> RetryPlan:
     """Count what ``selector`` picks, without changing anything (``--dry-run`` prints this)."""
-    reasons = selector.reasons(campaign_id)
-    picked = or_(*reasons.values()) if reasons else false()
-    live = select(_SHARD.c.id).where(
-        _SHARD.c.campaign_id == campaign_id, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= utcnow()
-    )
+    return _plan(url, campaign_id, selector, _Selection.of(campaign_id, selector))
+
+
+def _plan(url: str, campaign_id: int, selector: RetrySelector, selection: _Selection) -> RetryPlan:
     with get_engine(url).connect() as conn:
-        counts = {name: conn.execute(select(func.count()).where(condition)).scalar_one() for name, condition in reasons.items()}
-        running = conn.execute(select(func.count()).where(picked, _LINE.c.shard_id.in_(live))).scalar_one()
-        chosen = and_(picked, _LINE.c.shard_id.not_in(live))
+        counts = {name: conn.execute(select(func.count()).where(condition)).scalar_one() for name, condition in selection.reasons.items()}
+        running = conn.execute(select(func.count()).where(selection.picked, _LINE.c.shard_id.in_(selection.live))).scalar_one()
+        chosen = selection.chosen
         lines = conn.execute(select(func.count()).where(chosen)).scalar_one()
         shards = conn.execute(
             select(_SHARD.c.id, _SHARD.c.index).where(_SHARD.c.id.in_(select(_LINE.c.shard_id).where(chosen))).order_by(_SHARD.c.index)
@@ -148,14 +168,11 @@ def apply(url: str, campaign_id: int, selector: RetrySelector, model: ModelRef |
     The caller then queues the shards (``mark_queued`` + publish, or runs them in process). A
     selector that picks nothing records nothing (the id is ``None``).
     """
-    reasons = selector.reasons(campaign_id)
-    picked = or_(*reasons.values()) if reasons else false()
-    live = select(_SHARD.c.id).where(
-        _SHARD.c.campaign_id == campaign_id, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= utcnow()
-    )
-    covered = plan(url, campaign_id, selector)
+    selection = _Selection.of(campaign_id, selector)
+    covered = _plan(url, campaign_id, selector, selection)
     if not covered.lines:
         return None, covered
+    model_id, model_revision = (model.source, model.revision or "") if model else (None, None)
     with get_engine(url).begin() as conn:
         retry_id = conn.execute(
             insert(_RETRY)
@@ -164,19 +181,15 @@ def apply(url: str, campaign_id: int, selector: RetrySelector, model: ModelRef |
                 created_at=utcnow(),
                 requested_by=requested_by(),
                 selector={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(selector).items()},
-                model_id=model.source if model else None,
-                model_revision=(model.revision or "") if model else None,
+                model_id=model_id,
+                model_revision=model_revision,
                 shard_count=len(covered.shard_ids),
                 line_count=covered.lines,
             )
             .returning(_RETRY.c.id)
         ).scalar_one()
-        conn.execute(update(_LINE).where(picked, _LINE.c.shard_id.not_in(live)).values(retry_id=retry_id))
+        conn.execute(update(_LINE).where(selection.chosen).values(retry_id=retry_id))
         for start in range(0, len(covered.shard_ids), 1000):
             chunk = covered.shard_ids[start : start + 1000]
-            conn.execute(
-                update(_SHARD)
-                .where(_SHARD.c.id.in_(chunk))
-                .values(model_id=model.source if model else None, model_revision=(model.revision or "") if model else None)
-            )
+            conn.execute(update(_SHARD).where(_SHARD.c.id.in_(chunk)).values(model_id=model_id, model_revision=model_revision))
     return retry_id, covered
