@@ -217,14 +217,12 @@ def open_source(args: argparse.Namespace, files: list[Path], workdir: Path) -> t
         return LocalStorage(args.source), [p.name for p in files], None
     import os
 
-    import boto3
-
     sys.path.insert(0, str(REPO))
     from infra.local_services import start_seaweedfs
 
     weed = start_seaweedfs(workdir / "weed")
     os.environ.update(weed.env)
-    client = boto3.client("s3", endpoint_url=weed.url)
+    client = weed.s3_client()
     client.create_bucket(Bucket="bench")
     for path in unique:
         client.put_object(Bucket="bench", Key=f"lines/{path.name}", Body=path.read_bytes())

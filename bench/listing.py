@@ -76,7 +76,6 @@ def submit(env: dict[str, str], source: str, name: str, shard_size: int, log: Pa
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    import boto3
     import psycopg
 
     sys.path.insert(0, str(REPO))
@@ -89,7 +88,7 @@ def main(argv: list[str]) -> int:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     try:
-        client = boto3.client("s3", endpoint_url=weed.url, **_credentials(weed.env))
+        client = weed.s3_client()
         client.create_bucket(Bucket="listing")
         client.put_object(Bucket="listing", Key="warm/line_0000000.png", Body=b"x")
         upload_s = upload(client, "listing", args.keys, args.upload_threads)
@@ -128,14 +127,6 @@ def main(argv: list[str]) -> int:
     }
     report(figures, args.out)
     return 0
-
-
-def _credentials(env: dict[str, str]) -> dict[str, str]:
-    return {
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-        "region_name": env.get("AWS_DEFAULT_REGION", "us-east-1"),
-    }
 
 
 def _drop_queue(env: dict[str, str]) -> None:

@@ -72,6 +72,10 @@ class Service:
     grace_seconds: float = 20.0
     ports: dict[str, int] = field(default_factory=dict)
 
+    def s3_client(self):  # noqa: ANN201 - boto3 client types are generated
+        """A plain boto3 client for a SeaweedFS this module started, with its credentials (tests, benchmarks)."""
+        return s3_client(self.url)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -201,12 +205,17 @@ def start_seaweedfs(workdir: Path | None = None, ports: dict[str, int] | None = 
     return service
 
 
-def _s3_ready(endpoint: str) -> bool:
+def s3_client(endpoint: str):  # noqa: ANN201 - boto3 client types are generated
+    """A plain boto3 client with the throwaway SeaweedFS credentials."""
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "s3", endpoint_url=endpoint, aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY, region_name="us-east-1"
     )
+
+
+def _s3_ready(endpoint: str) -> bool:
+    client = s3_client(endpoint)
     probe = f"probe-{os.getpid()}"
     client.create_bucket(Bucket=probe)
     client.put_object(Bucket=probe, Key="x", Body=b"x")

@@ -125,15 +125,7 @@ def s3_env(seaweedfs: Service, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
 
 @pytest.fixture
 def s3(seaweedfs: Service, s3_env: dict[str, str]):  # noqa: ANN201 - boto3 client
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=seaweedfs.url,
-        aws_access_key_id=seaweedfs.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=seaweedfs.env["AWS_SECRET_ACCESS_KEY"],
-        region_name=seaweedfs.env["AWS_DEFAULT_REGION"],
-    )
+    return seaweedfs.s3_client()
 
 
 @pytest.fixture

@@ -339,20 +339,13 @@ def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
     tmp_path: Path,
 ) -> None:
     """The object store is killed (SIGKILL) for 5 s and started again on its data while a worker reads."""
-    import boto3
 
     from infra.local_services import start_seaweedfs
 
     weed = start_seaweedfs(tmp_path / "weed")
     try:
         env = {**distributed_env, **weed.env, "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4", "PISAR_LEASE_SECONDS": str(LEASE)}
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=weed.url,
-            aws_access_key_id=weed.env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=weed.env["AWS_SECRET_ACCESS_KEY"],
-            region_name=weed.env["AWS_DEFAULT_REGION"],
-        )
+        s3 = weed.s3_client()
         shard_size = 25
         campaign = submit(s3, env, "weed-restart", fault_free.objects(), tiny_model, shard_size)
         worker = start_worker(env, "reader")
