@@ -367,7 +367,7 @@ def export(
     from pisar.producer.export import ExportFilter
     from pisar.producer.export import export as write_export
 
-    only = ExportFilter(tuple(s.strip() for s in status.split(",") if s.strip()), min_confidence, _parse_since(since))
+    only = ExportFilter(_names(status), min_confidence, _parse_since(since))
     settings = get_settings()
     url = _catalog(settings)
     campaign = get_campaign(url, name)
