@@ -251,7 +251,7 @@ def _names(value: str | None) -> tuple[str, ...]:
 def _print_plan(name: str, covered, ref, dry_run: bool, retry_id: int | None = None) -> None:  # noqa: ANN001 - RetryPlan, ModelRef
     """What a retry covers, line by line of reasoning, on stderr."""
     verb = "would re-run" if dry_run else f"retry {retry_id}: re-running" if retry_id else "nothing to re-run:"
-    with_model = f" with {ref.source}@{ref.revision}" if ref else ""
+    with_model = f" with {ref}" if ref else ""
     err.print(f"{shown(name)}: {verb} {covered.lines} lines in {len(covered.shard_ids)} shards{with_model}")
     for reason, count in covered.lines_by_reason.items():
         err.print(f"  {shown(reason)}: {count} lines")
@@ -363,6 +363,7 @@ def export(
     ] = None,
 ) -> None:
     """Write a campaign's results in key order: one record per line image, or one file per source folder."""
+    from pisar import model_ref
     from pisar.producer.campaigns import get_campaign
     from pisar.producer.export import ExportFilter
     from pisar.producer.export import export as write_export
@@ -371,7 +372,7 @@ def export(
     settings = get_settings()
     url = _catalog(settings)
     campaign = get_campaign(url, name)
-    about = {"campaign": campaign.name, "model": f"{campaign.model_id}@{campaign.model_revision}"}
+    about = {"campaign": campaign.name, "model": str(model_ref.ModelRef.of(campaign.model_id, campaign.model_revision))}
     written = write_export(url, campaign.id, fmt, output, only, about)
     pending = campaign.line_count - written.records - written.error_lines
     note = f"; {pending} lines pending or filtered out" if pending else ""

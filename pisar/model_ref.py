@@ -26,6 +26,11 @@ class ModelRef:
     def is_local(self) -> bool:
         return self.revision is None or self.revision.startswith("sha256:")
 
+    @classmethod
+    def of(cls, model_id: str, revision: str | None) -> ModelRef:
+        """The ref a campaign or shard row records, where no revision is stored as ``""``."""
+        return cls(model_id, revision or None)
+
     def __str__(self) -> str:
         return self.source if self.revision is None else f"{self.source}@{self.revision}"
 

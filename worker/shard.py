@@ -20,6 +20,7 @@ from pisar.catalog.bulk import LineResult
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, LineStatus, utcnow
 from pisar.errors import LineError, TransientError
+from pisar.model_ref import ModelRef
 from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
 from pisar.worker import metrics, store
@@ -110,7 +111,7 @@ class ShardRunner:
             store.release(self.catalog_url, held)
             log.warning("shard %s interrupted and released", shard_id)
             raise
-        model = f"{campaign.model_id}@{campaign.model_revision}" if campaign.model_revision else campaign.model_id
+        model = str(ModelRef.of(campaign.model_id, campaign.model_revision))
         results = [r._replace(model=model) for r in results]
         started = time.perf_counter()
         committed = store.commit(self.catalog_url, held, results, engine.describe(), load_s, gen_s)
