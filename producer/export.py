@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import sys
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import select
 
@@ -23,6 +19,7 @@ from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Shard
 from pisar.constants import EXPORT_FIELDS
 from pisar.errors import ConfigError
+from pisar.producer.atomic_output import atomic_output
 from pisar.producer.export_pages import PAGE_FORMATS, Export, write_pages
 from pisar.producer.export_parquet import write_parquet
 
@@ -80,24 +77,6 @@ def iter_records(url: str, campaign_id: int, only: ExportFilter | None = None) -
             yield record
 
 
-@contextmanager
-def _atomic_output(output: str, binary: bool = False) -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``output`` and rename it into place on success."""
-    if output == "-":
-        yield sys.stdout
-        return
-    target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export(
     url: str, campaign_id: int, fmt: str, output: str, only: ExportFilter | None = None, about: dict[str, str] | None = None
 ) -> Export:
@@ -117,10 +96,10 @@ def export(
     if fmt == "parquet":
         if output == "-":
             raise ConfigError("--format parquet needs a file: give -o PATH")
-        with _atomic_output(output, binary=True) as handle:
+        with atomic_output(output, binary=True) as handle:
             return Export(records=write_parquet(records, handle))
     count = 0
-    with _atomic_output(output) as handle:
+    with atomic_output(output) as handle:
         if fmt == "csv":
             writer = csv.DictWriter(handle, fieldnames=EXPORT_FIELDS)
             writer.writeheader()

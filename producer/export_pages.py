@@ -17,9 +17,7 @@ text and are counted, not written. Each file is written beside its target and re
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from typing import Any
 
 from pisar import __version__
 from pisar.constants import CONFIDENCE_FORMULA
+from pisar.producer.atomic_output import atomic_output
 from pisar.xml_text import XmlScrubber
 
 PAGE_FORMATS = ("txt", "alto", "page")
@@ -98,7 +97,8 @@ def write_pages(records: Iterable[dict[str, Any]], fmt: str, root: Path, about: 
     def close(folder: _Folder) -> None:
         done.add(folder.name)
         if folder.lines:
-            _write_atomic(file_for(root, folder.name, suffix), render(folder, about, scrub))
+            with atomic_output(file_for(root, folder.name, suffix)) as handle:
+                handle.write(render(folder, about, scrub))
             result.files += 1
 
     for record in records:
@@ -122,18 +122,6 @@ def write_pages(records: Iterable[dict[str, Any]], fmt: str, root: Path, about: 
 
 def _within(folder: str, ancestor: str) -> bool:
     return folder == ancestor or ancestor == "" or folder.startswith(ancestor + "/")
-
-
-def _write_atomic(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _text_file(folder: _Folder, about: dict[str, str], scrub: XmlScrubber) -> str:
