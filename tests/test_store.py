@@ -233,3 +233,26 @@ def test_reaper_requeues_dead_workers_shards_then_quarantines(settings: Settings
             assert "WorkerLost" in error and "killed-2" in error
     assert lease_of(settings, second).state == "running" and live is not None  # a live lease is never reaped
     assert reap(settings.catalog_url, max_attempts=2).requeued == 0
+
+
+def test_a_redelivery_that_beats_the_reaper_takes_over_the_way_the_reaper_would(settings: Settings, campaign) -> None:  # noqa: ANN001
+    """Celery redelivers a dead worker's message at once; when it arrives before the reaper's pass,
+    the claim must still run the shard line by line and set aside the line the last run died on.
+    (Before, it took the shard as a fresh attempt in batches: a poison line then crashed the worker
+    again and the shard was quarantined at max attempts 2, the chaos suite's one flaky failure.)"""
+    first = shard_ids(settings, campaign.id)[0]
+    url = settings.catalog_url
+    held = store.claim(url, first, "crashed-in-a-batch", lease_seconds=60, max_attempts=2)
+    assert held is not None and not held.suspect
+    expire(settings, first)  # the worker died; no reaper ran
+    careful = store.claim(url, first, "redelivered", lease_seconds=60, max_attempts=2)
+    assert careful is not None and careful.suspect and careful.attempts == 2
+    poison = store.lines_to_do(url, first)[0]
+    assert store.probe(url, careful, poison)
+    expire(settings, first)  # it died again, on the line it had just recorded
+    finishing = store.claim(url, first, "redelivered-again", lease_seconds=60, max_attempts=2)
+    assert finishing is not None and finishing.suspect and finishing.attempts == 2  # a named crash spends no attempt
+    assert poison not in store.lines_to_do(url, first)
+    with get_engine(url).connect() as conn:
+        line = conn.execute(select(Line.__table__).where(Line.__table__.c.key == poison)).one()
+    assert (line.status, line.error_class) == ("error", "WorkerCrash")

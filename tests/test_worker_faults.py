@@ -192,6 +192,11 @@ def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
     reaper = start_reaper(env, tmp_path / "reaper.log")
     try:
         wait_until(lambda: campaign.states() == {"done": LINES // SHARD_SIZE}, 240, "both shards done despite the crashing line")
+    except AssertionError as exc:  # say where it stuck: shard states and both logs
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text(encoding='utf-8')[-3000:]}" for p in (tmp_path / "reaper.log", tmp_path / "crashy.log")
+        )
+        raise AssertionError(f"{exc}; shards {campaign.states()}\n{logs}") from None
     finally:
         stop(reaper)
     assert worker.poll() is None  # Celery replaced the dead child; the worker lives on

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, and_, or_, select, update
 
 from pisar.catalog.bulk import LineResult, upsert_line_results
 from pisar.catalog.db import get_engine
+from pisar.catalog.expiry import expire_leases
 from pisar.catalog.models import Line, LineStatus, Shard, ShardState, utcnow
 from pisar.constants import WORKER_LOST
 
@@ -36,18 +37,16 @@ class Claim:
 
 
 def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts: int) -> Claim | None:
-    """Take the shard if nobody holds a live lease on it; ``None`` means skip this delivery."""
+    """Take the shard if nobody holds a live lease on it; ``None`` means skip this delivery.
+
+    A shard still ``running`` under an expired lease goes through the reaper's transition first, in
+    the same transaction (``expire_leases``): its dead worker's line is set aside and the run is
+    marked suspect, whichever of the reaper and a redelivered message gets there first.
+    """
     now = utcnow()
     statement = (
         update(_SHARD)
-        .where(
-            _SHARD.c.id == shard_id,
-            _SHARD.c.attempts < max_attempts,
-            or_(
-                _SHARD.c.state.in_([s.value for s in _CLAIMABLE]),
-                and_(_SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until < now),
-            ),
-        )
+        .where(_SHARD.c.id == shard_id, _SHARD.c.attempts < max_attempts, _SHARD.c.state.in_([s.value for s in _CLAIMABLE]))
         .values(
             state=ShardState.RUNNING.value,
             token=_SHARD.c.token + 1,
@@ -60,6 +59,7 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
         .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts, _SHARD.c.error, _SHARD.c.model_id, _SHARD.c.model_revision)
     )
     with get_engine(url).begin() as conn:
+        expire_leases(conn, now, max_attempts, shard_id)
         row = conn.execute(statement).first()
         if row is None:
             conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
