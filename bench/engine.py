@@ -125,7 +125,7 @@ class HFBatched:
         from pisar.processor import load_processor
 
         self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        self.processor = load_processor(ModelRef(str(model_dir), None))
+        self.processor = load_processor(ModelRef(str(model_dir), None), backend=None)  # transformers' default backend
         self.model = VisionEncoderDecoderModel.from_pretrained(model_dir, dtype=self.dtype).to(device).eval()
         self.tokens, self.device, self.batch_size = tokens, device, batch_size
 

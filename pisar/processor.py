@@ -27,13 +27,23 @@ _PREPROCESSING_FIELDS = (
 )
 
 
-def load_processor(ref: ModelRef) -> Any:
-    """The model's processor: ``AutoProcessor`` when it works, else image processor + tokenizer."""
+#: Image processors run on PIL everywhere. transformers picks a torchvision backend whenever torchvision
+#: is installed (GPU images usually have it), and its antialiased tensor resize gives other pixels than
+#: PIL's: the same model would read differently depending on what else the host has installed.
+IMAGE_BACKEND = "pil"
+
+
+def load_processor(ref: ModelRef, backend: str | None = IMAGE_BACKEND) -> Any:
+    """The model's processor: ``AutoProcessor`` when it works, else image processor + tokenizer.
+
+    ``backend=None`` leaves the image backend to transformers (what plain HF code gets).
+    """
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, TrOCRProcessor
 
     name, revision = load_target(ref)
+    chosen = {"backend": backend} if backend else {}
     try:
-        processor = AutoProcessor.from_pretrained(name, revision=revision)
+        processor = AutoProcessor.from_pretrained(name, revision=revision, **chosen)
         if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
             return processor
     except (OSError, ValueError, TypeError, KeyError):
@@ -49,7 +59,7 @@ def load_processor(ref: ModelRef) -> Any:
             self.chat_template = None
 
     return LineProcessor(
-        image_processor=AutoImageProcessor.from_pretrained(name, revision=revision),
+        image_processor=AutoImageProcessor.from_pretrained(name, revision=revision, **chosen),
         tokenizer=AutoTokenizer.from_pretrained(name, revision=revision),
     )
 

@@ -253,6 +253,8 @@ class Engine:
             rows, steps_paid = chosen.shape
             self.steps.paid += rows * steps_paid
             self.steps.useful += int(torch.where(ended, is_eos.int().argmax(dim=1) + 1, steps_paid).sum())
+        # One copy to the host per batch: indexing GPU tensors row by row would wait on the device per line.
+        chosen, text_mask, log_probs = chosen.cpu(), text_mask.cpu(), log_probs.cpu()
         ended = ended.tolist()
         results = []
         for i, text in enumerate(texts):
