@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlmodel import Session
 
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Line, Shard, ShardState, utcnow
+from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
 from pisar.errors import NotFound
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
+_CAMPAIGN = Campaign.__table__
 
 
 def find_campaign(url: str, name: str) -> Campaign | None:
@@ -28,6 +29,30 @@ def get_campaign(url: str, name: str) -> Campaign:
     if campaign is None:
         raise NotFound(f"no campaign named {name!r} in the catalog")
     return campaign
+
+
+def line_counts(conn: Connection, campaign_id: int | None = None) -> dict[int, dict[str, int]]:
+    """Lines by status per campaign (all, or one), from the per-shard counters: never a line scan.
+
+    ``pending`` is the campaign's line count less the lines with a result.
+    """
+    query = (
+        select(
+            _CAMPAIGN.c.id,
+            _CAMPAIGN.c.line_count,
+            func.coalesce(func.sum(_SHARD.c.ok_lines), 0),
+            func.coalesce(func.sum(_SHARD.c.error_lines), 0),
+        )
+        .select_from(_CAMPAIGN.outerjoin(_SHARD, _SHARD.c.campaign_id == _CAMPAIGN.c.id))
+        .group_by(_CAMPAIGN.c.id, _CAMPAIGN.c.line_count)
+    )
+    if campaign_id is not None:
+        query = query.where(_CAMPAIGN.c.id == campaign_id)
+    counts = {}
+    for cid, total, ok, error in conn.execute(query):
+        ok, error = int(ok), int(error)
+        counts[cid] = {LineStatus.PENDING.value: max(0, total - ok - error), LineStatus.OK.value: ok, LineStatus.ERROR.value: error}
+    return counts
 
 
 def shards_to_resume(url: str, campaign_id: int) -> list[int]:

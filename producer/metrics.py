@@ -17,14 +17,14 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Line, Shard
+from pisar.catalog.models import Campaign, Shard
+from pisar.producer.campaigns import line_counts
 from pisar.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _CAMPAIGN = Campaign.__table__
 _SHARD = Shard.__table__
-_LINE = Line.__table__
 # kombu's Redis transport keeps a queue's messages in a list named after it, and in one list per
 # priority step (name + "\x06\x16" + step) when priorities are used.
 _PRIORITY_SEPARATOR = "\x06\x16"
@@ -48,10 +48,9 @@ class CatalogCollector(Collector):
                 select(_SHARD.c.campaign_id, _SHARD.c.state, func.count()).group_by(_SHARD.c.campaign_id, _SHARD.c.state)
             ):
                 shards.add_metric([names[campaign_id], state], count)
-            for campaign_id, status, count in conn.execute(
-                select(_LINE.c.campaign_id, _LINE.c.status, func.count()).group_by(_LINE.c.campaign_id, _LINE.c.status)
-            ):
-                lines.add_metric([names[campaign_id], status], count)
+            for campaign_id, counts in line_counts(conn).items():  # per-shard counters: a scrape never scans lines
+                for status, count in counts.items():
+                    lines.add_metric([names[campaign_id], status], count)
         yield shards
         yield lines
         yield from self._queues(sorted(queues))

@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineStatus, Retry, Shard, ShardState, utcnow
+from pisar.producer.campaigns import line_counts
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
@@ -55,7 +56,7 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
     recent = now - timedelta(minutes=RECENT_MINUTES)
     cid = campaign.id
     with get_engine(url).connect() as conn:
-        lines = dict(conn.execute(select(_LINE.c.status, func.count()).where(_LINE.c.campaign_id == cid).group_by(_LINE.c.status)).all())
+        lines = line_counts(conn, cid)[cid]  # from the per-shard counters, not from line rows
         shards = dict(conn.execute(select(_SHARD.c.state, func.count()).where(_SHARD.c.campaign_id == cid).group_by(_SHARD.c.state)).all())
         errors = conn.execute(
             select(_LINE.c.error_class, func.count(), func.min(_LINE.c.key))
@@ -77,12 +78,11 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         # and never starts before the first shard did: a 1-second run is not averaged over 5 minutes.
         window_end = now if lines.get(LineStatus.PENDING.value, 0) or last_finish is None else last_finish
         window_start = max(window_end - timedelta(minutes=RECENT_MINUTES), first_start or window_end)
-        recent_done = conn.execute(
-            select(func.count()).where(
-                _LINE.c.campaign_id == cid,
-                _LINE.c.status != LineStatus.PENDING.value,
-                _LINE.c.finished_at >= window_start,
-                _LINE.c.finished_at <= window_end,
+        recent_done = conn.execute(  # whole shards: a shard's lines commit together
+            select(func.coalesce(func.sum(_SHARD.c.ok_lines + _SHARD.c.error_lines), 0)).where(
+                _SHARD.c.campaign_id == cid,
+                _SHARD.c.finished_at >= window_start,
+                _SHARD.c.finished_at <= window_end,
             )
         ).scalar_one()
         stale = conn.execute(
@@ -98,11 +98,8 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
             .order_by(_RETRY.c.id.desc())
             .limit(5)
         ).all()
-        workers = (
-            conn.execute(select(_LINE.c.worker).where(_LINE.c.campaign_id == cid, _LINE.c.finished_at >= recent).distinct().limit(100))
-            .scalars()
-            .all()
-        )
+        seen = or_(_SHARD.c.finished_at >= recent, _SHARD.c.state == ShardState.RUNNING.value)
+        workers = conn.execute(select(_SHARD.c.worker).where(_SHARD.c.campaign_id == cid, seen).distinct().limit(100)).scalars().all()
     finished = sum(n for status, n in lines.items() if status != LineStatus.PENDING.value)
     pending = lines.get(LineStatus.PENDING.value, 0)
     window = (window_end - window_start).total_seconds()

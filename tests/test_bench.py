@@ -42,6 +42,20 @@ def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert all(printed[k] > 0 for k in ("seed_loop_lines_per_s", "hf_batched_lines_per_s", "pisar_lines_per_s"))
 
 
+def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    """`bench/profile_generate.py` splits a batch's time into encoder, decoder and the engine's own work."""
+    out = tmp_path / "profile.json"
+    args = ["--standin", "small", "--batches", "2", "4", "--repeats", "1", "--trace", "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "profile_generate.py"), *args], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = json.loads(out.read_text())
+    assert [row["batch"] for row in printed["rows"]] == [2, 4]
+    assert all(0 < row["encoder_s"] < row["generate_s"] and row["engine_lines_per_s"] > 0 for row in printed["rows"])
+    assert "aten::" in out.with_suffix(".ops.txt").read_text()  # the profiler's operator table
+
+
 def test_batching_benchmark_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "batching.json"
     args = ["--lines", "32", "--rounds", "1", "--device", "cpu", "--out", str(out)]

@@ -65,6 +65,41 @@ def test_second_delivery_is_skipped_and_counted(settings: Settings, campaign) ->
     assert (shard.state, shard.duplicate_deliveries, shard.engine) == ("done", 2, "cpu:float32")
 
 
+def test_shard_counters_follow_every_change_of_a_line_result(settings: Settings, campaign) -> None:  # noqa: ANN001
+    """`status` sums per-shard counters; they must equal a count of the line rows after a commit,
+    a commit that overwrites (a retry's new results) and a line set aside by the reaper."""
+    from pisar.producer.campaigns import line_counts
+
+    url = settings.catalog_url
+    first, second, _ = shard_ids(settings, campaign.id)
+
+    def counted() -> dict[str, int]:
+        with get_engine(url).connect() as conn:
+            rows = dict(conn.execute(select(Line.status, func.count()).where(Line.campaign_id == campaign.id).group_by(Line.status)).all())
+            summed = line_counts(conn, campaign.id)[campaign.id]
+        assert summed == {s: rows.get(s, 0) for s in ("pending", "ok", "error")}
+        return summed
+
+    assert counted() == {"pending": 5, "ok": 0, "error": 0}
+    held = store.claim(url, first, "w1", lease_seconds=60, max_attempts=3)
+    rows = results_for(settings, first, "a")
+    rows[0] = rows[0]._replace(status="error", text=None, error_class="DecodeError", error="truncated")
+    assert store.commit(url, held, rows, "cpu:float32", 0, 0)
+    assert counted() == {"pending": 3, "ok": 1, "error": 1}
+    with get_engine(url).begin() as conn:  # a retry asks for the shard again; its new results replace the old
+        conn.execute(update(Shard.__table__).where(Shard.__table__.c.id == first).values(state="queued"))
+    again = store.claim(url, first, "w2", lease_seconds=60, max_attempts=3)
+    assert store.commit(url, again, [r._replace(status="ok", text="b", error_class=None, error=None) for r in rows], "cpu:float32", 0, 0)
+    assert counted() == {"pending": 3, "ok": 2, "error": 0}
+    careful = store.claim(url, second, "w3", lease_seconds=60, max_attempts=3)
+    assert store.probe(url, careful, store.lines_to_do(url, second)[0])
+    expire(settings, second)
+    from pisar.producer.reaper import reap
+
+    assert len(reap(url, max_attempts=3).poisoned) == 1
+    assert counted() == {"pending": 2, "ok": 2, "error": 1}
+
+
 def test_superseded_run_cannot_commit(settings: Settings, campaign) -> None:  # noqa: ANN001
     """Run A's lease expires, run B claims (new token): A's late commit is rejected, B's lands once."""
     url = settings.catalog_url

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import Connection, and_, or_, select, update
 
-from pisar.catalog.bulk import LineResult, upsert_line_results
+from pisar.catalog.bulk import LineResult, count_shard_lines, upsert_line_results
 from pisar.catalog.db import get_engine
 from pisar.catalog.expiry import expire_leases
 from pisar.catalog.models import Line, LineStatus, Shard, ShardState, utcnow
@@ -91,6 +91,7 @@ def commit(url: str, held: Claim, results: list[LineResult], engine: str, load_s
             conn.rollback()
             return False
         upsert_line_results(conn, held.campaign_id, held.shard_id, results)
+        count_shard_lines(conn, held.shard_id)
     return True
 
 

@@ -102,6 +102,23 @@ def _upsert_postgres(conn: Connection, campaign_id: int, shard_id: int, results:
     )
 
 
+def count_shard_lines(conn: Connection, shard_id: int) -> None:
+    """Rewrite the shard's ``ok_lines`` / ``error_lines`` from its lines, in the caller's transaction.
+
+    Called wherever line results change (a commit, a line set aside), so the counters `status`
+    sums are exact; one shard's few hundred lines are read through ``ix_line_shard``.
+    """
+    conn.execute(
+        text(
+            "UPDATE shard SET"
+            " ok_lines = (SELECT count(*) FROM line WHERE line.shard_id = :id AND line.status = :ok),"
+            " error_lines = (SELECT count(*) FROM line WHERE line.shard_id = :id AND line.status = :error)"
+            " WHERE id = :id"
+        ),
+        {"id": shard_id, "ok": LineStatus.OK.value, "error": LineStatus.ERROR.value},
+    )
+
+
 _KEPT = ("status", "text", "confidence", "min_token_prob", "error_class", "error", "flags", "model", "worker", "finished_at")
 
 

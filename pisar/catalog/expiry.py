@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, select, update
 
+from pisar.catalog.bulk import count_shard_lines
 from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState
 from pisar.constants import WORKER_LOST
 from pisar.errors import WorkerCrash
@@ -85,3 +86,4 @@ def _set_aside(conn: Connection, shard_id: int, key: str, worker: str | None, no
         .where(_LINE.c.shard_id == shard_id, _LINE.c.key == key)
         .values(status=LineStatus.ERROR.value, error_class=crash.error_class, error=str(crash), worker=worker, finished_at=now)
     )
+    count_shard_lines(conn, shard_id)
