@@ -76,39 +76,26 @@ def submit(env: dict[str, str], source: str, name: str, shard_size: int, log: Pa
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    import psycopg
 
     sys.path.insert(0, str(REPO))
-    from infra.local_services import ensure_postgres, ensure_redis, start_seaweedfs
+    from infra.local_services import ensure_postgres, ensure_redis, start_seaweedfs, throwaway_database
 
     weed = start_seaweedfs(Path(tempfile.mkdtemp(prefix="pisar-bench-weed-")))
-    postgres = ensure_postgres()
-    database = f"pisar_bench_{uuid.uuid4().hex[:8]}"
-    admin = postgres.url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
+    env.update(weed.env)
+    env.update({"PISAR_REDIS_URL": ensure_redis().url, "PISAR_QUEUE": f"bench-listing-{uuid.uuid4().hex[:6]}"})
     try:
-        client = weed.s3_client()
-        client.create_bucket(Bucket="listing")
-        client.put_object(Bucket="listing", Key="warm/line_0000000.png", Body=b"x")
-        upload_s = upload(client, "listing", args.keys, args.upload_threads)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
-        env.update(weed.env)
-        env.update(
-            {
-                "PISAR_DATABASE_URL": admin.rsplit("/", 1)[0] + f"/{database}",
-                "PISAR_REDIS_URL": ensure_redis().url,
-                "PISAR_QUEUE": f"bench-listing-{uuid.uuid4().hex[:6]}",
-            }
-        )
-        subprocess.run([PISAR, "db", "upgrade"], env=env, check=True, capture_output=True)
-        logs = Path(tempfile.mkdtemp(prefix="pisar-bench-listing-"))
-        start_s, start_rss_mb, _ = submit(env, "s3://listing/warm", "warm", args.shard_size, logs / "warm.log")  # start, model, one key
-        submit_s, peak_rss_mb, said = submit(env, "s3://listing/lines", "listing", args.shard_size, logs / "listing.log")
+        with throwaway_database(ensure_postgres(), "pisar_bench") as database_url:
+            env["PISAR_DATABASE_URL"] = database_url
+            client = weed.s3_client()
+            client.create_bucket(Bucket="listing")
+            client.put_object(Bucket="listing", Key="warm/line_0000000.png", Body=b"x")
+            upload_s = upload(client, "listing", args.keys, args.upload_threads)
+            logs = Path(tempfile.mkdtemp(prefix="pisar-bench-listing-"))
+            start_s, start_rss_mb, _ = submit(env, "s3://listing/warm", "warm", args.shard_size, logs / "warm.log")  # start, model, one key
+            submit_s, peak_rss_mb, said = submit(env, "s3://listing/lines", "listing", args.shard_size, logs / "listing.log")
     finally:
         weed.stop()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         _drop_queue(env)
     list_s = submit_s - start_s
     figures = {

@@ -23,6 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +153,34 @@ def ensure_postgres(port: int = 5432) -> Service:
     )
     wait_for(lambda: port_open(port), "postgres", 60, proc)
     return Service(f"postgresql://postgres@{LOOPBACK}:{port}/postgres", proc, workdir)
+
+
+@contextmanager
+def throwaway_database(postgres: Service, prefix: str = "pisar_test", *, keep: str | None = None) -> Iterator[str]:
+    """A new database on ``postgres``, migrated to head (Pisar's own ``upgrade``), dropped on exit.
+
+    ``keep``: use (or create) the database of that name and leave it in place, for benchmarks whose
+    data takes long to build.
+    """
+    import psycopg
+
+    from pisar.catalog.db import dispose_engines, upgrade
+    from pisar.settings import Settings
+
+    name = keep or f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = postgres.url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(Settings(database_url=url).catalog_url)  # the same URL normalisation users get
+    try:
+        yield url
+    finally:
+        dispose_engines()
+        if keep is None:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def start_seaweedfs(workdir: Path | None = None, ports: dict[str, int] | None = None) -> Service:

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Shard
@@ -52,13 +52,9 @@ class ExportFilter:
             raise ConfigError(f"--min-confidence must be between 0 and 1, not {self.min_confidence}")
 
 
-def iter_records(url: str, campaign_id: int, only: ExportFilter | None = None) -> Iterator[dict[str, Any]]:
-    """Finished lines as export records, streamed in key order (byte order, whatever the database's collation).
-
-    Byte order keeps each folder's lines in one run, which the per-folder formats rely on.
-    """
-    only = only or ExportFilter()
-    key = _LINE.c.key.collate("C") if get_engine(url).dialect.name == "postgresql" else _LINE.c.key
+def export_statement(campaign_id: int, only: ExportFilter, *, postgres: bool = True) -> Select:
+    """The export's query: finished lines with their shard index, in key byte order."""
+    key = _LINE.c.key.collate("C") if postgres else _LINE.c.key
     statement = (
         select(*(_LINE.c[name] for name in EXPORT_FIELDS if name in _LINE.c), _SHARD.c.index.label("shard"))
         .join(_SHARD, _SHARD.c.id == _LINE.c.shard_id)
@@ -69,6 +65,15 @@ def iter_records(url: str, campaign_id: int, only: ExportFilter | None = None) -
         statement = statement.where(_LINE.c.confidence >= only.min_confidence)
     if only.since is not None:
         statement = statement.where(_LINE.c.finished_at >= only.since)
+    return statement
+
+
+def iter_records(url: str, campaign_id: int, only: ExportFilter | None = None) -> Iterator[dict[str, Any]]:
+    """Finished lines as export records, streamed in key order (byte order, whatever the database's collation).
+
+    Byte order keeps each folder's lines in one run, which the per-folder formats rely on.
+    """
+    statement = export_statement(campaign_id, only or ExportFilter(), postgres=get_engine(url).dialect.name == "postgresql")
     with get_engine(url).connect() as conn:
         for row in conn.execution_options(yield_per=2000).execute(statement).mappings():
             record = {name: row[name] for name in EXPORT_FIELDS}

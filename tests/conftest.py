@@ -14,14 +14,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-from infra.local_services import Service, ensure_postgres, ensure_redis, start_seaweedfs
+from infra.local_services import Service, ensure_postgres, ensure_redis, start_seaweedfs, throwaway_database
 from pisar.random_model import build_random_model, read_texts
-from pisar.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -80,25 +79,9 @@ def postgres_server() -> Iterator[Service]:
     service.stop()
 
 
-@contextmanager
-def fresh_database(postgres_server: Service) -> Iterator[str]:
+def fresh_database(postgres_server: Service) -> AbstractContextManager[str]:
     """A new, migrated database on the real server, dropped on exit."""
-    import psycopg
-
-    from pisar.catalog.db import dispose_engines, upgrade
-
-    name = f"pisar_test_{uuid.uuid4().hex[:12]}"
-    admin = postgres_server.url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(Settings(database_url=url).catalog_url)  # the same URL normalisation users get
-    try:
-        yield url
-    finally:
-        dispose_engines()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return throwaway_database(postgres_server)
 
 
 @pytest.fixture

@@ -115,7 +115,8 @@ class Line(SQLModel, table=True):
     )
     campaign_id: int = Field(foreign_key="campaign.id")
     shard_id: int = Field(foreign_key="shard.id")
-    key: str = Field(sa_column=Column(Text, nullable=False))
+    # Byte order in Postgres (migration 0007): exports stream in key order straight from the unique index.
+    key: str = Field(sa_column=Column(Text().with_variant(Text(collation="C"), "postgresql"), nullable=False))
     status: str = Field(default=LineStatus.PENDING, max_length=10)
     text: str | None = Field(default=None, sa_column=Column(Text))
     confidence: float | None = None
