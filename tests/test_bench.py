@@ -56,6 +56,20 @@ def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert "aten::" in out.with_suffix(".ops.txt").read_text()  # the profiler's operator table
 
 
+def test_catalog_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    """`bench/catalog.py` on a throwaway database at 20,000 generated lines: commits, claims, status, plans."""
+    out = tmp_path / "catalog.json"
+    args = ["--lines", "20000", "--commit-shards", "4", "--samples", "1", "--out", str(out)]
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "catalog.py"), *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = json.loads(out.read_text())
+    assert printed["lines_committed"] == 4 * 256 and printed["lines_per_s"] > 0 and printed["claim_ms"] > 0
+    # 79 shards, 71 done (18,176 lines, one error in 1,000: 19), then 4 queued shards committed as ok
+    assert printed["status_lines"] == {"pending": 20000 - 18176 - 1024, "ok": 18176 - 19 + 1024, "error": 19}
+    assert "uq_line_campaign_key" in printed["plans"]["export_first_page"]["scans"]  # byte-order keys: no sort of every line
+    assert "== claim" in out.with_suffix(".plans.txt").read_text()
+
+
 def test_batching_benchmark_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "batching.json"
     args = ["--lines", "32", "--rounds", "1", "--device", "cpu", "--out", str(out)]
