@@ -6,10 +6,11 @@
 A throwaway SeaweedFS gets N one-byte objects named like page-folder line images
 (``fond/NNNN/page_NNN/line_NNNNNN.png``; they are never read, only listed), then a real
 ``pisar submit`` lists them into a fresh Postgres database and publishes the shards to a
-throwaway Redis queue. The submit runs as a child process, so ``peak_rss_mb`` is the producer's
-own peak. ``list_seconds`` excludes the process start and model load, taken from a submit of a
-one-object prefix in the same run (``start_seconds``, ``start_rss_mb``). Issue 8 targets: 20,000
-keys/s and < 300 MB at 1 M keys.
+throwaway Redis. The submit runs as a child process, so ``peak_rss_mb`` is the producer's own
+peak. ``list_seconds`` excludes the process start and model load, taken from a submit of a
+one-object prefix in the same run (``start_seconds``, ``start_rss_mb``).
+``redis_bytes_per_queued_shard`` is the growth of that Redis's ``used_memory`` over the shards
+published. Issue 8 targets: 20,000 keys/s and < 300 MB at 1 M keys.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -78,12 +78,13 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from infra.local_services import ensure_postgres, ensure_redis, start_seaweedfs, throwaway_database
+    from infra.local_services import ensure_postgres, start_redis, start_seaweedfs, throwaway_database
 
     weed = start_seaweedfs(Path(tempfile.mkdtemp(prefix="pisar-bench-weed-")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
     env.update(weed.env)
-    env.update({"PISAR_REDIS_URL": ensure_redis().url, "PISAR_QUEUE": f"bench-listing-{uuid.uuid4().hex[:6]}"})
+    redis = start_redis(Path(tempfile.mkdtemp(prefix="pisar-bench-redis-")), aof=False)  # its own: memory is the queue's alone
+    env.update({"PISAR_REDIS_URL": redis.url, "PISAR_QUEUE": "bench-listing"})
     try:
         with throwaway_database(ensure_postgres(), "pisar_bench") as database_url:
             env["PISAR_DATABASE_URL"] = database_url
@@ -93,10 +94,13 @@ def main(argv: list[str]) -> int:
             upload_s = upload(client, "listing", args.keys, args.upload_threads)
             logs = Path(tempfile.mkdtemp(prefix="pisar-bench-listing-"))
             start_s, start_rss_mb, _ = submit(env, "s3://listing/warm", "warm", args.shard_size, logs / "warm.log")  # start, model, one key
+            memory_before = used_memory(redis.url)
             submit_s, peak_rss_mb, said = submit(env, "s3://listing/lines", "listing", args.shard_size, logs / "listing.log")
+            queued_bytes = used_memory(redis.url) - memory_before
     finally:
         weed.stop()
-        _drop_queue(env)
+        redis.stop()
+    shards = -(-args.keys // args.shard_size)
     list_s = submit_s - start_s
     figures = {
         "keys": args.keys,
@@ -109,6 +113,9 @@ def main(argv: list[str]) -> int:
         "list_seconds": round(list_s, 2),
         "upload_seconds": round(upload_s, 2),
         "shard_size": args.shard_size,
+        "queued_shards": shards,
+        "redis_bytes_per_queued_shard": round(queued_bytes / shards),  # every shard published at once: no back-pressure yet
+        "redis_queue_mb": round(queued_bytes / 2**20, 1),
         "submit_said": said,
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -116,13 +123,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _drop_queue(env: dict[str, str]) -> None:
-    """The shard messages this run published: removed, so no worker ever sees them."""
+def used_memory(url: str) -> int:
+    """Redis's ``used_memory``, in bytes."""
     import redis
 
-    client = redis.Redis.from_url(env["PISAR_REDIS_URL"])
+    client = redis.Redis.from_url(url)
     try:
-        client.delete(env["PISAR_QUEUE"])
+        return int(client.info("memory")["used_memory"])
     finally:
         client.close()
 

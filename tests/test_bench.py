@@ -96,3 +96,4 @@ def test_listing_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert {"keys", "keys_per_s", "peak_rss_mb"} <= set(printed)
     assert printed["keys"] == 300 and "300 lines in 2 shards" in printed["submit_said"]
     assert printed["peak_rss_mb"] > 0 and printed["start_rss_mb"] > 0  # at 300 keys the two differ only by noise
+    assert printed["queued_shards"] == 2 and printed["redis_bytes_per_queued_shard"] > 0
