@@ -6,6 +6,9 @@ in another order, and an export of a 100 M-line campaign first sorted every row 
 tens of GB, minutes before the first line). Object-store keys compare as bytes anyway (S3 lists in
 UTF-8 binary order). Postgres only: SQLite's default collation is already byte order.
 
+The table is not rewritten (text to text), but the unique index is rebuilt under an exclusive
+lock: minutes on a catalog that already holds 100 M lines, so run `pisar db upgrade` between runs.
+
 Revision ID: 0007
 Revises: 0006
 """
