@@ -96,7 +96,8 @@ def status(
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch")] = 5.0,
 ) -> None:
     """Durable progress of a campaign, from the catalog: it survives restarts of Redis, Flower and workers."""
-    import time
+    import signal
+    import threading
 
     from rich.live import Live
 
@@ -113,14 +114,23 @@ def status(
     if not watch or report.finished:
         out.print(_status_view(report))
         return
+    # Ctrl-C ends the watch between two refreshes, never inside a catalog query (a KeyboardInterrupt
+    # there cancels the query and resets the pooled connection, which can take seconds).
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        with Live(_status_view(report), console=out, auto_refresh=False) as live:
-            while not report.finished:
-                time.sleep(interval)
+        if out.is_terminal:
+            with Live(_status_view(report), console=out, auto_refresh=False) as live:
+                while not report.finished and not stop.wait(interval):
+                    report = campaign_status(url, campaign)
+                    live.update(_status_view(report), refresh=True)
+        else:  # a pipe or a file: one screen per refresh, appended, so `| tee` shows progress as it goes
+            out.print(_status_view(report))
+            while not report.finished and not stop.wait(interval):
                 report = campaign_status(url, campaign)
-                live.update(_status_view(report), refresh=True)
-    except KeyboardInterrupt:
-        pass
+                out.print(_status_view(report))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _status_view(report):  # noqa: ANN001, ANN202 - CampaignStatus -> rich Group, imported lazily

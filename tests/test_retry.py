@@ -133,10 +133,29 @@ def test_bad_retry_arguments_are_one_readable_line(campaign: dict[str, str], arg
     assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
 
 
+def read_until(proc, text: str, timeout: float) -> str:  # noqa: ANN001 - a Popen with text stdout
+    """What ``proc`` printed up to the first line holding ``text``; fails after ``timeout`` seconds."""
+    import select
+    import time
+
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if text in line:
+                return "".join(seen)
+    raise AssertionError(f"no {text!r} from {proc.args} within {timeout:.0f}s: {''.join(seen)}")
+
+
 def test_status_watch_redraws_until_finished_and_leaves_on_ctrl_c(campaign: dict[str, str]) -> None:
     """A finished campaign: one screen, exit 0. Unfinished (a retry waiting, no worker): it refreshes until Ctrl-C."""
     import signal
     import subprocess
+    import time
 
     from tests.conftest import PISAR
 
@@ -148,14 +167,16 @@ def test_status_watch_redraws_until_finished_and_leaves_on_ctrl_c(campaign: dict
     watching = subprocess.Popen(
         [PISAR, "status", "lines", "--watch", "--interval", "0.2"], env=campaign, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
-        out, _ = watching.communicate(timeout=4)
-        raise AssertionError(f"--watch ended on an unfinished campaign: {out}")
-    except subprocess.TimeoutExpired:
+    try:  # piped, each refresh prints a screen: the first one means the watch loop (and its Ctrl-C handler) is running
+        first = read_until(watching, "1 pending", timeout=120)
+        time.sleep(1.0)  # several refreshes
+        assert watching.poll() is None, f"--watch ended on an unfinished campaign: {first}"
+    finally:
         watching.send_signal(signal.SIGINT)
-        out, err = watching.communicate(timeout=10)
+    out, err = watching.communicate(timeout=10)
     assert watching.returncode == 0, err
-    assert "16/17 done" in out and "1 pending" in out and "Traceback" not in err
+    assert "16/17 done" in first and "Traceback" not in err
+    assert out.count("16/17 done") >= 2  # it kept refreshing until Ctrl-C
 
 
 def test_a_retry_that_selects_nothing_records_nothing(campaign: dict[str, str]) -> None:
