@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pisar.errors import ConfigError, PisarError
+from pisar.constants import DEFAULT_PRIORITY, MAX_PRIORITY
 from pisar.safe_text import printable, shown
 from pisar.settings import Settings, get_settings
 
@@ -68,24 +69,40 @@ def submit(
     manifest: Annotated[
         Optional[Path], typer.Option("--manifest", help="Keys from this .txt/.csv/.parquet file (.gz too) instead of listing SOURCE")
     ] = None,
+    priority: Annotated[
+        int, typer.Option("--priority", min=0, max=MAX_PRIORITY, help="0 (lowest) to 9 (most urgent): an urgent campaign overtakes others")
+    ] = DEFAULT_PRIORITY,
 ) -> None:
-    """List SOURCE (or read --manifest), write a campaign to the catalog and publish its shards to the workers."""
-    from pisar.producer.campaigns import shards_to_resume
-    from pisar.producer.publish import publish
+    """List SOURCE (or read --manifest), write a campaign to the catalog and publish its first shards to the workers.
+
+    Redis holds at most PISAR_QUEUE_HIGH_WATER shards per queue; `pisar feed` publishes the rest as it drains.
+    """
+    from pisar.producer.feeder import top_up
     from pisar.producer.submit import SubmitRequest, create_campaign
     from pisar.queue import require_redis
 
     settings = get_settings()
     require_redis(settings)
-    url = _catalog(settings)
-    request = SubmitRequest(source, model, name, shard_size or settings.shard_size, queue or settings.queue, manifest)
+    _catalog(settings)
+    request = SubmitRequest(source, model, name, shard_size or settings.shard_size, queue or settings.queue, manifest, priority)
     campaign, listing = create_campaign(settings, request)
-    sent = publish(settings, campaign.id, campaign.queue, shards_to_resume(url, campaign.id))
+    fed = top_up(settings, campaign.queue)
     err.print(
-        f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {sent} published to '{campaign.queue}'",
+        f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {_published(fed, campaign)}",
         f"(skipped files: {listing.describe_skipped()})",
         markup=False,
     )
+
+
+def _published(fed, campaign) -> str:  # noqa: ANN001 - TopUp, Campaign
+    """``"12 published to 'q'"``, and who publishes the rest when the window is full."""
+    sent = fed.by_campaign.get(campaign.name, 0)
+    text = f"{sent} published to '{campaign.queue}'"
+    if fed.busy:
+        return text + " (a running `pisar feed` is publishing them)"
+    if sent < campaign.shard_count:
+        text += f"; `pisar feed` publishes the rest as workers drain the queue ({fed.waiting + fed.sent} waiting now)"
+    return text
 
 
 @app.command()
@@ -200,12 +217,13 @@ def _duration(seconds: float) -> str:
 
 
 def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], reset_attempts: bool) -> str:  # noqa: ANN001
-    """Publish to workers in distributed mode; run here when no broker is configured."""
+    """Back in line for the feeder in distributed mode; run here when no broker is configured."""
     if settings.distributed:
-        from pisar.producer.publish import publish
+        from pisar.producer.feeder import release, top_up
 
-        sent = publish(settings, campaign.id, campaign.queue, shard_ids, reset_attempts=reset_attempts)
-        return f"{sent} shards published to '{campaign.queue}'"
+        released = release(url, campaign.id, shard_ids, reset_attempts)
+        fed = top_up(settings, campaign.queue)
+        return f"{released} shards back in line, {_published(fed, campaign)}"
     from pisar.embedded import run_shards
     from pisar.producer.campaigns import mark_queued
 
@@ -330,35 +348,69 @@ def resume(name: NameArg) -> None:
 
 
 @app.command()
-def reap(
+def feed(
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit (for cron or a test)")] = False,
 ) -> None:
-    """Return shards of dead workers (expired leases) to the queue; quarantine them after max attempts.
+    """The producer's loop: top queues up from pending shards (back-pressure) and re-queue dead workers' shards.
 
-    Runs as a loop every PISAR_REAP_INTERVAL_SECONDS; one per deployment is enough.
+    Every PISAR_FEED_INTERVAL_SECONDS it publishes pending shards, most urgent campaign first, while
+    fewer than PISAR_QUEUE_LOW_WATER wait in Redis (up to PISAR_QUEUE_HIGH_WATER); every
+    PISAR_REAP_INTERVAL_SECONDS it returns shards of dead workers (expired leases) to the queue,
+    or quarantines them after max attempts. One per deployment is enough; a second is harmless.
     """
     import time
 
-    from pisar.producer.publish import publish
-    from pisar.producer.reaper import reap as reap_once
+    from pisar.producer.feeder import feed as feed_queues
     from pisar.queue import require_redis
 
     settings = get_settings()
     url = _catalog(settings)
     if not settings.distributed:
-        raise ConfigError("pisar reap needs a broker (PISAR_REDIS_URL); in embedded mode rerun `pisar run`, which reclaims expired shards")
+        raise ConfigError("pisar feed needs a broker (PISAR_REDIS_URL); in embedded mode rerun `pisar run`, which reclaims expired shards")
     require_redis(settings)
+    import redis
+    from sqlalchemy.exc import OperationalError
+
+    from pisar.errors import ServiceUnavailable
+
+    outages = (redis.RedisError, OperationalError, ServiceUnavailable, ConnectionError)
+    next_reap = 0.0
     while True:
-        reaped = reap_once(url, settings.max_attempts)
-        for (campaign_id, queue), ids in reaped.requeue.items():
-            publish(settings, campaign_id, queue, ids)
-        for key in reaped.poisoned:
-            err.print(f"set aside {shown(key)}: its worker died reading it (WorkerCrash)")
-        if reaped.requeued or reaped.quarantined:
-            err.print(f"reaped {reaped.requeued} shards back to the queue, quarantined {len(reaped.quarantined)}")
+        try:
+            if time.monotonic() >= next_reap:
+                _reap_once(settings, url)
+                next_reap = time.monotonic() + settings.reap_interval_seconds
+            for fed in feed_queues(settings):
+                if fed.sent:
+                    err.print(fed.describe(), markup=False)
+        except outages as exc:  # the loop outlives an outage of Redis or the catalog
+            if once:
+                raise
+            err.print(f"feed: {type(exc).__name__}: {printable(str(exc).splitlines()[0] if str(exc) else '')}; retrying", markup=False)
         if once:
             return
-        time.sleep(settings.reap_interval_seconds)
+        time.sleep(settings.feed_interval_seconds)
+
+
+@app.command(hidden=True)
+def reap(
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit")] = False,
+) -> None:
+    """Former name of `pisar feed`, kept so existing deployments keep working."""
+    feed(once=once)
+
+
+def _reap_once(settings: Settings, url: str) -> None:
+    from pisar.producer.publish import publish
+    from pisar.producer.reaper import reap as reap_once
+
+    reaped = reap_once(url, settings.max_attempts)
+    for (campaign_id, queue), ids in reaped.requeue.items():
+        publish(settings, campaign_id, queue, ids)
+    for key in reaped.poisoned:
+        err.print(f"set aside {shown(key)}: its worker died reading it (WorkerCrash)")
+    if reaped.requeued or reaped.quarantined:
+        err.print(f"reaped {reaped.requeued} shards back to the queue, quarantined {len(reaped.quarantined)}")
 
 
 @app.command()

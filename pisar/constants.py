@@ -32,3 +32,7 @@ EXPORT_FIELDS = (
 # How the reaper's shard errors start. The next claim of such a shard runs it one line at a time,
 # recording each key first, so a line that kills the worker process is named and set aside.
 WORKER_LOST = "WorkerLost"
+
+# Campaign priorities: 0 (lowest) to 9 (most urgent); see ``pisar.queue.message_priority``.
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5

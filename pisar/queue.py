@@ -10,11 +10,37 @@ from typing import Any
 
 from celery import Celery
 
-from pisar.constants import TASK_RUN_SHARD
+from pisar.constants import MAX_PRIORITY, TASK_RUN_SHARD
 from pisar.errors import ConfigError, ServiceUnavailable
 from pisar.settings import Settings, redact_url
 
 app = Celery("pisar")
+
+# Campaign priorities, 0 (lowest) to 9 (most urgent). kombu's Redis transport keeps one list per
+# priority step (``queue`` for step 0, ``queue + SEP + step`` for the rest) and a worker pops them
+# in step order, so step 0 is served first: a campaign's priority p is sent as step 9 - p.
+PRIORITY_STEPS = tuple(range(MAX_PRIORITY + 1))
+_KOMBU_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
+
+
+def message_priority(campaign_priority: int) -> int:
+    """The kombu priority step that carries a campaign of this priority (0 is served first)."""
+    return MAX_PRIORITY - campaign_priority
+
+
+def priority_lists(queue: str) -> list[tuple[int, str]]:
+    """``(campaign priority, Redis list name)`` for every list of ``queue``, most urgent first."""
+    return [(MAX_PRIORITY - step, queue if step == 0 else f"{queue}{_KOMBU_SEPARATOR}{step}") for step in PRIORITY_STEPS]
+
+
+def waiting_by_priority(client: Any, queue: str) -> dict[int, int]:
+    """Messages waiting in ``queue`` per campaign priority: one pipelined LLEN per list."""
+    lists = priority_lists(queue)
+    with client.pipeline(transaction=False) as pipe:
+        for _, name in lists:
+            pipe.llen(name)
+        sizes = pipe.execute()
+    return {priority: int(size) for (priority, _), size in zip(lists, sizes, strict=True)}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -28,6 +54,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # default); one cheap ZRANGE per sweep, so sweep at a tenth of the timeout, 1-10 s.
             "unacked_restore_interval": min(10, max(1, settings.visibility_timeout_seconds // 10)),
             "unacked_restore_throttle": 1,
+            "priority_steps": list(PRIORITY_STEPS),  # one Redis list per campaign priority
         },
         "result_backend": None,
         "task_ignore_result": True,

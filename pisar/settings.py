@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pisar.constants import DEFAULT_QUEUE
@@ -45,7 +45,12 @@ class Settings(BaseSettings):
     outage_retry_seconds: int = Field(
         30, ge=1, description="Wait before a shard retries when the catalog or the object store is unreachable (not counted as an attempt)"
     )
-    reap_interval_seconds: float = Field(30.0, gt=0, description="How often `pisar reap` looks for shards whose lease expired")
+    reap_interval_seconds: float = Field(30.0, gt=0, description="How often `pisar feed` looks for shards whose lease expired")
+    queue_high_water: int = Field(
+        1000, ge=1, description="Most shard messages waiting in Redis per queue and priority; the rest wait in the catalog as pending"
+    )
+    queue_low_water: int = Field(500, ge=0, description="`pisar feed` tops a queue up to the high-water mark once it holds fewer than this")
+    feed_interval_seconds: float = Field(2.0, gt=0, description="How often `pisar feed` checks the queues' depth")
     visibility_timeout_seconds: int = Field(
         6 * 3600,
         ge=10,
@@ -83,6 +88,14 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(89_478_485, ge=1, description="Decompression-bomb limit (PIL's default)")
     min_image_side: int = Field(4, ge=1, description="Shorter images are recorded as ImageTooSmall")
     max_image_side: int = Field(16_384, ge=16, description="Longer images are recorded as ImageTooLarge")
+
+    @field_validator("queue_low_water")
+    @classmethod
+    def _below_high_water(cls, value: int, info: ValidationInfo) -> int:
+        high = info.data.get("queue_high_water")
+        if high is not None and value >= high:
+            raise ValueError(f"must be below PISAR_QUEUE_HIGH_WATER ({high})")
+        return value
 
     @field_validator("redis_url")
     @classmethod

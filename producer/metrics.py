@@ -19,16 +19,13 @@ from sqlalchemy import func, select
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Shard
 from pisar.producer.campaigns import line_counts
+from pisar.queue import waiting_by_priority
 from pisar.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _CAMPAIGN = Campaign.__table__
 _SHARD = Shard.__table__
-# kombu's Redis transport keeps a queue's messages in a list named after it, and in one list per
-# priority step (name + "\x06\x16" + step) when priorities are used.
-_PRIORITY_SEPARATOR = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
 
 
 class CatalogCollector(Collector):
@@ -68,8 +65,7 @@ class CatalogCollector(Collector):
         client: Any = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
         try:
             for queue in queues:
-                keys = [queue, *(f"{queue}{_PRIORITY_SEPARATOR}{step}" for step in _PRIORITY_STEPS)]
-                depth.add_metric([queue], sum(client.llen(key) for key in keys))
+                depth.add_metric([queue], sum(waiting_by_priority(client, queue).values()))
             unacked.add_metric([], client.zcard("unacked_index"))
             up.add_metric([], 1)
         except redis.RedisError as exc:

@@ -3,7 +3,7 @@
 A running shard's lease is renewed by its worker's heartbeat (``pisar.worker.lease``), so an
 expired lease means the worker is gone (killed, preempted, partitioned). Redis would redeliver its
 unacked message only after the visibility timeout (hours) and not at all if Redis lost it; the
-catalog knows at once. ``pisar reap`` runs this in a loop, one per deployment (a second one is
+catalog knows at once. ``pisar feed`` runs this in its loop, one per deployment (a second one is
 harmless: each transition is one conditional UPDATE).
 """
 

@@ -18,7 +18,7 @@ from pisar import __version__, model_ref
 from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Shard, ShardState
-from pisar.constants import CONFIDENCE_FORMULA
+from pisar.constants import CONFIDENCE_FORMULA, DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
 from pisar.processor import describe_generation, describe_preprocessing, generation_overrides, load_processor
 from pisar.producer.campaigns import find_campaign
@@ -43,6 +43,7 @@ class SubmitRequest:
     shard_size: int
     queue: str
     manifest: Path | None = None  # keys from this file instead of a listing (``producer/manifest.py``)
+    priority: int = DEFAULT_PRIORITY  # 0 (lowest) to 9 (most urgent): what the feeder publishes first
 
 
 def cut(keys: list[str], size: int) -> Iterator[list[str]]:
@@ -78,6 +79,7 @@ def create_campaign(settings: Settings, request: SubmitRequest) -> tuple[Campaig
         confidence_formula=CONFIDENCE_FORMULA,
         versions={"pisar": __version__, "transformers": transformers.__version__, "torch": torch.__version__},
         queue=request.queue,
+        priority=request.priority,
         shard_size=request.shard_size,
         line_count=len(listing.keys),
         skipped_files=dict(listing.skipped),

@@ -89,6 +89,7 @@ def test_folder_that_is_not_a_model(embedded_env: dict[str, str], print_lines: P
         ("PISAR_BATCH_SIZE", "many", "PISAR_BATCH_SIZE='many'"),
         ("PISAR_DTYPE", "float8", "PISAR_DTYPE='float8'"),
         ("PISAR_REDIS_URL", "http://localhost", "PISAR_REDIS_URL='http://localhost'"),
+        ("PISAR_QUEUE_LOW_WATER", "1000", "PISAR_QUEUE_LOW_WATER='1000': Value error, must be below PISAR_QUEUE_HIGH_WATER (1000)"),
     ],
 )
 def test_bad_setting(embedded_env: dict[str, str], variable: str, value: str, message: str) -> None:
@@ -98,6 +99,7 @@ def test_bad_setting(embedded_env: dict[str, str], variable: str, value: str, me
 def test_bad_arguments(embedded_env: dict[str, str]) -> None:
     assert_one_line_error(run_pisar(["export", "x", "--format", "xml"], {**embedded_env}), "no campaign named 'x'")
     assert_one_line_error(run_pisar(["submit", "s3://b/x"], embedded_env), "Missing option")
+    assert_one_line_error(run_pisar(["submit", "s3://b/x", "-m", "m", "-n", "x", "--priority", "10"], embedded_env), "--priority")
     assert_one_line_error(run_pisar(["run", "x", "--model", "m", "--shard-size", "0"], embedded_env), "--shard-size")
 
 
@@ -130,7 +132,7 @@ def test_delivery_guard_names_each_unsafe_setting() -> None:
     ],
 )
 def test_passwords_never_reach_the_operator(embedded_env: dict[str, str], variable: str, value: str, message: str) -> None:
-    result = run_pisar(["reap", "--once"], {**embedded_env, variable: value})
+    result = run_pisar(["feed", "--once"], {**embedded_env, variable: value})
     assert_one_line_error(result, message)
     assert "hunter2" not in result.stderr + result.stdout
 

@@ -17,7 +17,7 @@ def compose() -> dict:
 def test_every_pisar_command_in_compose_exists(embedded_env: dict[str, str]) -> None:
     services = compose()["services"]
     pisar_services = {n: s for n, s in services.items() if s.get("build", {}).get("dockerfile") == "infra/Dockerfile"}
-    assert set(pisar_services) == {"migrate", "worker", "reaper", "flower", "metrics"}
+    assert set(pisar_services) == {"migrate", "worker", "feeder", "flower", "metrics"}
     for name, service in pisar_services.items():
         result = run_pisar([*service["command"], "--help"], embedded_env)
         assert result.returncode == 0, f"{name}: {result.stderr}"

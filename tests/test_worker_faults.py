@@ -4,7 +4,7 @@ Each campaign is 500 real scans. Each test asserts at the end that every line ha
 that the texts equal a fault-free reading of the same lines (``tests.chaos.FaultFree``), that shard
 states are final, and that the fault shows in the catalog where it should (attempts, errors).
 
-- SIGKILL, twice, at two points of a shard: the lease expires, `pisar reap` re-queues the shard,
+- SIGKILL, twice, at two points of a shard: the lease expires, `pisar feed` re-queues the shard,
   another worker finishes it, and every line is written exactly once.
 - A Redis visibility timeout shorter than a shard: Redis redelivers running shards; the redelivery
   is skipped, nothing runs twice.
@@ -55,7 +55,7 @@ def with_hooks(env: dict[str, str], **hooks: str) -> dict[str, str]:
 
 def start_reaper(env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [PISAR, "reap"], env={**env, "PISAR_REAP_INTERVAL_SECONDS": "1"}, stdout=log.open("w"), stderr=subprocess.STDOUT
+        [PISAR, "feed"], env={**env, "PISAR_REAP_INTERVAL_SECONDS": "1"}, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from pisar.constants import DEFAULT_PRIORITY
+
 
 def utcnow() -> datetime:
     """Aware UTC now; every timestamp in the catalog uses it."""
@@ -51,6 +53,8 @@ class Campaign(SQLModel, table=True):
     confidence_formula: str = Field(max_length=100)
     versions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     queue: str = Field(max_length=200)
+    # 0 (lowest) to 9 (most urgent): the feeder publishes the most urgent pending shards first.
+    priority: int = Field(default=DEFAULT_PRIORITY, sa_column_kwargs={"server_default": str(DEFAULT_PRIORITY)})
     shard_size: int
     line_count: int = 0
     shard_count: int = 0
@@ -66,6 +70,13 @@ class Shard(SQLModel, table=True):
         UniqueConstraint("campaign_id", "index", name="uq_shard_campaign_index"),
         Index("ix_shard_campaign_state", "campaign_id", "state"),
         Index("ix_shard_campaign_finished", "campaign_id", "finished_at"),
+        Index(
+            "ix_shard_pending",
+            "campaign_id",
+            "index",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
