@@ -85,8 +85,9 @@ def submit(
     require_redis(settings)
     _catalog(settings)
     request = SubmitRequest(source, model, name, shard_size or settings.shard_size, queue or settings.queue, manifest, priority)
-    campaign, listing = create_campaign(settings, request)
-    fed = top_up(settings, campaign.queue)
+    fed = []  # shards run while it lists: every tick publishes what is listed so far
+    campaign, listing = create_campaign(settings, request, tick=lambda: fed.append(top_up(settings, request.queue)))
+    fed.append(top_up(settings, campaign.queue))
     err.print(
         f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {_published(fed, campaign)}",
         f"(skipped files: {listing.describe_skipped()})",
@@ -94,14 +95,16 @@ def submit(
     )
 
 
-def _published(fed, campaign) -> str:  # noqa: ANN001 - TopUp, Campaign
-    """``"12 published to 'q'"``, and who publishes the rest when the window is full."""
-    sent = fed.by_campaign.get(campaign.name, 0)
+def _published(fed: list, campaign, wanted: int | None = None) -> str:  # noqa: ANN001 - TopUps, Campaign
+    """``"12 published to 'q'"`` over these top-ups, and who publishes the rest (of ``wanted``,
+    default every shard) when the window is full."""
+    sent = sum(f.by_campaign.get(campaign.name, 0) for f in fed)
     text = f"{sent} published to '{campaign.queue}'"
-    if fed.busy:
-        return text + " (a running `pisar feed` is publishing them)"
-    if sent < campaign.shard_count:
-        text += f"; `pisar feed` publishes the rest as workers drain the queue ({fed.waiting + fed.sent} waiting now)"
+    last = fed[-1]
+    if last.busy:
+        return text + " (a running `pisar feed` publishes the rest)"
+    if sent < (campaign.shard_count if wanted is None else wanted):
+        text += f"; `pisar feed` publishes the rest as workers drain the queue ({last.waiting + last.sent} waiting now)"
     return text
 
 
@@ -168,7 +171,7 @@ def _status_view(report):  # noqa: ANN001, ANN202 - CampaignStatus -> rich Group
     share = f" ({done / report.lines_total:.1%})" if report.lines_total else ""
     line(
         f"lines {done}/{report.lines_total} done{share}: {report.lines['ok']} ok, {report.lines['error']} error, "
-        f"{report.lines['pending']} pending"
+        f"{report.lines['pending']} pending" + ("" if report.listing_done else " (still listing: more lines to come)")
     )
     shards = Table("shard state", "count")
     for state, count in report.shards.items():
@@ -222,8 +225,7 @@ def _dispatch(settings: Settings, url: str, campaign, shard_ids: list[int], rese
         from pisar.producer.feeder import release, top_up
 
         released = release(url, campaign.id, shard_ids, reset_attempts)
-        fed = top_up(settings, campaign.queue)
-        return f"{released} shards back in line, {_published(fed, campaign)}"
+        return f"{released} shards back in line, {_published([top_up(settings, campaign.queue)], campaign, released)}"
     from pisar.embedded import run_shards
     from pisar.producer.campaigns import mark_queued
 
@@ -334,16 +336,27 @@ def review(
 
 @app.command()
 def resume(name: NameArg) -> None:
-    """Re-publish every shard that is not done (after Redis lost its queue, or a crash)."""
+    """Finish an interrupted listing, and re-publish every shard that is not done (after Redis lost its queue, or a crash)."""
     from pisar.producer.campaigns import get_campaign, shards_to_resume
 
     settings = get_settings()
     url = _catalog(settings)
     campaign = get_campaign(url, name)
+    if campaign.listed_at is None:
+        from pisar.producer.submit import continue_listing
+
+        tick = None
+        if settings.distributed:
+            from pisar.producer.feeder import top_up
+
+            tick = lambda: top_up(settings, campaign.queue)  # noqa: E731
+        listed = continue_listing(settings, campaign, tick)
+        err.print(f"{name}: listing finished: {listed.keys} lines in {listed.shards} shards (skipped files: {listed.describe_skipped()})")
     ids = shards_to_resume(url, campaign.id)
     err.print(
         f"{name}: {len(ids)} shards not done; "
-        + (_dispatch(settings, url, campaign, ids, reset_attempts=False) if ids else "nothing to do")
+        + (_dispatch(settings, url, campaign, ids, reset_attempts=False) if ids else "nothing to do"),
+        markup=False,
     )
 
 

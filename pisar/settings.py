@@ -37,6 +37,7 @@ class Settings(BaseSettings):
 
     # Work division
     shard_size: int = Field(256, ge=1, le=100_000, description="Line images per shard")
+    list_threads: int = Field(8, ge=1, le=256, description="Threads that list a source's key ranges (sub-folders) at once")
     lease_seconds: int = Field(
         300,
         ge=10,

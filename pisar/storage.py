@@ -18,6 +18,15 @@ from pisar.errors import ConfigError, FetchFailed, MissingObject, NotFound, Serv
 from pisar.settings import Settings
 
 
+@dataclass(frozen=True)
+class KeyRange:
+    """One part of a listing that a thread lists on its own: the keys under ``prefix``, all of them
+    (``recursive``) or only those directly at that level (the objects beside its sub-folders)."""
+
+    prefix: str
+    recursive: bool = True
+
+
 class Storage(Protocol):
     """Lists keys under a root and reads one object's bytes."""
 
@@ -26,6 +35,14 @@ class Storage(Protocol):
     def iter_keys(self) -> Iterator[str]: ...
 
     def read(self, key: str) -> bytes: ...
+
+    def key_ranges(self, wanted: int) -> list[KeyRange]:
+        """Disjoint ranges that together hold every key, about ``wanted`` of them where the layout allows."""
+        ...
+
+    def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
+        """The keys of ``part`` greater than ``after``, in byte order, a page at a time."""
+        ...
 
 
 @dataclass
@@ -72,17 +89,26 @@ def is_storable_key(key: str) -> bool:
     return True
 
 
+def skip_reason(key: str) -> str | None:
+    """Why a listed key is not a line image (the label it is counted under), or None for an image."""
+    if not is_storable_key(key):
+        return UNSTORABLE_KEY
+    if is_image_key(key):
+        return None
+    return skipped_label(key)
+
+
 def list_images(storage: Storage) -> Listing:
-    """List every image key under the storage root, sorted, counting skipped files."""
+    """List every image key under the storage root, sorted, counting skipped files (for small sources:
+    all in memory; campaigns stream their listing into the catalog instead, ``producer/listing.py``)."""
     keys: list[str] = []
     skipped: Counter[str] = Counter()
     for key in storage.iter_keys():
-        if not is_storable_key(key):
-            skipped[UNSTORABLE_KEY] += 1
-        elif is_image_key(key):
+        reason = skip_reason(key)
+        if reason is None:
             keys.append(key)
         else:
-            skipped[skipped_label(key)] += 1
+            skipped[reason] += 1
     keys.sort()
     return Listing(keys=keys, skipped=skipped)
 
@@ -97,10 +123,23 @@ class LocalStorage:
             raise NotFound(f"source folder {root} does not exist")
 
     def iter_keys(self) -> Iterator[str]:
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                yield (Path(dirpath) / name).relative_to(self.root).as_posix()
+        for page in self.list_range(KeyRange(""), None):
+            yield from page
+
+    def key_ranges(self, wanted: int) -> list[KeyRange]:
+        return [KeyRange("")]  # a local walk runs at disk speed; one range keeps it simple
+
+    def list_range(self, part: KeyRange, after: str | None, page_size: int = 1000) -> Iterator[list[str]]:
+        page: list[str] = []
+        for key in _walk_in_byte_order(self.root, ""):
+            if after is not None and key <= after:
+                continue
+            page.append(key)
+            if len(page) == page_size:
+                yield page
+                page = []
+        if page:
+            yield page
 
     def read(self, key: str) -> bytes:
         path = (self.root / key).resolve()
@@ -114,6 +153,26 @@ class LocalStorage:
             raise MissingObject(f"{key} is a directory") from None
         except OSError as exc:
             raise FetchFailed(f"reading {key}: {exc}") from None
+
+
+def _walk_in_byte_order(folder: Path, prefix: str) -> Iterator[str]:
+    """Relative POSIX paths of the files under ``folder`` in the order S3 would list them.
+
+    A folder sorts as its name plus "/", so ``a.png`` comes before ``a/b.png`` exactly as the
+    full keys compare; a listing can then resume after any key. Links to folders are not followed.
+    """
+    entries = []
+    with os.scandir(folder) as found:
+        for entry in found:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if not is_dir and entry.is_symlink() and entry.is_dir():
+                continue  # a link to a folder: not followed, as os.walk does not
+            entries.append((entry.name + "/" if is_dir else entry.name, entry.name, is_dir))
+    for _, name, is_dir in sorted(entries):
+        if is_dir:
+            yield from _walk_in_byte_order(folder / name, f"{prefix}{name}/")
+        else:
+            yield prefix + name
 
 
 # Error codes that mean "try again later" whatever their HTTP status (botocore's own throttling list).
@@ -133,13 +192,62 @@ class S3Storage:
         self.client = make_s3_client(settings)
 
     def iter_keys(self) -> Iterator[str]:
+        for page in self.list_range(KeyRange(self.prefix), None):
+            yield from page
+
+    def key_ranges(self, wanted: int, max_depth: int = 3, flat_after: int = 10_000) -> list[KeyRange]:
+        """Split the prefix by its sub-folders ("common prefixes"), breadth first, until about
+        ``wanted`` ranges or ``max_depth`` levels. A level with more than ``flat_after`` objects of
+        its own is listed whole by one range: a flat prefix cannot be split by folders, and
+        probing it further would cost as much as listing it.
+        """
+        ranges: list[KeyRange] = []
+        frontier = [self.prefix]
+        for _ in range(max_depth):
+            if not frontier or len(ranges) + len(frontier) >= wanted:
+                break
+            deeper: list[str] = []
+            for prefix in frontier:
+                folders, objects = self._level(prefix, flat_after)
+                if objects > flat_after:
+                    ranges.append(KeyRange(prefix))
+                    continue
+                if objects:
+                    ranges.append(KeyRange(prefix, recursive=False))
+                deeper.extend(folders)
+            frontier = deeper
+        ranges.extend(KeyRange(prefix) for prefix in frontier)
+        return sorted(ranges, key=lambda r: (r.prefix, r.recursive))
+
+    def _level(self, prefix: str, flat_after: int) -> tuple[list[str], int]:
+        """Sub-folders directly under ``prefix`` and how many objects lie beside them (counted up to ``flat_after`` + 1)."""
+        folders: list[str] = []
+        objects = 0
+        for page in self._pages(Prefix=prefix, Delimiter="/"):
+            folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+            objects += len(page.get("Contents", []))
+            if objects > flat_after:
+                break
+        return folders, objects
+
+    def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
+        options = {"Prefix": part.prefix}
+        if not part.recursive:
+            options["Delimiter"] = "/"
+        if after is not None:
+            options["StartAfter"] = after
+        for page in self._pages(**options):
+            keys = [item["Key"] for item in page.get("Contents", [])]
+            if keys:
+                yield keys
+
+    def _pages(self, **options: str) -> Iterator[dict]:
+        """ListObjectsV2 pages, with storage errors as one readable Pisar error."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.page_size}):
-                for item in page.get("Contents", []):
-                    yield item["Key"]
+            yield from paginator.paginate(Bucket=self.bucket, PaginationConfig={"PageSize": self.page_size}, **options)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "NoSuchBucket":

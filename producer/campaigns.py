@@ -34,23 +34,24 @@ def get_campaign(url: str, name: str) -> Campaign:
 def line_counts(conn: Connection, campaign_id: int | None = None) -> dict[int, dict[str, int]]:
     """Lines by status per campaign (all, or one), from the per-shard counters: never a line scan.
 
-    ``pending`` is the campaign's line count less the lines with a result.
+    ``pending`` is the lines of its shards (those listed so far, while a listing goes on) less
+    the lines with a result.
     """
     query = (
         select(
             _CAMPAIGN.c.id,
-            _CAMPAIGN.c.line_count,
+            func.coalesce(func.sum(_SHARD.c.line_count), 0),
             func.coalesce(func.sum(_SHARD.c.ok_lines), 0),
             func.coalesce(func.sum(_SHARD.c.error_lines), 0),
         )
         .select_from(_CAMPAIGN.outerjoin(_SHARD, _SHARD.c.campaign_id == _CAMPAIGN.c.id))
-        .group_by(_CAMPAIGN.c.id, _CAMPAIGN.c.line_count)
+        .group_by(_CAMPAIGN.c.id)
     )
     if campaign_id is not None:
         query = query.where(_CAMPAIGN.c.id == campaign_id)
     counts = {}
     for cid, total, ok, error in conn.execute(query):
-        ok, error = int(ok), int(error)
+        total, ok, error = int(total), int(ok), int(error)
         counts[cid] = {LineStatus.PENDING.value: max(0, total - ok - error), LineStatus.OK.value: ok, LineStatus.ERROR.value: error}
     return counts
 

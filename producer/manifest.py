@@ -15,6 +15,7 @@ listing counts them. Keys are not checked for existence here: a missing object b
 
 from __future__ import annotations
 
+import bisect
 import csv
 import gzip
 import io
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pisar.errors import ConfigError
-from pisar.storage import UNSTORABLE_KEY, Listing, is_image_key, is_storable_key, skipped_label
+from pisar.storage import UNSTORABLE_KEY, KeyRange, Listing, is_image_key, is_storable_key, skipped_label
 
 OUTSIDE = "(outside the source)"
 REPEATED = "(repeated in the manifest)"
@@ -47,6 +48,24 @@ def read_manifest(path: Path, prefix: str = "") -> Listing:
         else:
             keys.add(key)
     return Listing(keys=sorted(keys), skipped=skipped)
+
+
+class ManifestKeys:
+    """A manifest's sorted image keys as a listing source for ``producer/listing.py``: one key range,
+    paged, resumable after any key. Its skipped counts are added to the campaign's when it is written."""
+
+    def __init__(self, listing: Listing, page_size: int = 1000) -> None:
+        self.listing = listing
+        self.page_size = page_size
+
+    def key_ranges(self, wanted: int) -> list[KeyRange]:
+        return [KeyRange("")]
+
+    def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
+        keys = self.listing.keys
+        start = bisect.bisect_right(keys, after) if after is not None else 0
+        for i in range(start, len(keys), self.page_size):
+            yield keys[i : i + self.page_size]
 
 
 def _keys(path: Path) -> Iterator[str]:

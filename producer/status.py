@@ -28,11 +28,12 @@ class CampaignStatus:
     model: str
     model_revision: str
     created_at: str
-    lines_total: int
+    lines_total: int  # listed so far, while ``listing_done`` is false
     lines: dict[str, int]
     shards: dict[str, int]
     error_classes: list[dict[str, Any]] = field(default_factory=list)
     shard_errors: list[dict[str, Any]] = field(default_factory=list)
+    listing_done: bool = True
     lines_per_second_recent: float | None = None
     lines_per_second_overall: float | None = None
     eta_seconds: float | None = None
@@ -114,7 +115,8 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         model=campaign.model_id,
         model_revision=campaign.model_revision,
         created_at=campaign.created_at.isoformat(),
-        lines_total=campaign.line_count,
+        lines_total=sum(lines.values()),
+        listing_done=campaign.listed_at is not None,
         lines={s.value: lines.get(s.value, 0) for s in LineStatus},
         shards={s.value: shards.get(s.value, 0) for s in ShardState},
         error_classes=[{"error_class": c, "count": n, "example_key": k} for c, n, k in errors],

@@ -1,30 +1,31 @@
-"""Creating a campaign: list the source, cut the sorted keys into shards, write it all to the catalog.
+"""Creating a campaign: record it with its key ranges, then list the source into the catalog.
 
-The catalog write is one transaction (campaign, shards, pending lines); publishing comes after,
-so a crash in between leaves shards ``pending`` for ``pisar resume``, never half a campaign.
+The campaign and its ranges are one transaction; the listing then streams shards and their
+pending lines in, page by page (``producer/listing.py``), while the feeder publishes them. A
+crash leaves the listing resumable (`pisar resume`), with every written shard ready to run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 
 from pisar import __version__, model_ref
-from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Shard, ShardState
+from pisar.catalog.models import Campaign, ListingPart
 from pisar.constants import CONFIDENCE_FORMULA, DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
 from pisar.processor import describe_generation, describe_preprocessing, generation_overrides, load_processor
 from pisar.producer.campaigns import find_campaign
-from pisar.producer.manifest import read_manifest
+from pisar.producer.listing import Listed, list_into_catalog, plan_ranges
+from pisar.producer.manifest import ManifestKeys, read_manifest
 from pisar.settings import Settings
-from pisar.storage import Listing, list_images, open_storage
+from pisar.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,11 @@ class SubmitRequest:
     priority: int = DEFAULT_PRIORITY  # 0 (lowest) to 9 (most urgent): what the feeder publishes first
 
 
-def cut(keys: list[str], size: int) -> Iterator[list[str]]:
-    """Consecutive runs of ``size`` sorted keys: shard i holds keys[i*size:(i+1)*size]."""
-    for start in range(0, len(keys), size):
-        yield keys[start : start + size]
+def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[], None] | None = None) -> tuple[Campaign, Listed]:
+    """Resolve the model, record the campaign and list its source into the catalog; refuses an existing name.
 
-
-def create_campaign(settings: Settings, request: SubmitRequest) -> tuple[Campaign, Listing]:
-    """Resolve the model, list the source and write the campaign; refuses an existing name."""
+    ``tick`` runs every few seconds while the listing goes on (the submit publishes with it).
+    """
     url = settings.catalog_url
     if not request.name.strip():
         raise ConfigError("campaign name must not be empty")
@@ -62,9 +60,9 @@ def create_campaign(settings: Settings, request: SubmitRequest) -> tuple[Campaig
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
     ref = model_ref.resolve(model_ref.parse(request.model))
     processor = load_processor(ref)
-    listing = read_manifest(request.manifest, getattr(storage, "prefix", "")) if request.manifest else list_images(storage)
-    if not listing.keys:
-        raise NotFound(f"no line images under {storage.url} (skipped: {dict(listing.skipped) or 'nothing'})")
+    manifest = request.manifest.resolve() if request.manifest else None
+    source = _key_source(storage, manifest)
+    ranges = source.key_ranges(settings.list_threads * 4)
     import torch
     import transformers
 
@@ -81,24 +79,41 @@ def create_campaign(settings: Settings, request: SubmitRequest) -> tuple[Campaig
         queue=request.queue,
         priority=request.priority,
         shard_size=request.shard_size,
-        line_count=len(listing.keys),
-        skipped_files=dict(listing.skipped),
+        manifest=str(manifest) if manifest else None,
     )
-    shards = list(cut(listing.keys, request.shard_size))
-    campaign.shard_count = len(shards)
     with get_engine(url).begin() as conn:
         try:
             row = conn.execute(insert(Campaign.__table__).values(campaign.model_dump(exclude={"id"})).returning(Campaign.__table__.c.id))
         except IntegrityError:  # a concurrent submit of the same name won the race
             raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}`") from None
         campaign.id = row.scalar_one()
-        shard_rows = [
-            {"campaign_id": campaign.id, "index": i, "state": ShardState.PENDING.value, "line_count": len(keys)}
-            for i, keys in enumerate(shards)
-        ]
-        ids = (
-            conn.execute(insert(Shard.__table__).returning(Shard.__table__.c.id, sort_by_parameter_order=True), shard_rows).scalars().all()
-        )
-        insert_pending_lines(conn, campaign.id, ((shard_id, key) for shard_id, keys in zip(ids, shards, strict=True) for key in keys))
+        plan_ranges(conn, campaign.id, ranges, dict(source.listing.skipped) if isinstance(source, ManifestKeys) else None)
+    log.info("campaign %s: listing %s in %s key ranges", campaign.name, storage.url, len(ranges))
+    listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick)
+    if not listed.keys:
+        _forget(url, campaign.id)
+        raise NotFound(f"no line images under {storage.url} (skipped: {dict(listed.skipped) or 'nothing'})")
+    campaign.line_count, campaign.shard_count, campaign.skipped_files = listed.keys, listed.shards, dict(listed.skipped)
     log.info("campaign %s: %s lines in %s shards from %s", campaign.name, campaign.line_count, campaign.shard_count, storage.url)
-    return campaign, listing
+    return campaign, listed
+
+
+def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], None] | None = None) -> Listed:
+    """Go on with a listing that was interrupted, from where each key range stopped."""
+    storage = open_storage(campaign.source_url, settings)
+    source = _key_source(storage, Path(campaign.manifest) if campaign.manifest else None)
+    return list_into_catalog(settings.catalog_url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick)
+
+
+def _key_source(storage: Storage, manifest: Path | None) -> Storage | ManifestKeys:
+    """Where a campaign's keys come from: the storage's listing, or the manifest file."""
+    if manifest is None:
+        return storage
+    return ManifestKeys(read_manifest(manifest, getattr(storage, "prefix", "")))
+
+
+def _forget(url: str, campaign_id: int) -> None:
+    """Remove a campaign that turned out to hold no line images (it has no shards)."""
+    with get_engine(url).begin() as conn:
+        conn.execute(delete(ListingPart.__table__).where(ListingPart.__table__.c.campaign_id == campaign_id))
+        conn.execute(delete(Campaign.__table__).where(Campaign.__table__.c.id == campaign_id))

@@ -182,7 +182,7 @@ def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_mo
 
     retried = run_pisar(["retry", "dupes", "--errors", "NotAnImage"], distributed_env)
     assert retried.returncode == 0, retried.stderr
-    assert "re-running 1 lines in 1 shards" in retried.stderr and "1 shards published" in retried.stderr
+    assert "re-running 1 lines in 1 shards" in retried.stderr and "1 shards back in line, 1 published" in retried.stderr
     broken_key = "v/broken.png"
 
     def broken_rerun() -> bool:
@@ -218,9 +218,12 @@ def test_resume_after_redis_lost_the_queue(
     upload(s3, "resume", {f"v/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:20]})
     submitted = run_pisar(["submit", "s3://resume/v", "--model", str(tiny_model), "--name", "resume", "--shard-size", "8"], distributed_env)
     assert submitted.returncode == 0, submitted.stderr
+    from pisar.queue import priority_lists, waiting_by_priority
+
+    queue = distributed_env["PISAR_QUEUE"]
     client = redis.Redis.from_url(redis_service.url)
-    assert client.llen(distributed_env["PISAR_QUEUE"]) == 3
-    client.delete(distributed_env["PISAR_QUEUE"])  # Redis lost every message
+    assert waiting_by_priority(client, queue)[5] == 3  # the default priority's list
+    client.delete(*(key for _, key in priority_lists(queue)))  # Redis lost every message
     client.close()
 
     status = json.loads(run_pisar(["status", "resume", "--json"], distributed_env).stdout)
@@ -228,7 +231,7 @@ def test_resume_after_redis_lost_the_queue(
 
     resumed = run_pisar(["resume", "resume"], distributed_env)
     assert resumed.returncode == 0, resumed.stderr
-    assert "3 shards not done; 3 shards published" in resumed.stderr
+    assert "3 shards not done; 3 shards back in line, 3 published" in resumed.stderr
     start_worker(distributed_env, "resumer")
 
     def finished() -> bool:

@@ -61,6 +61,26 @@ class Campaign(SQLModel, table=True):
     skipped_files: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    listed_at: datetime | None = None  # every key range listed; until then shards keep arriving
+    manifest: str | None = Field(default=None, sa_column=Column(Text))  # keys from this file instead of a listing
+
+
+class ListingPart(SQLModel, table=True):
+    """A key range of a campaign's source, listed by one thread and resumable on its own."""
+
+    __tablename__ = "listing_part"
+    __table_args__ = (UniqueConstraint("campaign_id", "ordinal", name="uq_listing_part_campaign_ordinal"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    ordinal: int
+    prefix: str = Field(sa_column=Column(Text, nullable=False))
+    recursive: bool
+    after: str | None = Field(default=None, sa_column=Column(Text))  # the last key whose fate is committed
+    carry: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # listed, not yet a full shard
+    keys: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))  # image keys put in shards
+    skipped: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    done: bool = False
 
 
 class Shard(SQLModel, table=True):

@@ -1,0 +1,202 @@
+"""Listing a campaign's source into the catalog: key ranges in parallel, streamed, resumable.
+
+One paginator lists ~12,000 keys/s, so 50 M keys would take over an hour, held in memory, before
+the first line is read. Instead the source is split into key ranges (``Storage.key_ranges``: its
+sub-folders), and ``list_threads`` threads list them at once. Each page of keys is written as it
+arrives, in one transaction per page:
+
+- the page's image keys join the range's ``carry``; every full shard of them is inserted as a
+  pending shard with its lines (psycopg COPY), so the feeder can publish it at once;
+- the range's row records ``after`` (the page's last key), the rest of the carry and the skipped
+  counts, so an interrupted listing resumes from exactly there: nothing listed twice, nothing lost.
+
+A range's last shard may be short. Shard indexes follow the order shards are written, not key
+order across ranges (a shard's own keys are always consecutive). Only one process lists a
+campaign at a time (a Postgres advisory lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, insert, select, text, update
+
+from pisar.catalog.bulk import insert_pending_lines
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Campaign, ListingPart, Shard, ShardState, utcnow
+from pisar.errors import PisarError
+from pisar.storage import KeyRange, Storage, skip_reason
+
+log = logging.getLogger(__name__)
+
+_CAMPAIGN = Campaign.__table__
+_SHARD = Shard.__table__
+_PART = ListingPart.__table__
+_LOCK_CLASS = 0x70697361  # "pisa": the advisory-lock namespace of listings; the campaign id is the object
+
+
+class ListingBusy(PisarError):
+    """Another process is listing this campaign right now."""
+
+
+@dataclass
+class Listed:
+    """A campaign's listing once every range is done."""
+
+    keys: int
+    shards: int
+    skipped: Counter[str]
+    seconds: float  # this run's listing time (a resumed listing counts only its own part)
+
+    def describe_skipped(self) -> str:
+        from pisar.safe_text import printable
+
+        return ", ".join(f"{n} {printable(label)}" for label, n in sorted(self.skipped.items())) or "none"
+
+
+def plan_ranges(conn: Connection, campaign_id: int, ranges: list[KeyRange], skipped: dict[str, int] | None = None) -> None:
+    """Record the key ranges of a new campaign, in the caller's transaction; ``skipped`` counts
+    keys left out before listing (a manifest's), kept with the first range."""
+    conn.execute(
+        insert(_PART),
+        [
+            {
+                "campaign_id": campaign_id,
+                "ordinal": i,
+                "prefix": r.prefix,
+                "recursive": r.recursive,
+                "carry": [],
+                "skipped": dict(skipped or {}) if i == 0 else {},
+            }
+            for i, r in enumerate(ranges)
+        ],
+    )
+
+
+def list_into_catalog(
+    url: str, campaign_id: int, storage: Storage, threads: int, every: float = 2.0, tick: Callable[[], None] | None = None
+) -> Listed:
+    """List every range not done yet into the catalog, then close the campaign's listing.
+
+    ``tick`` runs every ``every`` seconds on the calling thread while the listers work (the
+    submit publishes the shards listed so far with it).
+    """
+    started = time.monotonic()
+    with _listing_lock(url, campaign_id):
+        with get_engine(url).connect() as conn:
+            shard_size = conn.execute(select(_CAMPAIGN.c.shard_size).where(_CAMPAIGN.c.id == campaign_id)).scalar_one()
+            parts = conn.execute(select(_PART).where(_PART.c.campaign_id == campaign_id, ~_PART.c.done).order_by(_PART.c.ordinal)).all()
+            last = conn.execute(select(func.max(_SHARD.c.index)).where(_SHARD.c.campaign_id == campaign_id)).scalar_one()
+        indexes = _Indexes(0 if last is None else last + 1)
+        stop = threading.Event()  # one range failed: the others stop at their next page
+        if parts:
+            with ThreadPoolExecutor(max_workers=max(1, min(threads, len(parts))), thread_name_prefix="lister") as pool:
+                futures = [pool.submit(_list_range, url, campaign_id, shard_size, storage, part, indexes, stop) for part in parts]
+                while True:
+                    finished, running = wait(futures, timeout=every, return_when=FIRST_EXCEPTION)
+                    failed = [f for f in finished if f.exception() is not None]
+                    if failed:
+                        stop.set()
+                        raise failed[0].exception()  # type: ignore[misc]
+                    if tick is not None:
+                        tick()
+                    if not running:
+                        break
+        return _close(url, campaign_id, time.monotonic() - started)
+
+
+def _list_range(  # noqa: PLR0913
+    url: str, campaign_id: int, shard_size: int, storage: Storage, part, indexes: _Indexes, stop: threading.Event  # noqa: ANN001 - a listing_part row
+) -> None:
+    carry: list[str] = list(part.carry)
+    skipped: Counter[str] = Counter(part.skipped)
+    keys = part.keys
+    after = part.after
+    for page in storage.list_range(KeyRange(part.prefix, part.recursive), after):
+        if stop.is_set():
+            return
+        for key in page:
+            reason = skip_reason(key)
+            if reason is None:
+                carry.append(key)
+            else:
+                skipped[reason] += 1
+        full = len(carry) - len(carry) % shard_size
+        shards = [carry[i : i + shard_size] for i in range(0, full, shard_size)]
+        carry = carry[full:]
+        keys += full
+        after = page[-1]
+        _write(url, campaign_id, part.id, shards, indexes, after=after, carry=carry, keys=keys, skipped=skipped, done=False)
+    _write(url, campaign_id, part.id, [carry] if carry else [], indexes, after=after, carry=[], keys=keys + len(carry), skipped=skipped, done=True)
+
+
+def _write(url: str, campaign_id: int, part_id: int, shards: list[list[str]], indexes: _Indexes, **progress: object) -> None:
+    """One page's full shards, with their lines, and the range's progress: one transaction."""
+    progress["skipped"] = dict(progress["skipped"])  # type: ignore[call-overload]
+    with get_engine(url).begin() as conn:
+        if shards:
+            first = indexes.take(len(shards))
+            rows = [
+                {"campaign_id": campaign_id, "index": first + i, "state": ShardState.PENDING.value, "line_count": len(keys)}
+                for i, keys in enumerate(shards)
+            ]
+            ids = conn.execute(insert(_SHARD).returning(_SHARD.c.id, sort_by_parameter_order=True), rows).scalars().all()
+            insert_pending_lines(conn, campaign_id, ((shard_id, key) for shard_id, keys in zip(ids, shards, strict=True) for key in keys))
+        conn.execute(update(_PART).where(_PART.c.id == part_id).values(**progress))
+
+
+def _close(url: str, campaign_id: int, seconds: float) -> Listed:
+    """Every range is listed: the campaign's totals, and the time its listing ended."""
+    with get_engine(url).begin() as conn:
+        keys, shards = conn.execute(
+            select(func.coalesce(func.sum(_SHARD.c.line_count), 0), func.count()).where(_SHARD.c.campaign_id == campaign_id)
+        ).one()
+        skipped: Counter[str] = Counter()
+        for part_skipped in conn.execute(select(_PART.c.skipped).where(_PART.c.campaign_id == campaign_id)).scalars():
+            skipped.update(part_skipped)
+        conn.execute(
+            update(_CAMPAIGN)
+            .where(_CAMPAIGN.c.id == campaign_id)
+            .values(line_count=int(keys), shard_count=int(shards), skipped_files=dict(skipped), listed_at=utcnow(), updated_at=utcnow())
+        )
+    return Listed(keys=int(keys), shards=int(shards), skipped=skipped, seconds=seconds)
+
+
+class _Indexes:
+    """Shard indexes handed out to lister threads, in the order their shards are written."""
+
+    def __init__(self, first: int) -> None:
+        self._next = first
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> int:
+        with self._lock:
+            first = self._next
+            self._next += count
+            return first
+
+
+@contextmanager
+def _listing_lock(url: str, campaign_id: int) -> Iterator[None]:
+    """Hold Postgres's advisory lock on this campaign's listing (SQLite: one process, nothing to hold)."""
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        params = {"c": _LOCK_CLASS, "o": campaign_id}
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:c, :o)"), params).scalar_one():
+            raise ListingBusy("another process is listing this campaign now; wait for it, or stop it and run `pisar resume`")
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"), params)
+            conn.commit()
