@@ -287,7 +287,7 @@ def make_s3_client(settings: Settings):  # noqa: ANN201 - boto3 client types are
     config = Config(
         retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
         s3={"addressing_style": settings.s3_addressing_style},
-        max_pool_connections=max(10, settings.fetch_threads),
+        max_pool_connections=max(10, settings.fetch_threads, settings.list_threads),
         connect_timeout=10,
         read_timeout=60,
     )
