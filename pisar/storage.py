@@ -21,10 +21,17 @@ from pisar.settings import Settings
 @dataclass(frozen=True)
 class KeyRange:
     """One part of a listing that a thread lists on its own: the keys under ``prefix``, all of them
-    (``recursive``) or only those directly at that level (the objects beside its sub-folders)."""
+    (``recursive``) or only those directly at that level (the objects beside its sub-folders).
+
+    With ``folders``, instead the keys of that run of ``prefix``'s sub-folders, one after the
+    other. A level of many small folders (page folders of 30 lines) then makes a few ranges of
+    full shards rather than thousands of 30-line shards. Each folder is its own prefix listing,
+    so this holds whatever order a server lists in (SeaweedFS walks folders, AWS sorts bytes).
+    """
 
     prefix: str
     recursive: bool = True
+    folders: tuple[str, ...] = ()
 
 
 class Storage(Protocol):
@@ -155,6 +162,12 @@ class LocalStorage:
             raise FetchFailed(f"reading {key}: {exc}") from None
 
 
+def _runs(parent: str, folders: list[str], count: int) -> list[KeyRange]:
+    """``folders`` of ``parent`` cut into ``count`` runs of consecutive folders."""
+    size = -(-len(folders) // count)
+    return [KeyRange(parent, folders=tuple(folders[i : i + size])) for i in range(0, len(folders), size)]
+
+
 def _walk_in_byte_order(folder: Path, prefix: str) -> Iterator[str]:
     """Relative POSIX paths of the files under ``folder`` in the order S3 would list them.
 
@@ -195,18 +208,19 @@ class S3Storage:
         for page in self.list_range(KeyRange(self.prefix), None):
             yield from page
 
-    def key_ranges(self, wanted: int, max_depth: int = 3, flat_after: int = 10_000) -> list[KeyRange]:
+    def key_ranges(self, wanted: int, max_depth: int = 4, flat_after: int = 10_000) -> list[KeyRange]:
         """Split the prefix by its sub-folders ("common prefixes"), breadth first, until about
-        ``wanted`` ranges or ``max_depth`` levels. A level with more than ``flat_after`` objects of
-        its own is listed whole by one range: a flat prefix cannot be split by folders, and
-        probing it further would cost as much as listing it.
+        ``wanted`` ranges or ``max_depth`` levels; a level that would give far more than ``wanted``
+        is cut into ``wanted`` runs of consecutive sub-folders instead. A level with more than
+        ``flat_after`` objects of its own is listed whole by one range: a flat prefix cannot be
+        split by folders, and probing it further would cost as much as listing it.
         """
         ranges: list[KeyRange] = []
         frontier = [self.prefix]
         for _ in range(max_depth):
             if not frontier or len(ranges) + len(frontier) >= wanted:
                 break
-            deeper: list[str] = []
+            levels: list[tuple[str, list[str]]] = []
             for prefix in frontier:
                 folders, objects = self._level(prefix, flat_after)
                 if objects > flat_after:
@@ -214,10 +228,16 @@ class S3Storage:
                     continue
                 if objects:
                     ranges.append(KeyRange(prefix, recursive=False))
-                deeper.extend(folders)
-            frontier = deeper
+                levels.append((prefix, folders))
+            found = sum(len(folders) for _, folders in levels)
+            room = wanted - len(ranges)
+            if found > room:  # one level more is too many ranges: runs of folders instead, and stop
+                ranges.extend(run for parent, folders in levels if folders for run in _runs(parent, folders, max(1, room * len(folders) // found)))
+                frontier = []
+                break
+            frontier = [folder for _, folders in levels for folder in folders]
         ranges.extend(KeyRange(prefix) for prefix in frontier)
-        return sorted(ranges, key=lambda r: (r.prefix, r.recursive))
+        return sorted(ranges, key=lambda r: (r.folders[0] if r.folders else r.prefix, r.recursive))
 
     def _level(self, prefix: str, flat_after: int) -> tuple[list[str], int]:
         """Sub-folders directly under ``prefix`` and how many objects lie beside them (counted up to ``flat_after`` + 1)."""
@@ -231,14 +251,20 @@ class S3Storage:
         return folders, objects
 
     def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
+        if part.folders:
+            # Folders before the one ``after`` lies in are done; the rest are listed whole.
+            at = next((i for i, folder in enumerate(part.folders) if after is not None and after.startswith(folder)), None)
+            for i, folder in enumerate(part.folders):
+                if at is None or i >= at:
+                    yield from self.list_range(KeyRange(folder), after if i == at else None)
+            return
         options = {"Prefix": part.prefix}
         if not part.recursive:
             options["Delimiter"] = "/"
         if after is not None:
             options["StartAfter"] = after
         for page in self._pages(**options):
-            keys = [item["Key"] for item in page.get("Contents", [])]
-            if keys:
+            if keys := [item["Key"] for item in page.get("Contents", [])]:
                 yield keys
 
     def _pages(self, **options: str) -> Iterator[dict]:

@@ -72,6 +72,7 @@ def plan_ranges(conn: Connection, campaign_id: int, ranges: list[KeyRange], skip
                 "ordinal": i,
                 "prefix": r.prefix,
                 "recursive": r.recursive,
+                "folders": list(r.folders),
                 "carry": [],
                 "skipped": dict(skipped or {}) if i == 0 else {},
             }
@@ -119,7 +120,7 @@ def _list_range(  # noqa: PLR0913
     skipped: Counter[str] = Counter(part.skipped)
     keys = part.keys
     after = part.after
-    for page in storage.list_range(KeyRange(part.prefix, part.recursive), after):
+    for page in storage.list_range(KeyRange(part.prefix, part.recursive, tuple(part.folders)), after):
         if stop.is_set():
             return
         for key in page:

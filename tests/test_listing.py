@@ -57,6 +57,15 @@ def test_key_ranges_follow_the_folders_and_hold_every_key_once(bucket: str, seaw
     assert deeper == [KeyRange(r.prefix, recursive=False) for r in ranges]
     assert sorted(keys_of(storage, deeper)) == everything
 
+    runs = storage.key_ranges(wanted=3)  # four folders for two ranges: two runs of them, beside the level's own objects
+    assert runs == [
+        KeyRange("vol/", recursive=False),
+        KeyRange("vol/", folders=("vol/f1/", "vol/f10/")),
+        KeyRange("vol/", folders=("vol/f2/", "vol/f3/")),
+    ]
+    assert sorted(keys_of(storage, runs)) == everything and len(keys_of(storage, runs)) == len(everything)
+    rest = [k for page in storage.list_range(runs[1], "vol/f1/o2/line_038.png") for k in page]
+    assert rest == ["vol/f1/o2/line_039.png", "vol/f10/z.png"]  # resumed inside the run's first folder, then its next
     assert storage.key_ranges(wanted=1) == [KeyRange("vol/")]  # no split wanted
     assert storage.key_ranges(wanted=8, flat_after=2) == [KeyRange("vol/")]  # too many objects of its own: listed whole
     resumed = [k for page in storage.list_range(KeyRange("vol/f1/o1/"), "vol/f1/o1/line_036.png") for k in page]

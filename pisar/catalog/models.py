@@ -76,6 +76,7 @@ class ListingPart(SQLModel, table=True):
     ordinal: int
     prefix: str = Field(sa_column=Column(Text, nullable=False))
     recursive: bool
+    folders: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # a run of sub-folders, listed in turn
     after: str | None = Field(default=None, sa_column=Column(Text))  # the last key whose fate is committed
     carry: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # listed, not yet a full shard
     keys: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))  # image keys put in shards

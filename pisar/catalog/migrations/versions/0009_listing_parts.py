@@ -1,7 +1,7 @@
 """Listing in parts, streamed to the catalog and resumable
 
-- ``listing_part``: one row per key range a lister thread lists (a sub-folder of the source, or
-  the objects beside its sub-folders). ``after`` is the last key whose fate is committed, ``carry``
+- ``listing_part``: one row per key range a lister thread lists (a sub-folder of the source, a
+  run of consecutive sub-folders, or the objects beside its sub-folders). ``after`` is the last key whose fate is committed, ``carry``
   the keys listed after the last full shard (fewer than a shard), so an interrupted listing goes on
   from exactly there (`pisar resume`);
 - ``campaign.listed_at``: set once every part is listed; until then the campaign is still growing.
@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("ordinal", sa.Integer(), nullable=False),
         sa.Column("prefix", sa.Text(), nullable=False),
         sa.Column("recursive", sa.Boolean(), nullable=False),
+        sa.Column("folders", sa.JSON(), nullable=False),
         sa.Column("after", sa.Text(), nullable=True),
         sa.Column("carry", sa.JSON(), nullable=False),
         sa.Column("keys", sa.BigInteger(), nullable=False, server_default="0"),
