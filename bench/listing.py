@@ -18,8 +18,8 @@ Issue 8 targets: 20,000 keys/s and < 300 MB at 1 M keys.
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,7 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from worker_path import report  # bench/ is on sys.path when a script here runs
+from redis_memory import clear, used_memory, waiting  # bench/ is on sys.path when a script here runs
+from worker_path import report
 
 REPO = Path(__file__).resolve().parents[1]
 PISAR = str(Path(sys.executable).with_name("pisar"))
@@ -109,7 +110,10 @@ def main(argv: list[str]) -> int:
             start_s, start_rss_mb, _ = submit(env, "s3://listing/warm", "warm", args.shard_size, logs / "warm.log")  # start, model, one key
             clear(redis.url, "bench-listing")  # the warm-up's shard: the window is the measured campaign's alone
             memory_before = used_memory(redis.url)
+            weed_cpu_before = cpu_seconds(weed.proc.pid)
             submit_s, peak_rss_mb, said = submit(env, "s3://listing/lines", "listing", args.shard_size, logs / "listing.log")
+            weed_cpu_s = cpu_seconds(weed.proc.pid) - weed_cpu_before
+            raw_s = raw_listing_seconds(client, "listing", "lines/", args.keys)
             queued_bytes = used_memory(redis.url) - memory_before
             queued = waiting(redis.url, "bench-listing")
     finally:
@@ -126,6 +130,10 @@ def main(argv: list[str]) -> int:
         "submit_seconds": round(submit_s, 2),
         "start_seconds": round(start_s, 2),
         "list_seconds": round(list_s, 2),
+        # The same keys in one boto3 paginator, nothing written: what the S3 server itself sustains here.
+        "raw_paginator_keys_per_s": round(args.keys / raw_s, 1),
+        "vs_raw_paginator": round(raw_s / list_s, 2) if list_s > 0.5 else None,
+        "weed_cpu_seconds_during_submit": round(weed_cpu_s, 1),  # of 2 cores x submit_seconds on this machine
         "upload_seconds": round(upload_s, 2),
         "shard_size": args.shard_size,
         "shards": shards,
@@ -141,40 +149,19 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def waiting(url: str, queue: str) -> int:
-    """Shard messages waiting in ``queue``, over its priority lists."""
-    import redis
-
-    from pisar.queue import waiting_by_priority
-
-    client = redis.Redis.from_url(url)
-    try:
-        return sum(waiting_by_priority(client, queue).values())
-    finally:
-        client.close()
+def raw_listing_seconds(client, bucket: str, prefix: str, expected: int) -> float:  # noqa: ANN001 - boto3 client
+    """Seconds for one plain ListObjectsV2 paginator over ``prefix``."""
+    started = time.perf_counter()
+    count = sum(len(page.get("Contents", [])) for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+    if count != expected:
+        raise SystemExit(f"bench: the raw listing found {count} keys, not {expected}")
+    return time.perf_counter() - started
 
 
-def clear(url: str, queue: str) -> None:
-    import redis
-
-    from pisar.queue import priority_lists
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.delete(*(key for _, key in priority_lists(queue)))
-    finally:
-        client.close()
-
-
-def used_memory(url: str) -> int:
-    """Redis's ``used_memory``, in bytes."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return int(client.info("memory")["used_memory"])
-    finally:
-        client.close()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pisar.errors import ConfigError, PisarError
 from pisar.constants import DEFAULT_PRIORITY, MAX_PRIORITY
+from pisar.errors import ConfigError, PisarError
 from pisar.safe_text import printable, shown
 from pisar.settings import Settings, get_settings
 

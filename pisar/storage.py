@@ -23,10 +23,9 @@ class KeyRange:
     """One part of a listing that a thread lists on its own: the keys under ``prefix``, all of them
     (``recursive``) or only those directly at that level (the objects beside its sub-folders).
 
-    With ``folders``, instead the keys of that run of ``prefix``'s sub-folders, one after the
-    other. A level of many small folders (page folders of 30 lines) then makes a few ranges of
-    full shards rather than thousands of 30-line shards. Each folder is its own prefix listing,
-    so this holds whatever order a server lists in (SeaweedFS walks folders, AWS sorts bytes).
+    With ``folders``, instead the keys of that run of consecutive sub-folders of ``prefix``. A
+    level of many small folders (page folders of 30 lines) then makes a few ranges of full shards
+    rather than thousands of 30-line shards, listed with as few requests as one paginator.
     """
 
     prefix: str
@@ -232,7 +231,9 @@ class S3Storage:
             found = sum(len(folders) for _, folders in levels)
             room = wanted - len(ranges)
             if found > room:  # one level more is too many ranges: runs of folders instead, and stop
-                ranges.extend(run for parent, folders in levels if folders for run in _runs(parent, folders, max(1, room * len(folders) // found)))
+                ranges.extend(
+                    run for parent, folders in levels if folders for run in _runs(parent, folders, max(1, room * len(folders) // found))
+                )
                 frontier = []
                 break
             frontier = [folder for _, folders in levels for folder in folders]
@@ -252,11 +253,7 @@ class S3Storage:
 
     def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
         if part.folders:
-            # Folders before the one ``after`` lies in are done; the rest are listed whole.
-            at = next((i for i, folder in enumerate(part.folders) if after is not None and after.startswith(folder)), None)
-            for i, folder in enumerate(part.folders):
-                if at is None or i >= at:
-                    yield from self.list_range(KeyRange(folder), after if i == at else None)
+            yield from self._list_run(part, after)
             return
         options = {"Prefix": part.prefix}
         if not part.recursive:
@@ -265,6 +262,26 @@ class S3Storage:
             options["StartAfter"] = after
         for page in self._pages(**options):
             if keys := [item["Key"] for item in page.get("Contents", [])]:
+                yield keys
+
+    def _list_run(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
+        """One listing of the parent from the run's first folder, to the first key of a folder not
+        in the run. It relies only on a server listing keys in the order it lists their folders
+        (AWS: bytes; SeaweedFS: folder by folder); the parent's own objects, met on the way, are skipped."""
+        run = set(part.folders)
+        for page in self._pages(Prefix=part.prefix, StartAfter=after or part.folders[0]):
+            keys = []
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                folder, slash, _ = key[len(part.prefix) :].partition("/")
+                if not slash:
+                    continue  # an object beside the folders: the parent's own range lists it
+                if part.prefix + folder + "/" not in run:
+                    if keys:
+                        yield keys
+                    return
+                keys.append(key)
+            if keys:
                 yield keys
 
     def _pages(self, **options: str) -> Iterator[dict]:

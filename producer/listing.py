@@ -2,13 +2,14 @@
 
 One paginator lists ~12,000 keys/s, so 50 M keys would take over an hour, held in memory, before
 the first line is read. Instead the source is split into key ranges (``Storage.key_ranges``: its
-sub-folders), and ``list_threads`` threads list them at once. Each page of keys is written as it
-arrives, in one transaction per page:
+sub-folders), and ``list_threads`` threads list them at once, writing as they go:
 
 - the page's image keys join the range's ``carry``; every full shard of them is inserted as a
-  pending shard with its lines (psycopg COPY), so the feeder can publish it at once;
-- the range's row records ``after`` (the page's last key), the rest of the carry and the skipped
-  counts, so an interrupted listing resumes from exactly there: nothing listed twice, nothing lost.
+  pending shard with its lines (psycopg COPY), every 10,000 keys or 2 s, so the feeder can
+  publish it at once;
+- in the same transaction, the range's row records ``after`` (the last key listed), the rest of the
+  carry and the skipped counts, so an interrupted listing resumes from exactly there: nothing
+  listed twice, nothing lost.
 
 A range's last shard may be short. Shard indexes follow the order shards are written, not key
 order across ranges (a shard's own keys are always consecutive). Only one process lists a
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 _CAMPAIGN = Campaign.__table__
 _SHARD = Shard.__table__
 _PART = ListingPart.__table__
+# A range writes its shards every WRITE_KEYS keys or WRITE_SECONDS, whichever comes first: few,
+# large transactions while listing fast, and fresh shards for the feeder while listing slowly.
+WRITE_KEYS = 10_000
+WRITE_SECONDS = 2.0
 _LOCK_CLASS = 0x70697361  # "pisa": the advisory-lock namespace of listings; the campaign id is the object
 
 
@@ -114,12 +119,20 @@ def list_into_catalog(
 
 
 def _list_range(  # noqa: PLR0913
-    url: str, campaign_id: int, shard_size: int, storage: Storage, part, indexes: _Indexes, stop: threading.Event  # noqa: ANN001 - a listing_part row
+    url: str,
+    campaign_id: int,
+    shard_size: int,
+    storage: Storage,
+    part,
+    indexes: _Indexes,
+    stop: threading.Event,  # noqa: ANN001 - a listing_part row
 ) -> None:
     carry: list[str] = list(part.carry)
     skipped: Counter[str] = Counter(part.skipped)
     keys = part.keys
     after = part.after
+    ready: list[list[str]] = []  # full shards listed since the last write
+    written_at = time.monotonic()
     for page in storage.list_range(KeyRange(part.prefix, part.recursive, tuple(part.folders)), after):
         if stop.is_set():
             return
@@ -130,16 +143,20 @@ def _list_range(  # noqa: PLR0913
             else:
                 skipped[reason] += 1
         full = len(carry) - len(carry) % shard_size
-        shards = [carry[i : i + shard_size] for i in range(0, full, shard_size)]
+        ready.extend(carry[i : i + shard_size] for i in range(0, full, shard_size))
         carry = carry[full:]
         keys += full
         after = page[-1]
-        _write(url, campaign_id, part.id, shards, indexes, after=after, carry=carry, keys=keys, skipped=skipped, done=False)
-    _write(url, campaign_id, part.id, [carry] if carry else [], indexes, after=after, carry=[], keys=keys + len(carry), skipped=skipped, done=True)
+        if len(ready) * shard_size >= WRITE_KEYS or time.monotonic() - written_at >= WRITE_SECONDS:
+            _write(url, campaign_id, part.id, ready, indexes, after=after, carry=carry, keys=keys, skipped=skipped, done=False)
+            ready, written_at = [], time.monotonic()
+    if carry:
+        ready.append(carry)
+    _write(url, campaign_id, part.id, ready, indexes, after=after, carry=[], keys=keys + len(carry), skipped=skipped, done=True)
 
 
 def _write(url: str, campaign_id: int, part_id: int, shards: list[list[str]], indexes: _Indexes, **progress: object) -> None:
-    """One page's full shards, with their lines, and the range's progress: one transaction."""
+    """Full shards listed since the last write, with their lines, and the range's progress: one transaction."""
     progress["skipped"] = dict(progress["skipped"])  # type: ignore[call-overload]
     with get_engine(url).begin() as conn:
         if shards:

@@ -98,3 +98,22 @@ def test_listing_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert printed["peak_rss_mb"] > 0 and printed["start_rss_mb"] > 0  # at 300 keys the two differ only by noise
     assert printed["shards"] > 4 and printed["queued_shards"] == 4, "Redis holds the high-water mark, the rest wait in the catalog"
     assert printed["redis_bytes_per_queued_shard"] > 0
+
+
+def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> None:
+    """`bench/pipeline.py` at 160 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
+    two real workers with the stub engine, then with the demo model, and the bare engine beside them."""
+    out = tmp_path / "pipeline.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "pipeline.py"), "--lines", "160", "--shard-size", "40", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = json.loads(out.read_text())
+    assert {"stub_lines_per_s", "model_lines_per_s", "bare_engine_lines_per_s", "model_vs_bare", "redis_bytes_per_queued_shard"} <= set(printed)
+    assert printed["lines"] == 160 and printed["error_lines"] == 0 and printed["workers"] == 2
+    assert printed["stub_lines_per_s"] > printed["model_lines_per_s"] > 0 and printed["bare_engine_lines_per_s"] > 0
+    assert printed["stub_generate_ms_per_line"] < printed["model_generate_ms_per_line"], "the stub answers instantly"
+    assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] > 100

@@ -88,7 +88,10 @@ def test_redis_holds_at_most_the_high_water_mark_and_the_feeder_tops_it_up(
 
 
 def test_an_urgent_campaign_overtakes_a_running_large_one(
-    print_lines: Path, distributed_env: dict[str, str], start_worker, tmp_path: Path  # noqa: ANN001
+    print_lines: Path,
+    distributed_env: dict[str, str],
+    start_worker,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     """One real worker and a real `pisar feed` loop; Redis never holds more than the windows allow."""
     env = {**distributed_env, "PISAR_QUEUE_HIGH_WATER": "4", "PISAR_QUEUE_LOW_WATER": "2", "PISAR_FEED_INTERVAL_SECONDS": "0.5"}
@@ -115,9 +118,11 @@ def test_an_urgent_campaign_overtakes_a_running_large_one(
         feeder.wait(timeout=30)
 
     with create_engine(env["PISAR_DATABASE_URL"]).connect() as conn:
-        order = conn.execute(
-            text("SELECT c.name FROM shard s JOIN campaign c ON c.id = s.campaign_id ORDER BY s.started_at, s.id")
-        ).scalars().all()
+        order = (
+            conn.execute(text("SELECT c.name FROM shard s JOIN campaign c ON c.id = s.campaign_id ORDER BY s.started_at, s.id"))
+            .scalars()
+            .all()
+        )
     assert order[:3] == ["urgent"] * 3, order  # popped before the four large shards already waiting
     assert peak[0] <= 7, f"Redis held {peak[0]} messages, more than the two windows of 4 and 3"
     assert "published" in (tmp_path / "feed.log").read_text(encoding="utf-8")

@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, select, text
 
 from pisar.catalog.models import Campaign, Line, Shard
 from pisar.errors import ServiceUnavailable
+from pisar.producer import listing as listing_module
 from pisar.producer import submit as submit_module
 from pisar.producer.listing import ListingBusy, list_into_catalog
 from pisar.producer.submit import SubmitRequest, continue_listing, create_campaign
@@ -99,9 +100,15 @@ class FailingStorage:
 
 
 def test_an_interrupted_listing_resumes_with_nothing_lost_or_twice(
-    bucket: str, seaweedfs, s3_env, postgres_url: str, tiny_model: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    bucket: str,
+    seaweedfs,
+    s3_env,
+    postgres_url: str,
+    tiny_model: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     settings = Settings(database_url=postgres_url, s3_endpoint_url=seaweedfs.url, list_threads=3, feed_interval_seconds=0.2)
+    monkeypatch.setattr(listing_module, "WRITE_KEYS", 6)  # write every shard as soon as it is full
     real_open = submit_module.open_storage
     monkeypatch.setattr(
         submit_module, "open_storage", lambda url, s: FailingStorage(S3Storage(bucket, "vol/", s, page_size=7), "vol/f1/o2/")
@@ -116,7 +123,9 @@ def test_an_interrupted_listing_resumes_with_nothing_lost_or_twice(
     with engine.connect() as conn:
         campaign = conn.execute(select(Campaign).where(Campaign.name == "interrupted")).one()
         written = conn.execute(text("SELECT count(*) FROM line WHERE campaign_id = :c"), {"c": campaign.id}).scalar_one()
-        parts = conn.execute(text("SELECT prefix, done, after FROM listing_part WHERE campaign_id = :c ORDER BY ordinal"), {"c": campaign.id})
+        parts = conn.execute(
+            text("SELECT prefix, done, after FROM listing_part WHERE campaign_id = :c ORDER BY ordinal"), {"c": campaign.id}
+        )
         stopped = {prefix: (done, after) for prefix, done, after in parts}
     assert campaign.listed_at is None and 0 < written < len(IMAGES)
     assert stopped["vol/f1/o2/"] == (False, "vol/f1/o2/line_013.png")  # two pages of 7 committed, then the outage
