@@ -67,7 +67,8 @@ def submit(
     shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
     queue: Annotated[Optional[str], typer.Option(help="Celery queue (default PISAR_QUEUE)")] = None,
     manifest: Annotated[
-        Optional[Path], typer.Option("--manifest", help="Keys from this .txt/.csv/.parquet file (.gz too) instead of listing SOURCE")
+        Optional[str],
+        typer.Option("--manifest", help="Keys from a .txt/.csv/.parquet file (.gz too), or an S3 Inventory manifest.json (s3:// too)"),
     ] = None,
     priority: Annotated[
         int, typer.Option("--priority", min=0, max=MAX_PRIORITY, help="0 (lowest) to 9 (most urgent): an urgent campaign overtakes others")

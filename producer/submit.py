@@ -43,7 +43,7 @@ class SubmitRequest:
     name: str
     shard_size: int
     queue: str
-    manifest: Path | None = None  # keys from this file instead of a listing (``producer/manifest.py``)
+    manifest: str | None = None  # keys from this file or s3:// S3 Inventory instead of a listing (``producer/manifest.py``)
     priority: int = DEFAULT_PRIORITY  # 0 (lowest) to 9 (most urgent): what the feeder publishes first
 
 
@@ -60,7 +60,7 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
     ref = model_ref.resolve(model_ref.parse(request.model))
     processor = load_processor(ref)
-    manifest = request.manifest.resolve() if request.manifest else None
+    manifest = _absolute(str(request.manifest)) if request.manifest else None
     source = _key_source(storage, manifest)
     ranges = source.key_ranges(settings.list_threads * 4)
     import torch
@@ -79,7 +79,7 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
         queue=request.queue,
         priority=request.priority,
         shard_size=request.shard_size,
-        manifest=str(manifest) if manifest else None,
+        manifest=manifest,
     )
     with get_engine(url).begin() as conn:
         try:
@@ -101,15 +101,20 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
 def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], None] | None = None) -> Listed:
     """Go on with a listing that was interrupted, from where each key range stopped."""
     storage = open_storage(campaign.source_url, settings)
-    source = _key_source(storage, Path(campaign.manifest) if campaign.manifest else None)
+    source = _key_source(storage, campaign.manifest)
     return list_into_catalog(settings.catalog_url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick)
 
 
-def _key_source(storage: Storage, manifest: Path | None) -> Storage | ManifestKeys:
-    """Where a campaign's keys come from: the storage's listing, or the manifest file."""
+def _key_source(storage: Storage, manifest: str | None) -> Storage | ManifestKeys:
+    """Where a campaign's keys come from: the storage's listing, or the manifest."""
     if manifest is None:
         return storage
-    return ManifestKeys(read_manifest(manifest, getattr(storage, "prefix", "")))
+    return ManifestKeys(read_manifest(manifest, getattr(storage, "prefix", ""), storage))
+
+
+def _absolute(manifest: str) -> str:
+    """A local manifest as an absolute path (a resume may run elsewhere); an s3:// one as given."""
+    return manifest if manifest.startswith("s3://") else str(Path(manifest).resolve())
 
 
 def _forget(url: str, campaign_id: int) -> None:

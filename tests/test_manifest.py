@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -90,3 +91,90 @@ def test_submit_from_a_manifest_reads_exactly_its_keys(
     assert sorted(records) == sorted(wanted[:5]), "the two objects not in the manifest were never read"
     assert records["v/gone.png"]["error_class"] == "MissingObject"
     assert all(records[k]["status"] == "ok" for k in wanted[:4])
+
+
+# An S3 Inventory of bucket "archive": what a current object's key looks like in each format, and the
+# rows a versioned inventory adds (an older version, a delete marker) that must not become lines.
+INVENTORY = [  # key, is_latest, is_delete_marker
+    ("v/a b.png", True, False),
+    ("v/C++ лист.png", True, False),
+    ("v/old.png", False, False),
+    ("v/deleted.png", True, True),
+    ("v/notes.gt.txt", True, False),
+    ("w/elsewhere.png", True, False),
+    ("v/d.PNG", True, False),
+]
+
+
+def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # noqa: ANN001 - boto3 client
+    """Write an inventory report the way S3 does (two data files and a manifest.json); its s3:// URL."""
+    from urllib.parse import quote_plus
+
+    for bucket in ("archive", "inventory-dest"):
+        if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+            s3.create_bucket(Bucket=bucket)
+    base = f"inv/archive/daily/{kind}"
+    files = []
+    for number, rows in enumerate((INVENTORY[:4], INVENTORY[4:])):
+        if kind == "CSV":  # headerless, gzipped, keys URL-encoded with + for a space
+            body = "".join(
+                f'"archive","{quote_plus(k)}","vid","{str(latest).lower()}","{str(marker).lower()}"\n' for k, latest, marker in rows
+            )
+            data, name = gzip.compress(body.encode()), f"{number}.csv.gz"
+        else:
+            import io
+
+            table = pa.table(
+                {
+                    "bucket": ["archive"] * len(rows),
+                    "key": [k for k, _, _ in rows],
+                    "is_latest": [latest for _, latest, _ in rows],
+                    "is_delete_marker": [marker for _, _, marker in rows],
+                }
+            )
+            buffer = io.BytesIO()
+            if kind == "PARQUET":
+                pq.write_table(table, buffer)
+            else:
+                import pyarrow.orc as orc
+
+                orc.write_table(table, buffer)
+            data, name = buffer.getvalue(), f"{number}.{kind.lower()}"
+        s3.put_object(Bucket="inventory-dest", Key=f"{base}/data/{name}", Body=data)
+        checksum = hashlib.md5(b"tampered" if corrupt else data).hexdigest()  # noqa: S324 - S3's own checksum
+        files.append({"key": f"{base}/data/{name}", "size": len(data), "MD5checksum": checksum})
+    manifest = {
+        "sourceBucket": "archive",
+        "destinationBucket": "arn:aws:s3:::inventory-dest",
+        "version": "2016-11-30",
+        "fileFormat": kind if kind != "PARQUET" else "Parquet",
+        "fileSchema": "Bucket, Key, VersionId, IsLatest, IsDeleteMarker" if kind == "CSV" else "message s3.inventory { }",
+        "files": files,
+    }
+    s3.put_object(Bucket="inventory-dest", Key=f"{base}/manifest.json", Body=json.dumps(manifest).encode())
+    return f"s3://inventory-dest/{base}/manifest.json"
+
+
+@pytest.mark.parametrize("kind", ["CSV", "PARQUET", "ORC"])
+def test_an_s3_inventory_gives_the_current_objects_keys(kind: str, s3, s3_env, seaweedfs) -> None:  # noqa: ANN001
+    from pisar.settings import Settings
+    from pisar.storage import S3Storage
+
+    storage = S3Storage("archive", "v/", Settings(s3_endpoint_url=seaweedfs.url))
+    listing = read_manifest(put_inventory(s3, kind), "v/", storage)
+    assert listing.keys == ["v/C++ лист.png", "v/a b.png", "v/d.PNG"]  # '+' and ' ' decoded apart; no old version, no delete marker
+    assert dict(listing.skipped) == {".gt.txt": 1, OUTSIDE: 1}
+
+
+def test_a_damaged_or_foreign_inventory_is_refused(s3, s3_env, seaweedfs, tmp_path: Path) -> None:  # noqa: ANN001
+    from pisar.settings import Settings
+    from pisar.storage import LocalStorage, S3Storage
+
+    settings = Settings(s3_endpoint_url=seaweedfs.url)
+    url = put_inventory(s3, "CSV", corrupt=True)
+    with pytest.raises(ConfigError, match="does not match its MD5"):
+        read_manifest(url, "v/", S3Storage("archive", "v/", settings))
+    with pytest.raises(ConfigError, match="is of bucket 'archive', not of the source's 'other'"):
+        read_manifest(url, "", S3Storage("other", "", settings))
+    with pytest.raises(ConfigError, match="needs an s3:// source"):
+        read_manifest(url, "", LocalStorage(tmp_path))
