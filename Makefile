@@ -30,10 +30,15 @@ browser:
 	bash infra/install-browser.sh
 
 # Quick start 2: lint, then the test suite against real Postgres, Redis, SeaweedFS and Celery workers.
+# Most tests wait on subprocesses (workers, servers), so two pytest processes share the two cores,
+# one test file each at a time (their module fixtures stay whole). The fault scenarios time leases
+# and outages, so they run afterwards on their own.
+CHAOS := tests/test_worker_faults.py
 test: $(BIN)/pisar browser
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(CHAOS)
+	$(BIN)/python -m pytest $(CHAOS)
 
 # Postgres, Redis (the machine's, or throwaway) and a throwaway SeaweedFS; prints the env to use.
 services: $(BIN)/pisar

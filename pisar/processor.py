@@ -7,8 +7,11 @@ pairs a DINOv2 image processor with a RoBERTa tokenizer, which its card loads th
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from pisar.errors import ConfigError
 from pisar.model_ref import ModelRef, load_target
 
 #: Image-processor fields that decide what the model sees.
@@ -64,16 +67,68 @@ def load_processor(ref: ModelRef, backend: str | None = IMAGE_BACKEND) -> Any:
     )
 
 
-def describe_preprocessing(processor: Any) -> dict[str, Any]:
-    """The fields of the image processor that define the model's input, JSON-ready."""
-    image_processor = processor.image_processor
-    config = image_processor.to_dict()
-    described: dict[str, Any] = {"image_processor": type(image_processor).__name__, "exif_transpose": True, "mode": "RGB"}
+def describe_preprocessing(ref: ModelRef) -> dict[str, Any]:
+    """The image-processor fields that define the model's input, from the model's own files, JSON-ready.
+
+    Read from ``processor_config.json`` (its ``image_processor``) or ``preprocessor_config.json``
+    without importing transformers, so the producer never loads torch (it stays ~100 MB).
+    The worker loads the same files through transformers.
+    """
+    config = _image_processor_config(ref)
+    described: dict[str, Any] = {"image_processor": config.get("image_processor_type", "(unnamed)"), "exif_transpose": True, "mode": "RGB"}
     for field in _PREPROCESSING_FIELDS:
-        if field in config and config[field] is not None:
+        if config.get(field) is not None:
             value = config[field]
             described[field] = int(value) if field == "resample" else value
     return described
+
+
+def check_model_files(ref: ModelRef) -> None:
+    """Refuse at submit what no worker could load: not a VisionEncoderDecoder, no image processor, no tokenizer."""
+    config = _json_file(ref, "config.json")
+    if config is None or config.get("model_type") != "vision-encoder-decoder":
+        kind = config.get("model_type") if config else None
+        raise ConfigError(f"model {ref.source} is not a VisionEncoderDecoder model (config.json model_type: {kind!r})")
+    _image_processor_config(ref)
+    if not any(_model_file(ref, name) for name in _TOKENIZER_FILES):
+        raise ConfigError(f"model {ref.source} has no tokenizer ({', '.join(_TOKENIZER_FILES)})")
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
+
+
+def _image_processor_config(ref: ModelRef) -> dict[str, Any]:
+    processor = _json_file(ref, "processor_config.json")
+    if processor is not None and isinstance(processor.get("image_processor"), dict):
+        return processor["image_processor"]
+    preprocessor = _json_file(ref, "preprocessor_config.json")
+    if preprocessor is None:
+        raise ConfigError(f"model {ref.source} has no image processor (processor_config.json or preprocessor_config.json)")
+    return preprocessor
+
+
+def _json_file(ref: ModelRef, name: str) -> dict[str, Any] | None:
+    path = _model_file(ref, name)
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model {ref.source}: {name} is not readable JSON: {exc}") from None
+
+
+def _model_file(ref: ModelRef, name: str) -> Path | None:
+    """A file of the model: in its folder, or from the hub cache at the pinned revision; None if it has none."""
+    if ref.is_local:
+        path = Path(ref.source) / name
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(ref.source, name, revision=ref.revision))
+    except EntryNotFoundError:
+        return None
 
 
 def generation_overrides(max_new_tokens: int | None, num_beams: int) -> dict[str, Any]:
@@ -85,13 +140,7 @@ def generation_overrides(max_new_tokens: int | None, num_beams: int) -> dict[str
 
 
 def describe_generation(ref: ModelRef, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The effective generation settings: the model's config with the campaign's overrides."""
-    from transformers import GenerationConfig
-
-    name, revision = load_target(ref)
-    try:
-        base = GenerationConfig.from_pretrained(name, revision=revision).to_diff_dict()
-    except OSError:
-        base = {}
+    """The effective generation settings: the model's ``generation_config.json`` with the campaign's overrides."""
+    base = dict(_json_file(ref, "generation_config.json") or {})
     base.pop("transformers_version", None)
     return {"overrides": overrides, "effective": {**base, **overrides}}

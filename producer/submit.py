@@ -20,7 +20,7 @@ from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart
 from pisar.constants import CONFIDENCE_FORMULA, DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
-from pisar.processor import describe_generation, describe_preprocessing, generation_overrides, load_processor
+from pisar.processor import check_model_files, describe_generation, describe_preprocessing, generation_overrides
 from pisar.producer.campaigns import find_campaign
 from pisar.producer.listing import Listed, list_into_catalog, plan_ranges
 from pisar.producer.manifest import ManifestKeys, read_manifest
@@ -59,13 +59,10 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
         raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}` or another --name")
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
     ref = model_ref.resolve(model_ref.parse(request.model))
-    processor = load_processor(ref)
+    check_model_files(ref)  # from its files: the producer never imports torch
     manifest = _absolute(str(request.manifest)) if request.manifest else None
     source = _key_source(storage, manifest)
     ranges = source.key_ranges(settings.list_threads * 4)
-    import torch
-    import transformers
-
     campaign = Campaign(
         name=request.name,
         source_url=storage.url,
@@ -73,9 +70,9 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
         model_revision=ref.revision or "",
         dtype=settings.dtype,
         generation=describe_generation(ref, generation_overrides(settings.max_new_tokens, settings.num_beams)),
-        preprocessing=describe_preprocessing(processor),
+        preprocessing=describe_preprocessing(ref),
         confidence_formula=CONFIDENCE_FORMULA,
-        versions={"pisar": __version__, "transformers": transformers.__version__, "torch": torch.__version__},
+        versions={"pisar": __version__, "transformers": _installed("transformers"), "torch": _installed("torch")},
         queue=request.queue,
         priority=request.priority,
         shard_size=request.shard_size,
@@ -115,6 +112,16 @@ def _key_source(storage: Storage, manifest: str | None) -> Storage | ManifestKey
 def _absolute(manifest: str) -> str:
     """A local manifest as an absolute path (a resume may run elsewhere); an s3:// one as given."""
     return manifest if manifest.startswith("s3://") else str(Path(manifest).resolve())
+
+
+def _installed(package: str) -> str:
+    """A package's installed version, read from its metadata (importing torch costs 350 MB)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _forget(url: str, campaign_id: int) -> None:

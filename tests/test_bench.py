@@ -112,7 +112,9 @@ def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> N
     )
     assert run.returncode == 0, run.stderr[-3000:]
     printed = json.loads(out.read_text())
-    assert {"stub_lines_per_s", "model_lines_per_s", "bare_engine_lines_per_s", "model_vs_bare", "redis_bytes_per_queued_shard"} <= set(printed)
+    assert {"stub_lines_per_s", "model_lines_per_s", "bare_engine_lines_per_s", "model_vs_bare", "redis_bytes_per_queued_shard"} <= set(
+        printed
+    )
     assert printed["lines"] == 160 and printed["error_lines"] == 0 and printed["workers"] == 2
     assert printed["stub_lines_per_s"] > printed["model_lines_per_s"] > 0 and printed["bare_engine_lines_per_s"] > 0
     assert printed["stub_generate_ms_per_line"] < printed["model_generate_ms_per_line"], "the stub answers instantly"

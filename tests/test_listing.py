@@ -159,3 +159,58 @@ def test_one_lister_per_campaign(bucket: str, seaweedfs, s3_env, postgres_url: s
             10,
             3,
         ]
+
+
+def test_the_producer_describes_the_model_from_its_files_and_never_imports_torch(tmp_path: Path, print_lines: Path) -> None:
+    """`submit` records preprocessing and generation from the model's JSON files: torch would cost it 350 MB."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    source = tmp_path / "lines"
+    source.mkdir()
+    for path in sorted(print_lines.glob("*.png"))[:3]:
+        shutil.copy(path, source)
+    demo = Path(__file__).resolve().parents[1] / "models" / "demo"
+    script = f"""
+import json, sys
+from pisar.settings import Settings
+from pisar.producer.submit import SubmitRequest, create_campaign
+from pisar.catalog.db import ensure_ready
+settings = Settings(catalog_path={str(tmp_path / "c.db")!r})
+ensure_ready(settings.catalog_url, auto_upgrade=True)
+campaign, _ = create_campaign(settings, SubmitRequest({str(source)!r}, {str(demo)!r}, "light", 2, "q"))
+print(json.dumps({{"heavy": sorted(m for m in ("torch", "transformers") if m in sys.modules),
+                  "preprocessing": campaign.preprocessing, "generation": campaign.generation, "versions": campaign.versions}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    described = json.loads(done.stdout.strip().splitlines()[-1])
+    assert described["heavy"] == []
+    assert described["preprocessing"]["size"] == {"height": 40, "width": 1024} and described["preprocessing"]["resample"] == 3
+    assert described["preprocessing"]["image_processor"] == "ViTImageProcessor"
+    assert described["generation"]["effective"]["max_new_tokens"] == 160 and described["generation"]["overrides"]["num_beams"] == 1
+    assert described["versions"]["torch"].startswith("2.13.0")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda folder: (folder / "config.json").write_text('{"model_type": "bert"}'), "is not a VisionEncoderDecoder model"),
+        (lambda folder: (folder / "processor_config.json").unlink(), "has no image processor"),
+        (lambda folder: (folder / "tokenizer.json").unlink(), "has no tokenizer"),
+    ],
+)
+def test_a_model_no_worker_could_load_is_refused_at_submit(change, message: str, tmp_path: Path) -> None:  # noqa: ANN001
+    import shutil
+
+    from pisar.errors import ConfigError
+    from pisar.model_ref import ModelRef
+    from pisar.processor import check_model_files
+
+    folder = shutil.copytree(Path(__file__).resolve().parents[1] / "models" / "demo", tmp_path / "model")
+    check_model_files(ModelRef(str(folder), None))
+    change(folder)
+    with pytest.raises(ConfigError, match=message):
+        check_model_files(ModelRef(str(folder), None))

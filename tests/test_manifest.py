@@ -93,7 +93,7 @@ def test_submit_from_a_manifest_reads_exactly_its_keys(
     assert all(records[k]["status"] == "ok" for k in wanted[:4])
 
 
-# An S3 Inventory of bucket "archive": what a current object's key looks like in each format, and the
+# An S3 Inventory of bucket "inv-source": what a current object's key looks like in each format, and the
 # rows a versioned inventory adds (an older version, a delete marker) that must not become lines.
 INVENTORY = [  # key, is_latest, is_delete_marker
     ("v/a b.png", True, False),
@@ -110,15 +110,15 @@ def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # noqa: ANN001 
     """Write an inventory report the way S3 does (two data files and a manifest.json); its s3:// URL."""
     from urllib.parse import quote_plus
 
-    for bucket in ("archive", "inventory-dest"):
+    for bucket in ("inv-source", "inventory-dest"):
         if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
             s3.create_bucket(Bucket=bucket)
-    base = f"inv/archive/daily/{kind}"
+    base = f"inv/inv-source/daily/{kind}"
     files = []
     for number, rows in enumerate((INVENTORY[:4], INVENTORY[4:])):
         if kind == "CSV":  # headerless, gzipped, keys URL-encoded with + for a space
             body = "".join(
-                f'"archive","{quote_plus(k)}","vid","{str(latest).lower()}","{str(marker).lower()}"\n' for k, latest, marker in rows
+                f'"inv-source","{quote_plus(k)}","vid","{str(latest).lower()}","{str(marker).lower()}"\n' for k, latest, marker in rows
             )
             data, name = gzip.compress(body.encode()), f"{number}.csv.gz"
         else:
@@ -126,7 +126,7 @@ def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # noqa: ANN001 
 
             table = pa.table(
                 {
-                    "bucket": ["archive"] * len(rows),
+                    "bucket": ["inv-source"] * len(rows),
                     "key": [k for k, _, _ in rows],
                     "is_latest": [latest for _, latest, _ in rows],
                     "is_delete_marker": [marker for _, _, marker in rows],
@@ -144,7 +144,7 @@ def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # noqa: ANN001 
         checksum = hashlib.md5(b"tampered" if corrupt else data).hexdigest()  # noqa: S324 - S3's own checksum
         files.append({"key": f"{base}/data/{name}", "size": len(data), "MD5checksum": checksum})
     manifest = {
-        "sourceBucket": "archive",
+        "sourceBucket": "inv-source",
         "destinationBucket": "arn:aws:s3:::inventory-dest",
         "version": "2016-11-30",
         "fileFormat": kind if kind != "PARQUET" else "Parquet",
@@ -160,7 +160,7 @@ def test_an_s3_inventory_gives_the_current_objects_keys(kind: str, s3, s3_env, s
     from pisar.settings import Settings
     from pisar.storage import S3Storage
 
-    storage = S3Storage("archive", "v/", Settings(s3_endpoint_url=seaweedfs.url))
+    storage = S3Storage("inv-source", "v/", Settings(s3_endpoint_url=seaweedfs.url))
     listing = read_manifest(put_inventory(s3, kind), "v/", storage)
     assert listing.keys == ["v/C++ лист.png", "v/a b.png", "v/d.PNG"]  # '+' and ' ' decoded apart; no old version, no delete marker
     assert dict(listing.skipped) == {".gt.txt": 1, OUTSIDE: 1}
@@ -173,8 +173,8 @@ def test_a_damaged_or_foreign_inventory_is_refused(s3, s3_env, seaweedfs, tmp_pa
     settings = Settings(s3_endpoint_url=seaweedfs.url)
     url = put_inventory(s3, "CSV", corrupt=True)
     with pytest.raises(ConfigError, match="does not match its MD5"):
-        read_manifest(url, "v/", S3Storage("archive", "v/", settings))
-    with pytest.raises(ConfigError, match="is of bucket 'archive', not of the source's 'other'"):
+        read_manifest(url, "v/", S3Storage("inv-source", "v/", settings))
+    with pytest.raises(ConfigError, match="is of bucket 'inv-source', not of the source's 'other'"):
         read_manifest(url, "", S3Storage("other", "", settings))
     with pytest.raises(ConfigError, match="needs an s3:// source"):
         read_manifest(url, "", LocalStorage(tmp_path))
