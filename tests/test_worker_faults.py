@@ -392,8 +392,7 @@ def test_hostile_files_mixed_into_a_campaign_get_their_outcomes_and_kill_no_work
     campaign = submit(s3, distributed_env, "hostile", objects, tiny_model, 50)
     s3.delete_object(Bucket="hostile", Key="vol/hostile/missing.png")  # listed, then gone
     workers = [start_worker(distributed_env, "h1"), start_worker(distributed_env, "h2")]
-    shard_count = -(-len(objects) // 50)
-    wait_until(lambda: campaign.states() == {"done": shard_count}, 300, "every shard done")
+    wait_until(lambda: set(campaign.states()) == {"done"}, 300, "every shard done")  # three folders: three key ranges
 
     assert all(w.poll() is None for w in workers)
     for name in ("h1", "h2"):  # no pool child died and was replaced either
