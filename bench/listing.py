@@ -62,8 +62,8 @@ def upload(client, bucket: str, count: int, threads: int) -> float:  # noqa: ANN
     return time.perf_counter() - started
 
 
-def submit(env: dict[str, str], source: str, name: str, shard_size: int, log: Path) -> tuple[float, float, str]:
-    """Run `pisar submit` as a child; its seconds, its own peak RSS in MB, and the first line it printed."""
+def submit(env: dict[str, str], source: str, name: str, shard_size: int, log: Path) -> tuple[float, float, str, float]:
+    """Run `pisar submit` as a child; its seconds, its own peak RSS in MB, the first line it printed, its CPU seconds."""
     started = time.perf_counter()
     with log.open("w") as handle:
         child = subprocess.Popen(
@@ -77,7 +77,7 @@ def submit(env: dict[str, str], source: str, name: str, shard_size: int, log: Pa
     said = log.read_text().strip()
     if status != 0:
         raise SystemExit(f"bench: submit failed: {said[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, said.splitlines()[0]
+    return seconds, usage.ru_maxrss / 1024, said.splitlines()[0], usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str]) -> int:
@@ -107,11 +107,13 @@ def main(argv: list[str]) -> int:
             client.put_object(Bucket="listing", Key="warm/line_0000000.png", Body=b"x")
             upload_s = upload(client, "listing", args.keys, args.upload_threads)
             logs = Path(tempfile.mkdtemp(prefix="pisar-bench-listing-"))
-            start_s, start_rss_mb, _ = submit(env, "s3://listing/warm", "warm", args.shard_size, logs / "warm.log")  # start, model, one key
+            start_s, start_rss_mb, _, start_cpu_s = submit(
+                env, "s3://listing/warm", "warm", args.shard_size, logs / "warm.log"
+            )  # start, model, one key
             clear(redis.url, "bench-listing")  # the warm-up's shard: the window is the measured campaign's alone
             memory_before = used_memory(redis.url)
             weed_cpu_before = cpu_seconds(weed.proc.pid)
-            submit_s, peak_rss_mb, said = submit(env, "s3://listing/lines", "listing", args.shard_size, logs / "listing.log")
+            submit_s, peak_rss_mb, said, submit_cpu_s = submit(env, "s3://listing/lines", "listing", args.shard_size, logs / "listing.log")
             weed_cpu_s = cpu_seconds(weed.proc.pid) - weed_cpu_before
             raw_s = raw_listing_seconds(client, "listing", "lines/", args.keys)
             queued_bytes = used_memory(redis.url) - memory_before
@@ -134,6 +136,8 @@ def main(argv: list[str]) -> int:
         "raw_paginator_keys_per_s": round(args.keys / raw_s, 1),
         "vs_raw_paginator": round(raw_s / list_s, 2) if list_s > 0.5 else None,
         "weed_cpu_seconds_during_submit": round(weed_cpu_s, 1),  # of 2 cores x submit_seconds on this machine
+        "submit_cpu_seconds": round(submit_cpu_s, 1),  # the producer's own: Python parsing listings, cutting shards, COPY
+        "start_cpu_seconds": round(start_cpu_s, 1),
         "upload_seconds": round(upload_s, 2),
         "shard_size": args.shard_size,
         "shards": shards,
