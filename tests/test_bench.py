@@ -29,13 +29,20 @@ KEYS = {
 }
 
 
-def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    args = ["--standin", "small", "--lines", "24", "--seed-lines", "8", "--batch-size", "8", "--device", "cpu", "--out", str(out)]
-    run = subprocess.run([sys.executable, str(REPO / "bench" / "engine.py"), *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+def run_bench(script: str, args: list[str], out: Path, timeout: int = 600) -> tuple[dict, subprocess.CompletedProcess[str]]:
+    """Run ``bench/<script>`` as a user would, with ``--out out``; the JSON it wrote, and the run."""
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args, "--out", str(out)], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
     assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(out.read_text()), run
+
+
+def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    args = ["--standin", "small", "--lines", "24", "--seed-lines", "8", "--batch-size", "8", "--device", "cpu"]
+    written, run = run_bench("engine.py", args, tmp_path / "bench.json")
     printed = json.loads(run.stdout.strip().splitlines()[-1])
-    assert printed == json.loads(out.read_text())
+    assert printed == written
     assert KEYS <= set(printed)
     assert printed["parity_fp32"] is True  # the engine's fp32 path reads what the model card's loop reads
     assert printed["fast_preprocessing"] is True and printed["sdpa_decoder_layers"] == 4
@@ -45,12 +52,7 @@ def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
 def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
     """`bench/profile_generate.py` splits a batch's time into encoder, decoder and the engine's own work."""
     out = tmp_path / "profile.json"
-    args = ["--standin", "small", "--batches", "2", "4", "--repeats", "1", "--trace", "--out", str(out)]
-    run = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "profile_generate.py"), *args], capture_output=True, text=True, timeout=600, cwd=REPO
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    printed = json.loads(out.read_text())
+    printed, _ = run_bench("profile_generate.py", ["--standin", "small", "--batches", "2", "4", "--repeats", "1", "--trace"], out)
     assert [row["batch"] for row in printed["rows"]] == [2, 4]
     assert all(0 < row["encoder_s"] < row["generate_s"] and row["engine_lines_per_s"] > 0 for row in printed["rows"])
     assert "aten::" in out.with_suffix(".ops.txt").read_text()  # the profiler's operator table
@@ -59,10 +61,7 @@ def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
 def test_catalog_benchmark_runs_and_reports(tmp_path: Path) -> None:
     """`bench/catalog.py` on a throwaway database at 20,000 generated lines: commits, claims, status, plans."""
     out = tmp_path / "catalog.json"
-    args = ["--lines", "20000", "--commit-shards", "4", "--samples", "1", "--out", str(out)]
-    run = subprocess.run([sys.executable, str(REPO / "bench" / "catalog.py"), *args], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert run.returncode == 0, run.stderr[-3000:]
-    printed = json.loads(out.read_text())
+    printed, _ = run_bench("catalog.py", ["--lines", "20000", "--commit-shards", "4", "--samples", "1"], out)
     assert printed["lines_committed"] == 4 * 256 and printed["lines_per_s"] > 0 and printed["claim_ms"] > 0
     # 79 shards, 71 done (18,176 lines, one error in 1,000: 19), then 4 queued shards committed as ok
     assert printed["status_lines"] == {"pending": 20000 - 18176 - 1024, "ok": 18176 - 19 + 1024, "error": 19}
@@ -71,28 +70,14 @@ def test_catalog_benchmark_runs_and_reports(tmp_path: Path) -> None:
 
 
 def test_batching_benchmark_runs_and_reports(tmp_path: Path) -> None:
-    out = tmp_path / "batching.json"
-    args = ["--lines", "32", "--rounds", "1", "--device", "cpu", "--out", str(out)]
-    run = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "batching.py"), *args], capture_output=True, text=True, timeout=600, cwd=REPO
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    printed = json.loads(out.read_text())
+    printed, _ = run_bench("batching.py", ["--lines", "32", "--rounds", "1", "--device", "cpu"], tmp_path / "batching.json")
     assert printed["same_texts"] is True and printed["lines"] == 32
     assert 0 <= printed["width_groups_wasted_step_share"] <= printed["key_order_wasted_step_share"] < 1
 
 
 def test_listing_benchmark_runs_and_reports(tmp_path: Path) -> None:
     """`bench/listing.py` against a throwaway SeaweedFS, Postgres database and Redis queue, at 300 keys."""
-    out = tmp_path / "listing.json"
-    run = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "listing.py"), "--keys", "300", "--high-water", "4", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    printed = json.loads(out.read_text())
+    printed, _ = run_bench("listing.py", ["--keys", "300", "--high-water", "4"], tmp_path / "listing.json")
     assert {"keys", "keys_per_s", "peak_rss_mb"} <= set(printed)
     assert printed["keys"] == 300 and f"300 lines in {printed['shards']} shards" in printed["submit_said"]
     assert printed["peak_rss_mb"] > 0 and printed["start_rss_mb"] > 0  # at 300 keys the two differ only by noise
@@ -103,15 +88,7 @@ def test_listing_benchmark_runs_and_reports(tmp_path: Path) -> None:
 def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> None:
     """`bench/pipeline.py` at 160 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
     two real workers with the stub engine, then with the demo model, and the bare engine beside them."""
-    out = tmp_path / "pipeline.json"
-    run = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "pipeline.py"), "--lines", "160", "--shard-size", "40", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    printed = json.loads(out.read_text())
+    printed, _ = run_bench("pipeline.py", ["--lines", "160", "--shard-size", "40"], tmp_path / "pipeline.json", timeout=900)
     assert {"stub_lines_per_s", "model_lines_per_s", "bare_engine_lines_per_s", "model_vs_bare", "redis_bytes_per_queued_shard"} <= set(
         printed
     )
