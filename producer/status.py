@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineStatus, Retry, Shard, ShardState, utcnow
-from pisar.producer.campaigns import line_counts
+from pisar.producer.campaigns import held_by_a_worker, line_counts
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
@@ -99,7 +99,7 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
             .order_by(_RETRY.c.id.desc())
             .limit(5)
         ).all()
-        seen = or_(_SHARD.c.finished_at >= recent, _SHARD.c.state == ShardState.RUNNING.value)
+        seen = or_(_SHARD.c.finished_at >= recent, held_by_a_worker(now))  # a dead worker's expired lease does not count
         workers = conn.execute(select(_SHARD.c.worker).where(_SHARD.c.campaign_id == cid, seen).distinct().limit(100)).scalars().all()
     finished = sum(n for status, n in lines.items() if status != LineStatus.PENDING.value)
     pending = lines.get(LineStatus.PENDING.value, 0)

@@ -202,6 +202,19 @@ def test_status_figures_from_the_catalog(settings: Settings, campaign) -> None: 
     assert report.eta_seconds == 0.0
 
 
+def test_status_counts_only_live_workers_and_recent_finishers(settings: Settings, campaign) -> None:  # noqa: ANN001
+    """A worker killed mid-shard leaves a running shard whose lease expired: it is not "seen" any more."""
+    from pisar.producer.status import campaign_status
+
+    url = settings.catalog_url
+    alive, dead, _ = shard_ids(settings, campaign.id)
+    store.claim(url, alive, "alive@host:1", lease_seconds=60, max_attempts=3)
+    store.claim(url, dead, "dead@host:2", lease_seconds=60, max_attempts=3)
+    expire(settings, dead)
+    report = campaign_status(url, campaign)
+    assert report.workers_recent == ["alive@host:1"] and report.stale_leases == 1
+
+
 def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings: Settings, campaign, tiny_model: Path) -> None:  # noqa: ANN001
     """Membership and campaign come from the catalog; the message's ids are only a pointer."""
     from pisar.worker.engine import EngineCache
