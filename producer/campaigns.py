@@ -78,16 +78,22 @@ def held_by_a_worker(now: datetime):  # noqa: ANN201 - a SQLAlchemy where-clause
 
 def mark_queued(url: str, campaign_id: int, shard_ids: Iterable[int], reset_attempts: bool) -> int:
     """Set shards to ``queued`` before their messages are sent (so a fast worker's claim is never overwritten)."""
+    return move_shards(url, campaign_id, shard_ids, {"state": ShardState.QUEUED.value, "queued_at": utcnow()}, reset_attempts)
+
+
+def move_shards(url: str, campaign_id: int, shard_ids: Iterable[int], values: dict[str, object], reset_attempts: bool) -> int:
+    """Set ``values`` on these shards of a campaign, except those a live worker holds; one transaction.
+    Returns how many changed."""
     ids = list(shard_ids)
     now = utcnow()
-    values: dict[str, object] = {"state": ShardState.QUEUED.value, "queued_at": now}
-    if reset_attempts:
-        values["attempts"] = 0
+    values = {**values, "attempts": 0} if reset_attempts else values
     live = held_by_a_worker(now)
     changed = 0
     with get_engine(url).begin() as conn:
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
-            changed += conn.execute(update(_SHARD).where(_SHARD.c.id.in_(chunk), ~live).values(**values)).rowcount
+            changed += conn.execute(
+                update(_SHARD).where(_SHARD.c.campaign_id == campaign_id, _SHARD.c.id.in_(chunk), ~live).values(**values)
+            ).rowcount
         conn.execute(update(Campaign.__table__).where(Campaign.__table__.c.id == campaign_id).values(updated_at=now))
     return changed

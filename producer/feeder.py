@@ -30,7 +30,7 @@ from sqlalchemy import and_, select, update
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Shard, ShardState, utcnow
-from pisar.producer.campaigns import held_by_a_worker
+from pisar.producer.campaigns import move_shards
 from pisar.producer.publish import send, shard_label
 from pisar.queue import require_redis, waiting_by_priority
 from pisar.settings import Settings
@@ -59,19 +59,7 @@ class TopUp:
 
 def release(url: str, campaign_id: int, shard_ids: Iterable[int], reset_attempts: bool) -> int:
     """Put shards back in line as ``pending`` for the feeder (resume, retry); a live worker's shard is left alone."""
-    ids = list(shard_ids)
-    values: dict[str, object] = {"state": ShardState.PENDING.value}
-    if reset_attempts:
-        values["attempts"] = 0
-    live = held_by_a_worker(utcnow())
-    changed = 0
-    with get_engine(url).begin() as conn:
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            changed += conn.execute(
-                update(_SHARD).where(_SHARD.c.campaign_id == campaign_id, _SHARD.c.id.in_(chunk), ~live).values(**values)
-            ).rowcount
-    return changed
+    return move_shards(url, campaign_id, shard_ids, {"state": ShardState.PENDING.value}, reset_attempts)
 
 
 def queues_with_pending(url: str) -> list[str]:
