@@ -647,10 +647,12 @@ def worker(
     _catalog(settings)
     celery_app = configure(settings)
     import pisar.worker.tasks  # noqa: F401 - registers run_shard
+    from pisar.worker import stopping
 
     problems = delivery_problems(celery_app.conf, settings)
     if problems:
         raise ConfigError("refusing to start, settings would lose or duplicate work: " + "; ".join(problems))
+    stopping.install_parent()  # SIGTERM: finish the shard within PISAR_STOP_TIMEOUT_SECONDS or give it back
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
     node = hostname or f"pisar-{'gpu' + gpu.replace(',', '_') if gpu else os.getpid()}@{socket.gethostname()}"
     celery_app.worker_main(

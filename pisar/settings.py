@@ -20,7 +20,8 @@ from pisar.errors import ConfigError
 class Settings(BaseSettings):
     """Every knob Pisar has. Unset services mean the embedded default (SQLite, in-process)."""
 
-    model_config = SettingsConfigDict(env_prefix="PISAR_", env_file=".env", extra="ignore")
+    # env_ignore_empty: compose passes every setting through as ``${PISAR_X:-}``; empty means the default.
+    model_config = SettingsConfigDict(env_prefix="PISAR_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Services
     redis_url: str | None = Field(None, description="Celery broker; unset means embedded mode")
@@ -58,6 +59,12 @@ class Settings(BaseSettings):
         description="Redis redelivers an unacked shard after this; at least the lease. A redelivery of a shard still running is skipped",
     )
     max_attempts: int = Field(3, ge=1, le=100, description="Runs of a shard before it is quarantined")
+    stop_timeout_seconds: int = Field(
+        600,
+        ge=10,
+        description="A stopping worker's time (SIGTERM) to finish its running shard; shortly before it ends the shard is given back. "
+        "Set the platform's grace period (compose stop_grace_period, Kubernetes terminationGracePeriodSeconds) to it",
+    )
 
     # Metrics
     metrics_port: int = Field(9808, ge=0, le=65535, description="Port of a worker's Prometheus /metrics; 0 = off")

@@ -16,7 +16,7 @@ from infra.local_services import free_port
 from tests.conftest import PISAR, run_pisar, wait_until
 from tests.test_end_to_end import upload
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "infra" / "grafana" / "pisar.json"
+DASHBOARD = Path(__file__).resolve().parents[1] / "infra" / "grafana" / "dashboards" / "pisar.json"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
 

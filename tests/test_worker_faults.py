@@ -173,6 +173,48 @@ def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
     campaign.report("sigterm", LINES, signalled, worker_exit_s=round(exit_s, 1), half_written_shards=0)
 
 
+def test_sigterm_with_a_shard_longer_than_the_stop_timeout_gives_it_back_in_time(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    fault_free: FaultFree,
+) -> None:
+    """`docker stop` / a Kubernetes scale-down: the shard cannot finish within the grace period, so the
+    worker hands it back before the platform's SIGKILL would, and another worker takes it at once."""
+    stop_timeout = 10  # seconds: the container's grace period; the shard is given back 9 s after SIGTERM
+    env = {**distributed_env, "PISAR_BATCH_SIZE": "4", "PISAR_STOP_TIMEOUT_SECONDS": str(stop_timeout)}
+    campaign = submit(s3, env, "stoptimeout", fault_free.objects(), tiny_model, SHARD_SIZE)
+    slow = with_hooks(env, slow_batch_seconds="0.5")  # 63 batches: ~30 s a shard, three times the grace period
+    worker = start_worker(slow, "leaving")
+    wait_until(lambda: running_shard_of(campaign, "leaving") is not None, 120, "the worker to start a shard", interval=0.05)
+    held = running_shard_of(campaign, "leaving").id
+    signalled = now()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    exit_s = (now() - signalled).total_seconds()
+    assert exit_s < stop_timeout + 5, exit_s  # gone before a SIGKILL at the end of the grace period
+    with campaign.engine.connect() as conn:
+        row = conn.execute(select(SHARDS).where(SHARDS.c.id == held)).one()
+        written = conn.execute(select(func.count()).where(LINE_TABLE.c.shard_id == held, LINE_TABLE.c.status != "pending")).scalar_one()
+    assert (row.state, row.lease_until, row.attempts, written) == ("queued", None, 0, 0)  # back, attempt not spent, nothing half
+
+    resumed_at = now()
+    start_worker(env, "taker")  # the message was sent again: no lease to wait out, no reaper needed
+    wait_until(lambda: campaign.states() == {"done": LINES // SHARD_SIZE}, 180, "every shard done")
+    with campaign.engine.connect() as conn:
+        row = conn.execute(select(SHARDS).where(SHARDS.c.id == held)).one()
+    assert (row.attempts, row.worker.split("@")[0]) == (1, "taker")
+    campaign.report(
+        "stop-timeout",
+        LINES,
+        signalled,
+        worker_exit_s=round(exit_s, 1),
+        taken_again_s=round((row.started_at - resumed_at).total_seconds(), 1),
+    )
+    fault_free.assert_read_whole(campaign)
+
+
 def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
     s3,  # noqa: ANN001
     distributed_env,  # noqa: ANN001

@@ -23,7 +23,7 @@ from pisar.errors import LineError, TransientError
 from pisar.model_ref import ModelRef
 from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
-from pisar.worker import metrics, store
+from pisar.worker import metrics, stopping, store
 from pisar.worker.engine import Engine, Recognition, apply_process_settings
 from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
 from pisar.worker.images import ImageLimits
@@ -39,7 +39,7 @@ class ShardOutcome:
     """What happened to one delivery of a shard."""
 
     shard_id: int
-    state: str  # done | skipped | fenced | stalled (outage, released) | failed | quarantined
+    state: str  # done | skipped | fenced | stalled (outage, released) | stopped (worker stopping, released) | failed | quarantined
     lines: int = 0
     ok: int = 0
     errors: int = 0
@@ -50,7 +50,7 @@ class ShardOutcome:
 
     @property
     def retryable(self) -> bool:
-        return self.state in ("failed", "stalled")
+        return self.state in ("failed", "stalled", "stopped")
 
 
 class ShardRunner:
@@ -92,12 +92,21 @@ class ShardRunner:
                 if held.suspect:
                     log.warning("shard %s: its last worker died; reading it one line at a time", shard_id)
                 probe = partial(store.probe, self.catalog_url, held) if held.suspect else None
+
+                def between_batches() -> None:
+                    lease.check()
+                    stopping.check()
+
                 results, load_s, gen_s = self._transcribe(
-                    keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}), lease.check, probe
+                    keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}), between_batches, probe
                 )
         except LeaseLost as exc:
             log.warning("%s; stopped without writing", exc)
             return ShardOutcome(shard_id, "fenced", error=str(exc), attempts=held.attempts)
+        except stopping.WorkerStopping as exc:  # not the shard's fault: no attempt is spent
+            store.release(self.catalog_url, held)
+            log.warning("shard %s: %s; released for another worker", shard_id, exc)
+            return ShardOutcome(shard_id, "stopped", error=str(exc), attempts=held.attempts - 1)
         except TransientError as exc:  # storage outage: not the shard's fault, so no attempt is spent
             store.release(self.catalog_url, held)
             log.warning("shard %s: %s; released, retrying later", shard_id, exc)
@@ -162,7 +171,8 @@ class ShardRunner:
         The group starts at one batch and doubles, so the accelerator does not wait for a whole
         group at the start of a shard.
 
-        ``check_lease`` runs before each batch and raises if another worker took the shard meanwhile.
+        ``check_lease`` runs before each batch and raises if another worker took the shard meanwhile
+        (or if the worker is stopping and must give the shard back).
         With ``probe`` (a suspect shard), lines are read and generated one at a time, each key recorded
         by ``probe`` first, so the reaper can name the line a crash happened on.
         """

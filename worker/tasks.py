@@ -16,7 +16,7 @@ from pisar.catalog.db import dispose_engines
 from pisar.constants import TASK_RUN_SHARD
 from pisar.queue import app
 from pisar.settings import get_settings
-from pisar.worker import metrics
+from pisar.worker import metrics, stopping
 from pisar.worker.engine import EngineCache, apply_process_settings
 from pisar.worker.shard import ShardRunner
 
@@ -45,8 +45,9 @@ def runner(hostname: str) -> ShardRunner:
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
     """Fresh database pool, process settings; preload ``PISAR_MODEL`` if set."""
-    dispose_engines()
     settings = get_settings()
+    stopping.install_child(settings.stop_timeout_seconds)
+    dispose_engines()
     apply_process_settings(settings)
     metrics.serve(settings.metrics_port)
     if settings.model:
@@ -75,6 +76,8 @@ def run_shard(self: Any, campaign_id: int, shard_id: int) -> None:
         wait = get_settings().outage_retry_seconds
         log.warning("shard %s: catalog unreachable (%s); retrying in %ss", shard_id, exc.__class__.__name__, wait)
         raise self.retry(countdown=wait) from None
+    if outcome.state == "stopped":  # this worker is stopping; the shard was released: send it again now
+        raise self.retry(countdown=0)
     if outcome.state == "stalled":  # the object store is unreachable; the shard was released
         raise self.retry(countdown=get_settings().outage_retry_seconds)
     if outcome.retryable:
