@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_MODEL := models/demo
 SOURCES := pisar worker producer infra tests bench
 
-.PHONY: setup demo demo-model test services browser
+.PHONY: setup demo demo-model test services test-tools
 
 # A virtual environment with Pisar installed; torch pinned by constraints.txt (CPU wheel here).
 $(BIN)/pisar: pyproject.toml constraints.txt
@@ -25,16 +25,16 @@ demo-model: $(BIN)/pisar
 	$(BIN)/pisar train ../shared/data/print-lines -o $(DEMO_MODEL) --preset small --synthetic-from-train --augment \
 	  --val-share 0.11 --steps 9000 --lr 1e-3 --warmup 300 --eval-every 1000 --save-every 500 --save-dtype float16
 
-# Debian's Chromium + ChromeDriver for the Flower browser test.
-browser:
-	bash infra/install-browser.sh
+# Debian packages the tests drive: Chromium + ChromeDriver (Flower), docker-compose (compose.yaml).
+test-tools:
+	bash infra/install-test-tools.sh
 
 # Quick start 2: lint, then the test suite against real Postgres, Redis, SeaweedFS and Celery workers.
 # Most tests wait on subprocesses (workers, servers), so two pytest processes share the two cores,
 # one test file each at a time (their module fixtures stay whole). The fault scenarios time leases
 # and outages, so they run afterwards on their own.
 CHAOS := tests/test_worker_faults.py
-test: $(BIN)/pisar browser
+test: $(BIN)/pisar test-tools
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(CHAOS)

@@ -77,7 +77,7 @@ class Service:
 
     def s3_client(self):  # noqa: ANN201 - boto3 client types are generated
         """A plain boto3 client for a SeaweedFS this module started, with its credentials (tests, benchmarks)."""
-        return s3_client(self.url)
+        return s3_client(self.url, (self.env["AWS_ACCESS_KEY_ID"], self.env["AWS_SECRET_ACCESS_KEY"]))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -183,10 +183,17 @@ def throwaway_database(postgres: Service, prefix: str = "pisar_test", *, keep: s
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_seaweedfs(workdir: Path | None = None, ports: dict[str, int] | None = None) -> Service:
+def start_seaweedfs(
+    workdir: Path | None = None,
+    ports: dict[str, int] | None = None,
+    options: list[str] | None = None,
+    credentials: tuple[str, str] = (S3_ACCESS_KEY, S3_SECRET_KEY),
+) -> Service:
     """A throwaway SeaweedFS (master, volume, filer, S3 gateway) on free loopback ports.
 
     Given the ``workdir`` and ``ports`` of one that was killed, it starts the same store again.
+    ``options``: the server's own flags instead of the test defaults (compose.yaml's, say); the
+    admin identity then comes from ``credentials`` in the environment, as in the container.
     """
     weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(weed).exists():
@@ -208,45 +215,49 @@ def start_seaweedfs(workdir: Path | None = None, ports: dict[str, int] | None = 
         )
     )
     ports = ports or {name: free_port() for name in ("master", "volume", "filer", "s3")}
-    args = [
-        weed, "server",
+    loopback = [
         f"-dir={workdir / 'data'}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-        f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-        "-master.volumeSizeLimitMB=64", "-volume.max=200", "-master.defaultReplication=000",
-        f"-filer.localSocket={workdir / 'filer.sock'}",
+        f"-filer.port={ports['filer']}", f"-s3.port={ports['s3']}", f"-filer.localSocket={workdir / 'filer.sock'}",
     ]  # fmt: skip
+    server_env = dict(os.environ)
+    if options is None:
+        options = ["-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+        options += ["-master.volumeSizeLimitMB=64", "-volume.max=200", "-master.defaultReplication=000"]
+    else:  # where the container listens is replaced by free loopback ports; the rest is as given
+        options = [o for o in options if o != "server" and not o.startswith(("-dir=", "-s3.port="))]
+        server_env.update({"AWS_ACCESS_KEY_ID": credentials[0], "AWS_SECRET_ACCESS_KEY": credentials[1]})
     log = (workdir / "weed.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+    proc = subprocess.Popen(
+        [weed, "server", *loopback, *options], stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True, env=server_env
+    )
     endpoint = f"http://{LOOPBACK}:{ports['s3']}"
     env = {
         "PISAR_S3_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        "AWS_ACCESS_KEY_ID": credentials[0],
+        "AWS_SECRET_ACCESS_KEY": credentials[1],
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     # weed server's graceful shutdown can hang for minutes; its data is throwaway, so kill soon.
     service = Service(endpoint, proc, workdir, env, grace_seconds=2.0, ports=ports)
     try:
-        wait_for(lambda: _s3_ready(endpoint), "SeaweedFS S3 gateway", 90, proc)
+        wait_for(lambda: _s3_ready(endpoint, credentials), "SeaweedFS S3 gateway", 90, proc)
     except Exception:
         service.stop()
         raise
     return service
 
 
-def s3_client(endpoint: str):  # noqa: ANN201 - boto3 client types are generated
+def s3_client(endpoint: str, credentials: tuple[str, str] = (S3_ACCESS_KEY, S3_SECRET_KEY)):  # noqa: ANN201 - boto3 client types are generated
     """A plain boto3 client with the throwaway SeaweedFS credentials."""
     import boto3
 
-    return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY, region_name="us-east-1"
-    )
+    key, secret = credentials
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1")
 
 
-def _s3_ready(endpoint: str) -> bool:
-    client = s3_client(endpoint)
+def _s3_ready(endpoint: str, credentials: tuple[str, str]) -> bool:
+    client = s3_client(endpoint, credentials)
     probe = f"probe-{os.getpid()}"
     client.create_bucket(Bucket=probe)
     client.put_object(Bucket=probe, Key="x", Body=b"x")

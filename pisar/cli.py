@@ -19,6 +19,7 @@ from rich.table import Table
 
 from pisar.constants import DEFAULT_PRIORITY, MAX_PRIORITY
 from pisar.errors import ConfigError, PisarError
+from pisar.interrupt import stop_requested
 from pisar.safe_text import printable, shown
 from pisar.settings import Settings, get_settings
 
@@ -117,9 +118,6 @@ def status(
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch")] = 5.0,
 ) -> None:
     """Durable progress of a campaign, from the catalog: it survives restarts of Redis, Flower and workers."""
-    import signal
-    import threading
-
     from rich.live import Live
 
     from pisar.producer.campaigns import get_campaign
@@ -135,11 +133,7 @@ def status(
     if not watch or report.finished:
         out.print(_status_view(report))
         return
-    # Ctrl-C ends the watch between two refreshes, never inside a catalog query (a KeyboardInterrupt
-    # there cancels the query and resets the pooled connection, which can take seconds).
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
+    with stop_requested() as stop:  # Ctrl-C ends the watch between two refreshes
         if out.is_terminal:
             with Live(_status_view(report), console=out, auto_refresh=False) as live:
                 while not report.finished and not stop.wait(interval):
@@ -150,8 +144,6 @@ def status(
             while not report.finished and not stop.wait(interval):
                 report = campaign_status(url, campaign)
                 out.print(_status_view(report))
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _status_view(report):  # noqa: ANN001, ANN202 - CampaignStatus -> rich Group, imported lazily
@@ -389,21 +381,22 @@ def feed(
 
     outages = (redis.RedisError, OperationalError, ServiceUnavailable, ConnectionError)
     next_reap = 0.0
-    while True:
-        try:
-            if time.monotonic() >= next_reap:
-                _reap_once(settings, url)
-                next_reap = time.monotonic() + settings.reap_interval_seconds
-            for fed in feed_queues(settings):
-                if fed.sent:
-                    err.print(fed.describe(), markup=False)
-        except outages as exc:  # the loop outlives an outage of Redis or the catalog
-            if once:
-                raise
-            err.print(f"feed: {type(exc).__name__}: {printable(str(exc).splitlines()[0] if str(exc) else '')}; retrying", markup=False)
-        if once:
-            return
-        time.sleep(settings.feed_interval_seconds)
+    with stop_requested() as stop:  # SIGTERM (docker stop) or Ctrl-C: finish the pass, then exit 0
+        while True:
+            try:
+                if time.monotonic() >= next_reap:
+                    _reap_once(settings, url)
+                    next_reap = time.monotonic() + settings.reap_interval_seconds
+                for fed in feed_queues(settings):
+                    if fed.sent:
+                        err.print(fed.describe(), markup=False)
+            except outages as exc:  # the loop outlives an outage of Redis or the catalog
+                if once:
+                    raise
+                reason = printable(str(exc).splitlines()[0] if str(exc) else "")
+                err.print(f"feed: {type(exc).__name__}: {reason}; retrying", markup=False)
+            if once or stop.wait(settings.feed_interval_seconds):
+                return
 
 
 @app.command(hidden=True)
@@ -675,8 +668,6 @@ def metrics(
     bind: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
 ) -> None:
     """Serve Prometheus metrics of the queues and the catalog: queue depth, shards and lines per campaign."""
-    import time
-
     from prometheus_client import REGISTRY, start_http_server
 
     from pisar.producer.metrics import CatalogCollector
@@ -689,11 +680,8 @@ def metrics(
     except OSError as exc:
         raise ConfigError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
     err.print(f"pisar metrics on http://{bind}:{port}/metrics")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+    with stop_requested() as stop:  # SIGTERM (docker stop) or Ctrl-C: exit 0
+        stop.wait()
 
 
 @app.command()

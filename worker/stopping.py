@@ -58,7 +58,7 @@ def install_child(stop_timeout: float) -> None:
         global _give_back_at
         if _give_back_at is None:
             _give_back_at = time.monotonic() + give_back_after(stop_timeout)
-            log.info("worker stopping: the running shard has %.0fs to finish before it is given back", give_back_after(stop_timeout))
+            log.info("worker stopping: a running shard has %.0fs to finish before it is given back", give_back_after(stop_timeout))
 
     signal.signal(STOP_SIGNAL, started_stopping)
 
