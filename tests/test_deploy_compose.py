@@ -193,19 +193,23 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_image_is_multi_stage_non_root_pinned_and_carries_no_weights() -> None:
     instructions = dockerfile_instructions()
     stages = [args for op, args in instructions if op == "FROM"]
-    assert stages == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
+    assert stages == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime", "runtime AS with-model"]
     base = next(args for op, args in instructions if op == "ARG" and args.startswith("PYTHON_IMAGE="))
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+", base), base  # a patch release, not a moving tag
-    runtime = instructions[[i for i, (op, _) in enumerate(instructions) if op == "FROM"][1] :]
+    starts = [i for i, (op, _) in enumerate(instructions) if op == "FROM"]
+    runtime, with_model = instructions[starts[1] : starts[2]], instructions[starts[2] :]
     assert ("USER", "10001:10001") in runtime and ("COPY", "--from=build /opt/pisar /opt/pisar") in runtime
     assert not any(op == "RUN" and "pip install" in args for op, args in runtime)  # nothing built in the final stage
     runs = " ".join(args for op, args in instructions if op == "RUN")
     assert 'pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"' in runs  # the variant's own torch
     assert "pip install -c constraints.txt ." in runs
-    copied = {args.split()[0] for op, args in instructions if op == "COPY" and not args.startswith("--from")}
+    copied = {args.split()[0] for op, args in instructions[: starts[2]] if op == "COPY" and not args.startswith("--from")}
     packaged = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
     assert packaged <= copied, packaged - copied
-    assert not any(part.startswith(("models", "samples", ".")) for part in copied)  # weights are mounted, never baked
+    assert not any(part.startswith(("models", "samples", ".")) for part in copied)  # weights are mounted, not baked
+    assert ("COPY", "--chown=10001:10001 ${MODEL_DIR} /opt/model") in with_model  # ... unless asked for, by target
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert {".env", ".git", ".venv", "compose.override.yaml"} <= set(ignored)  # no secrets or venv in the build context
     assert "torch==2.13.0" in (REPO / "constraints.txt").read_text().splitlines()
     services = resolved(PROFILES)["services"]
     variants = {s["build"]["args"]["TORCH_VARIANT"] for s in services.values() if "build" in s}
