@@ -59,10 +59,14 @@ class Listing:
     skipped: Counter[str] = field(default_factory=Counter)
 
     def describe_skipped(self) -> str:
-        """``"2 .gt.txt, 1 (no suffix)"`` or ``"none"``, safe to print (labels come from file names)."""
-        from pisar.safe_text import printable
+        return describe_skipped(self.skipped)
 
-        return ", ".join(f"{n} {printable(label)}" for label, n in sorted(self.skipped.items())) or "none"
+
+def describe_skipped(skipped: Counter[str]) -> str:
+    """``"2 .gt.txt, 1 (no suffix)"`` or ``"none"``, safe to print (labels come from file names)."""
+    from pisar.safe_text import printable
+
+    return ", ".join(f"{n} {printable(label)}" for label, n in sorted(skipped.items())) or "none"
 
 
 def is_image_key(key: str) -> bool:

@@ -62,13 +62,14 @@ def release(url: str, campaign_id: int, shard_ids: Iterable[int], reset_attempts
     return move_shards(url, campaign_id, shard_ids, {"state": ShardState.PENDING.value}, reset_attempts)
 
 
+def _has_pending():  # noqa: ANN202 - a SQLAlchemy EXISTS clause
+    """The campaign has a shard waiting for the feeder (answered from the partial index on pending shards)."""
+    return select(_SHARD.c.id).where(_SHARD.c.campaign_id == _CAMPAIGN.c.id, _SHARD.c.state == ShardState.PENDING.value).exists()
+
+
 def queues_with_pending(url: str) -> list[str]:
-    """Every queue that has a pending shard waiting for the feeder (from the partial index)."""
-    query = (
-        select(_CAMPAIGN.c.queue)
-        .where(select(_SHARD.c.id).where(_SHARD.c.campaign_id == _CAMPAIGN.c.id, _SHARD.c.state == ShardState.PENDING.value).exists())
-        .distinct()
-    )
+    """Every queue that has a pending shard waiting for the feeder."""
+    query = select(_CAMPAIGN.c.queue).where(_has_pending()).distinct()
     with get_engine(url).connect() as conn:
         return sorted(conn.execute(query).scalars())
 
@@ -108,14 +109,7 @@ def top_up(settings: Settings, queue: str) -> TopUp:
 
 def _pending_priorities(url: str, queue: str) -> list[int]:
     """The priorities of campaigns on ``queue`` that have pending shards, most urgent first."""
-    query = (
-        select(_CAMPAIGN.c.priority)
-        .where(
-            _CAMPAIGN.c.queue == queue,
-            select(_SHARD.c.id).where(_SHARD.c.campaign_id == _CAMPAIGN.c.id, _SHARD.c.state == ShardState.PENDING.value).exists(),
-        )
-        .distinct()
-    )
+    query = select(_CAMPAIGN.c.priority).where(_CAMPAIGN.c.queue == queue, _has_pending()).distinct()
     with get_engine(url).connect() as conn:
         return sorted(conn.execute(query).scalars(), reverse=True)
 

@@ -33,7 +33,7 @@ from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart, Shard, ShardState, utcnow
 from pisar.errors import PisarError
-from pisar.storage import KeyRange, Storage, skip_reason
+from pisar.storage import KeyRange, Storage, describe_skipped, skip_reason
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,7 @@ class Listed:
     seconds: float  # this run's listing time (a resumed listing counts only its own part)
 
     def describe_skipped(self) -> str:
-        from pisar.safe_text import printable
-
-        return ", ".join(f"{n} {printable(label)}" for label, n in sorted(self.skipped.items())) or "none"
+        return describe_skipped(self.skipped)
 
 
 def plan_ranges(conn: Connection, campaign_id: int, ranges: list[KeyRange], skipped: dict[str, int] | None = None) -> None:
