@@ -356,6 +356,9 @@ def resume(name: NameArg) -> None:
 @app.command()
 def feed(
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit (for cron or a test)")] = False,
+    heartbeat: Annotated[
+        Optional[Path], typer.Option(help="Touch this file after every pass, for a container healthcheck (see compose.yaml)")
+    ] = None,
 ) -> None:
     """The producer's loop: top queues up from pending shards (back-pressure) and re-queue dead workers' shards.
 
@@ -395,6 +398,8 @@ def feed(
                     raise
                 reason = printable(str(exc).splitlines()[0] if str(exc) else "")
                 err.print(f"feed: {type(exc).__name__}: {reason}; retrying", markup=False)
+            if heartbeat is not None:  # the loop is alive, outage or not: the outage is Redis's or the catalog's
+                heartbeat.touch()
             if once or stop.wait(settings.feed_interval_seconds):
                 return
 

@@ -124,7 +124,7 @@ def test_redis_keeps_every_message() -> None:
 def test_services_start_in_order_and_come_back() -> None:
     services = resolved(PROFILES)["services"]
     healthy = {name for name, s in services.items() if "healthcheck" in s}
-    assert {"redis", "postgres", "seaweedfs", "worker", "worker-cpu", "flower", "metrics", "prometheus", "grafana"} <= healthy
+    assert {"redis", "postgres", "seaweedfs", "worker", "worker-cpu", "feeder", "flower", "metrics", "prometheus", "grafana"} <= healthy
     for name, service in services.items():
         for dependency, condition in service.get("depends_on", {}).items():
             wanted = "service_completed_successfully" if dependency in {"migrate", "buckets"} else "service_healthy"

@@ -184,8 +184,12 @@ def test_the_stack_transcribes_a_campaign_from_its_compose_commands(
     metrics_port, flower_port, worker_port = free_port(), free_port(), free_port()
     metrics_env, flower_env = outside(services["metrics"]), outside(services["flower"])
     worker_env = outside(services["worker"], PISAR_METRICS_PORT=str(worker_port))
+    alive = str(tmp_path / "pisar-feed.alive")
+    feeder_env = outside(services["feeder"])
     procs = {
-        "feeder": start(services["feeder"]["command"], outside(services["feeder"]), tmp_path / "feeder.log"),
+        "feeder": start(
+            [part.replace("/tmp/pisar-feed.alive", alive) for part in services["feeder"]["command"]], feeder_env, tmp_path / "feeder.log"
+        ),
         "metrics": start(with_port(services["metrics"]["command"], 9809, metrics_port), metrics_env, tmp_path / "metrics.log"),
         "flower": start(with_port(services["flower"]["command"], 5555, flower_port), flower_env, tmp_path / "flower.log"),
         "worker": start(services["worker"]["command"], worker_env, tmp_path / "worker.log"),
@@ -199,6 +203,9 @@ def test_the_stack_transcribes_a_campaign_from_its_compose_commands(
 
         wait_until(lambda: states() == {"done": LINES // 4}, 240, "the campaign to finish")
         catalog.dispose()
+        kind, program, *args = [part.replace("/tmp/pisar-feed.alive", alive) for part in services["feeder"]["healthcheck"]["test"]]
+        feeder_check = [sys.executable, *args]
+        assert (kind, program) == ("CMD", "python") and subprocess.run(feeder_check, timeout=30).returncode == 0  # it touched its heartbeat
         for name, fixed, port, env in (
             ("metrics", 9809, metrics_port, metrics_env),
             ("flower", 5555, flower_port, flower_env),
@@ -222,3 +229,6 @@ def test_the_stack_transcribes_a_campaign_from_its_compose_commands(
         for name in procs:
             print(f"--- {name} ---\n" + (tmp_path / f"{name}.log").read_text()[-3000:])
     assert codes["worker"] == 0 and codes["feeder"] == 0, codes  # warm shutdowns, within the stop timeout
+    stale = os.path.getmtime(alive) - 200  # a loop that stopped touching its heartbeat is unhealthy
+    os.utime(alive, (stale, stale))
+    assert subprocess.run(feeder_check, timeout=30).returncode == 1
