@@ -25,9 +25,9 @@ demo-model: $(BIN)/pisar
 	$(BIN)/pisar train ../shared/data/print-lines -o $(DEMO_MODEL) --preset small --synthetic-from-train --augment \
 	  --val-share 0.11 --steps 9000 --lr 1e-3 --warmup 300 --eval-every 1000 --save-every 500 --save-dtype float16
 
-# Debian packages the tests drive: Chromium + ChromeDriver (Flower), docker-compose (compose.yaml).
-test-tools:
-	bash infra/install-test-tools.sh
+# Debian packages the tests drive: Chromium + ChromeDriver (Flower), docker-compose (compose.yaml), promtool.
+test-tools: $(BIN)/pisar
+	bash infra/install-test-tools.sh $(BIN)
 
 # Quick start 2: lint, then the test suite against real Postgres, Redis, SeaweedFS and Celery workers.
 # Most tests wait on subprocesses (workers, servers), so two pytest processes share the two cores,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -245,3 +247,15 @@ def test_prometheus_and_grafana_are_provisioned_from_infra() -> None:
     assert json.loads((dashboards / "pisar.json").read_text())["uid"] == "pisar"
     prometheus_mounts = mounted(services["prometheus"])
     assert Path(prometheus_mounts["/etc/prometheus/prometheus.yml"]) == REPO / "infra" / "prometheus" / "prometheus.yml"
+
+
+def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
+    """Prometheus's own checker (Debian's promtool, put in the venv by `make test-tools`) on the scrape config."""
+    promtool = Path(sys.executable).with_name("promtool")
+    assert promtool.exists(), "promtool is missing: `make test-tools` takes it from Debian's prometheus package"
+    config = REPO / "infra" / "prometheus" / "prometheus.yml"
+    checked = subprocess.run([str(promtool), "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+    broken = tmp_path / "prometheus.yml"
+    broken.write_text(config.read_text().replace("type: A", "type: AAAAA"))  # the checker is real: a bad value fails
+    assert subprocess.run([str(promtool), "check", "config", str(broken)], capture_output=True, timeout=60).returncode != 0
