@@ -259,3 +259,20 @@ def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
     broken = tmp_path / "prometheus.yml"
     broken.write_text(config.read_text().replace("type: A", "type: AAAAA"))  # the checker is real: a bad value fails
     assert subprocess.run([str(promtool), "check", "config", str(broken)], capture_output=True, timeout=60).returncode != 0
+
+
+def test_only_services_with_a_login_listen_beyond_loopback() -> None:
+    """Redis and Postgres stay on 127.0.0.1 until REDIS_BIND / POSTGRES_BIND open them to GPU nodes;
+    Prometheus, which has no login, always does."""
+    services = resolved(PROFILES)["services"]
+    with_login = {"seaweedfs", "flower", "grafana"}  # S3 signatures, basic auth, Grafana's admin
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            if isinstance(port, str) and port.startswith("127.0.0.1:"):
+                continue
+            assert name in with_login, f"{name} publishes {port} on every interface"
+    assert sorted(p for s in services.values() for p in s.get("ports", []) if isinstance(p, str)) == [
+        "127.0.0.1:5432:5432/tcp",
+        "127.0.0.1:6379:6379/tcp",
+        "127.0.0.1:9090:9090/tcp",
+    ]
