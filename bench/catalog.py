@@ -205,13 +205,17 @@ def commit_shards(url: str, shard_ids: list[int]) -> tuple[list[float], list[flo
 
 
 def hot_queries(campaign_id: int, shard_id: int, queued_shard: int) -> dict[str, str]:
-    """The catalog's hot statements as the code builds them, compiled to SQL for EXPLAIN."""
+    """The catalog's hot statements, built by the code that runs them, compiled to SQL for EXPLAIN."""
     from sqlalchemy import func, select
     from sqlalchemy.dialects import postgresql
 
-    from pisar.catalog.models import Line
+    from pisar.catalog.bulk import count_shard_lines_statement
+    from pisar.catalog.models import Line, utcnow
+    from pisar.producer.campaigns import line_counts_statement
     from pisar.producer.export import ExportFilter, export_statement
     from pisar.producer.retry import RetrySelector
+    from pisar.producer.status import awaiting_retry_statement, error_classes_statement, shard_states_statement
+    from pisar.worker.store import claim_statement, lines_to_do_statement
 
     line = Line.__table__
 
@@ -219,17 +223,13 @@ def hot_queries(campaign_id: int, shard_id: int, queued_shard: int) -> dict[str,
         return str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
     queries = {
-        "claim": f"UPDATE shard SET state = 'running', token = token + 1, attempts = attempts + 1, lease_until = now() + interval '5 minutes',"
-        f" worker = 'w', started_at = now(), finished_at = NULL WHERE id = {queued_shard} AND attempts < 3"
-        " AND state IN ('pending', 'queued', 'failed')",
-        "lines_to_do": f"SELECT key FROM line WHERE shard_id = {queued_shard} AND (status = 'pending' OR retry_id IS NOT NULL) ORDER BY key",
-        "shard_counters": f"UPDATE shard SET ok_lines = (SELECT count(*) FROM line WHERE line.shard_id = {shard_id} AND line.status = 'ok'),"
-        f" error_lines = (SELECT count(*) FROM line WHERE line.shard_id = {shard_id} AND line.status = 'error') WHERE id = {shard_id}",
-        "status_line_counts": f"SELECT sum(ok_lines), sum(error_lines) FROM shard WHERE campaign_id = {campaign_id}",
-        "status_shard_states": f"SELECT state, count(*) FROM shard WHERE campaign_id = {campaign_id} GROUP BY state",
-        "status_error_classes": f"SELECT error_class, count(*), min(key) FROM line WHERE campaign_id = {campaign_id}"
-        " AND status = 'error' GROUP BY error_class ORDER BY count(*) DESC LIMIT 10",
-        "status_awaiting_retry": f"SELECT count(*) FROM line WHERE campaign_id = {campaign_id} AND retry_id IS NOT NULL",
+        "claim": sql(claim_statement(queued_shard, "bench", 300, 3, utcnow())),
+        "lines_to_do": sql(lines_to_do_statement(queued_shard)),
+        "shard_counters": sql(count_shard_lines_statement(shard_id)),
+        "status_line_counts": sql(line_counts_statement(campaign_id)),
+        "status_shard_states": sql(shard_states_statement(campaign_id)),
+        "status_error_classes": sql(error_classes_statement(campaign_id)),
+        "status_awaiting_retry": sql(awaiting_retry_statement(campaign_id)),
         "export_first_page": sql(export_statement(campaign_id, ExportFilter()).limit(2000)),
     }
     for name, selector in (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, func, or_, select, update
 from sqlmodel import Session
 
 from pisar.catalog.db import get_engine
@@ -31,12 +31,8 @@ def get_campaign(url: str, name: str) -> Campaign:
     return campaign
 
 
-def line_counts(conn: Connection, campaign_id: int | None = None) -> dict[int, dict[str, int]]:
-    """Lines by status per campaign (all, or one), from the per-shard counters: never a line scan.
-
-    ``pending`` is the lines of its shards (those listed so far, while a listing goes on) less
-    the lines with a result.
-    """
+def line_counts_statement(campaign_id: int | None = None) -> Select:
+    """Lines listed, ok and in error per campaign (all, or one), summed from the shards (also EXPLAINed by bench/catalog.py)."""
     query = (
         select(
             _CAMPAIGN.c.id,
@@ -47,10 +43,17 @@ def line_counts(conn: Connection, campaign_id: int | None = None) -> dict[int, d
         .select_from(_CAMPAIGN.outerjoin(_SHARD, _SHARD.c.campaign_id == _CAMPAIGN.c.id))
         .group_by(_CAMPAIGN.c.id)
     )
-    if campaign_id is not None:
-        query = query.where(_CAMPAIGN.c.id == campaign_id)
+    return query if campaign_id is None else query.where(_CAMPAIGN.c.id == campaign_id)
+
+
+def line_counts(conn: Connection, campaign_id: int | None = None) -> dict[int, dict[str, int]]:
+    """Lines by status per campaign (all, or one), from the per-shard counters: never a line scan.
+
+    ``pending`` is the lines of its shards (those listed so far, while a listing goes on) less
+    the lines with a result.
+    """
     counts = {}
-    for cid, total, ok, error in conn.execute(query):
+    for cid, total, ok, error in conn.execute(line_counts_statement(campaign_id)):
         total, ok, error = int(total), int(ok), int(error)
         counts[cid] = {LineStatus.PENDING.value: max(0, total - ok - error), LineStatus.OK.value: ok, LineStatus.ERROR.value: error}
     return counts

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineStatus, Retry, Shard, ShardState, utcnow
@@ -51,6 +51,27 @@ class CampaignStatus:
         return asdict(self)
 
 
+def shard_states_statement(campaign_id: int) -> Select:
+    """Shards per state (bench/catalog.py EXPLAINs these statements as `status` runs them)."""
+    return select(_SHARD.c.state, func.count()).where(_SHARD.c.campaign_id == campaign_id).group_by(_SHARD.c.state)
+
+
+def error_classes_statement(campaign_id: int) -> Select:
+    """The ten commonest error classes, with a count and one example key each."""
+    return (
+        select(_LINE.c.error_class, func.count(), func.min(_LINE.c.key))
+        .where(_LINE.c.campaign_id == campaign_id, _LINE.c.status == LineStatus.ERROR.value)
+        .group_by(_LINE.c.error_class)
+        .order_by(func.count().desc())
+        .limit(10)
+    )
+
+
+def awaiting_retry_statement(campaign_id: int) -> Select:
+    """Lines a retry asked for again and no worker has read yet (the partial index on ``retry_id``)."""
+    return select(func.count()).where(_LINE.c.campaign_id == campaign_id, _LINE.c.retry_id.is_not(None))
+
+
 def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
     """Counts by line status and shard state, top error classes, throughput and ETA."""
     now = utcnow()
@@ -58,14 +79,8 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
     cid = campaign.id
     with get_engine(url).connect() as conn:
         lines = line_counts(conn, cid)[cid]  # from the per-shard counters, not from line rows
-        shards = dict(conn.execute(select(_SHARD.c.state, func.count()).where(_SHARD.c.campaign_id == cid).group_by(_SHARD.c.state)).all())
-        errors = conn.execute(
-            select(_LINE.c.error_class, func.count(), func.min(_LINE.c.key))
-            .where(_LINE.c.campaign_id == cid, _LINE.c.status == LineStatus.ERROR.value)
-            .group_by(_LINE.c.error_class)
-            .order_by(func.count().desc())
-            .limit(10)
-        ).all()
+        shards = dict(conn.execute(shard_states_statement(cid)).all())
+        errors = conn.execute(error_classes_statement(cid)).all()
         shard_errors = conn.execute(
             select(_SHARD.c.index, _SHARD.c.state, _SHARD.c.attempts, _SHARD.c.error)
             .where(_SHARD.c.campaign_id == cid, _SHARD.c.state.in_([ShardState.FAILED.value, ShardState.QUARANTINED.value]))
@@ -92,7 +107,7 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         duplicates = conn.execute(
             select(func.coalesce(func.sum(_SHARD.c.duplicate_deliveries), 0)).where(_SHARD.c.campaign_id == cid)
         ).scalar_one()
-        awaiting = conn.execute(select(func.count()).where(_LINE.c.campaign_id == cid, _LINE.c.retry_id.is_not(None))).scalar_one()
+        awaiting = conn.execute(awaiting_retry_statement(cid)).scalar_one()
         retries = conn.execute(
             select(_RETRY.c.id, _RETRY.c.created_at, _RETRY.c.requested_by, _RETRY.c.selector, _RETRY.c.model_id, _RETRY.c.line_count)
             .where(_RETRY.c.campaign_id == cid)

@@ -8,9 +8,9 @@ is written once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, Select, Update, and_, or_, select, update
 
 from pisar.catalog.bulk import LineResult, count_shard_lines, upsert_line_results
 from pisar.catalog.db import get_engine
@@ -44,7 +44,19 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
     marked suspect, whichever of the reaper and a redelivered message gets there first.
     """
     now = utcnow()
-    statement = (
+    with get_engine(url).begin() as conn:
+        expire_leases(conn, now, max_attempts, shard_id)
+        row = conn.execute(claim_statement(shard_id, worker, lease_seconds, max_attempts, now)).first()
+        if row is None:
+            conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
+            return None
+    suspect = (row.error or "").startswith(WORKER_LOST)
+    return Claim(shard_id, row.campaign_id, row.token, row.attempts, suspect, row.model_id, row.model_revision)
+
+
+def claim_statement(shard_id: int, worker: str, lease_seconds: int, max_attempts: int, now: datetime) -> Update:
+    """The claim's one ``UPDATE ... RETURNING``: a new token and lease if the shard is claimable (also EXPLAINed by bench/catalog.py)."""
+    return (
         update(_SHARD)
         .where(_SHARD.c.id == shard_id, _SHARD.c.attempts < max_attempts, _SHARD.c.state.in_([s.value for s in _CLAIMABLE]))
         .values(
@@ -58,14 +70,12 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
         )
         .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts, _SHARD.c.error, _SHARD.c.model_id, _SHARD.c.model_revision)
     )
-    with get_engine(url).begin() as conn:
-        expire_leases(conn, now, max_attempts, shard_id)
-        row = conn.execute(statement).first()
-        if row is None:
-            conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
-            return None
-    suspect = (row.error or "").startswith(WORKER_LOST)
-    return Claim(shard_id, row.campaign_id, row.token, row.attempts, suspect, row.model_id, row.model_revision)
+
+
+def lines_to_do_statement(shard_id: int) -> Select:
+    """The keys of a shard still to read, in key order (see ``lines_to_do``)."""
+    wanted = or_(_LINE.c.status == LineStatus.PENDING.value, _LINE.c.retry_id.is_not(None))
+    return select(_LINE.c.key).where(_LINE.c.shard_id == shard_id, wanted).order_by(_LINE.c.key)
 
 
 def lines_to_do(url: str, shard_id: int) -> list[str]:
@@ -74,10 +84,8 @@ def lines_to_do(url: str, shard_id: int) -> list[str]:
     Lines that crashed a worker (``WorkerCrash``) are done (an error) and so left out: they would
     only crash it again, unless an operator names them in a retry.
     """
-    wanted = or_(_LINE.c.status == LineStatus.PENDING.value, _LINE.c.retry_id.is_not(None))
     with get_engine(url).connect() as conn:
-        rows = conn.execute(select(_LINE.c.key).where(_LINE.c.shard_id == shard_id, wanted).order_by(_LINE.c.key))
-        return [r.key for r in rows]
+        return [r.key for r in conn.execute(lines_to_do_statement(shard_id))]
 
 
 def _fenced(held: Claim):  # noqa: ANN202 - a SQLAlchemy where-clause
