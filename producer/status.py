@@ -94,8 +94,8 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         # and never starts before the first shard did: a 1-second run is not averaged over 5 minutes.
         window_end = now if lines.get(LineStatus.PENDING.value, 0) or last_finish is None else last_finish
         window_start = max(window_end - timedelta(minutes=RECENT_MINUTES), first_start or window_end)
-        recent_done = conn.execute(  # whole shards: a shard's lines commit together
-            select(func.coalesce(func.sum(_SHARD.c.ok_lines + _SHARD.c.error_lines), 0)).where(
+        recent_done = conn.execute(  # the lines each shard's last run wrote (a retry's few, not its whole shard)
+            select(func.coalesce(func.sum(_SHARD.c.run_lines), 0)).where(
                 _SHARD.c.campaign_id == cid,
                 _SHARD.c.finished_at >= window_start,
                 _SHARD.c.finished_at <= window_end,

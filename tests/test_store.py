@@ -202,6 +202,36 @@ def test_status_figures_from_the_catalog(settings: Settings, campaign) -> None: 
     assert report.eta_seconds == 0.0
 
 
+def test_recent_throughput_counts_a_reruns_lines_not_its_whole_shard(settings: Settings, campaign) -> None:  # noqa: ANN001
+    """A retry that re-reads one line of a two-line shard adds one line to the recent window, not two."""
+    from pisar.producer.status import campaign_status
+
+    url = settings.catalog_url
+    table = Shard.__table__
+    long_ago = utcnow() - timedelta(hours=1)
+    ids = shard_ids(settings, campaign.id)
+    for shard_id in ids:  # the whole campaign read an hour ago
+        held = store.claim(url, shard_id, "w", lease_seconds=60, max_attempts=3)
+        assert store.commit(url, held, results_for(settings, shard_id, "t"), "cpu:float32", 0, 0)
+    with get_engine(url).begin() as conn:
+        conn.execute(update(table).where(table.c.campaign_id == campaign.id).values(started_at=long_ago, finished_at=long_ago))
+    rerun = next(i for i in ids if len(results_for_all(settings, i)) == 2)
+    with get_engine(url).begin() as conn:  # what `pisar retry` leaves: the shard queued again, one line asked for
+        conn.execute(update(table).where(table.c.id == rerun).values(state="queued"))
+    held = store.claim(url, rerun, "w", lease_seconds=60, max_attempts=3)
+    assert store.commit(url, held, results_for_all(settings, rerun)[:1], "cpu:float32", 0, 0)
+    report = campaign_status(url, campaign)
+    assert report.lines == {"pending": 0, "ok": 5, "error": 0}  # the shard's counters still hold both lines
+    assert report.lines_per_second_recent == pytest.approx(1 / 300)  # the window saw one line written
+
+
+def results_for_all(settings: Settings, shard_id: int) -> list[LineResult]:
+    """A result for every line of the shard, done or not (a rerun's lines)."""
+    with get_engine(settings.catalog_url).connect() as conn:
+        keys = conn.execute(select(Line.__table__.c.key).where(Line.__table__.c.shard_id == shard_id).order_by(Line.__table__.c.key))
+        return [LineResult(key, "ok", "again", 0.9, 0.5, 3, None, None, None, None, "test-worker", utcnow()) for (key,) in keys]
+
+
 def test_status_counts_only_live_workers_and_recent_finishers(settings: Settings, campaign) -> None:  # noqa: ANN001
     """A worker killed mid-shard leaves a running shard whose lease expired: it is not "seen" any more."""
     from pisar.producer.status import campaign_status

@@ -95,7 +95,7 @@ def _fenced(held: Claim):  # noqa: ANN202 - a SQLAlchemy where-clause
 def commit(url: str, held: Claim, results: list[LineResult], engine: str, load_seconds: float, generate_seconds: float) -> bool:
     """Write every line and mark the shard done in one transaction; False if the lease was lost."""
     with get_engine(url).begin() as conn:
-        if not _mark_done(conn, held, engine, load_seconds, generate_seconds):
+        if not _mark_done(conn, held, engine, load_seconds, generate_seconds, len(results)):
             conn.rollback()
             return False
         upsert_line_results(conn, held.campaign_id, held.shard_id, results)
@@ -103,7 +103,7 @@ def commit(url: str, held: Claim, results: list[LineResult], engine: str, load_s
     return True
 
 
-def _mark_done(conn: Connection, held: Claim, engine: str, load_seconds: float, generate_seconds: float) -> bool:
+def _mark_done(conn: Connection, held: Claim, engine: str, load_seconds: float, generate_seconds: float, lines: int) -> bool:
     result = conn.execute(
         update(_SHARD)
         .where(_fenced(held))
@@ -116,6 +116,7 @@ def _mark_done(conn: Connection, held: Claim, engine: str, load_seconds: float, 
             engine=engine,
             load_seconds=load_seconds,
             generate_seconds=generate_seconds,
+            run_lines=lines,
         )
     )
     return result.rowcount == 1

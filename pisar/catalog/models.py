@@ -124,6 +124,8 @@ class Shard(SQLModel, table=True):
     # `status` sums these instead of counting 100 M line rows.
     ok_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     error_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # Lines its last run wrote: the recent throughput counts a retry's re-read lines, not the whole shard.
+    run_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Line(SQLModel, table=True):
