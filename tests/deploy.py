@@ -20,6 +20,16 @@ from tests.conftest import REPO
 ENV_EXAMPLE = REPO / ".env.example"
 PROFILES = ("cpu", "monitoring", "tools")
 
+# Variables compose gives Pisar's containers that are not PISAR_* settings, and who reads each.
+READ_BY_LIBRARIES = {
+    "AWS_ACCESS_KEY_ID": "botocore (S3 credentials)",
+    "AWS_SECRET_ACCESS_KEY": "botocore (S3 credentials)",
+    "AWS_DEFAULT_REGION": "botocore (S3 region)",
+    "HF_HOME": "huggingface_hub (where hub models are cached: the models volume)",
+    "HF_HUB_OFFLINE": "huggingface_hub (1 forbids downloads)",
+    "CUDA_VISIBLE_DEVICES": "torch (the one GPU the container sees) and `pisar worker`'s node name",
+}
+
 
 def docker_compose(*args: str, env_file: Path = ENV_EXAMPLE, files: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
     """Run ``docker-compose`` in the repository (installed by ``make test-tools``; its absence is an error)."""

@@ -22,6 +22,7 @@ from tests.conftest import REPO
 from tests.deploy import (
     ENV_EXAMPLE,
     PROFILES,
+    READ_BY_LIBRARIES,
     docker_compose,
     env_file_values,
     interpolated_names,
@@ -29,15 +30,6 @@ from tests.deploy import (
     resolved,
 )
 
-# Variables compose gives Pisar's containers that are not PISAR_* settings, and who reads each.
-READ_BY_LIBRARIES = {
-    "AWS_ACCESS_KEY_ID": "botocore (S3 credentials)",
-    "AWS_SECRET_ACCESS_KEY": "botocore (S3 credentials)",
-    "AWS_DEFAULT_REGION": "botocore (S3 region)",
-    "HF_HOME": "huggingface_hub (where hub models are cached: the models volume)",
-    "HF_HUB_OFFLINE": "huggingface_hub (1 forbids downloads)",
-    "CUDA_VISIBLE_DEVICES": "torch (the one GPU the container sees) and `pisar worker`'s node name",
-}
 CORE = {"redis", "postgres", "seaweedfs", "buckets", "migrate", "worker", "feeder", "flower", "metrics"}
 BY_PROFILE = {"cpu": {"worker-cpu"}, "monitoring": {"prometheus", "grafana"}, "tools": {"producer"}}
 

@@ -117,14 +117,16 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def with_port(command: list[str], fixed: int, port: int) -> list[str]:
-    """A command (or healthcheck) with a container's fixed port replaced by a free one here."""
-    return [part.replace(str(fixed), str(port)) for part in command]
+def here(command: list[str], rewrites: dict[str, str]) -> list[str]:
+    """A command (or healthcheck) with the container's fixed ports and paths replaced by this machine's."""
+    for old, new in rewrites.items():
+        command = [part.replace(old, new) for part in command]
+    return command
 
 
-def healthcheck(service: dict[str, Any], fixed: int, port: int, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def healthcheck(service: dict[str, Any], rewrites: dict[str, str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the service's own healthcheck command (``CMD`` form) with this machine's Python."""
-    kind, program, *args = with_port(service["healthcheck"]["test"], fixed, port)
+    kind, program, *args = here(service["healthcheck"]["test"], rewrites)
     assert kind == "CMD" and program == "python"
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=30)
 
@@ -184,16 +186,14 @@ def test_the_stack_transcribes_a_campaign_from_its_compose_commands(
     metrics_port, flower_port, worker_port = free_port(), free_port(), free_port()
     metrics_env, flower_env = outside(services["metrics"]), outside(services["flower"])
     worker_env = outside(services["worker"], PISAR_METRICS_PORT=str(worker_port))
-    alive = str(tmp_path / "pisar-feed.alive")
-    feeder_env = outside(services["feeder"])
-    procs = {
-        "feeder": start(
-            [part.replace("/tmp/pisar-feed.alive", alive) for part in services["feeder"]["command"]], feeder_env, tmp_path / "feeder.log"
-        ),
-        "metrics": start(with_port(services["metrics"]["command"], 9809, metrics_port), metrics_env, tmp_path / "metrics.log"),
-        "flower": start(with_port(services["flower"]["command"], 5555, flower_port), flower_env, tmp_path / "flower.log"),
-        "worker": start(services["worker"]["command"], worker_env, tmp_path / "worker.log"),
+    rewrites = {
+        "feeder": {"/tmp/pisar-feed.alive": str(tmp_path / "pisar-feed.alive")},
+        "metrics": {"9809": str(metrics_port)},
+        "flower": {"5555": str(flower_port)},
+        "worker": {"9808": str(worker_port)},
     }
+    envs = {"feeder": outside(services["feeder"]), "metrics": metrics_env, "flower": flower_env, "worker": worker_env}
+    procs = {name: start(here(services[name]["command"], rewrites[name]), envs[name], tmp_path / f"{name}.log") for name in envs}
     try:
         catalog = create_engine(Settings(database_url=migrate["PISAR_DATABASE_URL"]).catalog_url)
 
@@ -203,15 +203,8 @@ def test_the_stack_transcribes_a_campaign_from_its_compose_commands(
 
         wait_until(lambda: states() == {"done": LINES // 4}, 240, "the campaign to finish")
         catalog.dispose()
-        kind, program, *args = [part.replace("/tmp/pisar-feed.alive", alive) for part in services["feeder"]["healthcheck"]["test"]]
-        feeder_check = [sys.executable, *args]
-        assert (kind, program) == ("CMD", "python") and subprocess.run(feeder_check, timeout=30).returncode == 0  # it touched its heartbeat
-        for name, fixed, port, env in (
-            ("metrics", 9809, metrics_port, metrics_env),
-            ("flower", 5555, flower_port, flower_env),
-            ("worker", 9808, worker_port, worker_env),
-        ):
-            check = partial(healthcheck, services[name], fixed, port, env)
+        for name in envs:  # the feeder's: it touched its heartbeat file; the rest: their HTTP endpoints
+            check = partial(healthcheck, services[name], rewrites[name], envs[name])
             wait_until(lambda check=check: check().returncode == 0, 60, f"{name}'s healthcheck")
         scraped = urllib.request.urlopen(f"http://{LOOPBACK}:{metrics_port}/metrics", timeout=10).read().decode()
         assert f'pisar_campaign_lines{{campaign="fond-1",status="ok"}} {LINES}.0' in scraped
@@ -229,6 +222,7 @@ def test_the_stack_transcribes_a_campaign_from_its_compose_commands(
         for name in procs:
             print(f"--- {name} ---\n" + (tmp_path / f"{name}.log").read_text()[-3000:])
     assert codes["worker"] == 0 and codes["feeder"] == 0, codes  # warm shutdowns, within the stop timeout
+    alive = rewrites["feeder"]["/tmp/pisar-feed.alive"]
     stale = os.path.getmtime(alive) - 200  # a loop that stopped touching its heartbeat is unhealthy
     os.utime(alive, (stale, stale))
-    assert subprocess.run(feeder_check, timeout=30).returncode == 1
+    assert healthcheck(services["feeder"], rewrites["feeder"], envs["feeder"]).returncode == 1
