@@ -177,27 +177,36 @@ def queued_shards(url: str, campaign_id: int, count: int) -> list[int]:
 
 def commit_shards(url: str, shard_ids: list[int]) -> tuple[list[float], list[float], int]:
     """One writer: claim each shard, read its lines to do, commit a result for each; claim and commit seconds."""
+    from pisar.catalog import shards
     from pisar.catalog.bulk import LineResult
     from pisar.catalog.models import utcnow
-    from pisar.worker import store
 
     claims, commits, lines = [], [], 0
     for shard_id in shard_ids:
         started = time.perf_counter()
-        held = store.claim(url, shard_id, "bench-writer", lease_seconds=300, max_attempts=5)
+        held = shards.claim(url, shard_id, "bench-writer", lease_seconds=300, max_attempts=5)
         claims.append(time.perf_counter() - started)
         if held is None:
             raise SystemExit(f"bench: shard {shard_id} could not be claimed")
-        keys = store.lines_to_do(url, shard_id)
+        keys = shards.lines_to_do(url, shard_id)
         now = utcnow()
         results = [
             LineResult(
-                key, "ok", f"Въ лѣто отъ сотворенія міра {i}", 0.97, 0.61, 40, None, None, None, None, "bench-writer", now, 1800, 120
+                key=key,
+                status="ok",
+                worker="bench-writer",
+                finished_at=now,
+                text=f"Въ лѣто отъ сотворенія міра {i}",
+                confidence=0.97,
+                min_token_prob=0.61,
+                token_count=40,
+                width=1800,
+                height=120,
             )
             for i, key in enumerate(keys)
         ]
         started = time.perf_counter()
-        if not store.commit(url, held, results, "cuda:bfloat16", 0.1, 1.0):
+        if not shards.finish(url, held, results, shards.RunFacts("cuda:bfloat16", 0.1, 1.0)):
             raise SystemExit(f"bench: the commit of shard {shard_id} lost its lease")
         commits.append(time.perf_counter() - started)
         lines += len(results)
@@ -209,13 +218,12 @@ def hot_queries(campaign_id: int, shard_id: int, queued_shard: int) -> dict[str,
     from sqlalchemy import func, select
     from sqlalchemy.dialects import postgresql
 
-    from pisar.catalog.bulk import count_shard_lines_statement
     from pisar.catalog.models import Line, utcnow
+    from pisar.catalog.shards import claim_statement, count_lines_statement, lines_to_do_statement
     from pisar.producer.campaigns import line_counts_statement
     from pisar.producer.export import ExportFilter, export_statement
     from pisar.producer.retry import RetrySelector
     from pisar.producer.status import awaiting_retry_statement, error_classes_statement, shard_states_statement
-    from pisar.worker.store import claim_statement, lines_to_do_statement
 
     line = Line.__table__
 
@@ -225,7 +233,7 @@ def hot_queries(campaign_id: int, shard_id: int, queued_shard: int) -> dict[str,
     queries = {
         "claim": sql(claim_statement(queued_shard, "bench", 300, 3, utcnow())),
         "lines_to_do": sql(lines_to_do_statement(queued_shard)),
-        "shard_counters": sql(count_shard_lines_statement(shard_id)),
+        "shard_counters": sql(count_lines_statement(shard_id)),
         "status_line_counts": sql(line_counts_statement(campaign_id)),
         "status_shard_states": sql(shard_states_statement(campaign_id)),
         "status_error_classes": sql(error_classes_statement(campaign_id)),

@@ -165,9 +165,9 @@ def interleaved(hf: HFBatched, pisar: PisarRow, files: list[Path], keys: list[st
 
 def preprocessing_rate(model_dir: Path, files: list[Path]) -> dict[str, float]:
     """Lines per second per core: the processor vs Pisar's table preprocessor, on decoded lines."""
+    from pisar.images import ImageLimits, decode_line
     from pisar.model_ref import ModelRef
     from pisar.processor import load_processor
-    from pisar.worker.images import ImageLimits, decode_line
     from pisar.worker.preprocess import LinePreprocessor
 
     processor = load_processor(ModelRef(str(model_dir), None))

@@ -49,9 +49,9 @@ def main(argv: list[str]) -> int:
     import numpy as np
     import torch
 
+    from pisar.images import ImageLimits, decode_line
     from pisar.model_ref import ModelRef
     from pisar.worker.engine import Engine
-    from pisar.worker.images import ImageLimits, decode_line
 
     model_dir = args.model or standin(args.standin, REPO / "build")
     engine = Engine(ModelRef(str(model_dir), None))

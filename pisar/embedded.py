@@ -1,6 +1,8 @@
-"""In-process execution: the same ``ShardRunner`` the Celery worker uses, driven from one process.
+"""The composition layer beside the CLI: in-process execution, and where shards go back to.
 
-Used by ``pisar run`` and, when no broker is configured, by ``retry`` and ``resume``.
+``run_shards`` drives the same ``ShardRunner`` the Celery worker uses, from one process: ``pisar run``
+and, when no broker is configured, ``retry`` and ``resume``. ``send_back`` chooses between that and
+the feeder. Only this module and ``pisar/cli`` import both the worker and the producer.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pisar.catalog.models import Campaign, Shard
 from pisar.settings import Settings
 from pisar.worker.engine import EngineCache
-from pisar.worker.shard import ShardRunner
-from pisar.worker.tasks import retry_delay
+from pisar.worker.shard import Outcome, ShardRunner
 
 
 @dataclass
@@ -51,7 +52,11 @@ def shard_line_counts(url: str, shard_ids: list[int]) -> int:
 
 
 def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], console: Console | None = None) -> RunSummary:
-    """Run the given shards here, retrying failed ones with backoff until done or quarantined."""
+    """Run the given shards here, retrying failed ones with backoff until done or quarantined.
+
+    A node that cannot serve (``FatalError``: no device, a model that will not load) gives the shard
+    back and the error goes to the caller, as a worker would stop.
+    """
     summary = RunSummary()
     if not shard_ids:
         return summary
@@ -64,14 +69,16 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
             task = progress.add_task(f"{campaign.name}: lines", total=shard_line_counts(settings.catalog_url, shard_ids))
             for shard_id in shard_ids:
                 outcome = runner.run(campaign.id, shard_id)
-                while outcome.retryable:
-                    console.print(f"shard {shard_id} failed ({outcome.error}); retrying in {retry_delay(outcome.attempts)}s")
-                    time.sleep(retry_delay(outcome.attempts))
+                while (delay := outcome.resend_after(settings)) is not None:
+                    if runner.broken is not None:
+                        raise runner.broken
+                    console.print(f"shard {shard_id} {outcome.outcome} ({outcome.error}); retrying in {delay:.0f}s", markup=False)
+                    time.sleep(delay)
                     outcome = runner.run(campaign.id, shard_id)
                 summary.shards += 1
                 summary.recognized += outcome.lines
                 summary.errors += outcome.errors
-                summary.quarantined += outcome.state == "quarantined"
+                summary.quarantined += outcome.outcome is Outcome.QUARANTINED
                 progress.advance(task, outcome.lines)
     finally:
         runner.close()
@@ -110,3 +117,44 @@ def transcribe(
             raise ConfigError(f"campaign {name!r} was run with model {campaign.model_id}; use another --name for {model}")
         console.print(f"campaign {name} exists: resuming")
     return campaign, run_shards(settings, campaign, shards_to_resume(url, campaign.id), console)
+
+
+def send_back(settings: Settings, campaign: Campaign, shard_ids: list[int], *, reset_attempts: bool, console: Console) -> str:
+    """Shards back in line (``shards.reopen``): published for the workers in distributed mode, run here otherwise.
+
+    Returns one line for the operator.
+    """
+    from pisar.catalog import shards
+
+    reopened = shards.reopen(
+        settings.catalog_url, campaign.id, shard_ids, reset_attempts=reset_attempts, max_attempts=settings.max_attempts
+    )
+    if settings.distributed:
+        from pisar.producer.feeder import describe_published, top_up
+
+        return f"{reopened} shards back in line, {describe_published([top_up(settings, campaign.queue)], campaign, reopened)}"
+    return run_shards(settings, campaign, shard_ids, console).describe()
+
+
+def resume_campaign(settings: Settings, campaign: Campaign, console: Console) -> None:
+    """Finish an interrupted listing (publishing as it goes), then send back every shard not done."""
+    from pisar.producer.campaigns import shards_to_resume
+
+    if campaign.listed_at is None:
+        from pisar.producer.submit import continue_listing
+
+        tick = None
+        if settings.distributed:
+            from pisar.producer.feeder import top_up
+
+            def tick() -> None:
+                top_up(settings, campaign.queue)
+
+        listed = continue_listing(settings, campaign, tick)
+        console.print(
+            f"{campaign.name}: listing finished: {listed.keys} lines in {listed.shards} shards (skipped files: {listed.describe_skipped()})",
+            markup=False,
+        )
+    ids = shards_to_resume(settings.catalog_url, campaign.id)
+    done = send_back(settings, campaign, ids, reset_attempts=False, console=console) if ids else "nothing to do"
+    console.print(f"{campaign.name}: {len(ids)} shards not done; {done}", markup=False)

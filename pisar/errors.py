@@ -1,9 +1,12 @@
 """Error classes, sorted by what happens next.
 
 - ``PisarError`` and subclasses: shown to an operator as one line, exit non-zero.
-- ``TransientError``: a shard-level failure worth retrying with backoff (S3, DB, broker).
-- ``FatalError``: the worker cannot serve at all (model or device init); it exits.
+- an outage (``is_outage``: ``TransientError``, an unreachable or timed-out catalog): the shard is
+  released without spending an attempt and retried later.
+- ``FatalError``: this node cannot serve (model or device init): the shard is given back and the
+  worker stops taking work and exits with ``FatalError.exit_code``.
 - ``LineError`` and subclasses: one line image is bad; recorded on that line, the shard goes on.
+- anything else in a shard's run is the shard's own failure: recorded, retried, then quarantined.
 """
 
 from __future__ import annotations
@@ -37,8 +40,45 @@ class TransientError(Exception):
     """A shard failed for a reason that may pass (network, storage, database)."""
 
 
-class FatalError(Exception):
-    """The worker process cannot work (model load, device); it should exit."""
+class FatalError(PisarError):
+    """This node cannot serve (model load, device): it gives its shard back and stops taking work."""
+
+    exit_code = 3
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for a failure that passes by itself: storage or catalog unreachable, a connection lost, a timeout.
+
+    Decided by type (and SQLite's result code), never by a message: ``TransientError`` (the object
+    store); on Postgres the driver's ``OperationalError`` and ``InterfaceError`` (connection refused
+    or reset, a statement or idle timeout, the server shutting down, a deadlock or serialization
+    conflict); on SQLite a busy or locked database; SQLAlchemy's pool timeouts and invalidated
+    connections; the OS's connection and timeout errors. A ``DataError``, ``IntegrityError`` or
+    ``ProgrammingError`` is the shard's own: it would fail the same way again.
+    """
+    import sqlite3
+
+    import psycopg
+    import psycopg.errors
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, sa.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(
+        exc,
+        TransientError
+        | psycopg.OperationalError
+        | psycopg.InterfaceError
+        | psycopg.errors.IdleInTransactionSessionTimeout  # SQLSTATE 25P03: the server ended a stalled transaction
+        | sa.TimeoutError
+        | sa.DisconnectionError
+        | ConnectionError
+        | TimeoutError,
+    )
 
 
 class LineError(Exception):

@@ -25,18 +25,26 @@ def read_texts(folders: Iterable[Path]) -> list[str]:
     return [p.read_text(encoding="utf-8").strip() for folder in folders for p in sorted(folder.rglob("*.gt.txt"))]
 
 
-def build_tokenizer(texts: list[str], vocab_size: int):  # noqa: ANN201 - PreTrainedTokenizerFast
-    """A BPE tokenizer over characters (no byte fallback, so every token decodes to text).
+def build_tokenizer(texts: list[str], vocab_size: int, byte_level: bool = False):  # noqa: ANN201 - PreTrainedTokenizerFast
+    """A BPE tokenizer over characters (no byte fallback, so every token decodes to text), or with
+    ``byte_level`` over bytes, as the RoBERTa vocabulary of TrOCR decoders is: every one of the 256
+    bytes is a token, so a model can emit NUL, control bytes and invalid UTF-8.
 
-    ``vocab_size`` 0 (or anything below the alphabet) learns no merges: one token per letter.
+    ``vocab_size`` 0 (or anything below the alphabet) learns no merges: one token per letter (or byte).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=list(ALPHABET))
+    if byte_level:
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        alphabet = list(ALPHABET)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet)
     tokenizer.train_from_iterator([*texts, ALPHABET], trainer)
     bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
@@ -67,12 +75,16 @@ class ModelSpec:
     init_std: float | None = None  # None keeps transformers' initialisation
     image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    byte_level: bool = False  # a byte-level BPE vocabulary (RoBERTa's kind): any byte can be emitted
+    loud_characters: str = ""  # characters (one token each) whose output rows are scaled up, so the noise emits them often
 
 
 PRESETS: dict[str, ModelSpec] = {
     # The test and quick-start model: reference architecture, tiny, with large random weights so
     # its (meaningless) output depends on the image, and a forced minimum length.
     "test": ModelSpec(init_std=1.0, min_new_tokens=4, ffn_ratio=2),
+    # The same over a byte-level vocabulary, as TrOCR decoders have: its noise holds NUL and control bytes.
+    "test-bytes": ModelSpec(init_std=1.0, min_new_tokens=4, ffn_ratio=2, byte_level=True, loud_characters="\x00\x1b"),
     # A small CPU-trainable line reader: ViT over 8-px columns of a 40 x 1024 line, TrOCR decoder.
     "small": ModelSpec(
         encoder="vit",
@@ -114,7 +126,7 @@ def new_model(texts: list[str], spec: ModelSpec, seed: int = 0):  # noqa: ANN201
         ViTImageProcessor,
     )
 
-    tokenizer = build_tokenizer(texts, spec.vocab_size)
+    tokenizer = build_tokenizer(texts, spec.vocab_size, spec.byte_level)
     size = {"height": spec.height, "width": spec.width}
     common = {"image_mean": list(spec.image_mean), "image_std": list(spec.image_std), "resample": 3}  # bicubic
     if spec.encoder == "dinov2":
@@ -167,6 +179,11 @@ def new_model(texts: list[str], spec: ModelSpec, seed: int = 0):  # noqa: ANN201
             for parameter in model.parameters():
                 if parameter.dim() > 1:
                     parameter.normal_(0.0, spec.init_std, generator=generator)
+    rows = model.decoder.get_output_embeddings().weight
+    with torch.no_grad():
+        for character in spec.loud_characters:
+            [token] = tokenizer.encode(character, add_special_tokens=False)
+            rows[token] *= 3.0
     model.generation_config = GenerationConfig(
         max_new_tokens=spec.max_new_tokens,
         min_new_tokens=spec.min_new_tokens or None,

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     outage_retry_seconds: int = Field(
         30, ge=1, description="Wait before a shard retries when the catalog or the object store is unreachable (not counted as an attempt)"
     )
+    commit_timeout_seconds: int = Field(
+        300,
+        ge=1,
+        description="Longest a shard's commit may take (Postgres statement and idle-in-transaction limits); "
+        "past it the commit is an outage (released) and its lease is no longer renewed",
+    )
     reap_interval_seconds: float = Field(30.0, gt=0, description="How often `pisar feed` looks for shards whose lease expired")
     queue_high_water: int = Field(
         1000, ge=1, description="Most shard messages waiting in Redis per queue and priority; the rest wait in the catalog as pending"

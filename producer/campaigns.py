@@ -1,11 +1,8 @@
-"""Campaign lookups and the shard transitions operators ask for: resume and retry."""
+"""Campaign lookups: by name, line counts from the shards' counters, the shards a resume takes up again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
-
-from sqlalchemy import Connection, Select, and_, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlmodel import Session
 
 from pisar.catalog.db import get_engine
@@ -72,31 +69,3 @@ def shards_to_resume(url: str, campaign_id: int) -> list[int]:
 def _shard_ids(url: str, condition) -> list[int]:  # noqa: ANN001 - a SQLAlchemy clause
     with get_engine(url).connect() as conn:
         return list(conn.execute(select(_SHARD.c.id).where(condition).order_by(_SHARD.c.index)).scalars())
-
-
-def held_by_a_worker(now: datetime):  # noqa: ANN201 - a SQLAlchemy where-clause on shard
-    """Shards running under a lease that has not expired at ``now``: a live worker is on them."""
-    return and_(_SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until >= now)
-
-
-def mark_queued(url: str, campaign_id: int, shard_ids: Iterable[int], reset_attempts: bool) -> int:
-    """Set shards to ``queued`` before their messages are sent (so a fast worker's claim is never overwritten)."""
-    return move_shards(url, campaign_id, shard_ids, {"state": ShardState.QUEUED.value, "queued_at": utcnow()}, reset_attempts)
-
-
-def move_shards(url: str, campaign_id: int, shard_ids: Iterable[int], values: dict[str, object], reset_attempts: bool) -> int:
-    """Set ``values`` on these shards of a campaign, except those a live worker holds; one transaction.
-    Returns how many changed."""
-    ids = list(shard_ids)
-    now = utcnow()
-    values = {**values, "attempts": 0} if reset_attempts else values
-    live = held_by_a_worker(now)
-    changed = 0
-    with get_engine(url).begin() as conn:
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            changed += conn.execute(
-                update(_SHARD).where(_SHARD.c.campaign_id == campaign_id, _SHARD.c.id.in_(chunk), ~live).values(**values)
-            ).rowcount
-        conn.execute(update(Campaign.__table__).where(Campaign.__table__.c.id == campaign_id).values(updated_at=now))
-    return changed

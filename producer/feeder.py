@@ -13,24 +13,23 @@ Redis therefore holds at most the high-water mark per priority in use (flat, wha
 size), and an urgent campaign's shards go out at once on a list the workers pop first, so it
 overtakes a running large campaign after the shards already on a GPU.
 
-It runs in `pisar feed` (a loop every ``feed_interval_seconds``, which also reaps dead workers'
-shards), and once at the end of `submit`, `resume` and `retry`, so small campaigns start at once
-without it. Two feeders are safe: a Redis lock per queue makes each top-up one at a time, and the
-pick of pending shards is a conditional UPDATE.
+It runs in `pisar feed` (``producer/feed_loop.py``: a loop every ``feed_interval_seconds``, which
+also reaps dead workers' shards), and once at the end of `submit`, `resume` and `retry`, so small
+campaigns start at once without it. Two feeders are safe: a Redis lock per queue makes each top-up
+one at a time, and the pick of pending shards is a conditional UPDATE (``shards.publish_next``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import select
 
+from pisar.catalog import shards
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Shard, ShardState, utcnow
-from pisar.producer.campaigns import move_shards
+from pisar.catalog.models import Campaign, Shard, ShardState
 from pisar.producer.publish import send, shard_label
 from pisar.queue import require_redis, waiting_by_priority
 from pisar.settings import Settings
@@ -55,11 +54,6 @@ class TopUp:
     def describe(self) -> str:
         campaigns = ", ".join(f"{n} of {name}" for name, n in self.by_campaign.items())
         return f"queue '{self.queue}': {self.waiting} waiting, published {self.sent} ({campaigns})"
-
-
-def release(url: str, campaign_id: int, shard_ids: Iterable[int], reset_attempts: bool) -> int:
-    """Put shards back in line as ``pending`` for the feeder (resume, retry); a live worker's shard is left alone."""
-    return move_shards(url, campaign_id, shard_ids, {"state": ShardState.PENDING.value}, reset_attempts)
 
 
 def _has_pending():  # noqa: ANN202 - a SQLAlchemy EXISTS clause
@@ -117,22 +111,20 @@ def _pending_priorities(url: str, queue: str) -> list[int]:
 def _publish_next(settings: Settings, queue: str, priority: int, room: int, result: TopUp) -> int:
     """Move up to ``room`` pending shards of one priority to ``queued`` and send them; returns how many were sent.
 
-    The catalog says queued before the message exists, so a fast worker's claim is never
-    overwritten; if sending fails, the shards that were not sent go back to pending.
+    If sending fails, the shards that were not sent go back to pending.
     """
-    picked = pick_pending(settings.catalog_url, queue, priority, room)
+    picked = shards.publish_next(settings.catalog_url, queue, priority, room)
     by_campaign: dict[int, list[tuple[int, str]]] = defaultdict(list)
     names = {}
-    for shard_id, campaign_id, name, index, lines in picked:
-        by_campaign[campaign_id].append((shard_id, shard_label(name, index, lines)))
-        names[campaign_id] = name
+    for shard in picked:
+        by_campaign[shard.campaign_id].append((shard.shard_id, shard_label(shard.campaign_name, shard.index, shard.line_count)))
+        names[shard.campaign_id] = shard.campaign_name
     sent = 0
     for campaign_id, labels in by_campaign.items():
         try:
             send(settings, campaign_id, queue, priority, labels)
         except Exception:
-            unsent = [shard_id for shard_id, *_ in picked][sent:]
-            _back_to_pending(settings.catalog_url, unsent)
+            shards.unpublish(settings.catalog_url, [shard.shard_id for shard in picked][sent:])
             raise
         sent += len(labels)
         result.by_campaign[names[campaign_id]] = result.by_campaign.get(names[campaign_id], 0) + len(labels)
@@ -140,43 +132,14 @@ def _publish_next(settings: Settings, queue: str, priority: int, room: int, resu
     return sent
 
 
-def pick_pending(url: str, queue: str, priority: int, limit: int) -> list[tuple[int, int, str, int, int]]:
-    """Mark the next ``limit`` pending shards of ``queue`` at ``priority`` queued: oldest campaign, then shard order.
-
-    Returns ``(shard_id, campaign_id, campaign_name, index, line_count)`` in that order.
-    """
-    if limit <= 0:
-        return []
-    candidates = (
-        select(_SHARD.c.id)
-        .join(_CAMPAIGN, _CAMPAIGN.c.id == _SHARD.c.campaign_id)
-        .where(_CAMPAIGN.c.queue == queue, _CAMPAIGN.c.priority == priority, _SHARD.c.state == ShardState.PENDING.value)
-        .order_by(_SHARD.c.campaign_id, _SHARD.c.index)
-        .limit(limit)
-        .with_for_update(of=_SHARD, skip_locked=True)
-    )
-    with get_engine(url).begin() as conn:
-        ids = list(conn.execute(candidates).scalars())
-        if not ids:
-            return []
-        conn.execute(
-            update(_SHARD)
-            .where(and_(_SHARD.c.id.in_(ids), _SHARD.c.state == ShardState.PENDING.value))
-            .values(state=ShardState.QUEUED.value, queued_at=utcnow())
-        )
-        rows = conn.execute(
-            select(_SHARD.c.id, _SHARD.c.campaign_id, _CAMPAIGN.c.name, _SHARD.c.index, _SHARD.c.line_count)
-            .join(_CAMPAIGN, _CAMPAIGN.c.id == _SHARD.c.campaign_id)
-            .where(_SHARD.c.id.in_(ids))
-            .order_by(_SHARD.c.campaign_id, _SHARD.c.index)
-        ).all()
-    return [tuple(row) for row in rows]
-
-
-def _back_to_pending(url: str, shard_ids: list[int]) -> None:
-    with get_engine(url).begin() as conn:
-        conn.execute(
-            update(_SHARD)
-            .where(_SHARD.c.id.in_(shard_ids), _SHARD.c.state == ShardState.QUEUED.value)
-            .values(state=ShardState.PENDING.value)
-        )
+def describe_published(fed: list[TopUp], campaign: Campaign, wanted: int | None = None) -> str:
+    """``"12 published to 'q'"`` over these top-ups, and who publishes the rest (of ``wanted``,
+    default every shard) when the window is full."""
+    sent = sum(f.by_campaign.get(campaign.name, 0) for f in fed)
+    text = f"{sent} published to '{campaign.queue}'"
+    last = fed[-1]
+    if last.busy:
+        return text + " (a running `pisar feed` publishes the rest)"
+    if sent < (campaign.shard_count if wanted is None else wanted):
+        text += f"; `pisar feed` publishes the rest as workers drain the queue ({last.waiting + last.sent} waiting now)"
+    return text

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select, text, update
 
+from pisar.catalog import shards
 from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, ListingPart, Shard, ShardState, utcnow
+from pisar.catalog.models import Campaign, ListingPart, Shard, utcnow
 from pisar.errors import PisarError
 from pisar.storage import KeyRange, Storage, describe_skipped, skip_reason
 
@@ -153,25 +154,20 @@ def _list_range(  # noqa: PLR0913
     _write(url, campaign_id, part.id, ready, indexes, after=after, carry=[], keys=keys + len(carry), skipped=skipped, done=True)
 
 
-def _write(url: str, campaign_id: int, part_id: int, shards: list[list[str]], indexes: _Indexes, **progress: object) -> None:
+def _write(url: str, campaign_id: int, part_id: int, listed: list[list[str]], indexes: _Indexes, **progress: object) -> None:
     """Full shards listed since the last write, with their lines, and the range's progress: one transaction."""
     progress["skipped"] = dict(progress["skipped"])  # type: ignore[call-overload]
     with get_engine(url).begin() as conn:
-        if shards:
-            first = indexes.take(len(shards))
-            rows = [
-                {"campaign_id": campaign_id, "index": first + i, "state": ShardState.PENDING.value, "line_count": len(keys)}
-                for i, keys in enumerate(shards)
-            ]
-            ids = conn.execute(insert(_SHARD).returning(_SHARD.c.id, sort_by_parameter_order=True), rows).scalars().all()
-            insert_pending_lines(conn, campaign_id, ((shard_id, key) for shard_id, keys in zip(ids, shards, strict=True) for key in keys))
+        if listed:
+            ids = shards.insert_listed(conn, campaign_id, indexes.take(len(listed)), [len(keys) for keys in listed])
+            insert_pending_lines(conn, campaign_id, ((shard_id, key) for shard_id, keys in zip(ids, listed, strict=True) for key in keys))
         conn.execute(update(_PART).where(_PART.c.id == part_id).values(**progress))
 
 
 def _close(url: str, campaign_id: int, seconds: float) -> Listed:
     """Every range is listed: the campaign's totals, and the time its listing ended."""
     with get_engine(url).begin() as conn:
-        keys, shards = conn.execute(
+        keys, shard_total = conn.execute(
             select(func.coalesce(func.sum(_SHARD.c.line_count), 0), func.count()).where(_SHARD.c.campaign_id == campaign_id)
         ).one()
         skipped: Counter[str] = Counter()
@@ -180,9 +176,11 @@ def _close(url: str, campaign_id: int, seconds: float) -> Listed:
         conn.execute(
             update(_CAMPAIGN)
             .where(_CAMPAIGN.c.id == campaign_id)
-            .values(line_count=int(keys), shard_count=int(shards), skipped_files=dict(skipped), listed_at=utcnow(), updated_at=utcnow())
+            .values(
+                line_count=int(keys), shard_count=int(shard_total), skipped_files=dict(skipped), listed_at=utcnow(), updated_at=utcnow()
+            )
         )
-    return Listed(keys=int(keys), shards=int(shards), skipped=skipped, seconds=seconds)
+    return Listed(keys=int(keys), shards=int(shard_total), skipped=skipped, seconds=seconds)
 
 
 class _Indexes:

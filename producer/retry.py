@@ -8,7 +8,7 @@ Selectors (any together):
 - ``failed``: lines not read yet in failed or quarantined shards;
 - ``errors``: lines that errored with one of these classes;
 - ``below_confidence``: ok lines under this confidence;
-- ``flags``: ok lines with one of these generation-failure flags;
+- ``flags``: ok lines with one of these flags (``pisar/flags.py``: max_length, repetition, empty, unstorable_text);
 - ``shards``: with none of the above, every line of these shards; with them, only theirs in these shards.
 With no selector at all: ``failed`` plus every errored line except ``WorkerCrash`` (those would
 only crash a worker again; name the class with ``errors`` to retry them anyway).
@@ -23,17 +23,17 @@ from typing import Any
 
 from sqlalchemy import and_, false, func, insert, literal, or_, select, update
 
+from pisar.catalog import shards
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Retry, Shard, ShardState, utcnow
+from pisar.catalog.shards import held_by_a_worker
 from pisar.errors import ConfigError, WorkerCrash
+from pisar.flags import KNOWN_FLAGS
 from pisar.model_ref import ModelRef
-from pisar.producer.campaigns import held_by_a_worker
-from pisar.worker.flags import MAX_LENGTH, REPETITION
 
 _LINE = Line.__table__
 _SHARD = Shard.__table__
 _RETRY = Retry.__table__
-KNOWN_FLAGS = (MAX_LENGTH, REPETITION)
 EXAMPLES = 5
 
 
@@ -165,7 +165,7 @@ def requested_by() -> str:
 def apply(url: str, campaign_id: int, selector: RetrySelector, model: ModelRef | None) -> tuple[int | None, RetryPlan]:
     """Record the retry, mark its lines and set each shard's model; returns the retry id and what it covers.
 
-    The caller then queues the shards (``mark_queued`` + publish, or runs them in process). A
+    The caller then puts the shards back in line (``shards.reopen``) for the feeder, or runs them in process. A
     selector that picks nothing records nothing (the id is ``None``).
     """
     selection = _Selection.of(campaign_id, selector)
@@ -189,7 +189,5 @@ def apply(url: str, campaign_id: int, selector: RetrySelector, model: ModelRef |
             .returning(_RETRY.c.id)
         ).scalar_one()
         conn.execute(update(_LINE).where(selection.chosen).values(retry_id=retry_id))
-        for start in range(0, len(covered.shard_ids), 1000):
-            chunk = covered.shard_ids[start : start + 1000]
-            conn.execute(update(_SHARD).where(_SHARD.c.id.in_(chunk)).values(model_id=model_id, model_revision=model_revision))
+        shards.override_model(conn, covered.shard_ids, model_id, model_revision)
     return retry_id, covered

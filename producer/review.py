@@ -123,7 +123,7 @@ img {{ max-width: 900px; max-height: 120px; }} .text {{ font-size: 1.2em; }} .n 
 <p>{len(rows)} lines, from the least to the most confident. In <code>corrections.csv</code>, set
 <code>status</code> to <code>ok</code> when the text is right, or correct <code>text</code> and set
 <code>fixed</code>; rows left at <code>todo</code> are ignored. Then run
-<code>pisar review import {html.escape(campaign)} corrections.csv</code>.</p>
+<code>pisar review-import corrections.csv</code>.</p>
 <table><tr><th>#</th><th>image</th><th>text</th><th>confidence</th><th>key</th></tr>
 {body}
 </table></body></html>

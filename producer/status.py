@@ -10,7 +10,8 @@ from sqlalchemy import Select, func, or_, select
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineStatus, Retry, Shard, ShardState, utcnow
-from pisar.producer.campaigns import held_by_a_worker, line_counts
+from pisar.catalog.shards import held_by_a_worker
+from pisar.producer.campaigns import line_counts
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
@@ -31,6 +32,7 @@ class CampaignStatus:
     lines_total: int  # listed so far, while ``listing_done`` is false
     lines: dict[str, int]
     shards: dict[str, int]
+    empty_lines: int = 0  # ok lines read as empty or blank (flag ``empty``): likely misses, `retry --flag empty`
     error_classes: list[dict[str, Any]] = field(default_factory=list)
     shard_errors: list[dict[str, Any]] = field(default_factory=list)
     listing_done: bool = True
@@ -104,9 +106,11 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         stale = conn.execute(
             select(func.count()).where(_SHARD.c.campaign_id == cid, _SHARD.c.state == ShardState.RUNNING.value, _SHARD.c.lease_until < now)
         ).scalar_one()
-        duplicates = conn.execute(
-            select(func.coalesce(func.sum(_SHARD.c.duplicate_deliveries), 0)).where(_SHARD.c.campaign_id == cid)
-        ).scalar_one()
+        duplicates, empty = conn.execute(
+            select(func.coalesce(func.sum(_SHARD.c.duplicate_deliveries), 0), func.coalesce(func.sum(_SHARD.c.empty_lines), 0)).where(
+                _SHARD.c.campaign_id == cid
+            )
+        ).one()
         awaiting = conn.execute(awaiting_retry_statement(cid)).scalar_one()
         retries = conn.execute(
             select(_RETRY.c.id, _RETRY.c.created_at, _RETRY.c.requested_by, _RETRY.c.selector, _RETRY.c.model_id, _RETRY.c.line_count)
@@ -134,6 +138,7 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         listing_done=campaign.listed_at is not None,
         lines={s.value: lines.get(s.value, 0) for s in LineStatus},
         shards={s.value: shards.get(s.value, 0) for s in ShardState},
+        empty_lines=int(empty),
         error_classes=[{"error_class": c, "count": n, "example_key": k} for c, n, k in errors],
         shard_errors=[{"shard": i, "state": st, "attempts": a, "error": e} for i, st, a, e in shard_errors],
         lines_per_second_recent=recent_rate,

@@ -95,6 +95,32 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
     return campaign, listed
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A new campaign, its listing, and what the submit published while it listed."""
+
+    campaign: Campaign
+    listing: Listed
+    published: str  # ``describe_published``
+
+    def describe(self) -> str:
+        campaign = self.campaign
+        return (
+            f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {self.published} "
+            f"(skipped files: {self.listing.describe_skipped()})"
+        )
+
+
+def submit_and_publish(settings: Settings, request: SubmitRequest) -> Submitted:
+    """`pisar submit`: create the campaign, publishing the shards listed so far every few seconds, and once more at the end."""
+    from pisar.producer.feeder import describe_published, top_up
+
+    fed = []
+    campaign, listing = create_campaign(settings, request, tick=lambda: fed.append(top_up(settings, request.queue)))
+    fed.append(top_up(settings, campaign.queue))
+    return Submitted(campaign, listing, describe_published(fed, campaign))
+
+
 def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], None] | None = None) -> Listed:
     """Go on with a listing that was interrupted, from where each key range stopped."""
     storage = open_storage(campaign.source_url, settings)

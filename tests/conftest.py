@@ -66,6 +66,26 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, print_lines: Path) -> P
 
 
 @pytest.fixture(scope="session")
+def byte_model(tmp_path_factory: pytest.TempPathFactory, print_lines: Path) -> Path:
+    """The same architecture over a byte-level BPE vocabulary, as TrOCR decoders have: its noise holds
+    NUL, ESC and other control bytes, and invalid UTF-8 (decoded as U+FFFD)."""
+    return build_random_model(tmp_path_factory.mktemp("model") / "bytes", read_texts([print_lines]), preset="test-bytes")
+
+
+@pytest.fixture(scope="session")
+def empty_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """The tiny model told to end every line at once: each reading is empty (its end token forced at the first step)."""
+    import json
+
+    folder = copy_tree(tiny_model, tmp_path_factory.mktemp("model") / "empty")
+    config_path = folder / "generation_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(max_new_tokens=1, min_new_tokens=0, forced_eos_token_id=config["eos_token_id"])
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def redis_service() -> Iterator[Service]:
     service = ensure_redis()
     yield service

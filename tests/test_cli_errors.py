@@ -108,6 +108,15 @@ def test_worker_refuses_settings_that_would_redeliver_running_shards(embedded_en
     assert_one_line_error(run_pisar(["worker"], env, timeout=60), "visibility_timeout (600s) must be at least the shard lease (3600s)")
 
 
+def test_worker_with_a_preload_model_it_cannot_serve_fails_at_start(embedded_env: dict[str, str], redis_service, tiny_model) -> None:  # noqa: ANN001
+    """`--model` says what the node must serve: a device it lacks refuses the start, before any message is taken."""
+    env = {**embedded_env, "PISAR_REDIS_URL": redis_service.url, "PISAR_DEVICE": "cuda"}
+    result = run_pisar(["worker", "--model", str(tiny_model)], env, timeout=60)
+    assert_one_line_error(result, "PISAR_DEVICE=cuda but this PyTorch build has no CUDA support")
+    assert result.returncode == 3 and "cannot serve" in result.stderr
+    assert "celery" not in result.stdout.lower()  # Celery never started: no banner, no consumer
+
+
 def test_delivery_guard_names_each_unsafe_setting() -> None:
     from pisar.queue import configure, delivery_problems
     from pisar.settings import Settings

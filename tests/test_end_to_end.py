@@ -37,8 +37,8 @@ def bare_engine_lines_per_second(model: Path, paths: list[Path]) -> float:
     import torch
 
     from pisar import model_ref
+    from pisar.images import ImageLimits, decode_line
     from pisar.worker.engine import Engine
-    from pisar.worker.images import ImageLimits, decode_line
 
     torch.set_num_threads(2)
     engine = Engine(model_ref.resolve(model_ref.parse(str(model))), device="cpu", dtype="float32")
@@ -101,7 +101,7 @@ def test_campaign_end_to_end(
     assert sum(r.line_count for r in shard_rows) == total
     assert campaign.skipped_files == {".gt.txt": 830}
     assert campaign.model_revision.startswith("sha256:")
-    assert campaign.confidence_formula == "geomean_text_token_prob_v1"
+    assert campaign.confidence_formula == "geomean_text_token_prob_v2"
     assert campaign.preprocessing["size"] == {"height": 182, "width": 1022}
     assert len({r.worker.rsplit(":", 1)[0] for r in shard_rows}) == 2, "both workers should have taken shards"
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pisar import model_ref
+from pisar.images import ImageLimits, decode_line_image
 from pisar.worker.engine import Engine, Recognition
-from pisar.worker.images import ImageLimits, decode_line_image
 from tests.reference import CardLoop
 
 LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pisar.errors import LineError
-from pisar.worker.images import ImageLimits, decode_line, decode_line_image
+from pisar.images import ImageLimits, decode_line, decode_line_image
 from tests.hostile import hostile_files, png_bytes, variants
 
 LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)

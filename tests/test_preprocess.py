@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pisar import model_ref
+from pisar.images import ImageLimits, decode_line
 from pisar.processor import load_processor
-from pisar.worker.images import ImageLimits, decode_line
 from pisar.worker.preprocess import LinePreprocessor
 
 LIMITS = ImageLimits(89_478_485, 4, 16_384)

@@ -56,7 +56,7 @@ def test_review_package_then_import_as_ground_truth(print_lines: Path, embedded_
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    imported = run_pisar(["review", "import", str(package / "corrections.csv")], embedded_env)
+    imported = run_pisar(["review-import", str(package / "corrections.csv")], embedded_env)
     assert imported.returncode == 0, imported.stderr
     assert "6 reviewed lines (1 corrected)" in imported.stderr and "14 rows left at todo" in imported.stderr
 
@@ -70,6 +70,6 @@ def test_review_package_then_import_as_ground_truth(print_lines: Path, embedded_
 def test_import_refuses_a_sheet_that_points_outside_its_folder(tmp_path: Path, embedded_env: dict[str, str]) -> None:
     sheet = tmp_path / "corrections.csv"
     sheet.write_text("key,image,confidence,band,status,text,model_text\n../../etc/x.png,images/a.png,0.5,1,ok,t,t\n", encoding="utf-8")
-    done = run_pisar(["review", "import", str(sheet)], embedded_env)
+    done = run_pisar(["review-import", str(sheet)], embedded_env)
     assert done.returncode != 0 and "points outside" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path.parent / "etc").exists()

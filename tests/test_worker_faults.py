@@ -114,7 +114,7 @@ def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
     for orphan_id, _ in orphans:  # the fault shows: two runs, finished by the survivor
         assert (shards[orphan_id].attempts, shards[orphan_id].worker.split("@")[0]) == (2, "survivor")
     assert sorted(r.attempts for r in shards.values()) == [1, 1, 2, 2]
-    assert "reaped 1 shards back to the queue" in (tmp_path / "reaper.log").read_text(encoding="utf-8")
+    assert "reaped 1 shards back in line" in (tmp_path / "reaper.log").read_text(encoding="utf-8")
     campaign.report("kill-9-twice", LINES, killed_at, attempts=sorted(r.attempts for r in shards.values()))
     fault_free.assert_read_whole(campaign)
 
@@ -456,3 +456,119 @@ def test_hostile_files_mixed_into_a_campaign_get_their_outcomes_and_kill_no_work
     assert notes["exif-rotated.jpg"] == "EXIF orientation 6 applied"
     assert notes["rgba-transparent-page.png"] == "transparency composited on white"
     fault_free.assert_same_texts({k: r.text for k, r in rows.items() if k in fault_free.paths})
+
+
+def subset(fault_free: FaultFree, count: int) -> dict[str, bytes]:
+    """The first ``count`` of the campaign's lines: the lifecycle faults need a few shards, not 500 lines."""
+    return dict(sorted(fault_free.objects().items())[:count])
+
+
+def test_a_commit_the_catalog_refuses_fails_its_shard_then_quarantines_it(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    byte_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    """Issue 17's stall, as it was: the byte-level model writes NUL, Postgres's COPY refuses it inside the
+    commit (a real ``DataError``, the replacement turned off by a hook). Each shard fails with that
+    message, is retried and quarantined; none is left running. A retry on a worker that replaces
+    NUL with U+FFFD then reads every line."""
+    env = {**distributed_env, "PISAR_MAX_ATTEMPTS": "2"}
+    objects = subset(fault_free, 100)
+    campaign = submit(s3, env, "refused", objects, byte_model, 25)
+    raw = start_worker(with_hooks(env, keep_unstorable="1"), "raw")
+    wait_until(lambda: set(campaign.states()) <= {"done", "quarantined"}, 120, "every shard to end done or quarantined")
+    with campaign.engine.connect() as conn:
+        shards = conn.execute(select(SHARDS)).all()
+    quarantined = [r for r in shards if r.state == "quarantined"]
+    assert quarantined, "the byte model's noise holds NUL in some line of every few"
+    for row in quarantined:  # failed with the catalog's own words, twice, and released nothing half-written
+        assert row.error.startswith("DataError") and "NUL" in row.error, row.error
+        assert (row.attempts, row.lease_until, row.ok_lines + row.error_lines) == (2, None, 0)
+    raw.send_signal(signal.SIGTERM)
+    assert raw.wait(timeout=60) == 0
+
+    start_worker(env, "fixed")
+    retried = run_pisar(["retry", "refused"], env)
+    assert retried.returncode == 0, retried.stderr
+    wait_until(lambda: campaign.states() == {"done": len(shards)}, 120, "every shard done after the retry")
+    campaign.assert_every_line_once(len(objects))
+    with campaign.engine.connect() as conn:
+        lines = conn.execute(select(LINE_TABLE.c.status, LINE_TABLE.c.text, LINE_TABLE.c.flags)).all()
+    assert {r.status for r in lines} == {"ok"}
+    assert not any("\x00" in r.text for r in lines)
+    flagged = sum("unstorable_text" in (r.flags or "") for r in lines)
+    assert flagged > 0
+    campaign.report("commit-refused", len(objects), quarantined_shards=len(quarantined), unstorable_lines=flagged)
+
+
+def test_a_commit_that_hangs_is_ended_by_the_server_and_its_shard_released(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    """The worker stalls for 8 s inside its first commit, holding the lines' locks. Postgres ends the
+    transaction after PISAR_COMMIT_TIMEOUT_SECONDS (2 s) idle, freeing them; the worker finds its
+    connection gone (an outage), releases the shard with the attempt refunded, and reads it again."""
+    env = {
+        **distributed_env,
+        "PISAR_LEASE_SECONDS": str(LEASE),
+        "PISAR_COMMIT_TIMEOUT_SECONDS": "2",
+        "PISAR_OUTAGE_RETRY_SECONDS": "2",
+        "PISAR_BATCH_SIZE": "4",
+    }
+    objects = subset(fault_free, 100)
+    campaign = submit(s3, env, "hang", objects, tiny_model, 25)
+    worker = start_worker(with_hooks(env, commit_hang_seconds="8"), "stalling")
+    started = now()
+    wait_until(lambda: campaign.states() == {"done": 4}, 180, "every shard done after the hung commit")
+    assert worker.poll() is None
+    log = (tmp_path / "stalling.log").read_text(encoding="utf-8")
+    assert "(stalled); released for another run" in log, log[-3000:]
+    with campaign.engine.connect() as conn:
+        rows = conn.execute(select(SHARDS.c.attempts, SHARDS.c.error)).all()
+    assert {r.attempts for r in rows} == {1}  # the hung run's attempt was refunded
+    campaign.report("commit-hang", len(objects), started, hang_s=8, commit_timeout_s=2)
+    campaign.assert_every_line_once(len(objects))
+    fault_free.assert_same_texts(campaign.texts())
+
+
+def test_a_worker_that_cannot_serve_gives_its_shard_back_and_exits(
+    s3,  # noqa: ANN001
+    distributed_env,  # noqa: ANN001
+    start_worker,  # noqa: ANN001
+    tiny_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    """A node told to use a GPU it does not have (PISAR_DEVICE=cuda on this CPU machine) claims a shard,
+    fails to load its model, gives the shard back unspent, stops consuming and exits non-zero; the
+    healthy worker finishes the campaign with no shard failed or quarantined."""
+    objects = subset(fault_free, 100)
+    campaign = submit(s3, distributed_env, "broken", objects, tiny_model, 25)
+    started = time.monotonic()
+    broken = start_worker({**distributed_env, "PISAR_DEVICE": "cuda"}, "broken")
+    code = broken.wait(timeout=60)
+    exit_s = time.monotonic() - started
+    assert code == 3, (tmp_path / "broken.log").read_text(encoding="utf-8")[-3000:]
+    log = (tmp_path / "broken.log").read_text(encoding="utf-8")
+    assert "cannot serve" in log and "PISAR_DEVICE=cuda but no CUDA device is visible" in log
+    with campaign.engine.connect() as conn:
+        rows = conn.execute(select(SHARDS)).all()
+    claimed = [r for r in rows if r.started_at is not None]
+    assert [(r.state, r.attempts, r.lease_until, r.worker) for r in claimed] == [("queued", 0, None, None)]  # its one shard, back unspent
+    assert {r.state for r in rows} == {"queued"}  # the rest never claimed: the worker stopped taking work
+
+    start_worker(distributed_env, "healthy")
+    wait_until(lambda: campaign.states() == {"done": 4}, 180, "the healthy worker to finish the campaign")
+    with campaign.engine.connect() as conn:
+        rows = conn.execute(select(SHARDS.c.attempts, SHARDS.c.worker)).all()
+    assert {r.attempts for r in rows} == {1} and all(r.worker.startswith("healthy") for r in rows)
+    campaign.report("worker-cannot-serve", len(objects), broken_exit_code=code, broken_exit_s=round(exit_s, 1))
+    campaign.assert_every_line_once(len(objects))
+    fault_free.assert_same_texts(campaign.texts())

@@ -1,9 +1,12 @@
 """The inference engine: one VisionEncoderDecoderModel, batched generate, per-line confidence.
 
-Confidence (``geomean_text_token_prob_v1``): for each line, the geometric mean over generated
+Confidence (``geomean_text_token_prob_v2``): for each line, the geometric mean over generated
 text tokens of the probability the model gave the chosen token (softmax of its raw logits,
 before logits processors), and the minimum of those probabilities. Special tokens (start, end,
-padding) are excluded. An empty transcription has no confidence (``None``).
+padding) are excluded. A line with no text token (an empty reading) takes the probability of the
+end token at the step it was chosen, the first, as both: how sure the model is that the line is
+empty, so `retry --below-confidence` and `export --min-confidence` see it (v1 left it ``None``).
+A model that never emits its end token leaves an empty line with no confidence.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import torch
 from PIL import Image
 
 from pisar.errors import FatalError, GenerationFailed, LineError
+from pisar.flags import generation_flags
 from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
 from pisar.worker.attention import use_sdpa
 from pisar.worker.batch_size import MemoryCost
-from pisar.worker.flags import generation_flags
 from pisar.worker.preprocess import LinePreprocessor
 
 log = logging.getLogger(__name__)
@@ -249,24 +252,28 @@ class Engine:
         text_mask = ~torch.isin(chosen, self._special_ids)
         is_eos = torch.isin(chosen, self._eos_ids)
         ended = is_eos.any(dim=1)
+        end_log_prob = log_probs.gather(1, is_eos.int().argmax(dim=1, keepdim=True)).squeeze(1)  # at the first end token
         if greedy:  # a row's useful steps run up to and including its first end token
             rows, steps_paid = chosen.shape
             self.steps.paid += rows * steps_paid
             self.steps.useful += int(torch.where(ended, is_eos.int().argmax(dim=1) + 1, steps_paid).sum())
         # One copy to the host per batch: indexing GPU tensors row by row would wait on the device per line.
-        chosen, text_mask, log_probs = chosen.cpu(), text_mask.cpu(), log_probs.cpu()
+        chosen, text_mask, log_probs, end_log_prob = chosen.cpu(), text_mask.cpu(), log_probs.cpu(), end_log_prob.cpu()
         ended = ended.tolist()
         results = []
         for i, text in enumerate(texts):
-            flags = generation_flags(chosen[i][text_mask[i]].tolist(), ended[i])
-            results.append(replace(_confidence(text, log_probs[i][text_mask[i]]), flags=flags))
+            flags = generation_flags(text, chosen[i][text_mask[i]].tolist(), ended[i])
+            end = float(end_log_prob[i]) if ended[i] else None
+            results.append(replace(_confidence(text, log_probs[i][text_mask[i]], end), flags=flags))
         return results
 
 
-def _confidence(text: str, log_probs: torch.Tensor) -> Recognition:
+def _confidence(text: str, log_probs: torch.Tensor, end_log_prob: float | None) -> Recognition:
+    """The line's confidence from its text tokens' log-probabilities; with none, the end token's (see the module docstring)."""
     count = int(log_probs.numel())
     if count == 0:
-        return Recognition(text=text, confidence=None, min_token_prob=None, token_count=0)
+        sure = math.exp(end_log_prob) if end_log_prob is not None else None
+        return Recognition(text=text, confidence=sure, min_token_prob=sure, token_count=0)
     return Recognition(
         text=text,
         confidence=math.exp(float(log_probs.mean())),

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from pisar.errors import LineError, UnreadableImage
+from pisar.images import ImageLimits, decode_line
 from pisar.storage import Storage
-from pisar.worker.images import ImageLimits, decode_line
 
 
 @dataclass

@@ -4,17 +4,20 @@ Leases can then be short (``lease_seconds``, minutes), so a killed worker's shar
 quickly, yet a shard that takes longer than one lease is never taken from a live worker. The
 heartbeat runs in a thread because ``generate()`` holds the worker's main thread for seconds at a
 time; torch releases the GIL while it computes, so the beat keeps time.
+
+The beat goes on through the commit, but only for the commit's timeout (``renew_for``): a worker
+whose commit hangs for longer stops holding its shard, and the reaper gives it to another.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
-from sqlalchemy.exc import DBAPIError
-
-from pisar.worker import store
-from pisar.worker.store import Claim
+from pisar.catalog import shards
+from pisar.catalog.shards import Claim
+from pisar.errors import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ class LeaseKeeper:
         self.url, self.held, self.lease_seconds = url, held, lease_seconds
         self.interval = interval if interval is not None else lease_seconds / 3
         self.lost = threading.Event()
+        self._until: float | None = None  # monotonic time after which the beat stops renewing
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"pisar-lease-{held.shard_id}", daemon=True)
 
@@ -46,12 +50,23 @@ class LeaseKeeper:
         if self.lost.is_set():
             raise LeaseLost(f"shard {self.held.shard_id} was claimed again by another worker")
 
+    def renew_for(self, seconds: float) -> None:
+        """Keep renewing for at most ``seconds`` more (the commit's timeout), then let the lease run out."""
+        self._until = time.monotonic() + seconds
+
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
+            if self._until is not None and time.monotonic() > self._until:
+                log.warning("shard %s: the commit outlasted its timeout; the lease is no longer renewed", self.held.shard_id)
+                return
             try:
-                if not store.renew(self.url, self.held, self.lease_seconds):
-                    log.warning("shard %s: lease taken by a newer claim; stopping this run", self.held.shard_id)
+                if not shards.renew(self.url, self.held, self.lease_seconds):
+                    if not self._stop.is_set():  # (a beat that lands just after this run's own commit finds it done)
+                        log.warning("shard %s: the lease is no longer this run's (a newer claim, or its commit)", self.held.shard_id)
                     self.lost.set()
                     return
-            except DBAPIError as exc:  # a catalog outage: two more beats fit in the lease, keep trying
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                # a catalog outage: two more beats fit in the lease, keep trying
                 log.warning("shard %s: lease renewal failed (%s); retrying", self.held.shard_id, type(exc).__name__)

@@ -1,6 +1,11 @@
 """Running one shard: claim, fetch and preprocess ahead, batched generate, one fenced commit.
 
-The same ``ShardRunner.run`` serves the Celery task and the embedded ``pisar run``.
+The same ``ShardRunner.run`` serves the Celery task and the embedded ``pisar run``. Whatever happens,
+a claimed shard ends in a recorded state (``pisar/catalog/shards.py``), chosen by the type of what
+went wrong: a bad line is that line's error; an outage (``pisar.errors.is_outage``) or a stopping
+worker releases the shard without spending an attempt; a node that cannot serve (``FatalError``)
+releases it and says so, so the worker stops taking work; anything else fails the shard with its
+message, and it is retried until quarantined.
 """
 
 from __future__ import annotations
@@ -9,29 +14,52 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlmodel import Session
 
+from pisar.catalog import shards
 from pisar.catalog.bulk import LineResult
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, LineStatus, utcnow
-from pisar.errors import LineError, TransientError
+from pisar.catalog.shards import Claim, RunFacts
+from pisar.errors import FatalError, LineError, is_outage
+from pisar.flags import join_flags
+from pisar.images import ImageLimits
 from pisar.model_ref import ModelRef
 from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
-from pisar.worker import metrics, stopping, store
+from pisar.worker import metrics, stopping
 from pisar.worker.engine import Engine, Recognition, apply_process_settings
 from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
-from pisar.worker.images import ImageLimits
 from pisar.worker.lease import LeaseKeeper, LeaseLost
 
 log = logging.getLogger(__name__)
 
 EngineProvider = Callable[[Campaign], Engine]
+T = TypeVar("T")
+
+
+class Outcome(StrEnum):
+    """What became of one delivery of a shard, and so what its message needs."""
+
+    DONE = "done"  # committed
+    SKIPPED = "skipped"  # a duplicate or stale delivery: the shard is done or a live worker holds it
+    FENCED = "fenced"  # a newer claim took the shard; this run wrote nothing
+    FAILED = "failed"  # an error of the shard's own: attempt spent, retried with backoff
+    QUARANTINED = "quarantined"  # the same on the last attempt
+    STALLED = "stalled"  # an outage (catalog, object store): released, retried after PISAR_OUTAGE_RETRY_SECONDS
+    STOPPED = "stopped"  # the worker is stopping: released, sent again at once for another worker
+    BROKEN = "broken"  # this node cannot serve (FatalError): released, sent again at once; the worker exits
+
+
+def retry_delay(attempts: int) -> int:
+    """Seconds before a failed shard is tried again: 5, 10, 20, ... capped at 5 minutes."""
+    return min(300, 5 * 2 ** max(0, attempts - 1))
 
 
 @dataclass
@@ -39,7 +67,7 @@ class ShardOutcome:
     """What happened to one delivery of a shard."""
 
     shard_id: int
-    state: str  # done | skipped | fenced | stalled (outage, released) | stopped (worker stopping, released) | failed | quarantined
+    outcome: Outcome
     lines: int = 0
     ok: int = 0
     errors: int = 0
@@ -48,9 +76,15 @@ class ShardOutcome:
     error: str | None = None
     attempts: int = 0
 
-    @property
-    def retryable(self) -> bool:
-        return self.state in ("failed", "stalled", "stopped")
+    def resend_after(self, settings: Settings) -> float | None:
+        """Seconds until the shard's message should be sent again; ``None`` when nothing more is owed to it."""
+        if self.outcome is Outcome.FAILED:
+            return retry_delay(self.attempts)
+        if self.outcome is Outcome.STALLED:
+            return settings.outage_retry_seconds
+        if self.outcome in (Outcome.STOPPED, Outcome.BROKEN):
+            return 0
+        return None
 
 
 class ShardRunner:
@@ -65,82 +99,127 @@ class ShardRunner:
         apply_process_settings(settings)
         self.pool = ThreadPoolExecutor(max_workers=settings.fetch_threads, thread_name_prefix="pisar-fetch")
         self._storages: dict[str, Storage] = {}
+        self.broken: FatalError | None = None  # set once this node cannot serve: it takes no more shards
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, campaign_id: int, shard_id: int) -> ShardOutcome:
-        """Run one delivery of a shard; never raises for a bad line, returns what happened."""
+        """Run one delivery of a shard; never raises for a bad line or a failed shard, returns what happened."""
         outcome = self._run(campaign_id, shard_id)
-        metrics.SHARDS.labels(outcome.state).inc()
+        metrics.SHARDS.labels(outcome.outcome.value).inc()
         return outcome
 
     def _run(self, campaign_id: int, shard_id: int) -> ShardOutcome:
-        held = store.claim(self.catalog_url, shard_id, self.worker, self.settings.lease_seconds, self.settings.max_attempts)
+        if self.broken is not None:  # a message that reached a broken node before it stopped consuming
+            return ShardOutcome(shard_id, Outcome.BROKEN, error=str(self.broken))
+        try:
+            held = shards.claim(self.catalog_url, shard_id, self.worker, self.settings.lease_seconds, self.settings.max_attempts)
+        except Exception as exc:  # nothing is held yet: an outage waits, anything else means this node cannot use its catalog
+            if is_outage(exc):
+                log.warning("shard %s: catalog unreachable (%s); retrying later", shard_id, type(exc).__name__)
+                return ShardOutcome(shard_id, Outcome.STALLED, error=_describe(exc))
+            self.broken = FatalError(f"cannot claim shards: {_describe(exc)}")
+            log.error("shard %s: %s; this worker stops taking work", shard_id, self.broken)
+            return ShardOutcome(shard_id, Outcome.BROKEN, error=str(self.broken))
         if held is None:
             log.info("shard %s: duplicate or stale delivery, skipped", shard_id)
-            return ShardOutcome(shard_id, "skipped")
+            return ShardOutcome(shard_id, Outcome.SKIPPED)
         if held.campaign_id != campaign_id:
             log.warning("shard %s belongs to campaign %s, not %s as the message said", shard_id, held.campaign_id, campaign_id)
         try:
-            with LeaseKeeper(self.catalog_url, held, self.settings.lease_seconds) as lease:
-                campaign = self._campaign(held.campaign_id)  # the catalog, not the message, says whose shard it is
-                if held.model_id:  # `retry --model`: this shard runs with another model (the copy is detached)
-                    campaign.model_id, campaign.model_revision = held.model_id, held.model_revision or ""
-                engine = self.engines(campaign)
-                keys = store.lines_to_do(self.catalog_url, shard_id)
-                if held.suspect:
-                    log.warning("shard %s: its last worker died; reading it one line at a time", shard_id)
-                probe = partial(store.probe, self.catalog_url, held) if held.suspect else None
-
-                def between_batches() -> None:
-                    lease.check()
-                    stopping.check()
-
-                results, load_s, gen_s = self._transcribe(
-                    keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}), between_batches, probe
-                )
+            return self._run_held(held)
         except LeaseLost as exc:
             log.warning("%s; stopped without writing", exc)
-            return ShardOutcome(shard_id, "fenced", error=str(exc), attempts=held.attempts)
+            return ShardOutcome(shard_id, Outcome.FENCED, error=str(exc), attempts=held.attempts)
         except stopping.WorkerStopping as exc:  # not the shard's fault: no attempt is spent
-            store.release(self.catalog_url, held)
-            log.warning("shard %s: %s; released for another worker", shard_id, exc)
-            return ShardOutcome(shard_id, "stopped", error=str(exc), attempts=held.attempts - 1)
-        except TransientError as exc:  # storage outage: not the shard's fault, so no attempt is spent
-            store.release(self.catalog_url, held)
-            log.warning("shard %s: %s; released, retrying later", shard_id, exc)
-            return ShardOutcome(shard_id, "stalled", error=str(exc), attempts=held.attempts - 1)
-        except Exception as exc:  # noqa: BLE001 - any shard-level failure is recorded, then retried or quarantined
-            message = f"{type(exc).__name__}: {exc}"
-            state = store.fail(self.catalog_url, held, message, self.settings.max_attempts)
-            log.warning("shard %s attempt %s failed (%s): %s", shard_id, held.attempts, state, message)
-            return ShardOutcome(shard_id, state or "fenced", error=message, attempts=held.attempts)
+            return self._release(held, Outcome.STOPPED, exc)
+        except FatalError as exc:  # this node, not the shard: give it back and stop taking work
+            self.broken = exc
+            return self._release(held, Outcome.BROKEN, exc)
+        except Exception as exc:  # noqa: BLE001 - every failure of a held shard ends in a recorded state
+            if is_outage(exc):
+                return self._release(held, Outcome.STALLED, exc)
+            return self._fail(held, exc)
         except BaseException:  # Ctrl-C, SystemExit: hand the shard back instead of holding its lease
-            store.release(self.catalog_url, held)
+            self._settle(partial(shards.release, self.catalog_url, held))
             log.warning("shard %s interrupted and released", shard_id)
             raise
-        model = str(ModelRef.of(campaign.model_id, campaign.model_revision))
-        results = [r._replace(model=model) for r in results]
-        started = time.perf_counter()
-        committed = store.commit(self.catalog_url, held, results, engine.describe(), load_s, gen_s)
-        metrics.STAGE_SECONDS.labels("commit").inc(time.perf_counter() - started)
+
+    def _run_held(self, held: Claim) -> ShardOutcome:
+        """Read and commit a claimed shard; the heartbeat renews its lease throughout, the commit included."""
+        with LeaseKeeper(self.catalog_url, held, self.settings.lease_seconds) as lease:
+            campaign = self._campaign(held.campaign_id)  # the catalog, not the message, says whose shard it is
+            if held.model_id:  # `retry --model`: this shard runs with another model (the copy is detached)
+                campaign.model_id, campaign.model_revision = held.model_id, held.model_revision or ""
+            engine = self.engines(campaign)  # FatalError (no device, weights that will not load): this node's, not the shard's
+            keys = shards.lines_to_do(self.catalog_url, held.shard_id)
+            if held.suspect:
+                log.warning("shard %s: its last worker died; reading it one line at a time", held.shard_id)
+            probe = partial(shards.probe, self.catalog_url, held) if held.suspect else None
+
+            def between_batches() -> None:
+                lease.check()
+                stopping.check()
+
+            results, load_s, gen_s = self._transcribe(
+                keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}), between_batches, probe
+            )
+            model = str(ModelRef.of(campaign.model_id, campaign.model_revision))
+            results = [replace(r, model=model) for r in results]
+            timeout = self.settings.commit_timeout_seconds
+            lease.renew_for(timeout)  # a commit that hangs past its timeout stops being renewed: the reaper takes the shard
+            started = time.perf_counter()
+            committed = shards.finish(self.catalog_url, held, results, RunFacts(engine.describe(), load_s, gen_s), timeout)
+            metrics.STAGE_SECONDS.labels("commit").inc(time.perf_counter() - started)
         metrics.record_gpu_memory()
         if not committed:
-            log.warning("shard %s: lease lost to a newer claim, %s results discarded", shard_id, len(results))
-            return ShardOutcome(shard_id, "fenced", lines=len(results))
+            log.warning("shard %s: lease lost to a newer claim, %s results discarded", held.shard_id, len(results))
+            return ShardOutcome(held.shard_id, Outcome.FENCED, lines=len(results), attempts=held.attempts)
         metrics.record_lines(campaign.name, ((r.status, r.error_class) for r in results))
         ok = sum(1 for r in results if r.status == LineStatus.OK)
         log.info(
             "shard %s done: %s lines (%s ok, %s error) load %.2fs generate %.2fs",
-            shard_id,
+            held.shard_id,
             len(results),
             ok,
             len(results) - ok,
             load_s,
             gen_s,
         )
-        return ShardOutcome(shard_id, "done", len(results), ok, len(results) - ok, load_s, gen_s, attempts=held.attempts)
+        return ShardOutcome(held.shard_id, Outcome.DONE, len(results), ok, len(results) - ok, load_s, gen_s, attempts=held.attempts)
+
+    def _release(self, held: Claim, outcome: Outcome, exc: BaseException) -> ShardOutcome:
+        """Give the shard back (queued, attempt refunded) for its message to be sent again."""
+        released = self._settle(partial(shards.release, self.catalog_url, held))
+        after = "released for another run" if released else "a newer claim holds it" if released is False else "not released"
+        log.warning("shard %s: %s (%s); %s", held.shard_id, _describe(exc), outcome.value, after)
+        return ShardOutcome(held.shard_id, outcome, error=_describe(exc), attempts=held.attempts - 1)
+
+    def _fail(self, held: Claim, exc: BaseException) -> ShardOutcome:
+        """Record the shard's own failure: failed (retried) or quarantined at the last attempt."""
+        message = _describe(exc)
+        state = self._settle(partial(shards.fail, self.catalog_url, held, message, self.settings.max_attempts))
+        log.warning("shard %s attempt %s failed (%s): %s", held.shard_id, held.attempts, state or "fenced", message, exc_info=exc)
+        outcome = {shards.FAILED: Outcome.FAILED, shards.QUARANTINED: Outcome.QUARANTINED}.get(state, Outcome.FENCED)  # type: ignore[arg-type]
+        return ShardOutcome(held.shard_id, outcome, error=message, attempts=held.attempts)
+
+    def _settle(self, move: Callable[[], T]) -> T | None:
+        """Run a move of a held shard, retrying through a catalog outage for up to one lease.
+
+        Past that the lease has expired and the reaper moves the shard instead; ``None`` then.
+        """
+        deadline = time.monotonic() + self.settings.lease_seconds
+        wait = 0.5
+        while True:
+            try:
+                return move()
+            except Exception as exc:
+                if not is_outage(exc) or time.monotonic() + wait > deadline:
+                    log.error("cannot record the shard's state (%s); its lease will expire and the reaper moves it", _describe(exc))
+                    return None
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
 
     def _campaign(self, campaign_id: int) -> Campaign:
         with Session(get_engine(self.catalog_url)) as session:
@@ -229,26 +308,35 @@ class ShardRunner:
     def _result(
         self, key: str, outcome: Recognition | LineError, note: str | None = None, size: tuple[int, int] | None = None
     ) -> LineResult:
-        now = utcnow()
         if isinstance(outcome, LineError):
             return LineResult(
-                key, LineStatus.ERROR.value, None, None, None, None, outcome.error_class, str(outcome), None, None, self.worker, now
+                key=key,
+                status=LineStatus.ERROR.value,
+                worker=self.worker,
+                finished_at=utcnow(),
+                error_class=outcome.error_class,
+                error=str(outcome),
             )
+        width, height = size or (None, None)
         return LineResult(
-            key,
-            LineStatus.OK.value,
-            outcome.text,
-            outcome.confidence,
-            outcome.min_token_prob,
-            outcome.token_count,
-            None,
-            None,
-            note,
-            ",".join(outcome.flags) or None,
-            self.worker,
-            now,
-            *(size or (None, None)),
+            key=key,
+            status=LineStatus.OK.value,
+            worker=self.worker,
+            finished_at=utcnow(),
+            text=outcome.text,
+            confidence=outcome.confidence,
+            min_token_prob=outcome.min_token_prob,
+            token_count=outcome.token_count,
+            note=note,
+            flags=join_flags(outcome.flags),
+            width=width,
+            height=height,
         )
+
+
+def _describe(exc: BaseException) -> str:
+    """``ClassName: message``: how a shard's error is stored and logged."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _one_at_a_time(keys: list[str], prepare: Callable[[str], Prepared], probe: Callable[[str], bool]) -> Iterator[Prepared]:

@@ -6,6 +6,11 @@ mid-run and its lease would hold it for up to ``PISAR_LEASE_SECONDS``. Here the 
 tells its pool child when the shutdown began (SIGUSR2); a child past the give-back point stops
 before its next batch, releases the shard (attempt not counted) and sends it again, so another
 worker takes it at once. The platform's grace period is ``PISAR_STOP_TIMEOUT_SECONDS``.
+
+A worker that cannot serve (``FatalError``: no device, a model that will not load) stops the same
+way, on its own: its pool child releases the shard, sends its message again and signals the parent
+(``CANNOT_SERVE_SIGNAL``), which stops consuming, shuts down warm and exits with
+``FatalError.exit_code``, so compose's restart policy or Kubernetes decides what comes next.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNAL = signal.SIGUSR2
+STOP_SIGNAL = signal.SIGUSR2  # parent -> pool child: a warm shutdown began
+CANNOT_SERVE_SIGNAL = signal.SIGRTMIN + 1  # pool child -> parent: this node cannot serve, stop taking work
 _give_back_at: float | None = None  # monotonic time, set in a pool child once its parent is stopping
 _pool: Any = None  # the parent's Celery TaskPool, once the worker is ready
+_exit_code = 0  # the parent's, once a child said it cannot serve
 
 
 class WorkerStopping(Exception):
@@ -47,12 +54,35 @@ def install_parent() -> None:
     from celery.signals import worker_ready, worker_shutting_down
 
     signal.signal(STOP_SIGNAL, signal.SIG_IGN)
+    signal.signal(CANNOT_SERVE_SIGNAL, _stop_consuming)
     worker_ready.connect(_remember_pool, weak=False)
     worker_shutting_down.connect(_tell_children, weak=False)
 
 
+def stop_taking_work() -> None:
+    """In a pool child that cannot serve: ask the parent to stop consuming and exit non-zero."""
+    os.kill(os.getppid(), CANNOT_SERVE_SIGNAL)
+
+
+def exit_code() -> int:
+    """In the parent, after the worker returned: non-zero when it stopped because it cannot serve."""
+    return _exit_code
+
+
+def _stop_consuming(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    """Celery's own warm shutdown, with the exit code of a node that cannot serve."""
+    global _exit_code
+    from celery.worker import state
+
+    from pisar.errors import FatalError
+
+    _exit_code = FatalError.exit_code
+    state.should_stop = _exit_code
+
+
 def install_child(stop_timeout: float) -> None:
     """In a pool child: on the parent's word, start counting down to the give-back point."""
+    signal.signal(CANNOT_SERVE_SIGNAL, signal.SIG_IGN)  # the parent's handler is not the child's
 
     def started_stopping(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
         global _give_back_at

@@ -1,41 +1,63 @@
 """Bulk writes of line rows: psycopg 3 COPY on Postgres, executemany upserts on SQLite.
 
-Both run on the caller's connection, inside the caller's transaction.
+Both run on the caller's connection, inside the caller's transaction. Every result goes through
+``LineResult.storable`` first, so the two backends store the same text (``pisar/catalog/storable.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import NamedTuple
 
-from sqlalchemy import Connection, TextClause, insert, text
+from sqlalchemy import Connection, insert, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from pisar.catalog.models import Line, LineStatus
+from pisar.catalog.storable import storable
+from pisar.flags import UNSTORABLE_TEXT, join_flags
 
 
-class LineResult(NamedTuple):
-    """One line's outcome as written to the catalog."""
+@dataclass(frozen=True, kw_only=True)
+class LineResult:
+    """One line's outcome as written to the catalog; every field is a column of ``line``."""
 
     key: str
-    status: str
-    text: str | None
-    confidence: float | None
-    min_token_prob: float | None
-    token_count: int | None
-    error_class: str | None
-    error: str | None
-    note: str | None
-    flags: str | None
+    status: str  # a ``LineStatus``
     worker: str
     finished_at: datetime
+    text: str | None = None
+    confidence: float | None = None
+    min_token_prob: float | None = None
+    token_count: int | None = None
+    error_class: str | None = None
+    error: str | None = None
+    note: str | None = None  # how the file was read, when not as it is
+    flags: str | None = None  # comma-separated (``pisar.flags``)
     width: int | None = None  # the image as decoded; None when it could not be read
     height: int | None = None
-    model: str | None = None  # id@revision of the model that read it; set by ``store.commit``
+    model: str | None = None  # id@revision of the model that read it
+
+    def storable(self) -> LineResult:
+        """This result as every catalog can hold it: NUL and lone surrogates replaced, and the text flagged."""
+        changes: dict[str, object] = {}
+        if self.text is not None:
+            clean, count = storable(self.text)
+            if count:
+                changes["text"] = clean
+                changes["flags"] = join_flags([*(self.flags or "").split(","), UNSTORABLE_TEXT])
+        for name in ("error", "note"):  # Pisar's own messages may quote a decoder's bytes: cleaned, not flagged
+            value = getattr(self, name)
+            if value is not None and storable(value)[1]:
+                changes[name] = storable(value)[0]
+        return replace(self, **changes) if changes else self
+
+    def as_row(self) -> tuple[object, ...]:
+        """The values in ``RESULT_COLUMNS`` order (a COPY row)."""
+        return tuple(getattr(self, name) for name in RESULT_COLUMNS)
 
 
-_RESULT_COLUMNS = LineResult._fields
+RESULT_COLUMNS = tuple(f.name for f in fields(LineResult))
 _LINE = Line.__table__
 
 
@@ -63,6 +85,7 @@ def upsert_line_results(conn: Connection, campaign_id: int, shard_id: int, resul
     """
     if not results:
         return
+    results = [r.storable() for r in results]
     _keep_superseded(conn, shard_id)
     if conn.dialect.name == "postgresql":
         _upsert_postgres(conn, campaign_id, shard_id, results)
@@ -70,28 +93,31 @@ def upsert_line_results(conn: Connection, campaign_id: int, shard_id: int, resul
     statement = sqlite_insert(_LINE)
     statement = statement.on_conflict_do_update(
         index_elements=["campaign_id", "key"],
-        set_={**{name: statement.excluded[name] for name in (*_RESULT_COLUMNS[1:], "shard_id")}, "retry_id": None},
+        set_={**{name: statement.excluded[name] for name in (*RESULT_COLUMNS[1:], "shard_id")}, "retry_id": None},
     )
-    conn.execute(statement, [{"campaign_id": campaign_id, "shard_id": shard_id, **r._asdict()} for r in results])
+    conn.execute(statement, [{"campaign_id": campaign_id, "shard_id": shard_id, **_as_dict(r)} for r in results])
+
+
+def _as_dict(result: LineResult) -> dict[str, object]:
+    return dict(zip(RESULT_COLUMNS, result.as_row(), strict=True))
+
+
+def stage_table_ddl(conn: Connection) -> str:
+    """The COPY stage table, column for column as ``line`` declares them (so the two cannot drift)."""
+    columns = ", ".join(f"{name} {_LINE.c[name].type.compile(dialect=conn.dialect)}" for name in RESULT_COLUMNS)
+    return f"CREATE TEMP TABLE IF NOT EXISTS line_stage ({columns}) ON COMMIT DELETE ROWS"
 
 
 def _upsert_postgres(conn: Connection, campaign_id: int, shard_id: int, results: Sequence[LineResult]) -> None:
     """COPY into a temporary stage table, then one ``INSERT ... ON CONFLICT`` from it."""
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS line_stage ("
-            " key text, status varchar(10), text text, confidence double precision,"
-            " min_token_prob double precision, token_count integer, error_class varchar(100),"
-            " error text, note text, flags text, worker varchar(300), finished_at timestamptz,"
-            " width integer, height integer, model text) ON COMMIT DELETE ROWS"
-        )
-        with cursor.copy(f"COPY line_stage ({', '.join(_RESULT_COLUMNS)}) FROM STDIN") as copy:
+        cursor.execute(stage_table_ddl(conn))
+        with cursor.copy(f"COPY line_stage ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
             for row in results:
-                copy.write_row(row)
-    stage_columns = ", ".join(_RESULT_COLUMNS)
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in (*_RESULT_COLUMNS[1:], "shard_id")) + ", retry_id = NULL"
-
+                copy.write_row(row.as_row())
+    stage_columns = ", ".join(RESULT_COLUMNS)
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in (*RESULT_COLUMNS[1:], "shard_id")) + ", retry_id = NULL"
     conn.execute(
         text(
             f"INSERT INTO line (campaign_id, shard_id, {stage_columns}) "
@@ -100,25 +126,6 @@ def _upsert_postgres(conn: Connection, campaign_id: int, shard_id: int, results:
         ),
         {"campaign_id": campaign_id, "shard_id": shard_id},
     )
-
-
-def count_shard_lines(conn: Connection, shard_id: int) -> None:
-    """Rewrite the shard's ``ok_lines`` / ``error_lines`` from its lines, in the caller's transaction.
-
-    Called wherever line results change (a commit, a line set aside), so the counters `status`
-    sums are exact; one shard's few hundred lines are read through ``ix_line_shard``.
-    """
-    conn.execute(count_shard_lines_statement(shard_id))
-
-
-def count_shard_lines_statement(shard_id: int) -> TextClause:
-    """The counters' rewrite for one shard (also EXPLAINed by bench/catalog.py)."""
-    return text(
-        "UPDATE shard SET"
-        " ok_lines = (SELECT count(*) FROM line WHERE line.shard_id = :id AND line.status = :ok),"
-        " error_lines = (SELECT count(*) FROM line WHERE line.shard_id = :id AND line.status = :error)"
-        " WHERE id = :id"
-    ).bindparams(id=shard_id, ok=LineStatus.OK.value, error=LineStatus.ERROR.value)
 
 
 _KEPT = ("status", "text", "confidence", "min_token_prob", "error_class", "error", "flags", "model", "worker", "finished_at")

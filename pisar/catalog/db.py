@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -51,6 +51,20 @@ POSTGRES_CONNECT_ARGS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 60_000,
 }
+
+
+def limit_transaction(conn: Connection, seconds: float | None) -> None:
+    """Bound the rest of this transaction on Postgres: each statement, and each wait between two.
+
+    The server cancels a statement that runs longer (a lock it waits for) and ends a session left
+    idle inside the transaction longer (a client stalled mid-commit), freeing its locks; either
+    reaches the client as an ``OperationalError``, an outage. SQLite has its busy timeout instead.
+    """
+    if not seconds or conn.dialect.name != "postgresql":
+        return
+    milliseconds = max(1, int(seconds * 1000))
+    conn.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
+    conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"))
 
 
 def dispose_engines() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 from pisar.constants import DEFAULT_PRIORITY
@@ -21,7 +21,10 @@ def utcnow() -> datetime:
 
 
 class ShardState(StrEnum):
-    """Shard lifecycle: pending -> queued -> running -> done, or failed (retried) -> quarantined."""
+    """Shard lifecycle: pending -> queued -> running -> done, or failed (retried) -> quarantined.
+
+    The moves between them are ``pisar.catalog.shards.MOVES``, the only writer of ``shard.state``.
+    """
 
     PENDING = "pending"
     QUEUED = "queued"
@@ -112,6 +115,7 @@ class Shard(SQLModel, table=True):
     engine: str | None = Field(default=None, max_length=100)
     error: str | None = Field(default=None, sa_column=Column(Text))
     probe_key: str | None = Field(default=None, sa_column=Column(Text))  # set only while a suspect shard runs line by line
+    suspect: bool = Field(default=False, sa_column_kwargs={"server_default": false()})  # its last worker died: read line by line
     duplicate_deliveries: int = 0
     queued_at: datetime | None = None
     started_at: datetime | None = None
@@ -120,10 +124,11 @@ class Shard(SQLModel, table=True):
     generate_seconds: float | None = None
     model_id: str | None = Field(default=None, sa_column=Column(Text))  # set by `retry --model`: overrides the campaign's
     model_revision: str | None = Field(default=None, max_length=200)
-    # The shard's lines by result, rewritten with them (``pisar.catalog.bulk.count_shard_lines``):
+    # The shard's lines by result, rewritten with them (``pisar.catalog.shards.count_lines``):
     # `status` sums these instead of counting 100 M line rows.
     ok_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     error_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    empty_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # ok lines flagged ``empty``
     # Lines its last run wrote: the recent throughput counts a retry's re-read lines, not the whole shard.
     run_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
@@ -159,7 +164,7 @@ class Line(SQLModel, table=True):
     error_class: str | None = Field(default=None, max_length=100)
     error: str | None = Field(default=None, sa_column=Column(Text))
     note: str | None = Field(default=None, sa_column=Column(Text))  # e.g. "first of 3 frames (GIF)": how the file was read
-    flags: str | None = Field(default=None, sa_column=Column(Text))  # generation-failure flags, comma-separated: max_length,repetition
+    flags: str | None = Field(default=None, sa_column=Column(Text))  # comma-separated (``pisar.flags``): max_length,repetition,empty,...
     width: int | None = None  # the line image's size as decoded, in pixels (ALTO/PAGE geometry)
     height: int | None = None
     model: str | None = Field(default=None, sa_column=Column(Text))  # id@revision of the model that wrote this result

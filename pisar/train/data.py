@@ -17,9 +17,9 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from pisar.errors import LineError, NotFound
 from pisar.groundtruth import read_transcription
+from pisar.images import ImageLimits, decode_line_image
 from pisar.settings import Settings
 from pisar.storage import list_images, open_storage
-from pisar.worker.images import ImageLimits, decode_line_image
 
 
 @dataclass(frozen=True)

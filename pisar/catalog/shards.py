@@ -1,0 +1,436 @@
+"""The shard lifecycle: its states, the one table of allowed moves, and one function per move.
+
+This module is the only writer of ``shard`` rows (``tests/test_architecture.py`` checks it). Each
+move's SQL is built from ``MOVES``: the ``UPDATE`` matches only rows in one of the move's source
+states and sets its target, so a move the table does not allow matches nothing. ``docs/reliability.md``
+shows the table as a diagram (``diagram()``; a test keeps the two equal).
+
+- ``queued`` means a message for the shard is in Redis or about to be; ``pending`` means it waits in
+  the catalog for the feeder. A shard whose worker died has no message left, so ``expire`` puts it
+  back to ``pending``; a worker that gives a shard back re-sends its message, so ``release`` puts it
+  to ``queued``.
+- A ``running`` shard is held by its claim's fencing token: ``finish``, ``fail``, ``release``, ``renew``
+  and ``probe`` match only that token, so a superseded run changes nothing.
+- ``suspect`` marks a shard whose last worker died: its next run reads one line at a time, recording
+  each key in ``probe_key`` first, so a line that kills the worker process is named and set aside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Connection, Select, TextClause, Update, and_, insert, or_, select, text, update
+
+from pisar.catalog.bulk import LineResult, upsert_line_results
+from pisar.catalog.db import get_engine, limit_transaction
+from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
+from pisar.constants import WORKER_LOST
+from pisar.errors import WorkerCrash
+from pisar.flags import EMPTY
+
+_SHARD = Shard.__table__
+_LINE = Line.__table__
+_CAMPAIGN = Campaign.__table__
+_CHUNK = 1000  # shard ids per statement in bulk moves
+
+PENDING, QUEUED, RUNNING = ShardState.PENDING, ShardState.QUEUED, ShardState.RUNNING
+DONE, FAILED, QUARANTINED = ShardState.DONE, ShardState.FAILED, ShardState.QUARANTINED
+
+
+class Move(StrEnum):
+    """Every way a shard's state changes."""
+
+    LIST = "list"
+    PUBLISH = "publish"
+    UNPUBLISH = "unpublish"
+    CLAIM = "claim"
+    FINISH = "finish"
+    FAIL = "fail"
+    QUARANTINE = "quarantine"
+    RELEASE = "release"
+    EXPIRE = "expire"
+    REOPEN = "reopen"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Where a move may start, where it ends, and who makes it."""
+
+    sources: frozenset[ShardState]  # empty: the move creates the row
+    target: ShardState
+    by: str
+
+
+#: The table of allowed moves; the move functions below build their SQL from it.
+MOVES: dict[Move, Transition] = {
+    Move.LIST: Transition(frozenset(), PENDING, "the listing writes a new shard with its lines"),
+    Move.PUBLISH: Transition(frozenset({PENDING}), QUEUED, "the feeder, just before it sends the shard's message"),
+    Move.UNPUBLISH: Transition(frozenset({QUEUED}), PENDING, "the feeder, when the message could not be sent"),
+    Move.CLAIM: Transition(
+        frozenset({PENDING, QUEUED, FAILED}), RUNNING, "a worker: new fencing token and lease, one more attempt (below the limit)"
+    ),
+    Move.FINISH: Transition(frozenset({RUNNING}), DONE, "the worker, in the transaction that writes every line's result"),
+    Move.FAIL: Transition(frozenset({RUNNING}), FAILED, "the worker: a deterministic error, attempts left; retried with backoff"),
+    Move.QUARANTINE: Transition(
+        frozenset({RUNNING}), QUARANTINED, "the worker (an error) or the reaper (a dead worker) on the last attempt"
+    ),
+    Move.RELEASE: Transition(
+        frozenset({RUNNING}), QUEUED, "the worker: an outage, a stopping or broken worker; attempt refunded, message re-sent"
+    ),
+    Move.EXPIRE: Transition(frozenset({RUNNING}), PENDING, "the reaper or a claim: the lease ran out, its worker is gone"),
+    Move.REOPEN: Transition(
+        frozenset({PENDING, QUEUED, DONE, FAILED, QUARANTINED}), PENDING, "`pisar resume` or `pisar retry`: back in line for the feeder"
+    ),
+}
+
+
+def diagram() -> str:
+    """``MOVES`` as a Mermaid state diagram (what docs/reliability.md shows)."""
+    lines = ["stateDiagram-v2"]
+    for move, transition in MOVES.items():
+        for source in sorted(transition.sources) or ["[*]"]:
+            lines.append(f"    {source} --> {transition.target}: {move}")
+    return "\n".join(lines)
+
+
+def _move(move: Move, *where: object) -> Update:
+    """``UPDATE shard`` for ``move``: only rows in one of its source states, set to its target."""
+    transition = MOVES[move]
+    sources = sorted(s.value for s in transition.sources)
+    return update(_SHARD).where(_SHARD.c.state.in_(sources), *where).values(state=transition.target.value)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A held shard: the token proves the lease at commit time."""
+
+    shard_id: int
+    campaign_id: int
+    token: int
+    attempts: int
+    suspect: bool = False  # its last run's worker died: run it one line at a time to find the line that kills
+    model_id: str | None = None  # `retry --model` set another model for this shard
+    model_revision: str | None = None
+
+
+def _fenced(held: Claim):  # noqa: ANN202 - a SQLAlchemy where-clause
+    return and_(_SHARD.c.id == held.shard_id, _SHARD.c.token == held.token, _SHARD.c.state == RUNNING.value)
+
+
+def held_by_a_worker(now: datetime):  # noqa: ANN201 - a SQLAlchemy where-clause on shard
+    """Shards running under a lease that has not expired at ``now``: a live worker is on them."""
+    return and_(_SHARD.c.state == RUNNING.value, _SHARD.c.lease_until >= now)
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+def insert_listed(conn: Connection, campaign_id: int, first_index: int, line_counts: Sequence[int]) -> list[int]:
+    """New shards of ``line_counts`` lines each, indexes from ``first_index``; their ids, in order (caller's transaction)."""
+    state = MOVES[Move.LIST].target.value
+    rows = [
+        {"campaign_id": campaign_id, "index": first_index + i, "state": state, "line_count": count} for i, count in enumerate(line_counts)
+    ]
+    return list(conn.execute(insert(_SHARD).returning(_SHARD.c.id, sort_by_parameter_order=True), rows).scalars())
+
+
+# --- publish / unpublish (the feeder) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Published:
+    """A shard the feeder just marked queued: what its message and its label in Flower need."""
+
+    shard_id: int
+    campaign_id: int
+    campaign_name: str
+    index: int
+    line_count: int
+
+
+def publish_next(url: str, queue: str, priority: int, limit: int) -> list[Published]:
+    """Mark the next ``limit`` pending shards of ``queue`` at ``priority`` queued: oldest campaign, then shard order.
+
+    The catalog says queued before the message exists, so a fast worker's claim is never
+    overwritten. Two feeders never pick the same shard (``FOR UPDATE SKIP LOCKED``).
+    """
+    if limit <= 0:
+        return []
+    candidates = (
+        select(_SHARD.c.id)
+        .join(_CAMPAIGN, _CAMPAIGN.c.id == _SHARD.c.campaign_id)
+        .where(_CAMPAIGN.c.queue == queue, _CAMPAIGN.c.priority == priority, _SHARD.c.state == PENDING.value)
+        .order_by(_SHARD.c.campaign_id, _SHARD.c.index)
+        .limit(limit)
+        .with_for_update(of=_SHARD, skip_locked=True)
+    )
+    with get_engine(url).begin() as conn:
+        ids = list(conn.execute(candidates).scalars())
+        if not ids:
+            return []
+        conn.execute(_move(Move.PUBLISH, _SHARD.c.id.in_(ids)).values(queued_at=utcnow()))
+        rows = conn.execute(
+            select(_SHARD.c.id, _SHARD.c.campaign_id, _CAMPAIGN.c.name, _SHARD.c.index, _SHARD.c.line_count)
+            .join(_CAMPAIGN, _CAMPAIGN.c.id == _SHARD.c.campaign_id)
+            .where(_SHARD.c.id.in_(ids), _SHARD.c.state == QUEUED.value)
+            .order_by(_SHARD.c.campaign_id, _SHARD.c.index)
+        ).all()
+    return [Published(*row) for row in rows]
+
+
+def unpublish(url: str, shard_ids: Sequence[int]) -> int:
+    """Shards whose messages could not be sent wait for the feeder again; returns how many."""
+    changed = 0
+    with get_engine(url).begin() as conn:
+        for chunk in _chunks(shard_ids):
+            changed += conn.execute(_move(Move.UNPUBLISH, _SHARD.c.id.in_(chunk))).rowcount
+    return changed
+
+
+# --- claim and a run's own moves (the worker) ------------------------------------------------
+
+
+def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts: int) -> Claim | None:
+    """Take the shard if nobody holds a live lease on it; ``None`` means skip this delivery (counted).
+
+    A shard still ``running`` under an expired lease goes through ``expire`` first, in the same
+    transaction: its dead worker's line is set aside and the shard is suspect, whichever of the
+    reaper and a redelivered message gets there first.
+    """
+    now = utcnow()
+    with get_engine(url).begin() as conn:
+        _expire(conn, now, max_attempts, _SHARD.c.id == shard_id)
+        row = conn.execute(claim_statement(shard_id, worker, lease_seconds, max_attempts, now)).first()
+        if row is None:
+            conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
+            return None
+    return Claim(shard_id, row.campaign_id, row.token, row.attempts, bool(row.suspect), row.model_id, row.model_revision)
+
+
+def claim_statement(shard_id: int, worker: str, lease_seconds: int, max_attempts: int, now: datetime) -> Update:
+    """The claim's one ``UPDATE ... RETURNING`` (also EXPLAINed by bench/catalog.py)."""
+    return (
+        _move(Move.CLAIM, _SHARD.c.id == shard_id, _SHARD.c.attempts < max_attempts)
+        .values(
+            token=_SHARD.c.token + 1,
+            attempts=_SHARD.c.attempts + 1,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            worker=worker,
+            started_at=now,
+            finished_at=None,
+        )
+        .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts, _SHARD.c.suspect, _SHARD.c.model_id, _SHARD.c.model_revision)
+    )
+
+
+def lines_to_do_statement(shard_id: int) -> Select:
+    """The keys of a shard still to read, in key order (see ``lines_to_do``)."""
+    wanted = or_(_LINE.c.status == LineStatus.PENDING.value, _LINE.c.retry_id.is_not(None))
+    return select(_LINE.c.key).where(_LINE.c.shard_id == shard_id, wanted).order_by(_LINE.c.key)
+
+
+def lines_to_do(url: str, shard_id: int) -> list[str]:
+    """Keys of the shard's lines still to read: pending ones, and those a retry asked for again.
+
+    Lines that crashed a worker (``WorkerCrash``) are done (an error) and so left out: they would
+    only crash it again, unless an operator names them in a retry.
+    """
+    with get_engine(url).connect() as conn:
+        return [r.key for r in conn.execute(lines_to_do_statement(shard_id))]
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """How a run went, stored with its shard."""
+
+    engine: str  # device and dtype, e.g. ``cuda:bfloat16``
+    load_seconds: float
+    generate_seconds: float
+
+
+def finish(url: str, held: Claim, results: Sequence[LineResult], facts: RunFacts, timeout_seconds: float | None = None) -> bool:
+    """Write every line's result and mark the shard done in one transaction; False if a newer claim holds it.
+
+    ``timeout_seconds`` bounds the transaction on Postgres (a statement, and the time between two):
+    a commit stuck behind a lock or a stalled client ends as an ``OperationalError`` (an outage),
+    and the server frees its locks.
+    """
+    with get_engine(url).begin() as conn:
+        limit_transaction(conn, timeout_seconds)
+        upsert_line_results(conn, held.campaign_id, held.shard_id, results)
+        done = conn.execute(
+            _move(Move.FINISH, _fenced(held)).values(
+                lease_until=None,
+                probe_key=None,
+                suspect=False,
+                finished_at=utcnow(),
+                error=None,
+                engine=facts.engine,
+                load_seconds=facts.load_seconds,
+                generate_seconds=facts.generate_seconds,
+                run_lines=len(results),
+            )
+        ).rowcount
+        if not done:
+            conn.rollback()
+            return False
+        count_lines(conn, held.shard_id)
+    return True
+
+
+def fail(url: str, held: Claim, error: str, max_attempts: int) -> ShardState | None:
+    """A deterministic failure of this run: ``failed`` (retried), or ``quarantined`` at the last attempt; ``None`` if fenced."""
+    move = Move.QUARANTINE if held.attempts >= max_attempts else Move.FAIL
+    with get_engine(url).begin() as conn:
+        changed = conn.execute(
+            _move(move, _fenced(held)).values(error=error[:4000], lease_until=None, probe_key=None, finished_at=utcnow())
+        ).rowcount
+    return MOVES[move].target if changed else None
+
+
+def release(url: str, held: Claim) -> bool:
+    """Give the shard back (``queued``, attempt refunded) for its re-sent message; False if fenced."""
+    with get_engine(url).begin() as conn:
+        changed = conn.execute(
+            _move(Move.RELEASE, _fenced(held)).values(
+                lease_until=None, probe_key=None, attempts=_SHARD.c.attempts - 1, worker=None, queued_at=utcnow()
+            )
+        ).rowcount
+    return changed == 1
+
+
+def renew(url: str, held: Claim, lease_seconds: int) -> bool:
+    """Extend a held lease (the heartbeat); False once a newer claim has taken the shard."""
+    with get_engine(url).begin() as conn:
+        changed = conn.execute(update(_SHARD).where(_fenced(held)).values(lease_until=utcnow() + timedelta(seconds=lease_seconds))).rowcount
+    return changed == 1
+
+
+def probe(url: str, held: Claim, key: str) -> bool:
+    """Record (committed) which line a careful run is about to read; ``expire`` blames it if the worker dies."""
+    with get_engine(url).begin() as conn:
+        return conn.execute(update(_SHARD).where(_fenced(held)).values(probe_key=key)).rowcount == 1
+
+
+# --- expire (the reaper) ---------------------------------------------------------------------
+
+
+@dataclass
+class Expired:
+    """What one pass did: shards back in line, shards quarantined, lines set aside."""
+
+    returned: list[int] = field(default_factory=list)  # back to pending: the feeder publishes them
+    quarantined: list[int] = field(default_factory=list)
+    poisoned: list[str] = field(default_factory=list)  # keys set aside as WorkerCrash
+
+
+def expire_leases(url: str, max_attempts: int, campaign_id: int | None = None) -> Expired:
+    """Move every expired running shard (of all campaigns, or one) back in line, or to quarantine (``_expire``)."""
+    with get_engine(url).begin() as conn:
+        return _expire(conn, utcnow(), max_attempts, None if campaign_id is None else _SHARD.c.campaign_id == campaign_id)
+
+
+def _expire(conn: Connection, now: datetime, max_attempts: int, which: object = None) -> Expired:
+    """Expired running shards (``which`` narrows them) go to ``pending``, or to ``quarantined`` after ``max_attempts``.
+
+    A shard that was being read one line at a time (``probe_key`` set) names the line its worker
+    died on: that line becomes a ``WorkerCrash`` error and the attempt is refunded, since the next
+    run gets further. Each move is conditional on the lease still being expired, so a worker that
+    renewed meanwhile keeps its shard and two reapers do no harm.
+    """
+    expired = and_(_SHARD.c.state == RUNNING.value, _SHARD.c.lease_until < now)
+    query = select(_SHARD.c.id, _SHARD.c.attempts, _SHARD.c.worker, _SHARD.c.probe_key).where(expired).order_by(_SHARD.c.id)
+    if which is not None:
+        query = query.where(which)
+    done = Expired()
+    for row in conn.execute(query).all():
+        lost = f"{WORKER_LOST}: the lease expired on attempt {row.attempts} of {max_attempts} (last worker {row.worker})"
+        values: dict[str, object] = {"lease_until": None, "probe_key": None, "worker": None, "suspect": True}
+        if row.probe_key is not None:
+            move = Move.EXPIRE
+            values.update(attempts=_SHARD.c.attempts - 1, error=f"{lost}; it died reading {row.probe_key}, now set aside as WorkerCrash")
+        elif row.attempts >= max_attempts:
+            move = Move.QUARANTINE
+            values.update(error=lost, finished_at=now)
+        else:
+            move = Move.EXPIRE
+            values.update(error=lost)
+        if not conn.execute(_move(move, _SHARD.c.id == row.id, expired).values(**values)).rowcount:
+            continue
+        if row.probe_key is not None:
+            _set_aside(conn, row.id, row.probe_key, row.worker, now)
+            done.poisoned.append(row.probe_key)
+        (done.quarantined if move is Move.QUARANTINE else done.returned).append(row.id)
+    return done
+
+
+def _set_aside(conn: Connection, shard_id: int, key: str, worker: str | None, now: datetime) -> None:
+    """Record the line a worker died on as a ``WorkerCrash`` error, so no run reads it again."""
+    crash = WorkerCrash(f"the worker process ({worker}) died while reading this line; it was set aside so its shard could finish")
+    conn.execute(
+        update(_LINE)
+        .where(_LINE.c.shard_id == shard_id, _LINE.c.key == key)
+        .values(status=LineStatus.ERROR.value, error_class=crash.error_class, error=str(crash), worker=worker, finished_at=now)
+    )
+    count_lines(conn, shard_id)
+
+
+# --- reopen (resume, retry) ------------------------------------------------------------------
+
+
+def reopen(url: str, campaign_id: int, shard_ids: Iterable[int], *, reset_attempts: bool, max_attempts: int) -> int:
+    """Put these shards of a campaign back in line (``pending``) for the feeder or an in-process run; how many moved.
+
+    Expired running shards of the campaign go through ``expire`` first (a dead worker's line is set
+    aside as the reaper would); a shard a live worker holds is left alone. ``reset_attempts`` (a
+    retry) gives every shard a fresh budget of attempts.
+    """
+    ids = list(shard_ids)
+    values: dict[str, object] = {"attempts": 0} if reset_attempts else {}
+    changed = 0
+    with get_engine(url).begin() as conn:
+        _expire(conn, utcnow(), max_attempts, _SHARD.c.campaign_id == campaign_id)
+        for chunk in _chunks(ids):
+            changed += conn.execute(
+                _move(Move.REOPEN, _SHARD.c.campaign_id == campaign_id, _SHARD.c.id.in_(chunk)).values(**values)
+            ).rowcount
+        conn.execute(update(_CAMPAIGN).where(_CAMPAIGN.c.id == campaign_id).values(updated_at=utcnow()))
+    return changed
+
+
+# --- writes that change no state -------------------------------------------------------------
+
+
+def count_lines(conn: Connection, shard_id: int) -> None:
+    """Rewrite the shard's line counters from its lines, in the caller's transaction.
+
+    Called wherever line results change (a commit, a line set aside), so the counters `status`
+    sums are exact; one shard's few hundred lines are read through ``ix_line_shard``.
+    """
+    conn.execute(count_lines_statement(shard_id))
+
+
+def count_lines_statement(shard_id: int) -> TextClause:
+    """The counters' rewrite for one shard (also EXPLAINed by bench/catalog.py)."""
+    mine = "FROM line WHERE line.shard_id = :id AND line.status"
+    return text(
+        "UPDATE shard SET"
+        f" ok_lines = (SELECT count(*) {mine} = :ok),"
+        f" error_lines = (SELECT count(*) {mine} = :error),"
+        f" empty_lines = (SELECT count(*) {mine} = :ok AND (',' || line.flags || ',') LIKE :empty)"
+        " WHERE id = :id"
+    ).bindparams(id=shard_id, ok=LineStatus.OK.value, error=LineStatus.ERROR.value, empty=f"%,{EMPTY},%")
+
+
+def override_model(conn: Connection, shard_ids: Sequence[int], model_id: str | None, model_revision: str | None) -> None:
+    """`retry --model`: these shards' next runs read with another model (``None`` restores the campaign's)."""
+    for chunk in _chunks(shard_ids):
+        conn.execute(update(_SHARD).where(_SHARD.c.id.in_(chunk)).values(model_id=model_id, model_revision=model_revision))
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]

@@ -1,0 +1,89 @@
+"""Commands that work in this process: `pisar run` (embedded mode) and `pisar eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pisar.cli.app import ModelOpt, app, catalog, err
+from pisar.safe_text import shown
+from pisar.settings import get_settings
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Argument(help="A folder or s3://bucket/prefix")],
+    model: ModelOpt,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Campaign name (default: from SOURCE)")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Results file (JSONL; .csv for CSV)")] = "results.jsonl",
+    shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
+    show: Annotated[int, typer.Option(min=0, help="Also print the first N lines' text and confidence")] = 0,
+) -> None:
+    """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume."""
+    from itertools import islice
+
+    from pisar.embedded import transcribe
+    from pisar.producer.export import export as write_export
+    from pisar.producer.export import iter_records
+
+    settings = get_settings()
+    url = catalog(settings)
+    campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err)
+    fmt = "csv" if output.endswith(".csv") else "jsonl"
+    count = write_export(url, campaign.id, fmt, output).records
+    if show:
+        _print_lines(list(islice(iter_records(url, campaign.id), show)))
+    quarantined = f"; {summary.quarantined} shards quarantined (see `pisar status {campaign.name}`)" if summary.quarantined else ""
+    err.print(
+        f"{campaign.name}: {count} results in {output}; recognized {summary.recognized} lines now "
+        f"({summary.errors} errors) in {summary.seconds:.1f}s{quarantined}"
+    )
+
+
+def _print_lines(records: list[dict]) -> None:
+    """A table of key, confidence and text (or the error) on stdout, for a reader rather than a script."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("key", "confidence", "text")
+    widest = max((len(r["key"]) + len(r["text"] or "") for r in records), default=0)
+    for record in records:
+        confidence = "" if record["confidence"] is None else f"{record['confidence']:.3f}"
+        text = shown(record["text"]) if record["status"] == "ok" else f"[red]{shown(record['error_class'])}[/red]"
+        table.add_row(shown(record["key"]), confidence, text)
+    Console(width=max(100, widest + 24)).print(table)  # whole lines, never wrapped mid-word
+
+
+@app.command("eval")
+def evaluate(
+    target: Annotated[str, typer.Argument(help="A campaign name, or with --model a folder / s3://bucket/prefix to transcribe first")],
+    gt: Annotated[Optional[str], typer.Option("--gt", help="Folder or s3:// prefix with NAME.gt.txt files (default: the source)")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Embedded: transcribe TARGET with this model first")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Campaign name with --model (default: from TARGET)")] = None,
+    normalize: Annotated[str, typer.Option("--normalize", help="Label normalization for both sides: none or naf")] = "none",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for lines.csv, summary.json, calibration.png")] = None,
+) -> None:
+    """CER/WER against ground truth, and how well confidence predicts errors."""
+
+    from pisar.groundtruth import normalizer
+    from pisar.producer.campaigns import get_campaign
+    from pisar.producer.evaluate import score_lines, summarize, write_outputs
+    from pisar.storage import open_storage
+
+    normalizer(normalize)  # a bad choice fails before any work
+    settings = get_settings()
+    url = catalog(settings)
+    if model:
+        from pisar.embedded import transcribe
+
+        campaign, _ = transcribe(settings, target, model, name, settings.shard_size, err)
+    else:
+        campaign = get_campaign(url, target)
+    scores, missing = score_lines(url, campaign, open_storage(gt or campaign.source_url, settings), normalize)
+    report = summarize(campaign, scores, missing, normalize)
+    paths = write_outputs(report, scores, Path(output or f"eval-{campaign.name}"))
+    print(json.dumps({k: v for k, v in report.__dict__.items() if k != "calibration"}, ensure_ascii=False))
+    err.print(f"{report.lines_scored} lines scored ({missing} without ground truth); wrote {', '.join(str(p) for p in paths.values())}")

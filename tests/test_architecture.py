@@ -1,0 +1,118 @@
+"""Architecture rules, read from the source: who may import whom, and who may write a shard's row.
+
+import-linter (``make test`` runs ``lint-imports`` on the contracts in pyproject.toml) checks the
+imports of the installed package; these tests check the same rules on the files themselves, every
+import statement included (those inside functions too), and add the rule no import graph can see:
+``pisar/catalog/shards.py`` is the only module that writes the ``shard`` table.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import REPO
+
+#: The top-level folders of the package and the names they install as (pyproject's package-dir).
+PACKAGES = {"pisar": "pisar", "worker": "pisar.worker", "producer": "pisar.producer"}
+SIDES = ("pisar.worker", "pisar.producer")
+COMPOSITION = ("pisar.cli", "pisar.embedded")  # the only modules that may import both sides
+SHARD_OWNER = "pisar.catalog.shards"
+SHARD_TABLE_NAMES = {"_SHARD", "SHARDS", "Shard"}  # how modules name the table (``Shard.__table__`` included)
+RAW_SHARD_WRITE = re.compile(r"\b(UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+shard\b", re.IGNORECASE)
+
+
+def modules() -> Iterator[tuple[str, ast.Module]]:
+    """Every module of the package: its installed name and its syntax tree (migrations left out: DDL)."""
+    for folder, package in PACKAGES.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            relative = path.relative_to(REPO / folder).with_suffix("")
+            if "migrations" in relative.parts:
+                continue
+            parts = [p for p in relative.parts if p != "__init__"]
+            yield ".".join([package, *parts]), ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def imported(tree: ast.Module, module: str) -> set[str]:
+    """Every module an import statement of ``tree`` names, relative imports resolved against ``module``."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(module.split(".")[: -node.level] + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def side_of(module: str) -> str | None:
+    return next((side for side in SIDES if within(module, side)), None)
+
+
+ALL = list(modules())
+
+
+def test_the_package_is_read_whole() -> None:
+    names = {name for name, _ in ALL}
+    assert {"pisar.catalog.shards", "pisar.worker.shard", "pisar.producer.feeder", "pisar.cli", "pisar.embedded"} <= names
+
+
+@pytest.mark.parametrize(("module", "tree"), [m for m in ALL if not side_of(m[0]) and not any(within(m[0], c) for c in COMPOSITION)])
+def test_the_shared_core_imports_neither_side(module: str, tree: ast.Module) -> None:
+    wrong = sorted(name for name in imported(tree, module) if side_of(name))
+    assert not wrong, f"{module} (shared core) imports {wrong}; move what both sides use into pisar/"
+
+
+@pytest.mark.parametrize(("module", "tree"), [m for m in ALL if side_of(m[0])])
+def test_worker_and_producer_do_not_import_each_other(module: str, tree: ast.Module) -> None:
+    mine = side_of(module)
+    wrong = sorted(name for name in imported(tree, module) if side_of(name) not in (None, mine))
+    assert not wrong, f"{module} imports {wrong}; only {', '.join(COMPOSITION)} compose the two sides"
+
+
+def shard_writes(tree: ast.Module) -> list[str]:
+    """Writes of the shard table in ``tree``: ``update()``/``insert()``/``delete()`` of it, or SQL text that changes it."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("update", "insert", "delete"):
+            target = node.args[0] if node.args else None
+            if isinstance(target, ast.Attribute) and target.attr == "__table__":
+                target = target.value
+            if isinstance(target, ast.Name) and target.id in SHARD_TABLE_NAMES:
+                found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and RAW_SHARD_WRITE.search(node.value):
+            found.append(f"line {node.lineno}: {node.value[:80]!r}")
+    return found
+
+
+@pytest.mark.parametrize(("module", "tree"), [m for m in ALL if m[0] != SHARD_OWNER])
+def test_only_the_lifecycle_module_writes_shards(module: str, tree: ast.Module) -> None:
+    assert not shard_writes(tree), f"{module} writes the shard table; every move goes through {SHARD_OWNER}"
+
+
+def test_the_lifecycle_module_is_found_writing() -> None:
+    """The check above would pass on an empty tree: it must see the owner's own writes."""
+    owner = dict(ALL)[SHARD_OWNER]
+    assert len(shard_writes(owner)) >= 5
+
+
+def test_the_import_contracts_name_every_core_module() -> None:
+    """pyproject's import-linter contract lists the core by name: a new core module must join it."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    core = next(c for c in config["contracts"] if c["type"] == "forbidden")
+    listed = set(core["source_modules"])
+    top_level = {".".join(name.split(".")[:2]) for name, _ in ALL if name.startswith("pisar.")}
+    expected = {name for name in top_level if not side_of(name) and name not in COMPOSITION}
+    assert listed == expected
