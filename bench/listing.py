@@ -49,7 +49,7 @@ def key(number: int) -> str:
     return f"lines/fond/{number // 100_000:04d}/page_{number // 40 % 2500:04d}/line_{number:07d}.png"
 
 
-def upload(client, bucket: str, count: int, threads: int) -> float:  # noqa: ANN001 - boto3 client
+def upload(client, bucket: str, count: int, threads: int) -> float:  # boto3 client
     """Put ``count`` one-byte objects; returns seconds."""
     started = time.perf_counter()
 
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def raw_listing_seconds(client, bucket: str, prefix: str, expected: int) -> float:  # noqa: ANN001 - boto3 client
+def raw_listing_seconds(client, bucket: str, prefix: str, expected: int) -> float:  # boto3 client
     """Seconds for one plain ListObjectsV2 paginator over ``prefix``."""
     started = time.perf_counter()
     count = sum(len(page.get("Contents", [])) for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))

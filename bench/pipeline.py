@@ -61,7 +61,7 @@ def key(number: int) -> str:
     return f"lines/page_{number // 40:05d}/line_{number:06d}.png"
 
 
-def upload(client, images: list[bytes], count: int) -> dict[str, bytes]:  # noqa: ANN001 - boto3 client
+def upload(client, images: list[bytes], count: int) -> dict[str, bytes]:  # boto3 client
     """Put ``count`` objects cycling through ``images``; returns key -> bytes."""
     objects = {key(i): images[i % len(images)] for i in range(count)}
     with ThreadPoolExecutor(16) as pool:
@@ -152,7 +152,7 @@ def run_campaign(env: dict[str, str], name: str, queue: str, lines: int, shard_s
     }
 
 
-def bare_part(keys: list[str], env: dict[str, str], batch_size: int, barrier, results) -> None:  # noqa: ANN001 - multiprocessing objects
+def bare_part(keys: list[str], env: dict[str, str], batch_size: int, barrier, results) -> None:  # multiprocessing objects
     """One bare process: the worker's read path over ``keys``, timed from a common start."""
     os.environ.update(env)
     from worker_path import PisarRow

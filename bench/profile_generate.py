@@ -64,9 +64,9 @@ def main(argv: list[str]) -> int:
         for size in args.batches:
             batch = pixels[:size]
             inputs = engine.to_device(batch)
-            encoder_s = timed(lambda: engine.model.encoder(pixel_values=inputs), engine.device, args.repeats)  # noqa: B023
-            generate_s = timed(lambda: engine.model.generate(pixel_values=inputs, **generation), engine.device, args.repeats)  # noqa: B023
-            engine_s = timed(lambda: engine.recognize(batch, generation), engine.device, args.repeats)  # noqa: B023
+            encoder_s = timed(lambda: engine.model.encoder(pixel_values=inputs), engine.device, args.repeats)  # noqa: B023 - called at once, inside the loop
+            generate_s = timed(lambda: engine.model.generate(pixel_values=inputs, **generation), engine.device, args.repeats)  # noqa: B023 - called at once, inside the loop
+            engine_s = timed(lambda: engine.recognize(batch, generation), engine.device, args.repeats)  # noqa: B023 - called at once, inside the loop
             rows.append(
                 {
                     "batch": size,

@@ -50,7 +50,7 @@ def free_port() -> int:
             return port
 
 
-def wait_for(check, what: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:  # noqa: ANN001
+def wait_for(check, what: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -58,7 +58,7 @@ def wait_for(check, what: str, timeout: float = 60.0, proc: subprocess.Popen | N
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:  # not up yet
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{what} did not come up within {timeout:.0f}s")
@@ -75,7 +75,7 @@ class Service:
     grace_seconds: float = 20.0
     ports: dict[str, int] = field(default_factory=dict)
 
-    def s3_client(self):  # noqa: ANN201 - boto3 client types are generated
+    def s3_client(self):  # boto3 client types are generated
         """A plain boto3 client for a SeaweedFS this module started, with its credentials (tests, benchmarks)."""
         return s3_client(self.url, (self.env["AWS_ACCESS_KEY_ID"], self.env["AWS_SECRET_ACCESS_KEY"]))
 
@@ -248,7 +248,7 @@ def start_seaweedfs(
     return service
 
 
-def s3_client(endpoint: str, credentials: tuple[str, str] = (S3_ACCESS_KEY, S3_SECRET_KEY)):  # noqa: ANN201 - boto3 client types are generated
+def s3_client(endpoint: str, credentials: tuple[str, str] = (S3_ACCESS_KEY, S3_SECRET_KEY)):  # boto3 client types are generated
     """A plain boto3 client with the throwaway SeaweedFS credentials."""
     import boto3
 

@@ -75,7 +75,7 @@ def _resolve_hub_revision(repo_id: str, revision: str | None) -> str:
 
     try:
         snapshot = Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json"]))
-    except Exception as exc:  # noqa: BLE001 - the hub client raises many types; the message is what matters
+    except Exception as exc:  # the hub client raises many types; the message is what matters
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NotFound(f"model {repo_id}@{revision or 'main'} is not a folder and the hub could not resolve it: {reason}") from None
     return snapshot.name

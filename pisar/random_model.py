@@ -14,6 +14,10 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # transformers is imported when a model is built, not when presets are read
+    from transformers import PreTrainedTokenizerFast, TrOCRProcessor, VisionEncoderDecoderModel
 
 ALPHABET = "АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯабвгдеёжзийклмнопрстуфхцчшщъыьэюяѢѣІіѲѳѴѵ0123456789.,;:!?-—()«»\"' "
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -25,7 +29,7 @@ def read_texts(folders: Iterable[Path]) -> list[str]:
     return [p.read_text(encoding="utf-8").strip() for folder in folders for p in sorted(folder.rglob("*.gt.txt"))]
 
 
-def build_tokenizer(texts: list[str], vocab_size: int, byte_level: bool = False):  # noqa: ANN201 - PreTrainedTokenizerFast
+def build_tokenizer(texts: list[str], vocab_size: int, byte_level: bool = False) -> PreTrainedTokenizerFast:
     """A BPE tokenizer over characters (no byte fallback, so every token decodes to text), or with
     ``byte_level`` over bytes, as the RoBERTa vocabulary of TrOCR decoders is: every one of the 256
     bytes is a token, so a model can emit NUL, control bytes and invalid UTF-8.
@@ -111,7 +115,7 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 
-def new_model(texts: list[str], spec: ModelSpec, seed: int = 0):  # noqa: ANN201 - (model, processor)
+def new_model(texts: list[str], spec: ModelSpec, seed: int = 0) -> tuple[VisionEncoderDecoderModel, TrOCRProcessor]:
     """A freshly initialised VisionEncoderDecoderModel and its processor for ``spec``."""
     import torch
     from transformers import (

@@ -326,7 +326,7 @@ class S3Storage:
             raise TransientError(f"s3://{self.bucket}/{key}: {exc}") from None
 
 
-def make_s3_client(settings: Settings):  # noqa: ANN201 - boto3 client types are generated
+def make_s3_client(settings: Settings):  # boto3 client types are generated
     """A boto3 S3 client with botocore's ``standard`` retries and a pool sized for the fetch threads."""
     import boto3
     from botocore.config import Config

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, or_, select
 from sqlmodel import Session
 
 from pisar.catalog.db import get_engine
@@ -66,6 +66,6 @@ def shards_to_resume(url: str, campaign_id: int) -> list[int]:
     return _shard_ids(url, and_(_SHARD.c.campaign_id == campaign_id, condition))
 
 
-def _shard_ids(url: str, condition) -> list[int]:  # noqa: ANN001 - a SQLAlchemy clause
+def _shard_ids(url: str, condition: ColumnElement[bool]) -> list[int]:
     with get_engine(url).connect() as conn:
         return list(conn.execute(select(_SHARD.c.id).where(condition).order_by(_SHARD.c.index)).scalars())

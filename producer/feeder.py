@@ -25,7 +25,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import Exists, select
 
 from pisar.catalog import shards
 from pisar.catalog.db import get_engine
@@ -56,7 +56,7 @@ class TopUp:
         return f"queue '{self.queue}': {self.waiting} waiting, published {self.sent} ({campaigns})"
 
 
-def _has_pending():  # noqa: ANN202 - a SQLAlchemy EXISTS clause
+def _has_pending() -> Exists:
     """The campaign has a shard waiting for the feeder (answered from the partial index on pending shards)."""
     return select(_SHARD.c.id).where(_SHARD.c.campaign_id == _CAMPAIGN.c.id, _SHARD.c.state == ShardState.PENDING.value).exists()
 

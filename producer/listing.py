@@ -117,14 +117,14 @@ def list_into_catalog(
         return _close(url, campaign_id, time.monotonic() - started)
 
 
-def _list_range(  # noqa: PLR0913
+def _list_range(
     url: str,
     campaign_id: int,
     shard_size: int,
     storage: Storage,
     part,
     indexes: _Indexes,
-    stop: threading.Event,  # noqa: ANN001 - a listing_part row
+    stop: threading.Event,  # a listing_part row
 ) -> None:
     carry: list[str] = list(part.carry)
     skipped: Counter[str] = Counter(part.skipped)

@@ -111,7 +111,7 @@ class FaultFree:
         assert_same_texts(self.card, {k: self.expected[k] for k in keys}, got, self.paths)
 
 
-def submit(s3, env: dict[str, str], bucket: str, objects: dict[str, bytes], model: Path, shard_size: int) -> Watched:  # noqa: ANN001
+def submit(s3, env: dict[str, str], bucket: str, objects: dict[str, bytes], model: Path, shard_size: int) -> Watched:
     """Upload ``objects`` to a new bucket and submit them as campaign ``bucket``."""
     s3.create_bucket(Bucket=bucket)
     upload(s3, bucket, objects)

@@ -127,7 +127,7 @@ def s3_env(seaweedfs: Service, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
 
 
 @pytest.fixture
-def s3(seaweedfs: Service, s3_env: dict[str, str]):  # noqa: ANN201 - boto3 client
+def s3(seaweedfs: Service, s3_env: dict[str, str]):  # boto3 client
     return seaweedfs.s3_client()
 
 

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import run_pisar
 
 
-def assert_one_line_error(result, contains: str) -> None:  # noqa: ANN001 - CompletedProcess
+def assert_one_line_error(result, contains: str) -> None:  # CompletedProcess
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -37,7 +37,7 @@ def test_postgres_unreachable(embedded_env: dict[str, str]) -> None:
     assert "secret" not in result.stderr
 
 
-def test_postgres_without_migrations(embedded_env: dict[str, str], postgres_server, tmp_path: Path) -> None:  # noqa: ANN001
+def test_postgres_without_migrations(embedded_env: dict[str, str], postgres_server, tmp_path: Path) -> None:
     import uuid
 
     import psycopg
@@ -103,12 +103,12 @@ def test_bad_arguments(embedded_env: dict[str, str]) -> None:
     assert_one_line_error(run_pisar(["run", "x", "--model", "m", "--shard-size", "0"], embedded_env), "--shard-size")
 
 
-def test_worker_refuses_settings_that_would_redeliver_running_shards(embedded_env: dict[str, str], redis_service) -> None:  # noqa: ANN001
+def test_worker_refuses_settings_that_would_redeliver_running_shards(embedded_env: dict[str, str], redis_service) -> None:
     env = {**embedded_env, "PISAR_REDIS_URL": redis_service.url, "PISAR_VISIBILITY_TIMEOUT_SECONDS": "600", "PISAR_LEASE_SECONDS": "3600"}
     assert_one_line_error(run_pisar(["worker"], env, timeout=60), "visibility_timeout (600s) must be at least the shard lease (3600s)")
 
 
-def test_worker_with_a_preload_model_it_cannot_serve_fails_at_start(embedded_env: dict[str, str], redis_service, tiny_model) -> None:  # noqa: ANN001
+def test_worker_with_a_preload_model_it_cannot_serve_fails_at_start(embedded_env: dict[str, str], redis_service, tiny_model) -> None:
     """`--model` says what the node must serve: a device it lacks refuses the start, before any message is taken."""
     env = {**embedded_env, "PISAR_REDIS_URL": redis_service.url, "PISAR_DEVICE": "cuda"}
     result = run_pisar(["worker", "--model", str(tiny_model)], env, timeout=60)
@@ -146,7 +146,7 @@ def test_passwords_never_reach_the_operator(embedded_env: dict[str, str], variab
     assert "hunter2" not in result.stderr + result.stdout
 
 
-def test_flower_refuses_to_start_without_a_password(embedded_env: dict[str, str], redis_service) -> None:  # noqa: ANN001
+def test_flower_refuses_to_start_without_a_password(embedded_env: dict[str, str], redis_service) -> None:
     env = {**embedded_env, "PISAR_REDIS_URL": redis_service.url}
     assert_one_line_error(run_pisar(["flower"], env, timeout=60), "set PISAR_FLOWER_BASIC_AUTH=user:password, or pass --no-auth")
     bad = {**env, "PISAR_FLOWER_BASIC_AUTH": "only-a-secret-word"}

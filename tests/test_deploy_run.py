@@ -83,7 +83,9 @@ def empty_database(postgres_server: Service) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def outside(compose_redis: Service, compose_seaweedfs: Service, empty_database: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - returns a function
+def outside(
+    compose_redis: Service, compose_seaweedfs: Service, empty_database: str, tmp_path_factory: pytest.TempPathFactory
+):  # returns a function
     """``outside(service)``: the service's compose environment, its addresses pointed at this machine."""
     models = tmp_path_factory.mktemp("models-volume")
 
@@ -151,7 +153,7 @@ def test_redis_runs_from_its_compose_command_with_password_and_persistence(
 def test_the_stack_transcribes_a_campaign_from_its_compose_commands(
     services: dict[str, dict[str, Any]],
     compose_seaweedfs: Service,
-    outside,  # noqa: ANN001
+    outside,
     tiny_model: Path,
     print_lines: Path,
     tmp_path: Path,

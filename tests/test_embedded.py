@@ -95,7 +95,7 @@ def test_changed_model_folder_is_refused_and_the_shard_quarantined(
     assert "quarantined" in table.stdout and "changed since submit" in table.stdout
 
 
-def test_run_on_an_s3_prefix(s3, seaweedfs, tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:  # noqa: ANN001
+def test_run_on_an_s3_prefix(s3, seaweedfs, tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
     """Embedded mode reads from object storage too; keys are the full object keys."""
     s3.create_bucket(Bucket="embedded")
     files = sorted(print_lines.iterdir())[:20]  # 10 images and their .gt.txt files

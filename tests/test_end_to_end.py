@@ -23,12 +23,12 @@ from tests.reference import CardLoop, assert_same_texts
 SHARD_SIZE = 64
 
 
-def upload(s3, bucket: str, items: dict[str, bytes]) -> None:  # noqa: ANN001 - boto3 client
+def upload(s3, bucket: str, items: dict[str, bytes]) -> None:  # boto3 client
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), items.items()))
 
 
-def catalog(url: str):  # noqa: ANN201
+def catalog(url: str):
     return get_engine(Settings(database_url=url).catalog_url)
 
 
@@ -56,7 +56,7 @@ def test_campaign_end_to_end(
     start_worker,
     tiny_model: Path,
     print_lines: Path,
-    handwritten: Path,  # noqa: ANN001
+    handwritten: Path,
 ) -> None:
     real = {f"vol-1917/print/{p.name}": p for p in sorted(print_lines.iterdir())}
     real.update({f"vol-1917/hand/{p.name}": p for p in sorted(handwritten.glob("*.jpg"))})
@@ -153,7 +153,7 @@ def test_campaign_end_to_end(
     print(json.dumps(figures))
 
 
-def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path) -> None:  # noqa: ANN001
+def test_duplicate_delivery_and_retry(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path) -> None:
     """The same shard delivered twice writes one set of rows; `retry --errors` re-runs exactly the errored line."""
     from pisar.queue import configure
 
@@ -212,7 +212,7 @@ def test_resume_after_redis_lost_the_queue(
     start_worker,
     redis_service,
     tiny_model: Path,
-    print_lines: Path,  # noqa: ANN001
+    print_lines: Path,
 ) -> None:
     """Messages lost in Redis are recovered from the catalog by `pisar resume`."""
     import redis

@@ -113,7 +113,7 @@ def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_
     pixels[2, 0, 0, 0] = np.nan  # a poisoned input: generate() is made to raise on it below
     original = engine.model.generate
 
-    def generate(pixel_values, **kwargs):  # noqa: ANN001, ANN003, ANN202 - wraps the real generate
+    def generate(pixel_values, **kwargs):  # wraps the real generate
         if bool(pixel_values.isnan().any()):
             raise RuntimeError("poisoned line")
         return original(pixel_values=pixel_values, **kwargs)
@@ -134,7 +134,7 @@ def test_out_of_memory_halves_the_batch_for_good_and_loses_no_line(tiny_model: P
     expected = [r.text for r in engine.recognize(pixels)]
     original, sizes = engine.model.generate, []
 
-    def generate(pixel_values, **kwargs):  # noqa: ANN001, ANN003, ANN202 - wraps the real generate
+    def generate(pixel_values, **kwargs):  # wraps the real generate
         sizes.append(len(pixel_values))
         if len(pixel_values) > 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")

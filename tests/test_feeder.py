@@ -91,7 +91,7 @@ def test_an_urgent_campaign_overtakes_a_running_large_one(
     print_lines: Path,
     distributed_env: dict[str, str],
     start_worker,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
 ) -> None:
     """One real worker and a real `pisar feed` loop; Redis never holds more than the windows allow."""
     env = {**distributed_env, "PISAR_QUEUE_HIGH_WATER": "4", "PISAR_QUEUE_LOW_WATER": "2", "PISAR_FEED_INTERVAL_SECONDS": "0.5"}

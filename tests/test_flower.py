@@ -21,7 +21,7 @@ def get(url: str, credentials: str | None = CREDENTIALS) -> tuple[int, bytes]:
     if credentials:
         request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(request, timeout=10) as response:  # loopback test server
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -33,7 +33,7 @@ def get_json(url: str) -> object:
     return json.loads(body)
 
 
-def test_flower_shows_worker_and_tasks(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_flower_shows_worker_and_tasks(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {**distributed_env, "PISAR_FLOWER_BASIC_AUTH": CREDENTIALS}
     flower = subprocess.Popen(

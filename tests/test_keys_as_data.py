@@ -72,7 +72,7 @@ def test_odd_local_names_are_read_stored_and_exported_exactly(
     assert status.returncode == 0 and ESC not in status.stdout, status.stdout
 
 
-def test_odd_s3_keys_list_and_read_exactly(s3, seaweedfs, print_lines: Path) -> None:  # noqa: ANN001
+def test_odd_s3_keys_list_and_read_exactly(s3, seaweedfs, print_lines: Path) -> None:
     scan = sorted(print_lines.glob("*.png"))[0].read_bytes()
     keys = {f"vol/{name}" for name in [*ODD_NAMES, "del\x7fand\x01soh.png"]}
     s3.create_bucket(Bucket="odd-keys")

@@ -28,7 +28,7 @@ OTHERS = ["vol/readme.txt", "vol/f1/o1/line_000.gt.txt", "vol/f3/notes", "other/
 
 
 @pytest.fixture(scope="module")
-def bucket(seaweedfs) -> str:  # noqa: ANN001
+def bucket(seaweedfs) -> str:
     s3 = seaweedfs.s3_client()
     s3.create_bucket(Bucket="ranges")
     with ThreadPoolExecutor(8) as pool:
@@ -40,7 +40,7 @@ def keys_of(storage: S3Storage, ranges: list[KeyRange]) -> list[str]:
     return [key for r in ranges for page in storage.list_range(r, None) for key in page]
 
 
-def test_key_ranges_follow_the_folders_and_hold_every_key_once(bucket: str, seaweedfs, s3_env) -> None:  # noqa: ANN001
+def test_key_ranges_follow_the_folders_and_hold_every_key_once(bucket: str, seaweedfs, s3_env) -> None:
     storage = S3Storage(bucket, "vol/", Settings(s3_endpoint_url=seaweedfs.url), page_size=7)
     everything = sorted(k for k in IMAGES + OTHERS if k.startswith("vol/"))
 
@@ -92,7 +92,7 @@ class FailingStorage:
     def key_ranges(self, wanted: int) -> list[KeyRange]:
         return self.real.key_ranges(wanted)
 
-    def list_range(self, part: KeyRange, after: str | None):  # noqa: ANN201
+    def list_range(self, part: KeyRange, after: str | None):
         for number, page in enumerate(self.real.list_range(part, after)):
             if part.prefix == self.failing_prefix and number == 2:
                 raise ServiceUnavailable("listing s3://ranges/vol/: connection reset (injected)")
@@ -105,7 +105,7 @@ def test_an_interrupted_listing_resumes_with_nothing_lost_or_twice(
     s3_env,
     postgres_url: str,
     tiny_model: Path,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = Settings(database_url=postgres_url, s3_endpoint_url=seaweedfs.url, list_threads=3, feed_interval_seconds=0.2)
     monkeypatch.setattr(listing_module, "WRITE_KEYS", 6)  # write every shard as soon as it is full
@@ -145,7 +145,7 @@ def test_an_interrupted_listing_resumes_with_nothing_lost_or_twice(
     assert done.skipped_files == {".txt": 1, ".gt.txt": 1, "(no suffix)": 1}
 
 
-def test_one_lister_per_campaign(bucket: str, seaweedfs, s3_env, postgres_url: str, tiny_model: Path) -> None:  # noqa: ANN001
+def test_one_lister_per_campaign(bucket: str, seaweedfs, s3_env, postgres_url: str, tiny_model: Path) -> None:
     settings = Settings(database_url=postgres_url, s3_endpoint_url=seaweedfs.url)
     campaign, _ = create_campaign(settings, SubmitRequest("s3://ranges/vol/f3/", str(tiny_model), "locked", shard_size=10, queue="q"))
     engine = create_engine(postgres_url)
@@ -202,7 +202,7 @@ print(json.dumps({{"heavy": sorted(m for m in ("torch", "transformers") if m in 
         (lambda folder: (folder / "tokenizer.json").unlink(), "has no tokenizer"),
     ],
 )
-def test_a_model_no_worker_could_load_is_refused_at_submit(change, message: str, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_model_no_worker_could_load_is_refused_at_submit(change, message: str, tmp_path: Path) -> None:
     import shutil
 
     from pisar.errors import ConfigError

@@ -65,7 +65,7 @@ def test_a_bad_manifest_is_named(name: str, body: bytes, message: str, tmp_path:
 
 def test_submit_from_a_manifest_reads_exactly_its_keys(
     s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     s3.create_bucket(Bucket="listed")
     lines = sorted(print_lines.glob("*.png"))[:6]
     upload(s3, "listed", {f"v/{p.name}": p.read_bytes() for p in lines})
@@ -106,7 +106,7 @@ INVENTORY = [  # key, is_latest, is_delete_marker
 ]
 
 
-def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # noqa: ANN001 - boto3 client
+def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # boto3 client
     """Write an inventory report the way S3 does (two data files and a manifest.json); its s3:// URL."""
     from urllib.parse import quote_plus
 
@@ -141,7 +141,7 @@ def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # noqa: ANN001 
                 orc.write_table(table, buffer)
             data, name = buffer.getvalue(), f"{number}.{kind.lower()}"
         s3.put_object(Bucket="inventory-dest", Key=f"{base}/data/{name}", Body=data)
-        checksum = hashlib.md5(b"tampered" if corrupt else data).hexdigest()  # noqa: S324 - S3's own checksum
+        checksum = hashlib.md5(b"tampered" if corrupt else data).hexdigest()  # S3's own checksum
         files.append({"key": f"{base}/data/{name}", "size": len(data), "MD5checksum": checksum})
     manifest = {
         "sourceBucket": "inv-source",
@@ -156,7 +156,7 @@ def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # noqa: ANN001 
 
 
 @pytest.mark.parametrize("kind", ["CSV", "PARQUET", "ORC"])
-def test_an_s3_inventory_gives_the_current_objects_keys(kind: str, s3, s3_env, seaweedfs) -> None:  # noqa: ANN001
+def test_an_s3_inventory_gives_the_current_objects_keys(kind: str, s3, s3_env, seaweedfs) -> None:
     from pisar.settings import Settings
     from pisar.storage import S3Storage
 
@@ -166,7 +166,7 @@ def test_an_s3_inventory_gives_the_current_objects_keys(kind: str, s3, s3_env, s
     assert dict(listing.skipped) == {".gt.txt": 1, OUTSIDE: 1}
 
 
-def test_a_damaged_or_foreign_inventory_is_refused(s3, s3_env, seaweedfs, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_damaged_or_foreign_inventory_is_refused(s3, s3_env, seaweedfs, tmp_path: Path) -> None:
     from pisar.settings import Settings
     from pisar.storage import LocalStorage, S3Storage
 

@@ -51,7 +51,7 @@ def scraped(port: int) -> dict:
     return result
 
 
-def test_worker_and_catalog_metrics_and_the_dashboard(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path) -> None:  # noqa: ANN001
+def test_worker_and_catalog_metrics_and_the_dashboard(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path) -> None:
     s3.create_bucket(Bucket="metered")
     upload(s3, "metered", {f"v/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:12]})
     upload(s3, "metered", {"v/broken.png": b"\x89PNG\r\n\x1a\n broken"})
@@ -107,7 +107,7 @@ def test_worker_and_catalog_metrics_and_the_dashboard(s3, distributed_env, start
     assert not missing, f"the dashboard names metrics nobody exports: {sorted(missing)}"
 
 
-def test_metrics_refuses_a_busy_port_in_one_line(distributed_env) -> None:  # noqa: ANN001
+def test_metrics_refuses_a_busy_port_in_one_line(distributed_env) -> None:
     port = free_port()
     import socket
 

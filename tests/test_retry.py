@@ -133,7 +133,7 @@ def test_bad_retry_arguments_are_one_readable_line(campaign: dict[str, str], arg
     assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
 
 
-def read_until(proc, text: str, timeout: float) -> str:  # noqa: ANN001 - a Popen with text stdout
+def read_until(proc, text: str, timeout: float) -> str:  # a Popen with text stdout
     """What ``proc`` printed up to the first line holding ``text``; fails after ``timeout`` seconds."""
     import select
     import time

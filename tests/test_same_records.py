@@ -33,12 +33,12 @@ def records(path: Path) -> dict[str, dict]:
     return {r["key"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
 
 
-def test_embedded_and_distributed_runs_store_the_same_records(  # noqa: PLR0913
-    s3,  # noqa: ANN001
-    seaweedfs,  # noqa: ANN001
+def test_embedded_and_distributed_runs_store_the_same_records(
+    s3,
+    seaweedfs,
     distributed_env: dict[str, str],
     embedded_env: dict[str, str],
-    start_worker,  # noqa: ANN001
+    start_worker,
     byte_model: Path,
     print_lines: Path,
     tmp_path: Path,

@@ -50,7 +50,7 @@ def test_missing_folder_is_not_found(tmp_path: Path) -> None:
         open_storage(str(tmp_path / "nope"), Settings())
 
 
-def test_s3_listing_paginates_and_reads(s3, seaweedfs, print_lines: Path) -> None:  # noqa: ANN001
+def test_s3_listing_paginates_and_reads(s3, seaweedfs, print_lines: Path) -> None:
     s3.create_bucket(Bucket="listing")
     files = sorted(print_lines.iterdir())[:250]
     for path in files:

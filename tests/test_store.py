@@ -36,7 +36,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def campaign(settings: Settings, tiny_model: Path, print_lines: Path, tmp_path: Path):  # noqa: ANN201
+def campaign(settings: Settings, tiny_model: Path, print_lines: Path, tmp_path: Path):
     source = tmp_path / "lines"
     source.mkdir()
     for path in sorted(print_lines.glob("*.png"))[:5]:
@@ -63,7 +63,7 @@ def results_for(settings: Settings, shard_id: int, text: str) -> list[LineResult
     return [ok_result(key, text) for key in shards.lines_to_do(settings.catalog_url, shard_id)]
 
 
-def test_second_delivery_is_skipped_and_counted(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_second_delivery_is_skipped_and_counted(settings: Settings, campaign) -> None:
     first = shard_ids(settings, campaign.id)[0]
     held = shards.claim(settings.catalog_url, first, "w1", lease_seconds=60, max_attempts=3)
     assert held is not None and held.token == 1
@@ -75,7 +75,7 @@ def test_second_delivery_is_skipped_and_counted(settings: Settings, campaign) ->
     assert (shard.state, shard.duplicate_deliveries, shard.engine) == ("done", 2, "cpu:float32")
 
 
-def test_shard_counters_follow_every_change_of_a_line_result(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_shard_counters_follow_every_change_of_a_line_result(settings: Settings, campaign) -> None:
     """`status` sums per-shard counters; they must equal a count of the line rows after a commit,
     a commit that overwrites (a retry's new results) and a line set aside by the reaper."""
     from pisar.producer.campaigns import line_counts
@@ -107,7 +107,7 @@ def test_shard_counters_follow_every_change_of_a_line_result(settings: Settings,
     assert counted() == {"pending": 2, "ok": 2, "error": 1}
 
 
-def test_superseded_run_cannot_commit(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_superseded_run_cannot_commit(settings: Settings, campaign) -> None:
     """Run A's lease expires, run B claims (new token): A's late commit is rejected, B's lands once."""
     url = settings.catalog_url
     first = shard_ids(settings, campaign.id)[0]
@@ -127,7 +127,7 @@ def test_superseded_run_cannot_commit(settings: Settings, campaign) -> None:  # 
     assert total == 5  # one row per line, nothing duplicated
 
 
-def test_failures_retry_then_quarantine(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_failures_retry_then_quarantine(settings: Settings, campaign) -> None:
     url = settings.catalog_url
     first = shard_ids(settings, campaign.id)[0]
     states = []
@@ -141,7 +141,7 @@ def test_failures_retry_then_quarantine(settings: Settings, campaign) -> None:  
     assert first in plan(url, campaign.id, RetrySelector()).shard_ids
 
 
-def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign) -> None:
     url = settings.catalog_url
     first, second = shard_ids(settings, campaign.id)[:2]
     for shard_id, status in ((first, "ok"), (second, "error")):
@@ -156,11 +156,11 @@ def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign)
     assert sorted(shards_to_resume(url, campaign.id)) == [shard_ids(settings, campaign.id)[2]]
 
 
-def test_interrupted_run_releases_its_shard(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_interrupted_run_releases_its_shard(settings: Settings, campaign) -> None:
     """Ctrl-C (or SystemExit) mid-shard hands the shard back at once instead of holding the lease."""
     from pisar.worker.shard import ShardRunner
 
-    def interrupted(_campaign):  # noqa: ANN001, ANN202 - an engine provider that is interrupted
+    def interrupted(_campaign):  # an engine provider that is interrupted
         raise KeyboardInterrupt
 
     url = settings.catalog_url
@@ -179,7 +179,7 @@ def test_interrupted_run_releases_its_shard(settings: Settings, campaign) -> Non
     assert again is not None and again.token == 2 and again.attempts == 1
 
 
-def test_status_figures_from_the_catalog(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_status_figures_from_the_catalog(settings: Settings, campaign) -> None:
     """Throughput windows are clipped to the campaign's working time; errors are grouped with an example."""
     from pisar.producer.status import campaign_status
 
@@ -210,7 +210,7 @@ def test_status_figures_from_the_catalog(settings: Settings, campaign) -> None: 
     assert report.eta_seconds == 0.0
 
 
-def test_recent_throughput_counts_a_reruns_lines_not_its_whole_shard(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_recent_throughput_counts_a_reruns_lines_not_its_whole_shard(settings: Settings, campaign) -> None:
     """A retry that re-reads one line of a two-line shard adds one line to the recent window, not two."""
     from pisar.producer.status import campaign_status
 
@@ -239,7 +239,7 @@ def results_for_all(settings: Settings, shard_id: int) -> list[LineResult]:
         return [ok_result(key, "again") for (key,) in keys]
 
 
-def test_status_counts_only_live_workers_and_recent_finishers(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_status_counts_only_live_workers_and_recent_finishers(settings: Settings, campaign) -> None:
     """A worker killed mid-shard leaves a running shard whose lease expired: it is not "seen" any more."""
     from pisar.producer.status import campaign_status
 
@@ -252,7 +252,7 @@ def test_status_counts_only_live_workers_and_recent_finishers(settings: Settings
     assert report.workers_recent == ["alive@host:1"] and report.stale_leases == 1
 
 
-def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings: Settings, campaign, tiny_model: Path) -> None:  # noqa: ANN001
+def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings: Settings, campaign, tiny_model: Path) -> None:
     """Membership and campaign come from the catalog; the message's ids are only a pointer."""
     from pisar.worker.engine import EngineCache
     from pisar.worker.shard import ShardRunner
@@ -265,7 +265,7 @@ def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings:
     assert (outcome.outcome, outcome.ok) == ("done", 2)
 
 
-def lease_of(settings: Settings, shard_id: int):  # noqa: ANN201 - (state, lease_until, attempts, error)
+def lease_of(settings: Settings, shard_id: int):  # (state, lease_until, attempts, error)
     table = Shard.__table__
     with get_engine(settings.catalog_url).connect() as conn:
         return conn.execute(select(table.c.state, table.c.lease_until, table.c.attempts, table.c.error).where(table.c.id == shard_id)).one()
@@ -277,7 +277,7 @@ def expire(settings: Settings, shard_id: int) -> None:
         conn.execute(update(Shard.__table__).where(Shard.__table__.c.id == shard_id).values(lease_until=utcnow() - timedelta(seconds=1)))
 
 
-def test_heartbeat_keeps_a_lease_alive_and_notices_when_it_is_taken(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_heartbeat_keeps_a_lease_alive_and_notices_when_it_is_taken(settings: Settings, campaign) -> None:
     from pisar.worker.lease import LeaseKeeper, LeaseLost
 
     first = shard_ids(settings, campaign.id)[0]
@@ -303,7 +303,7 @@ def test_heartbeat_keeps_a_lease_alive_and_notices_when_it_is_taken(settings: Se
     assert shards.renew(settings.catalog_url, newer, 10)
 
 
-def test_reaper_requeues_dead_workers_shards_then_quarantines(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_reaper_requeues_dead_workers_shards_then_quarantines(settings: Settings, campaign) -> None:
     first, second, _ = shard_ids(settings, campaign.id)
     live = shards.claim(settings.catalog_url, second, "alive", lease_seconds=60, max_attempts=2)
     for attempt in (1, 2):
@@ -322,7 +322,7 @@ def test_reaper_requeues_dead_workers_shards_then_quarantines(settings: Settings
     assert not shards.expire_leases(settings.catalog_url, max_attempts=2).returned
 
 
-def test_a_redelivery_that_beats_the_reaper_takes_over_the_way_the_reaper_would(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_a_redelivery_that_beats_the_reaper_takes_over_the_way_the_reaper_would(settings: Settings, campaign) -> None:
     """Celery redelivers a dead worker's message at once; when it arrives before the reaper's pass,
     the claim must still run the shard line by line and set aside the line the last run died on.
     (Before, it took the shard as a fresh attempt in batches: a poison line then crashed the worker
@@ -345,19 +345,19 @@ def test_a_redelivery_that_beats_the_reaper_takes_over_the_way_the_reaper_would(
     assert (line.status, line.error_class) == ("error", "WorkerCrash")
 
 
-def shard_row(settings: Settings, shard_id: int):  # noqa: ANN201 - the shard's row
+def shard_row(settings: Settings, shard_id: int):  # the shard's row
     with get_engine(settings.catalog_url).connect() as conn:
         return conn.execute(select(Shard.__table__).where(Shard.__table__.c.id == shard_id)).one()
 
 
-def raising(exc: BaseException):  # noqa: ANN201 - a stand-in for shards.finish
+def raising(exc: BaseException):  # a stand-in for shards.finish
     def commit(*_args: object, **_kwargs: object) -> bool:
         raise exc
 
     return commit
 
 
-def db_error(kind: type, driver_error: Exception):  # noqa: ANN001, ANN201 - a SQLAlchemy DBAPIError as the driver raises it
+def db_error(kind: type, driver_error: Exception):  # a SQLAlchemy DBAPIError as the driver raises it
     return kind("INSERT INTO line ...", {}, driver_error)
 
 
@@ -373,11 +373,11 @@ def db_error(kind: type, driver_error: Exception):  # noqa: ANN001, ANN201 - a S
     ],
     ids=["bug", "IntegrityError", "DataError", "connection-refused", "statement-timeout", "socket-timeout"],
 )
-def test_a_commit_that_raises_ends_in_a_recorded_state(  # noqa: PLR0913
+def test_a_commit_that_raises_ends_in_a_recorded_state(
     settings: Settings,
-    campaign,  # noqa: ANN001
+    campaign,
     monkeypatch: pytest.MonkeyPatch,
-    fault,  # noqa: ANN001
+    fault,
     outcome: str,
     state: str,
     attempts: int,
@@ -402,7 +402,7 @@ def test_a_commit_that_raises_ends_in_a_recorded_state(  # noqa: PLR0913
         assert result.resend_after(settings) == settings.outage_retry_seconds
 
 
-def test_the_last_failed_attempt_quarantines(settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_the_last_failed_attempt_quarantines(settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch) -> None:
     from pisar.worker.engine import EngineCache
     from pisar.worker.shard import ShardRunner
 
@@ -418,13 +418,13 @@ def test_the_last_failed_attempt_quarantines(settings: Settings, campaign, monke
     assert shard_row(settings, first).state == "quarantined"
 
 
-def test_a_node_that_cannot_serve_gives_the_shard_back_and_takes_no_more(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_a_node_that_cannot_serve_gives_the_shard_back_and_takes_no_more(settings: Settings, campaign) -> None:
     """FatalError (no device, a model that will not load) is the node's: the shard goes back unspent,
     and the runner refuses every later shard without claiming it."""
     from pisar.errors import FatalError
     from pisar.worker.shard import ShardRunner
 
-    def no_device(_campaign):  # noqa: ANN001, ANN202 - an engine provider on a node without its GPU
+    def no_device(_campaign):  # an engine provider on a node without its GPU
         raise FatalError("PISAR_DEVICE=cuda but no CUDA device is visible")
 
     first, second, _ = shard_ids(settings, campaign.id)
@@ -439,7 +439,7 @@ def test_a_node_that_cannot_serve_gives_the_shard_back_and_takes_no_more(setting
     assert refused.outcome == "broken" and shard_row(settings, second).state == "pending"  # never claimed
 
 
-def test_texts_no_catalog_can_hold_are_stored_alike_in_both_backends(settings: Settings, campaign) -> None:  # noqa: ANN001
+def test_texts_no_catalog_can_hold_are_stored_alike_in_both_backends(settings: Settings, campaign) -> None:
     """A byte-level decoder can emit NUL (Postgres refuses it) and a Python one a lone surrogate (no
     backend encodes it): both become U+FFFD, flagged, the same in SQLite and Postgres."""
     url = settings.catalog_url
@@ -459,7 +459,7 @@ def test_texts_no_catalog_can_hold_are_stored_alike_in_both_backends(settings: S
 
 def test_without_the_replacement_postgres_refuses_a_nul_and_the_shard_fails(
     settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch
-) -> None:  # noqa: ANN001, E501
+) -> None:
     """The fault of issue 17, on the real server: COPY refuses NUL with a DataError inside the commit.
     The shard fails with that message and is retried, instead of staying running under its lease."""
     if not settings.catalog_url.startswith("postgresql"):
@@ -471,7 +471,7 @@ def test_without_the_replacement_postgres_refuses_a_nul_and_the_shard_fails(
     monkeypatch.setattr(LineResult, "storable", lambda self: self)
     original = ShardRunner._result
 
-    def with_nul(self, key, outcome, note=None, size=None):  # noqa: ANN001, ANN202 - ShardRunner._result
+    def with_nul(self, key, outcome, note=None, size=None):  # ShardRunner._result
         if isinstance(outcome, Recognition):
             outcome = replace(outcome, text=outcome.text + "\x00")
         return original(self, key, outcome, note, size)

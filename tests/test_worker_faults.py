@@ -64,16 +64,16 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def running_shard_of(campaign, worker: str):  # noqa: ANN001, ANN201 - Watched -> row or None
+def running_shard_of(campaign, worker: str):  # Watched -> row or None
     with campaign.engine.connect() as conn:
         query = select(SHARDS).where(SHARDS.c.state == "running", SHARDS.c.worker.startswith(worker))
         return conn.execute(query).first()
 
 
 def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,
@@ -120,9 +120,9 @@ def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
 
 
 def test_a_visibility_timeout_shorter_than_a_shard_runs_nothing_twice(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
 ) -> None:
@@ -152,7 +152,7 @@ def test_a_visibility_timeout_shorter_than_a_shard_runs_nothing_twice(
 
 def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
     s3, distributed_env, start_worker, tiny_model: Path, fault_free: FaultFree
-) -> None:  # noqa: ANN001
+) -> None:
     env = {**distributed_env, "PISAR_BATCH_SIZE": "2"}
     campaign = submit(s3, env, "term", fault_free.objects(), tiny_model, SHARD_SIZE)
     worker = start_worker(env, "stopping")
@@ -174,9 +174,9 @@ def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
 
 
 def test_sigterm_with_a_shard_longer_than_the_stop_timeout_gives_it_back_in_time(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
 ) -> None:
@@ -216,9 +216,9 @@ def test_sigterm_with_a_shard_longer_than_the_stop_timeout_gives_it_back_in_time
 
 
 def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,
@@ -257,9 +257,9 @@ def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
 
 
 def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
 ) -> None:
@@ -289,9 +289,9 @@ def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
     ("aof", "fault"), [(True, "restart"), (False, "restart"), (True, "flushall")], ids=["aof", "no-persistence", "flushall"]
 )
 def test_redis_restarted_mid_campaign_loses_nothing(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,
@@ -337,9 +337,9 @@ def test_redis_restarted_mid_campaign_loses_nothing(
 
 
 def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,
@@ -379,8 +379,8 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
 
 
 def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,
@@ -413,9 +413,9 @@ def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
 
 
 def test_hostile_files_mixed_into_a_campaign_get_their_outcomes_and_kill_no_worker(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,
@@ -464,9 +464,9 @@ def subset(fault_free: FaultFree, count: int) -> dict[str, bytes]:
 
 
 def test_a_commit_the_catalog_refuses_fails_its_shard_then_quarantines_it(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     byte_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,
@@ -505,9 +505,9 @@ def test_a_commit_the_catalog_refuses_fails_its_shard_then_quarantines_it(
 
 
 def test_a_commit_that_hangs_is_ended_by_the_server_and_its_shard_released(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,
@@ -539,9 +539,9 @@ def test_a_commit_that_hangs_is_ended_by_the_server_and_its_shard_released(
 
 
 def test_a_worker_that_cannot_serve_gives_its_shard_back_and_exits(
-    s3,  # noqa: ANN001
-    distributed_env,  # noqa: ANN001
-    start_worker,  # noqa: ANN001
+    s3,
+    distributed_env,
+    start_worker,
     tiny_model: Path,
     fault_free: FaultFree,
     tmp_path: Path,

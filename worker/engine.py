@@ -212,7 +212,7 @@ class Engine:
             self.max_batch = max(1, len(pixel_values) // 2)
             log.warning("out of memory at %s lines a batch; batches are now at most %s", len(pixel_values), self.max_batch)
             return self.recognize(pixel_values, generation)
-        except Exception as exc:  # noqa: BLE001 - a model error: isolate the line
+        except Exception as exc:  # a model error: isolate the line
             if len(pixel_values) == 1:
                 log.warning("generation failed on one line: %s", exc)
                 return [GenerationFailed(f"{type(exc).__name__}: {exc}")]

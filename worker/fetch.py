@@ -49,7 +49,7 @@ def prepare_one(key: str, storage: Storage, limits: ImageLimits, preprocess: Cal
             pixels = preprocess(decoded.line)
             done = time.perf_counter()
             return Prepared(key, pixels, None, decoded.note, decoded.line.size, fetched - started, done - fetched)
-        except Exception as exc:  # noqa: BLE001 - a processor failing on one image is that line's problem
+        except Exception as exc:  # a processor failing on one image is that line's problem
             raise UnreadableImage(f"preprocessing failed: {type(exc).__name__}: {exc}") from None
     except LineError as exc:
         return Prepared(key, error=exc)

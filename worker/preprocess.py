@@ -50,7 +50,7 @@ class LinePreprocessor:
             return None
         try:
             fast = cls(image_processor)
-        except Exception as exc:  # noqa: BLE001 - any surprise in an unknown processor: fall back to it
+        except Exception as exc:  # any surprise in an unknown processor: fall back to it
             log.info("fast preprocessing unavailable for %s: %s", type(image_processor).__name__, exc)
             return None
         for probe in _probe_images():

@@ -137,7 +137,7 @@ class ShardRunner:
         except FatalError as exc:  # this node, not the shard: give it back and stop taking work
             self.broken = exc
             return self._release(held, Outcome.BROKEN, exc)
-        except Exception as exc:  # noqa: BLE001 - every failure of a held shard ends in a recorded state
+        except Exception as exc:  # every failure of a held shard ends in a recorded state
             if is_outage(exc):
                 return self._release(held, Outcome.STALLED, exc)
             return self._fail(held, exc)

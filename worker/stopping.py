@@ -69,7 +69,7 @@ def exit_code() -> int:
     return _exit_code
 
 
-def _stop_consuming(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+def _stop_consuming(signum: int, frame: Any) -> None:  # signal handler signature
     """Celery's own warm shutdown, with the exit code of a node that cannot serve."""
     global _exit_code
     from celery.worker import state
@@ -84,7 +84,7 @@ def install_child(stop_timeout: float) -> None:
     """In a pool child: on the parent's word, start counting down to the give-back point."""
     signal.signal(CANNOT_SERVE_SIGNAL, signal.SIG_IGN)  # the parent's handler is not the child's
 
-    def started_stopping(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    def started_stopping(signum: int, frame: Any) -> None:  # signal handler signature
         global _give_back_at
         if _give_back_at is None:
             _give_back_at = time.monotonic() + give_back_after(stop_timeout)

@@ -16,7 +16,7 @@ def _install_stub_engine() -> None:
     counter = iter(range(1 << 62))
     lock = threading.Lock()
 
-    def stub_recognize(self, pixel_values, generation=None):  # noqa: ANN001, ANN202 - same signature as the real one
+    def stub_recognize(self, pixel_values, generation=None):  # same signature as the real one
         with lock:
             numbers = [next(counter) for _ in range(len(pixel_values))]
         return [Recognition(text=f"stub line {n}", confidence=1.0, min_token_prob=1.0, token_count=3) for n in numbers]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -10,6 +12,9 @@ from sqlalchemy.exc import OperationalError
 
 from pisar.errors import CatalogNotReady, ServiceUnavailable
 from pisar.settings import redact_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -30,7 +35,7 @@ def _create(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI callback
+        def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -74,7 +79,7 @@ def dispose_engines() -> None:
     _ENGINES.clear()
 
 
-def alembic_config(url: str):  # noqa: ANN201 - alembic type imported lazily
+def alembic_config(url: str) -> Config:
     """An Alembic config for the packaged migrations, without an alembic.ini on disk."""
     from alembic.config import Config
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Connection, Select, TextClause, Update, and_, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, Select, TextClause, Update, and_, insert, or_, select, text, update
 
 from pisar.catalog.bulk import LineResult, upsert_line_results
 from pisar.catalog.db import get_engine, limit_transaction
@@ -96,7 +96,7 @@ def diagram() -> str:
     return "\n".join(lines)
 
 
-def _move(move: Move, *where: object) -> Update:
+def _move(move: Move, *where: ColumnElement[bool]) -> Update:
     """``UPDATE shard`` for ``move``: only rows in one of its source states, set to its target."""
     transition = MOVES[move]
     sources = sorted(s.value for s in transition.sources)
@@ -116,11 +116,11 @@ class Claim:
     model_revision: str | None = None
 
 
-def _fenced(held: Claim):  # noqa: ANN202 - a SQLAlchemy where-clause
+def _fenced(held: Claim) -> ColumnElement[bool]:
     return and_(_SHARD.c.id == held.shard_id, _SHARD.c.token == held.token, _SHARD.c.state == RUNNING.value)
 
 
-def held_by_a_worker(now: datetime):  # noqa: ANN201 - a SQLAlchemy where-clause on shard
+def held_by_a_worker(now: datetime) -> ColumnElement[bool]:
     """Shards running under a lease that has not expired at ``now``: a live worker is on them."""
     return and_(_SHARD.c.state == RUNNING.value, _SHARD.c.lease_until >= now)
 
@@ -333,7 +333,7 @@ def expire_leases(url: str, max_attempts: int, campaign_id: int | None = None) -
         return _expire(conn, utcnow(), max_attempts, None if campaign_id is None else _SHARD.c.campaign_id == campaign_id)
 
 
-def _expire(conn: Connection, now: datetime, max_attempts: int, which: object = None) -> Expired:
+def _expire(conn: Connection, now: datetime, max_attempts: int, which: ColumnElement[bool] | None = None) -> Expired:
     """Expired running shards (``which`` narrows them) go to ``pending``, or to ``quarantined`` after ``max_attempts``.
 
     A shard that was being read one line at a time (``probe_key`` set) names the line its worker

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -14,6 +15,10 @@ from pisar.errors import ConfigError
 from pisar.interrupt import stop_requested
 from pisar.safe_text import shown
 from pisar.settings import get_settings
+
+if TYPE_CHECKING:  # imported by the commands that need them: `--help` stays instant
+    from pisar.model_ref import ModelRef
+    from pisar.producer.retry import RetryPlan
 
 
 @app.command()
@@ -133,7 +138,7 @@ def retry(
         err.print(f"{name}: " + send_back(settings, campaign, covered.shard_ids, reset_attempts=True, console=err), markup=False)
 
 
-def _print_plan(name: str, covered, ref, dry_run: bool, retry_id: int | None = None) -> None:  # noqa: ANN001 - RetryPlan, ModelRef
+def _print_plan(name: str, covered: RetryPlan, ref: ModelRef | None, dry_run: bool, retry_id: int | None = None) -> None:
     """What a retry covers, line by line of reasoning, on stderr."""
     verb = "would re-run" if dry_run else f"retry {retry_id}: re-running" if retry_id else "nothing to re-run:"
     with_model = f" with {ref}" if ref else ""
@@ -181,9 +186,9 @@ def export(
     err.print(written.describe(output if output != "-" else "stdout") + note, markup=False)
 
 
-def _parse_since(value: str | None):  # noqa: ANN202 - datetime | None, imported lazily
+def _parse_since(value: str | None) -> datetime | None:
     """``--since`` as an aware datetime; a time without a zone is UTC."""
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     if value is None:
         return None

@@ -6,11 +6,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from pisar.producer.status import RECENT_MINUTES
+from pisar.producer.status import RECENT_MINUTES, CampaignStatus
 from pisar.safe_text import printable, shown
 
 
-def status_view(report):  # noqa: ANN001, ANN201 - CampaignStatus -> rich Group
+def status_view(report: CampaignStatus) -> Group:
     """The status screen as one renderable, so ``--watch`` can redraw it in place."""
     parts: list = []
 

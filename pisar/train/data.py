@@ -19,7 +19,7 @@ from pisar.errors import LineError, NotFound
 from pisar.groundtruth import read_transcription
 from pisar.images import ImageLimits, decode_line_image
 from pisar.settings import Settings
-from pisar.storage import list_images, open_storage
+from pisar.storage import Storage, list_images, open_storage
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def load_pairs(sources: Iterable[str], settings: Settings, normalize: Callable[[
         storage = open_storage(source, settings)
         keys = list_images(storage).keys
 
-        def load(key: str, storage=storage) -> Sample | None:  # noqa: ANN001 - binds the loop's storage
+        def load(key: str, storage: Storage = storage) -> Sample | None:  # binds this loop's storage
             text = read_transcription(storage, key)
             if not text:
                 return None

@@ -26,7 +26,7 @@ def _install_crash() -> None:
 
     decode = fetch.decode_line
 
-    def crashing_decode(data: bytes, limits):  # noqa: ANN001, ANN202 - same signature as the real one
+    def crashing_decode(data: bytes, limits):  # same signature as the real one
         if MARKER in data:
             os.kill(os.getpid(), signal.SIGSEGV)
         return decode(data, limits)
@@ -39,7 +39,7 @@ def _install_slow_batches(seconds: float) -> None:
 
     recognize = Engine.recognize
 
-    def slow_recognize(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - same signature as the real one
+    def slow_recognize(self, *args, **kwargs):  # same signature as the real one
         time.sleep(seconds)
         return recognize(self, *args, **kwargs)
 
@@ -52,7 +52,7 @@ def _install_commit_hang(seconds: float) -> None:
     write = shards.upsert_line_results
     hung = []
 
-    def hanging_write(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - same signature as the real one
+    def hanging_write(*args, **kwargs):  # same signature as the real one
         write(*args, **kwargs)
         if not hung:
             hung.append(True)
