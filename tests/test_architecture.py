@@ -116,3 +116,31 @@ def test_the_import_contracts_name_every_core_module() -> None:
     top_level = {".".join(name.split(".")[:2]) for name, _ in ALL if name.startswith("pisar.")}
     expected = {name for name in top_level if not side_of(name) and name not in COMPOSITION}
     assert listed == expected
+
+
+def test_the_reliability_page_shows_the_table_of_moves_as_it_is() -> None:
+    """docs/reliability.md draws the lifecycle from ``MOVES``; a change to the table must change the page."""
+    from pisar.catalog import shards
+
+    page = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert f"```mermaid\n{shards.diagram()}\n```" in page
+    assert shards.moves_table() in page
+
+
+def test_every_state_is_reachable_and_every_shard_can_end() -> None:
+    """The table is whole: each state is some move's target, and from each a final state is reachable."""
+    from pisar.catalog.models import ShardState
+    from pisar.catalog.shards import MOVES
+
+    targets = {t.target for t in MOVES.values()}
+    assert targets == set(ShardState)
+    final = {ShardState.DONE, ShardState.QUARANTINED}
+    for state in ShardState:
+        seen, frontier = {state}, [state]
+        while frontier:
+            here = frontier.pop()
+            for transition in MOVES.values():
+                if here in transition.sources and transition.target not in seen:
+                    seen.add(transition.target)
+                    frontier.append(transition.target)
+        assert seen & final, f"no move leads from {state} to a final state"

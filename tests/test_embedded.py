@@ -126,3 +126,32 @@ def test_image_pixel_limit_setting_applies_in_embedded_mode(tiny_model: Path, em
     allowed = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "b", "-o", str(out)], allowed_env)
     assert allowed.returncode == 0, allowed.stderr
     assert read_jsonl(out)[0]["status"] == "ok"
+
+
+def test_empty_readings_are_found_by_confidence_flag_and_status(
+    empty_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An empty reading of an inked line is a likely miss: it has a confidence (the end token's
+    probability), so confidence filters see it; it is flagged ``empty`` for `retry --flag empty`;
+    and `status` counts it."""
+    source = tmp_path / "lines"
+    source.mkdir()
+    for path in sorted(print_lines.glob("*.png"))[:4]:
+        (source / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "r.jsonl"
+    ran = run_pisar(["run", str(source), "--model", str(empty_model), "--name", "blank", "-o", str(out)], embedded_env)
+    assert ran.returncode == 0, ran.stderr
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["text"], r["flags"], r["token_count"]) for r in records] == [("", "empty", 0)] * 4
+    assert all(0 < r["confidence"] < 1 and r["confidence"] == r["min_token_prob"] for r in records)
+
+    report = json.loads(run_pisar(["status", "blank", "--json"], embedded_env).stdout)
+    assert report["empty_lines"] == 4
+    assert "4 ok lines were read as empty" in run_pisar(["status", "blank"], embedded_env).stdout
+    below = max(r["confidence"] for r in records) * 1.01
+    selected = run_pisar(["retry", "blank", "--below-confidence", f"{below:.6g}", "--dry-run"], embedded_env)
+    assert "would re-run 4 lines" in selected.stderr, selected.stderr
+    flagged = run_pisar(["retry", "blank", "--flag", "empty", "--dry-run"], embedded_env)
+    assert "would re-run 4 lines" in flagged.stderr and "flags empty: 4 lines" in flagged.stderr, flagged.stderr
+    above = run_pisar(["export", "blank", "--min-confidence", f"{below:.6g}"], embedded_env)
+    assert above.returncode == 0 and above.stdout.strip() == ""  # none is as sure as that

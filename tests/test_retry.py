@@ -123,13 +123,14 @@ def test_default_retry_leaves_worker_crashes_unless_named(campaign: dict[str, st
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--flag", "nope"], "unknown flag nope: use max_length, repetition"),
+        (["--flag", "nope"], "unknown flag nope: use max_length, repetition, empty, unstorable_text"),
         (["--below-confidence", "0"], "--below-confidence must be above 0 and at most 1"),
         (["--model", "/no/such/model"], "/no/such/model"),
     ],
 )
-def test_bad_retry_arguments_are_one_readable_line(campaign: dict[str, str], args: list[str], message: str) -> None:
-    done = run_pisar(["retry", "lines", *args], campaign)
+def test_bad_retry_arguments_are_one_readable_line(embedded_env: dict[str, str], args: list[str], message: str) -> None:
+    """Refused before the catalog is opened: no campaign is needed to be told."""
+    done = run_pisar(["retry", "lines", *args], embedded_env)
     assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
 
 

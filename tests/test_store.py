@@ -35,6 +35,13 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return Settings(database_url=request.getfixturevalue("postgres_url"))
 
 
+@pytest.fixture(scope="module")
+def engines():  # one loaded test model for the runners of this module
+    from pisar.worker.engine import EngineCache
+
+    return EngineCache("cpu")
+
+
 @pytest.fixture
 def campaign(settings: Settings, tiny_model: Path, print_lines: Path, tmp_path: Path):
     source = tmp_path / "lines"
@@ -252,12 +259,11 @@ def test_status_counts_only_live_workers_and_recent_finishers(settings: Settings
     assert report.workers_recent == ["alive@host:1"] and report.stale_leases == 1
 
 
-def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings: Settings, campaign, tiny_model: Path) -> None:
+def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings: Settings, campaign, tiny_model: Path, engines) -> None:
     """Membership and campaign come from the catalog; the message's ids are only a pointer."""
-    from pisar.worker.engine import EngineCache
     from pisar.worker.shard import ShardRunner
 
-    runner = ShardRunner(settings, EngineCache("cpu"), worker="w")
+    runner = ShardRunner(settings, engines, worker="w")
     try:
         outcome = runner.run(campaign.id + 999, shard_ids(settings, campaign.id)[0])
     finally:
@@ -381,15 +387,15 @@ def test_a_commit_that_raises_ends_in_a_recorded_state(
     outcome: str,
     state: str,
     attempts: int,
+    engines,
 ) -> None:
     """A deterministic error fails the shard (an attempt spent, retried, quarantined at the last); an
     outage releases it with the attempt refunded. Nothing is left running behind a live worker."""
-    from pisar.worker.engine import EngineCache
     from pisar.worker.shard import ShardRunner
 
     first = shard_ids(settings, campaign.id)[0]
     monkeypatch.setattr(shards, "finish", raising(fault()))
-    runner = ShardRunner(settings, EngineCache("cpu"), worker="w")
+    runner = ShardRunner(settings, engines, worker="w")
     try:
         result = runner.run(campaign.id, first)
     finally:
@@ -402,14 +408,13 @@ def test_a_commit_that_raises_ends_in_a_recorded_state(
         assert result.resend_after(settings) == settings.outage_retry_seconds
 
 
-def test_the_last_failed_attempt_quarantines(settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pisar.worker.engine import EngineCache
+def test_the_last_failed_attempt_quarantines(settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch, engines) -> None:
     from pisar.worker.shard import ShardRunner
 
     first = shard_ids(settings, campaign.id)[0]
     monkeypatch.setattr(shards, "finish", raising(RuntimeError("a bug in the commit")))
     tight = settings.model_copy(update={"max_attempts": 2})
-    runner = ShardRunner(tight, EngineCache("cpu"), worker="w")
+    runner = ShardRunner(tight, engines, worker="w")
     try:
         outcomes = [runner.run(campaign.id, first).outcome for _ in range(3)]
     finally:
@@ -458,14 +463,14 @@ def test_texts_no_catalog_can_hold_are_stored_alike_in_both_backends(settings: S
 
 
 def test_without_the_replacement_postgres_refuses_a_nul_and_the_shard_fails(
-    settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch, engines
 ) -> None:
     """The fault of issue 17, on the real server: COPY refuses NUL with a DataError inside the commit.
     The shard fails with that message and is retried, instead of staying running under its lease."""
     if not settings.catalog_url.startswith("postgresql"):
         pytest.skip("SQLite stores NUL as it is")
     from pisar.catalog.bulk import LineResult
-    from pisar.worker.engine import EngineCache, Recognition
+    from pisar.worker.engine import Recognition
     from pisar.worker.shard import ShardRunner
 
     monkeypatch.setattr(LineResult, "storable", lambda self: self)
@@ -478,7 +483,7 @@ def test_without_the_replacement_postgres_refuses_a_nul_and_the_shard_fails(
 
     monkeypatch.setattr(ShardRunner, "_result", with_nul)
     first = shard_ids(settings, campaign.id)[0]
-    runner = ShardRunner(settings, EngineCache("cpu"), worker="w")
+    runner = ShardRunner(settings, engines, worker="w")
     try:
         result = runner.run(campaign.id, first)
     finally:

@@ -96,6 +96,15 @@ def diagram() -> str:
     return "\n".join(lines)
 
 
+def moves_table() -> str:
+    """``MOVES`` as a Markdown table (docs/reliability.md shows it beside the diagram)."""
+    rows = ["| move | from | to | made by |", "| --- | --- | --- | --- |"]
+    for move, transition in MOVES.items():
+        sources = ", ".join(sorted(transition.sources)) or "(a new row)"
+        rows.append(f"| `{move}` | {sources} | {transition.target} | {transition.by} |")
+    return "\n".join(rows)
+
+
 def _move(move: Move, *where: ColumnElement[bool]) -> Update:
     """``UPDATE shard`` for ``move``: only rows in one of its source states, set to its target."""
     transition = MOVES[move]
