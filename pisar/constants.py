@@ -29,8 +29,8 @@ EXPORT_FIELDS = (
     "model",
 )
 
-# How the reaper's shard errors start. The next claim of such a shard runs it one line at a time,
-# recording each key first, so a line that kills the worker process is named and set aside.
+# How the error of a shard whose worker died starts (for people: the shard's ``suspect`` column is
+# what makes its next run read one line at a time, ``pisar/catalog/shards.py``).
 WORKER_LOST = "WorkerLost"
 
 # Campaign priorities: 0 (lowest) to 9 (most urgent); see ``pisar.queue.message_priority``.

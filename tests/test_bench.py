@@ -86,13 +86,13 @@ def test_listing_benchmark_runs_and_reports(tmp_path: Path) -> None:
 
 
 def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> None:
-    """`bench/pipeline.py` at 80 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
+    """`bench/pipeline.py` at 160 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
     two real workers with the stub engine, then with the demo model, and the bare engine beside them."""
-    printed, _ = run_bench("pipeline.py", ["--lines", "80", "--shard-size", "20"], tmp_path / "pipeline.json", timeout=900)
+    printed, _ = run_bench("pipeline.py", ["--lines", "160", "--shard-size", "40"], tmp_path / "pipeline.json", timeout=900)
     assert {"stub_lines_per_s", "model_lines_per_s", "bare_engine_lines_per_s", "model_vs_bare", "redis_bytes_per_queued_shard"} <= set(
         printed
     )
-    assert printed["lines"] == 80 and printed["error_lines"] == 0 and printed["workers"] == 2
+    assert printed["lines"] == 160 and printed["error_lines"] == 0 and printed["workers"] == 2
     assert printed["stub_lines_per_s"] > printed["model_lines_per_s"] > 0 and printed["bare_engine_lines_per_s"] > 0
     assert printed["stub_generate_ms_per_line"] < printed["model_generate_ms_per_line"], "the stub answers instantly"
     assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] > 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,23 @@ def test_worker_with_a_preload_model_it_cannot_serve_fails_at_start(embedded_env
     assert_one_line_error(result, "PISAR_DEVICE=cuda but this PyTorch build has no CUDA support")
     assert result.returncode == 3 and "cannot serve" in result.stderr
     assert "celery" not in result.stdout.lower()  # Celery never started: no banner, no consumer
+
+
+def test_embedded_run_on_a_device_it_lacks_is_one_line_and_gives_the_shard_back(
+    embedded_env: dict[str, str], tiny_model, print_lines, tmp_path
+) -> None:
+    """In `pisar run` a node that cannot serve is the command's error: one line, exit 3, the shard left unspent."""
+    source = tmp_path / "lines"
+    source.mkdir()
+    for path in sorted(print_lines.glob("*.png"))[:2]:
+        (source / path.name).write_bytes(path.read_bytes())
+    env = {**embedded_env, "PISAR_DEVICE": "cuda"}
+    result = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "nogpu"], env, timeout=120)
+    said = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert said[-1] == "pisar: error: PISAR_DEVICE=cuda but no CUDA device is visible", result.stderr
+    report = json.loads(run_pisar(["status", "nogpu", "--json"], embedded_env).stdout)
+    assert report["shards"]["queued"] == 1 and report["shard_errors"] == []  # given back, not failed
 
 
 def test_delivery_guard_names_each_unsafe_setting() -> None:

@@ -8,6 +8,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from infra.local_services import free_port, port_open, wait_for
 from tests.conftest import PISAR, run_pisar, wait_until
@@ -35,13 +36,16 @@ def get_json(url: str) -> object:
 
 def test_flower_shows_worker_and_tasks(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = {**distributed_env, "PISAR_FLOWER_BASIC_AUTH": CREDENTIALS}
+    # Flower hears every task event of its broker's Redis database (kombu prefixes fanout channels
+    # with it), and the tests running beside this one use database 0: this one gets its own.
+    alone = {**distributed_env, "PISAR_REDIS_URL": urlsplit(distributed_env["PISAR_REDIS_URL"])._replace(path="/9").geturl()}
+    env = {**alone, "PISAR_FLOWER_BASIC_AUTH": CREDENTIALS}
     flower = subprocess.Popen(
         [PISAR, "flower", f"--port={port}"], env=env, stdout=(tmp_path / "flower.log").open("w"), stderr=subprocess.STDOUT
     )
     try:
         wait_for(lambda: port_open(port), "flower", 60, flower)
-        start_worker(distributed_env, "seen")
+        start_worker(alone, "seen")
         s3.create_bucket(Bucket="flower")
         upload(s3, "flower", {f"v/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:6]})
         submitted = run_pisar(["submit", "s3://flower/v", "--model", str(tiny_model), "--name", "flower", "--shard-size", "3"], env)

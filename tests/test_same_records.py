@@ -6,27 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pisar.constants import EXPORT_FIELDS
 from tests.conftest import run_pisar, wait_until
 from tests.test_end_to_end import upload
 
 LINES = 48
 SHARD_SIZE = 16
 # Everything but where and when it ran; the floats too: the same batches on the same torch threads sum alike.
-SAME_EVERYWHERE = (
-    "key",
-    "status",
-    "text",
-    "confidence",
-    "min_token_prob",
-    "token_count",
-    "error_class",
-    "error",
-    "note",
-    "flags",
-    "width",
-    "height",
-    "model",
-)
+SAME_EVERYWHERE = tuple(f for f in EXPORT_FIELDS if f not in ("shard", "worker", "finished_at"))
 
 
 def records(path: Path) -> dict[str, dict]:

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import psycopg.errors
@@ -22,6 +23,10 @@ from pisar.producer.campaigns import shards_to_resume
 from pisar.producer.retry import RetrySelector, plan
 from pisar.producer.submit import SubmitRequest, create_campaign
 from pisar.settings import Settings
+
+if TYPE_CHECKING:
+    from pisar.worker.engine import EngineCache
+    from pisar.worker.shard import ShardOutcome
 
 FACTS = RunFacts("cpu:float32", 0.1, 0.2)
 
@@ -261,13 +266,7 @@ def test_status_counts_only_live_workers_and_recent_finishers(settings: Settings
 
 def test_a_message_naming_the_wrong_campaign_runs_the_shard_of_its_own(settings: Settings, campaign, tiny_model: Path, engines) -> None:
     """Membership and campaign come from the catalog; the message's ids are only a pointer."""
-    from pisar.worker.shard import ShardRunner
-
-    runner = ShardRunner(settings, engines, worker="w")
-    try:
-        outcome = runner.run(campaign.id + 999, shard_ids(settings, campaign.id)[0])
-    finally:
-        runner.close()
+    [outcome] = run_here(settings, engines, campaign.id + 999, shard_ids(settings, campaign.id)[0])
     assert (outcome.outcome, outcome.ok) == ("done", 2)
 
 
@@ -351,6 +350,17 @@ def test_a_redelivery_that_beats_the_reaper_takes_over_the_way_the_reaper_would(
     assert (line.status, line.error_class) == ("error", "WorkerCrash")
 
 
+def run_here(settings: Settings, engines: EngineCache, campaign_id: int, shard_id: int, times: int = 1) -> list[ShardOutcome]:
+    """Run one shard ``times`` in this process, as a worker would, through the real ``ShardRunner``."""
+    from pisar.worker.shard import ShardRunner
+
+    runner = ShardRunner(settings, engines, worker="w")
+    try:
+        return [runner.run(campaign_id, shard_id) for _ in range(times)]
+    finally:
+        runner.close()
+
+
 def shard_row(settings: Settings, shard_id: int):  # the shard's row
     with get_engine(settings.catalog_url).connect() as conn:
         return conn.execute(select(Shard.__table__).where(Shard.__table__.c.id == shard_id)).one()
@@ -391,15 +401,9 @@ def test_a_commit_that_raises_ends_in_a_recorded_state(
 ) -> None:
     """A deterministic error fails the shard (an attempt spent, retried, quarantined at the last); an
     outage releases it with the attempt refunded. Nothing is left running behind a live worker."""
-    from pisar.worker.shard import ShardRunner
-
     first = shard_ids(settings, campaign.id)[0]
     monkeypatch.setattr(shards, "finish", raising(fault()))
-    runner = ShardRunner(settings, engines, worker="w")
-    try:
-        result = runner.run(campaign.id, first)
-    finally:
-        runner.close()
+    [result] = run_here(settings, engines, campaign.id, first)
     row = shard_row(settings, first)
     assert (result.outcome, row.state, row.attempts, row.lease_until) == (outcome, state, attempts, None)
     if outcome == "failed":
@@ -409,16 +413,9 @@ def test_a_commit_that_raises_ends_in_a_recorded_state(
 
 
 def test_the_last_failed_attempt_quarantines(settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch, engines) -> None:
-    from pisar.worker.shard import ShardRunner
-
     first = shard_ids(settings, campaign.id)[0]
     monkeypatch.setattr(shards, "finish", raising(RuntimeError("a bug in the commit")))
-    tight = settings.model_copy(update={"max_attempts": 2})
-    runner = ShardRunner(tight, engines, worker="w")
-    try:
-        outcomes = [runner.run(campaign.id, first).outcome for _ in range(3)]
-    finally:
-        runner.close()
+    outcomes = [r.outcome for r in run_here(settings.model_copy(update={"max_attempts": 2}), engines, campaign.id, first, times=3)]
     assert outcomes == ["failed", "quarantined", "skipped"]
     assert shard_row(settings, first).state == "quarantined"
 
@@ -483,11 +480,7 @@ def test_without_the_replacement_postgres_refuses_a_nul_and_the_shard_fails(
 
     monkeypatch.setattr(ShardRunner, "_result", with_nul)
     first = shard_ids(settings, campaign.id)[0]
-    runner = ShardRunner(settings, engines, worker="w")
-    try:
-        result = runner.run(campaign.id, first)
-    finally:
-        runner.close()
+    [result] = run_here(settings, engines, campaign.id, first)
     row = shard_row(settings, first)
     assert (result.outcome, row.state, row.attempts, row.lease_until) == ("failed", "failed", 1, None)
     assert row.error.startswith("DataError") and "NUL" in row.error

@@ -141,9 +141,12 @@ class ShardRunner:
             if is_outage(exc):
                 return self._release(held, Outcome.STALLED, exc)
             return self._fail(held, exc)
-        except BaseException:  # Ctrl-C, SystemExit: hand the shard back instead of holding its lease
-            self._settle(partial(shards.release, self.catalog_url, held))
-            log.warning("shard %s interrupted and released", shard_id)
+        except BaseException:  # Ctrl-C, SystemExit: hand the shard back (one try: the process is leaving) instead of holding its lease
+            try:
+                shards.release(self.catalog_url, held)
+                log.warning("shard %s interrupted and released", shard_id)
+            except Exception as exc:  # the lease expires and the reaper takes the shard
+                log.warning("shard %s interrupted; the release failed (%s)", shard_id, _describe(exc))
             raise
 
     def _run_held(self, held: Claim) -> ShardOutcome:
