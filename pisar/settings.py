@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     catalog_path: Path = Field(Path("pisar.db"), description="SQLite catalog file when database_url is unset")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (SeaweedFS, MinIO); unset = AWS")
     s3_addressing_style: Literal["auto", "path", "virtual"] = "path"
-    s3_max_attempts: int = Field(8, ge=1, le=50, description="botocore 'standard' retry attempts")
+    s3_max_attempts: int = Field(8, ge=1, le=50, description="Attempts per S3 request (obstore's and botocore's retries)")
+    s3_client: Literal["obstore", "boto3"] = Field(
+        "obstore", description="obstore reads and lists off the GIL (boto3 still serves keys it cannot name); boto3 for everything"
+    )
     queue: str = Field(DEFAULT_QUEUE, min_length=1, description="Celery queue that carries shards")
 
     flower_basic_auth: SecretStr | None = Field(

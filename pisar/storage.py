@@ -10,12 +10,15 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
 from pisar.constants import IMAGE_SUFFIXES
 from pisar.errors import ConfigError, FetchFailed, MissingObject, NotFound, ServiceUnavailable, TransientError
 from pisar.settings import Settings
+
+if TYPE_CHECKING:
+    import boto3
 
 
 @dataclass(frozen=True)
@@ -198,14 +201,21 @@ _TRANSIENT_CODES = frozenset(
 
 
 class S3Storage:
-    """A bucket and prefix on any S3-compatible server, through one thread-safe boto3 client."""
+    """A bucket and prefix on any S3-compatible server: reads and listings through obstore, off the
+    GIL (``pisar/s3_fast.py``), and through one thread-safe boto3 client where obstore cannot go."""
 
     def __init__(self, bucket: str, prefix: str, settings: Settings, page_size: int = 1000) -> None:
+        import boto3
+
+        from pisar import s3_fast
+
         self.bucket = bucket
         self.prefix = prefix
         self.page_size = page_size
         self.url = f"s3://{bucket}/{prefix}"
-        self.client = make_s3_client(settings)
+        session = boto3.session.Session()
+        self.client = make_s3_client(settings, session)
+        self.store = s3_fast.open_store(bucket, settings, session) if settings.s3_client == "obstore" else None
 
     def iter_keys(self) -> Iterator[str]:
         for page in self.list_range(KeyRange(self.prefix), None):
@@ -258,13 +268,32 @@ class S3Storage:
     def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
         if part.folders:
             yield from self._list_run(part, after)
-            return
-        options = {"Prefix": part.prefix}
-        if not part.recursive:
-            options["Delimiter"] = "/"
-        if after is not None:
-            options["StartAfter"] = after
-        for page in self._pages(**options):
+        elif part.recursive:
+            yield from self._keys(part.prefix, after)
+        else:  # the objects beside the sub-folders: one delimited listing
+            options = {"Prefix": part.prefix, "Delimiter": "/"} | ({"StartAfter": after} if after is not None else {})
+            for page in self._pages(**options):
+                if keys := [item["Key"] for item in page.get("Contents", [])]:
+                    yield keys
+
+    def _keys(self, prefix: str, after: str | None) -> Iterator[list[str]]:
+        """Every key under ``prefix`` greater than ``after``, a page at a time: obstore for a listing
+        from the start of a prefix it lists as S3 would, boto3 from the last key it gave where it
+        stops (a key it cannot name, an error) and for a resumed listing. ``after`` is a key S3's
+        StartAfter and object_store's offset treat alike only on some servers (SeaweedFS lists
+        folder by folder and reads it as a folder cursor), so resuming stays with boto3."""
+        from pisar import s3_fast
+
+        last = after
+        if self.store is not None and after is None and s3_fast.lists_alike(prefix):
+            try:
+                for keys in s3_fast.list_pages(self.store, prefix):
+                    last = keys[-1]
+                    yield keys
+                return
+            except s3_fast.failures():
+                pass
+        for page in self._pages(Prefix=prefix, **({"StartAfter": last} if last is not None else {})):
             if keys := [item["Key"] for item in page.get("Contents", [])]:
                 yield keys
 
@@ -306,6 +335,12 @@ class S3Storage:
             raise ServiceUnavailable(f"listing {self.url}: {exc}") from None
 
     def read(self, key: str) -> bytes:
+        if self.store is not None:
+            from pisar import s3_fast
+
+            data = s3_fast.read(self.store, key)
+            if data is not None:
+                return data
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -326,7 +361,7 @@ class S3Storage:
             raise TransientError(f"s3://{self.bucket}/{key}: {exc}") from None
 
 
-def make_s3_client(settings: Settings):  # boto3 client types are generated
+def make_s3_client(settings: Settings, session: boto3.session.Session | None = None):  # boto3 client types are generated
     """A boto3 S3 client with botocore's ``standard`` retries and a pool sized for the fetch threads."""
     import boto3
     from botocore.config import Config
@@ -338,7 +373,7 @@ def make_s3_client(settings: Settings):  # boto3 client types are generated
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+    return (session or boto3.session.Session()).client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

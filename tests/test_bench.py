@@ -85,6 +85,20 @@ def test_listing_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert printed["redis_bytes_per_queued_shard"] > 0
 
 
+def test_storage_benchmark_reads_through_both_clients_and_reports(tmp_path: Path) -> None:
+    """The documented quick form; the bench itself checks that both clients read every object whole and list every key."""
+    printed, _ = run_bench("storage.py", ["--lines", "120", "--rounds", "1"], tmp_path / "storage.json")
+    quoted = {
+        "boto3_cpu_us_per_read",
+        "obstore_cpu_us_per_read",
+        "obstore_vs_boto3_cpu_per_read",
+        "boto3_reads_per_s",
+        "obstore_reads_per_s",
+    }
+    quoted |= {"list_boto3_paginator_keys_per_s", "list_obstore_keys_per_s", "list_obstore_vs_paginator"}  # docs/performance.md
+    assert quoted <= set(printed) and (printed["lines"], printed["rounds"]) == (120, 1)
+
+
 def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> None:
     """`bench/pipeline.py` at 160 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
     two real workers with the stub engine, then with the demo model, and the bare engine beside them."""

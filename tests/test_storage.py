@@ -67,3 +67,37 @@ def test_s3_listing_paginates_and_reads(s3, seaweedfs, print_lines: Path) -> Non
         storage.read("vol/none.png")
     with pytest.raises(NotFound):
         list_images(S3Storage("no-such-bucket", "", settings))
+
+
+class Refused:
+    """A boto3 client that fails the test if it is asked to read or list: the fast path must not need it."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"boto3 was asked to {name}")
+
+
+def test_s3_reads_and_listings_go_through_obstore_and_boto3_serves_only_what_it_cannot_name(s3, seaweedfs) -> None:
+    """obstore (off the GIL) reads and lists; boto3 is used only for keys object_store cannot represent
+    (a control character; dot and empty segments too, where a server allows them), and a listing that meets one goes on
+    through boto3 from the last key obstore gave, byte-exact either way."""
+    s3.create_bucket(Bucket="fast")
+    plain = [f"vol/{name}" for name in ("a.png", "b b/ü%20#?.png", "c+d.png", "ø/é.png")]
+    odd = ["vol/new\nline.png", "vol/esc\x1b[31m.png", "vol/tab\tkey.png"]  # (SeaweedFS refuses dot and empty segments outright)
+    for key in plain + odd:
+        s3.put_object(Bucket="fast", Key=key, Body=key.encode())
+    storage = S3Storage("fast", "vol/", Settings(s3_endpoint_url=seaweedfs.url), page_size=2)
+    assert storage.store is not None
+    boto3_client, storage.client = storage.client, Refused()
+    assert [storage.read(k) for k in plain] == [k.encode() for k in plain]
+    with pytest.raises(MissingObject):
+        storage.read("vol/gone.png")
+    clean = S3Storage("fast", "vol/ø/", Settings(s3_endpoint_url=seaweedfs.url))
+    clean.client = Refused()
+    assert list_images(clean).keys == ["vol/ø/é.png"]
+    storage.client = boto3_client  # the odd keys need it
+    assert [storage.read(k) for k in odd] == [k.encode() for k in odd]
+    assert sorted(list_images(storage).keys) == sorted(plain + odd)  # the listing met "new\nline" and went on
+
+
+def test_with_boto3_chosen_nothing_goes_through_obstore(seaweedfs) -> None:
+    assert S3Storage("any", "", Settings(s3_endpoint_url=seaweedfs.url, s3_client="boto3")).store is None
