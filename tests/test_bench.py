@@ -99,6 +99,12 @@ def test_storage_benchmark_reads_through_both_clients_and_reports(tmp_path: Path
     assert quoted <= set(printed) and (printed["lines"], printed["rounds"]) == (120, 1)
 
 
+def test_decode_step_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    printed, _ = run_bench("decode_step.py", ["--batch", "8", "--repeats", "1"], tmp_path / "decode.json")
+    assert {"generate_us_per_step", "loop_us_per_step", "loop_vs_generate_per_step", "same_tokens"} <= set(printed)
+    assert printed["same_tokens"] is True and printed["steps"] == 40  # the stand-in forces its 40 steps
+
+
 def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> None:
     """`bench/pipeline.py` at 160 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
     two real workers with the stub engine, then with the demo model, and the bare engine beside them."""

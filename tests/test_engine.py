@@ -17,8 +17,28 @@ from tests.reference import CardLoop
 LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)
 
 
-def engine_for(folder: Path) -> Engine:
-    return Engine(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32")
+def engine_for(folder: Path, decoder: str = "auto") -> Engine:
+    return Engine(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32", decoder=decoder)
+
+
+def before_decoding(engine: Engine, check) -> None:
+    """Run ``check`` on every batch the engine decodes, through whichever loop it uses (Pisar's, or generate())."""
+    if engine.decoder_for({}) == "greedy-loop":
+        run = engine.greedy.run
+
+        def checked_run(pixel_values, overrides):  # wraps the real loop
+            check(pixel_values)
+            return run(pixel_values, overrides)
+
+        engine.greedy.run = checked_run
+        return
+    generate = engine.model.generate
+
+    def checked_generate(pixel_values, **kwargs):  # wraps the real generate
+        check(pixel_values)
+        return generate(pixel_values=pixel_values, **kwargs)
+
+    engine.model.generate = checked_generate
 
 
 def recognize_files(engine: Engine, paths: list[Path], batch_size: int) -> list[Recognition]:
@@ -102,45 +122,44 @@ def test_legacy_layouts_load_and_read_the_same(tiny_model: Path, print_lines: Pa
     assert type(engine.processor).__name__ == ("LineProcessor" if processor_class else "TrOCRProcessor")
 
 
-def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_lines: Path) -> None:
+@pytest.mark.parametrize("decoder", ["auto", "generate"])
+def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_lines: Path, decoder: str) -> None:
     """A batch that raises is bisected; only the line that still fails alone is an error."""
     from pisar.errors import GenerationFailed
 
-    engine = engine_for(tiny_model)
+    engine = engine_for(tiny_model, decoder)
     paths = sorted(print_lines.glob("*.png"))[:4]
     pixels = engine.to_device(np.stack([engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])).numpy()
     good = engine.recognize(pixels)  # float input (already normalized) is accepted as it is
-    pixels[2, 0, 0, 0] = np.nan  # a poisoned input: generate() is made to raise on it below
-    original = engine.model.generate
+    pixels[2, 0, 0, 0] = np.nan  # a poisoned input: decoding is made to raise on it below
 
-    def generate(pixel_values, **kwargs):  # wraps the real generate
+    def poisoned(pixel_values) -> None:
         if bool(pixel_values.isnan().any()):
             raise RuntimeError("poisoned line")
-        return original(pixel_values=pixel_values, **kwargs)
 
-    engine.model.generate = generate
+    before_decoding(engine, poisoned)
     results = engine.recognize(pixels)
     assert isinstance(results[2], GenerationFailed)
     assert [r.text for i, r in enumerate(results) if i != 2] == [r.text for i, r in enumerate(good) if i != 2]
 
 
-def test_out_of_memory_halves_the_batch_for_good_and_loses_no_line(tiny_model: Path, print_lines: Path) -> None:
+@pytest.mark.parametrize("decoder", ["auto", "generate"])
+def test_out_of_memory_halves_the_batch_for_good_and_loses_no_line(tiny_model: Path, print_lines: Path, decoder: str) -> None:
     """An injected OOM (no GPU here to run out of) above 4 lines: the batch goes on in fours, and so do the next ones."""
     import torch
 
-    engine = engine_for(tiny_model)
+    engine = engine_for(tiny_model, decoder)
     paths = sorted(print_lines.glob("*.png"))[:16]
     pixels = np.stack([engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])
     expected = [r.text for r in engine.recognize(pixels)]
-    original, sizes = engine.model.generate, []
+    sizes = []
 
-    def generate(pixel_values, **kwargs):  # wraps the real generate
+    def fits(pixel_values) -> None:
         sizes.append(len(pixel_values))
         if len(pixel_values) > 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
-        return original(pixel_values=pixel_values, **kwargs)
 
-    engine.model.generate = generate
+    before_decoding(engine, fits)
     assert [r.text for r in engine.recognize(pixels)] == expected  # 16 -> OOM, 8 -> OOM, then 4 x 4
     assert engine.max_batch == 4 and sizes == [16, 8, 4, 4, 4, 4]
     sizes.clear()

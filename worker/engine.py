@@ -26,6 +26,7 @@ from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
 from pisar.worker.attention import use_sdpa
 from pisar.worker.batch_size import MemoryCost
+from pisar.worker.greedy import GreedyLoop
 from pisar.worker.preprocess import LinePreprocessor
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def pick_dtype(preference: str, device: torch.device) -> torch.dtype:
 class Engine:
     """A loaded model and processor; ``recognize`` turns preprocessed pixels into text."""
 
-    def __init__(self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto", decoder: str = "auto") -> None:
         self.ref = ref
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -108,6 +109,7 @@ class Engine:
             raise FatalError(f"cannot load model {ref}: {exc}") from exc
         self.model.to(self.device).eval()
         self.sdpa_layers = use_sdpa(self.model)  # TrOCR decoders run eager attention otherwise
+        self.greedy = GreedyLoop.of(self.model) if decoder == "auto" else None  # Pisar's loop; generate() otherwise
         tokenizer = self.processor.tokenizer
         config = self.model.generation_config
         special = set(tokenizer.all_special_ids)
@@ -123,9 +125,9 @@ class Engine:
         self.fast_preprocess = LinePreprocessor.build(self.processor.image_processor)
         log.info("engine ready: %s on %s, %s preprocessing", ref, self.describe(), "table" if self.fast_preprocess else "processor")
 
-    def describe(self) -> str:
-        """Device and dtype, e.g. ``cuda:bfloat16``; stored on each shard."""
-        return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
+    def describe(self, generation: dict[str, Any] | None = None) -> str:
+        """Device, dtype and decode loop, e.g. ``cuda:bfloat16:greedy-loop``; stored on each shard."""
+        return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}:{self.decoder_for(generation)}"
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """One line image (``L`` or ``RGB``) to model input (C, H, W); thread-safe, runs in the fetch pool.
@@ -219,9 +221,42 @@ class Engine:
             half = len(pixel_values) // 2
             return self.recognize(pixel_values[:half], generation) + self.recognize(pixel_values[half:], generation)
 
+    def decoder_for(self, generation: dict[str, Any] | None = None) -> str:
+        """Which decode loop reads with these settings: Pisar's greedy loop where it serves, else generate()."""
+        if self.greedy is not None and self.greedy.serves(generation or {}):
+            return "greedy-loop"
+        return "generate"
+
     @torch.inference_mode()
     def _generate(self, pixel_values: np.ndarray, generation: dict[str, Any]) -> list[Recognition]:
         inputs = self.to_device(pixel_values)
+        if self.decoder_for(generation) == "greedy-loop":
+            decoded = self.greedy.run(inputs, generation)
+            chosen, log_probs = decoded.tokens, decoded.log_probs
+            start = torch.full((len(chosen), 1), self.model.generation_config.decoder_start_token_id or 0, device=chosen.device)
+            texts = self.processor.batch_decode(torch.cat([start, chosen], dim=1), skip_special_tokens=True)
+            paid = decoded.row_steps
+        else:
+            texts, chosen, log_probs, paid = self._generate_hf(inputs, generation)
+        text_mask = ~torch.isin(chosen, self._special_ids)
+        is_eos = torch.isin(chosen, self._eos_ids)
+        ended = is_eos.any(dim=1)
+        end_log_prob = log_probs.gather(1, is_eos.int().argmax(dim=1, keepdim=True)).squeeze(1)  # at the first end token
+        if paid is not None:  # greedy: a row's useful steps run up to and including its first end token
+            self.steps.paid += paid
+            self.steps.useful += int(torch.where(ended, is_eos.int().argmax(dim=1) + 1, chosen.shape[1]).sum())
+        # One copy to the host per batch: indexing GPU tensors row by row would wait on the device per line.
+        chosen, text_mask, log_probs, end_log_prob = chosen.cpu(), text_mask.cpu(), log_probs.cpu(), end_log_prob.cpu()
+        ended = ended.tolist()
+        results = []
+        for i, text in enumerate(texts):
+            flags = generation_flags(text, chosen[i][text_mask[i]].tolist(), ended[i])
+            end = float(end_log_prob[i]) if ended[i] else None
+            results.append(replace(_confidence(text, log_probs[i][text_mask[i]], end), flags=flags))
+        return results
+
+    def _generate_hf(self, inputs: torch.Tensor, generation: dict[str, Any]) -> tuple[list[str], torch.Tensor, torch.Tensor, int | None]:
+        """generate(): texts, the chosen tokens after the start, their log-probabilities, and the row-steps paid (greedy only)."""
         greedy = generation.get("num_beams", self.model.generation_config.num_beams or 1) == 1
         out = self.model.generate(
             pixel_values=inputs,
@@ -249,23 +284,7 @@ class Engine:
             ],
             dim=1,
         )
-        text_mask = ~torch.isin(chosen, self._special_ids)
-        is_eos = torch.isin(chosen, self._eos_ids)
-        ended = is_eos.any(dim=1)
-        end_log_prob = log_probs.gather(1, is_eos.int().argmax(dim=1, keepdim=True)).squeeze(1)  # at the first end token
-        if greedy:  # a row's useful steps run up to and including its first end token
-            rows, steps_paid = chosen.shape
-            self.steps.paid += rows * steps_paid
-            self.steps.useful += int(torch.where(ended, is_eos.int().argmax(dim=1) + 1, steps_paid).sum())
-        # One copy to the host per batch: indexing GPU tensors row by row would wait on the device per line.
-        chosen, text_mask, log_probs, end_log_prob = chosen.cpu(), text_mask.cpu(), log_probs.cpu(), end_log_prob.cpu()
-        ended = ended.tolist()
-        results = []
-        for i, text in enumerate(texts):
-            flags = generation_flags(text, chosen[i][text_mask[i]].tolist(), ended[i])
-            end = float(end_log_prob[i]) if ended[i] else None
-            results.append(replace(_confidence(text, log_probs[i][text_mask[i]], end), flags=flags))
-        return results
+        return texts, chosen, log_probs, chosen.numel() if greedy else None
 
 
 def _confidence(text: str, log_probs: torch.Tensor, end_log_prob: float | None) -> Recognition:
@@ -285,8 +304,9 @@ def _confidence(text: str, log_probs: torch.Tensor, end_log_prob: float | None) 
 class EngineCache:
     """The model last used in this process; campaigns on the same model and dtype share it."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, decoder: str = "auto") -> None:
         self.device = device
+        self.decoder = decoder
         self._key: tuple[str, str | None, str] | None = None
         self._engine: Engine | None = None
 
@@ -298,7 +318,7 @@ class EngineCache:
         if key != self._key or self._engine is None:
             self._engine = None  # free the old model before loading the next
             verify_folder(ref)
-            self._engine = Engine(ref, device=self.device, dtype=dtype)
+            self._engine = Engine(ref, device=self.device, dtype=dtype, decoder=self.decoder)
             self._key = key
         return self._engine
 

@@ -173,7 +173,9 @@ class ShardRunner:
             timeout = self.settings.commit_timeout_seconds
             lease.renew_for(timeout)  # a commit that hangs past its timeout stops being renewed: the reaper takes the shard
             started = time.perf_counter()
-            committed = shards.finish(self.catalog_url, held, results, RunFacts(engine.describe(), load_s, gen_s), timeout)
+            committed = shards.finish(
+                self.catalog_url, held, results, RunFacts(engine.describe(campaign.generation.get("overrides", {})), load_s, gen_s), timeout
+            )
             metrics.STAGE_SECONDS.labels("commit").inc(time.perf_counter() - started)
         metrics.record_gpu_memory()
         if not committed:

@@ -1,0 +1,128 @@
+"""Pisar's greedy loop (worker/greedy.py) chooses exactly what generate() chooses, on real lines, for
+the demo model and both random test models; settings it does not follow go to generate()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pisar import model_ref
+from pisar.images import ImageLimits, decode_line
+from pisar.worker.engine import Engine
+from pisar.worker.greedy import GreedyLoop
+from tests.conftest import REPO
+from tests.reference import CardLoop, assert_same_texts
+
+DEMO = REPO / "models" / "demo"
+GREEDY = {"num_beams": 1, "do_sample": False}  # what a campaign's generation overrides hold by default
+LIMITS = ImageLimits(89_478_485, 4, 16_384)
+
+
+def engine(folder: Path, decoder: str) -> Engine:
+    return Engine(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32", decoder=decoder)
+
+
+def batch(engine: Engine, paths: list[Path]) -> np.ndarray:
+    return np.stack([engine.preprocess(decode_line(p.read_bytes(), LIMITS).line) for p in paths])
+
+
+def until_the_end(tokens: torch.Tensor, eos: int) -> list[list[int]]:
+    """Each row's tokens up to and including its first end token (what follows is padding)."""
+    rows = []
+    for row in tokens.tolist():
+        rows.append(row[: row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+@pytest.fixture(scope="module", params=["demo", "tiny", "bytes"])
+def models(request: pytest.FixtureRequest) -> tuple[str, Path]:
+    if request.param == "demo":
+        return "demo", DEMO
+    return request.param, request.getfixturevalue("tiny_model" if request.param == "tiny" else "byte_model")
+
+
+def test_the_loop_chooses_what_generate_chooses_on_real_lines(models: tuple[str, Path], print_lines: Path) -> None:
+    name, folder = models
+    ours, theirs = engine(folder, "auto"), engine(folder, "generate")
+    assert ours.decoder_for(GREEDY) == "greedy-loop" and theirs.decoder_for(GREEDY) == "generate"
+    assert ours.describe(GREEDY).endswith(":greedy-loop")
+    paths = sorted(print_lines.glob("*.png"))[:48]
+    eos = ours.model.generation_config.eos_token_id
+    for start in range(0, len(paths), 16):
+        pixels = batch(ours, paths[start : start + 16])
+        with torch.inference_mode():
+            decoded = ours.greedy.run(ours.to_device(pixels), GREEDY)
+            generated = theirs.model.generate(pixel_values=theirs.to_device(pixels), **GREEDY)
+        assert until_the_end(decoded.tokens, eos) == until_the_end(generated[:, 1:], eos), name
+        for mine, reference in zip(ours.recognize(pixels, GREEDY), theirs.recognize(pixels, GREEDY), strict=True):
+            assert (mine.text, mine.token_count, mine.flags) == (reference.text, reference.token_count, reference.flags)
+            assert mine.confidence == pytest.approx(reference.confidence, rel=1e-5, abs=1e-9)
+            assert mine.min_token_prob == pytest.approx(reference.min_token_prob, rel=1e-5, abs=1e-9)
+
+
+def test_the_loop_reads_like_the_model_cards_loop(print_lines: Path) -> None:
+    """The demo model's real reading (it ends its lines), one image at a time in fp32, against the loop's batches."""
+    ours = engine(DEMO, "auto")
+    paths = sorted(print_lines.glob("*.png"))[:64]
+    texts = [r.text for start in range(0, 64, 16) for r in ours.recognize(batch(ours, paths[start : start + 16]), GREEDY)]
+    card = CardLoop(DEMO)
+    keys = {p.name: p for p in paths}
+    assert_same_texts(card, {p.name: card.read(p) for p in paths}, dict(zip(keys, texts, strict=True)), keys)
+
+
+def test_rows_that_end_are_dropped_and_cost_no_more_steps(print_lines: Path) -> None:
+    """Lines of different lengths end at different steps; the loop stops paying for a row soon after its end."""
+    ours = engine(DEMO, "auto")
+    pixels = batch(ours, sorted(print_lines.glob("*.png"))[:16])
+    with torch.inference_mode():
+        decoded = ours.greedy.run(ours.to_device(pixels), GREEDY)
+    rows, steps = decoded.tokens.shape
+    eos = ours.model.generation_config.eos_token_id
+    ends = [row.index(eos) + 1 for row in decoded.tokens.tolist()]
+    assert len(set(ends)) > 1 and steps < 160  # they end apart, and before the budget
+    assert decoded.row_steps < rows * steps  # generate() pays rows x steps
+    assert decoded.row_steps <= sum(-(-end // 4) * 4 for end in ends)  # each row: until the look after its end
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"max_new_tokens": 1, "min_new_tokens": 0, "forced_eos_token_id": 2},  # an empty reading, forced
+        {"max_new_tokens": 6, "forced_bos_token_id": 7},
+        {"max_new_tokens": 8, "min_new_tokens": 6, "begin_suppress_tokens": [5, 6, 7]},
+        {"max_new_tokens": 5, "suppress_tokens": [4, 5, 6, 7, 8, 9, 10]},
+        {"max_length": 7},
+    ],
+    ids=["forced-eos", "forced-bos", "begin-suppress", "suppress", "max-length"],
+)
+def test_the_rules_generate_applies_are_applied_alike(tiny_model: Path, print_lines: Path, overrides: dict) -> None:
+    ours, theirs = engine(tiny_model, "auto"), engine(tiny_model, "generate")
+    settings = {**GREEDY, **overrides}
+    assert ours.greedy.serves(settings)
+    pixels = batch(ours, sorted(print_lines.glob("*.png"))[:8])
+    with torch.inference_mode():
+        decoded = ours.greedy.run(ours.to_device(pixels), settings)
+        generated = theirs.model.generate(pixel_values=theirs.to_device(pixels), **settings)
+    eos = ours.model.generation_config.eos_token_id
+    assert until_the_end(decoded.tokens, eos) == until_the_end(generated[:, 1:], eos)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"num_beams": 2}, {"do_sample": True}, {"no_repeat_ngram_size": 3}, {"repetition_penalty": 1.2}, {"bad_words_ids": [[5]]}],
+)
+def test_settings_the_loop_does_not_follow_go_to_generate(tiny_model: Path, overrides: dict) -> None:
+    ours = engine(tiny_model, "auto")
+    settings = {**GREEDY, **overrides}
+    assert not ours.greedy.serves(settings)
+    assert ours.decoder_for(settings) == "generate" and ours.describe(settings).endswith(":generate")
+
+
+def test_a_decoder_the_loop_does_not_know_is_left_to_generate() -> None:
+    class Other:
+        decoder = torch.nn.Linear(2, 2)
+
+    assert GreedyLoop.of(Other()) is None

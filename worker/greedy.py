@@ -1,0 +1,283 @@
+"""Pisar's greedy decode loop for TrOCR decoders: the model's own layers, without generate()'s Python per token.
+
+generate() runs its logits processors, stopping criteria, cache objects, masks and output
+bookkeeping in Python at every step, and keeps a batch x vocabulary logits tensor per step for the
+confidence; on a GPU that host work is what a step costs (the decoder is launch-bound,
+docs/performance.md). This loop runs the same modules (the decoder's embeddings, layer norms,
+projections and feed-forward, ``output_projection``) with less around them:
+
+- the encoder runs once per batch, and each layer's cross-attention keys and values are projected
+  once per batch;
+- the self-attention keys and values go into a cache preallocated for the token budget;
+- each step chooses the token on the device and keeps only its log-probability (logit minus
+  logsumexp over the raw logits, the confidence formula's), never the step's logits;
+- the end-of-text check stays on the device; every ``SYNC_EVERY`` steps the host asks once whether
+  rows have ended, stops when all have, and drops the ended ones from the batch, so they cost no
+  more steps;
+- the rules generate() applies to greedy logits are applied the same way and in its order: the end
+  token masked below ``min_length`` / ``min_new_tokens``, ``forced_bos_token_id`` at the first
+  step, ``forced_eos_token_id`` at the last, ``suppress_tokens`` at every step and
+  ``begin_suppress_tokens`` at the first.
+
+Any other generation setting (beams, sampling, repetition penalties, n-gram blocking, bad words)
+or another decoder than TrOCR's leaves ``GreedyLoop.serves`` False, and the engine uses generate().
+The same token ids as generate() and as the model card's loop (fp32, every real line): tests/test_greedy.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional
+
+SYNC_EVERY = 4  # steps between the host's looks at which rows have ended
+
+# generate()'s settings this loop follows; any other setting a model or campaign changes sends it to generate().
+_FOLLOWED = {
+    "max_length",
+    "max_new_tokens",
+    "min_length",
+    "min_new_tokens",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "bos_token_id",
+    "decoder_start_token_id",
+}
+# Settings that do not change a greedy choice (beam-only, output and bookkeeping options).
+_IRRELEVANT = {
+    "transformers_version",
+    "early_stopping",
+    "length_penalty",
+    "num_beam_groups",
+    "use_cache",
+    "return_dict_in_generate",
+    "output_logits",
+    "output_scores",
+    "output_attentions",
+    "output_hidden_states",
+    "renormalize_logits",
+    "temperature",
+    "top_k",
+    "top_p",
+    "typical_p",
+    "_from_model_config",
+}
+# Settings that are followed when they hold the value that changes nothing.
+_NEUTRAL = {
+    "num_beams": 1,
+    "do_sample": False,
+    "num_return_sequences": 1,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "diversity_penalty": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A batch's greedy reading: chosen tokens after the start token, their log-probabilities, and
+    the row-steps computed (a row that has ended costs until the next look, then nothing)."""
+
+    tokens: torch.Tensor  # (batch, steps) long; the pad token after a row's end
+    log_probs: torch.Tensor  # (batch, steps) float32; log p(chosen) under the raw logits, 0 after the end
+    row_steps: int
+
+
+class GreedyLoop:
+    """The loop for one loaded VisionEncoderDecoderModel whose decoder is TrOCR's; ``of`` says whether it is."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.causal_lm = model.decoder  # TrOCRForCausalLM
+        self.decoder = self.causal_lm.model.decoder  # TrOCRDecoder: embeddings and layers
+        self.config = self.decoder.config
+        learned = self.config.use_learned_position_embeddings
+        self._positions = None if learned else self.decoder.embed_positions  # sinusoidal: padding-aware positions
+
+    @classmethod
+    def of(cls, model: Any) -> GreedyLoop | None:
+        """The loop for ``model``, or ``None`` when its decoder is not one this loop knows (generate() then)."""
+        decoder = getattr(model, "decoder", None)
+        if type(decoder).__name__ != "TrOCRForCausalLM" or not hasattr(decoder, "output_projection"):
+            return None
+        return cls(model)
+
+    def settings(self, overrides: dict[str, Any]) -> Any | None:
+        """The effective generation config with ``overrides``, or ``None`` when it asks for something the loop does not do."""
+        config = copy.deepcopy(self.model.generation_config)
+        config.update(**overrides)
+        for name, value in config.to_diff_dict().items():
+            if name in _FOLLOWED or name in _IRRELEVANT:
+                continue
+            if name in _NEUTRAL and (value is None or value == _NEUTRAL[name]):
+                continue
+            if value in (None, [], {}):
+                continue
+            return None
+        if config.do_sample or (config.num_beams or 1) != 1:
+            return None
+        return config
+
+    def serves(self, overrides: dict[str, Any]) -> bool:
+        return self.settings(overrides) is not None
+
+    @torch.inference_mode()
+    def run(self, pixel_values: torch.Tensor, overrides: dict[str, Any]) -> Decoded:
+        """Read a batch greedily; ``pixel_values`` already on the model's device and dtype."""
+        config = self.settings(overrides)
+        if config is None:
+            raise ValueError("these generation settings need generate()")
+        encoder_states = self.model.encoder(pixel_values=pixel_values).last_hidden_state
+        if hasattr(self.model, "enc_to_dec_proj") and getattr(self.config, "cross_attention_hidden_size", None) is None:
+            if self.model.encoder.config.hidden_size != self.config.hidden_size:
+                encoder_states = self.model.enc_to_dec_proj(encoder_states)
+        return self._decode(encoder_states, config)
+
+    def _decode(self, encoder_states: torch.Tensor, config: Any) -> Decoded:
+        device = encoder_states.device
+        batch = encoder_states.shape[0]
+        start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+        steps = _new_tokens(config)
+        rules = _Rules(config, self.config.vocab_size, steps, device)
+        layers = self.decoder.layers
+        heads = layers[0].self_attn.num_heads
+        head_dim = layers[0].self_attn.head_dim
+        dtype = encoder_states.dtype
+        cross = [
+            (_split(layer.encoder_attn.k_proj(encoder_states), heads), _split(layer.encoder_attn.v_proj(encoder_states), heads))
+            for layer in layers
+        ]
+        keys = [torch.empty(batch, heads, steps, head_dim, device=device, dtype=dtype) for _ in layers]
+        values = [torch.empty(batch, heads, steps, head_dim, device=device, dtype=dtype) for _ in layers]
+        tokens = torch.full((batch, steps), rules.pad, dtype=torch.long, device=device)
+        log_probs = torch.zeros((batch, steps), dtype=torch.float32, device=device)
+        rows = torch.arange(batch, device=device)  # the original row of each active row
+        ended = torch.zeros(batch, dtype=torch.bool, device=device)
+        current = torch.full((batch,), start, dtype=torch.long, device=device)
+        row_steps = 0
+        done = 0
+        for step in range(steps):
+            hidden = self._embed(current, step)
+            for index, layer in enumerate(layers):
+                hidden = _layer(layer, hidden, step, keys[index], values[index], cross[index])
+            logits = self.causal_lm.output_projection(hidden[:, 0]).float()
+            chosen, log_p = rules.choose(logits, step)
+            chosen = torch.where(ended, rules.pad, chosen)
+            tokens[rows, step] = chosen
+            log_probs[rows, step] = torch.where(ended, 0.0, log_p)
+            ended = ended | torch.isin(chosen, rules.eos)
+            row_steps += len(rows)
+            done = step + 1
+            if done % SYNC_EVERY == 0 and done < steps:
+                live = (~ended).nonzero().squeeze(1)
+                if len(live) == 0:
+                    break
+                if len(live) < len(rows):  # drop the rows that ended from every per-row tensor
+                    rows, ended, current = rows[live], ended[live], chosen[live]
+                    keys = [k[live] for k in keys]
+                    values = [v[live] for v in values]
+                    cross = [(k[live], v[live]) for k, v in cross]
+                    continue
+            current = chosen
+        return Decoded(tokens[:, :done], log_probs[:, :done], row_steps)
+
+    def _embed(self, current: torch.Tensor, step: int) -> torch.Tensor:
+        """Token and position embeddings of one step, as ``TrOCRDecoder.forward`` computes them."""
+        ids = current[:, None]
+        hidden = self.decoder.embed_tokens(ids)
+        if self._positions is None:
+            position = self.decoder.embed_positions.weight[step + self.decoder.embed_positions.offset]
+            hidden = hidden + position
+        else:
+            hidden = hidden + self._positions(ids, cache_length=step).to(hidden.device)
+        if self.decoder.layernorm_embedding is not None:
+            hidden = self.decoder.layernorm_embedding(hidden)
+        return hidden
+
+
+def _new_tokens(config: Any) -> int:
+    """The token budget after the start token, as generate() computes it from max_new_tokens or max_length."""
+    if config.max_new_tokens is not None:
+        return int(config.max_new_tokens)
+    return max(1, int(config.max_length or 20) - 1)
+
+
+def _split(projected: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, length, width) -> (batch, heads, length, head width)."""
+    batch, length, width = projected.shape
+    return projected.view(batch, length, heads, width // heads).transpose(1, 2)
+
+
+def _layer(
+    layer: Any, hidden: torch.Tensor, step: int, keys: torch.Tensor, values: torch.Tensor, cross: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """One ``TrOCRDecoderLayer`` for one token: post-norm self-attention (cache written in place),
+    cross-attention to the encoder, feed-forward."""
+    attention = layer.self_attn
+    heads = attention.num_heads
+    query = _split(attention.q_proj(hidden) * attention.scaling, heads)
+    keys[:, :, step] = _split(attention.k_proj(hidden), heads)[:, :, 0]
+    values[:, :, step] = _split(attention.v_proj(hidden), heads)[:, :, 0]
+    out = functional.scaled_dot_product_attention(query, keys[:, :, : step + 1], values[:, :, : step + 1], scale=1.0)
+    hidden = layer.self_attn_layer_norm(hidden + attention.out_proj(_merge(out)))
+    attention = layer.encoder_attn
+    query = _split(attention.q_proj(hidden) * attention.scaling, heads)
+    out = functional.scaled_dot_product_attention(query, cross[0], cross[1], scale=1.0)
+    hidden = layer.encoder_attn_layer_norm(hidden + attention.out_proj(_merge(out)))
+    return layer.final_layer_norm(hidden + layer.fc2(layer.activation_fn(layer.fc1(hidden))))
+
+
+def _merge(out: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, 1, head width) -> (batch, 1, width)."""
+    batch, heads, length, width = out.shape
+    return out.transpose(1, 2).reshape(batch, length, heads * width)
+
+
+class _Rules:
+    """generate()'s greedy logits processors, in its order, for one batch."""
+
+    def __init__(self, config: Any, vocab: int, steps: int, device: torch.device) -> None:
+        eos = config.eos_token_id
+        self.eos = torch.tensor(eos if isinstance(eos, list) else [] if eos is None else [eos], dtype=torch.long, device=device)
+        self.pad = config.pad_token_id if config.pad_token_id is not None else (int(self.eos[0]) if len(self.eos) else 0)
+        min_new = int(config.min_new_tokens or 0)
+        self.eos_blocked_until = max(int(config.min_length or 0) - 1, min_new)  # min_length counts the start token
+        self.forced_bos = config.forced_bos_token_id
+        self.forced_eos = config.forced_eos_token_id
+        self.last = steps - 1
+        self.suppress = torch.tensor(config.suppress_tokens or [], dtype=torch.long, device=device)
+        self.begin_suppress = torch.tensor(config.begin_suppress_tokens or [], dtype=torch.long, device=device)
+        self.begin_index = 1 if self.forced_bos is not None else 0  # generate() moves it past a forced BOS
+
+    def choose(self, logits: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The greedy token of each row and its log-probability under the raw logits.
+
+        The normaliser is taken from the raw logits first; the rules then mask ``logits`` in place
+        (no second batch x vocabulary tensor), and a chosen token is never a masked one, so its
+        logit is still the raw one. A forced token is chosen without looking.
+        """
+        normaliser = torch.logsumexp(logits, dim=-1)
+        forced = self.forced_bos if step == 0 else None
+        forced = self.forced_eos if step == self.last and self.forced_eos is not None else forced
+        if isinstance(forced, list):  # several forced ids tie at 0: argmax takes the smallest
+            forced = min(forced)
+        if forced is not None:
+            chosen = torch.full((len(logits),), forced, dtype=torch.long, device=logits.device)
+            return chosen, logits[:, forced] - normaliser
+        if step < self.eos_blocked_until and len(self.eos):
+            logits.index_fill_(1, self.eos, float("-inf"))
+        if len(self.suppress):
+            logits.index_fill_(1, self.suppress, float("-inf"))
+        if len(self.begin_suppress) and step == self.begin_index:
+            logits.index_fill_(1, self.begin_suppress, float("-inf"))
+        best, chosen = logits.max(dim=-1)
+        return chosen, best - normaliser
