@@ -34,11 +34,12 @@ fi
 cat "$OUT/gpu.csv"
 
 if [ "$SCALE" = 0 ]; then
-    standin=small lines=48 seed=4 small=24 limit=600 batches='8 16'
+    standin=small lines=48 seed=4 small=24 limit=600 batches='8 16' decode_batches='8' device=cpu
 else
-    standin=large lines=4096 seed=32 small=1024 limit=220 batches='64 512'
+    standin=large lines=4096 seed=64 small=1024 limit=200 batches='64 512' decode_batches='128 256 512' device=cuda
 fi
-STEPS=${STEPS:-engine precision engine-b64 engine-static profile}
+# The default steps' limits add up to 700 s: one prepared run of under 12 minutes of device time.
+STEPS=${STEPS:-engine engine-s3 decode-step precision engine-b64 profile}
 step() {  # name, seconds, command...: run one step under its own limit, keep its output
     local name=$1 seconds=$2
     shift 2
@@ -54,4 +55,9 @@ step engine-b64 100 "$PYTHON" bench/engine.py --standin $standin --lines $small 
     --out "$OUT/engine-b64.json"
 step engine-static 120 "$PYTHON" bench/engine.py --standin $standin --lines $small --seed-lines $seed --decoder-cache static \
     --out "$OUT/engine-static.json"
+step engine-s3 120 "$PYTHON" bench/engine.py --standin $standin --lines $small --seed-lines 4 --from-s3 --out "$OUT/engine-s3.json"
+export PYTHON OUT standin device decode_batches
+step decode-step 120 bash -c 'for b in $decode_batches; do
+    "$PYTHON" bench/decode_step.py --standin "$standin" --batch "$b" --device "$device" --repeats 3 --out "$OUT/decode-step-b$b.json" || exit 1
+done'
 step profile 100 "$PYTHON" bench/profile_generate.py --standin $standin --batches $batches --repeats 2 --trace --out "$OUT/profile.json"

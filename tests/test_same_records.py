@@ -10,7 +10,7 @@ from pisar.constants import EXPORT_FIELDS
 from tests.conftest import run_pisar, wait_until
 from tests.test_end_to_end import upload
 
-LINES = 48
+LINES = 32
 SHARD_SIZE = 16
 # Everything but where and when it ran; the floats too: the same batches on the same torch threads sum alike.
 SAME_EVERYWHERE = tuple(f for f in EXPORT_FIELDS if f not in ("shard", "worker", "finished_at"))
