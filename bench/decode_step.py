@@ -10,6 +10,11 @@ the engine calls it: greedy, logits kept for the confidence) and with ``GreedyLo
 in alternating order. On a CPU a step's wall time is the host's dispatch work, which on a GPU is
 launch cost (and the loop's dropped rows are work not done on either). The JSON has the medians
 and their ratio, and whether both chose the same tokens.
+
+With ``--input-threads N`` the loop is timed again while N threads decode and preprocess real line
+PNGs without pause, as the worker's fetch pool does beside the decoder: ``input_slowdown`` is the
+loop's step time with them over without. Run it with ``--threads 1 --input-threads 1`` on a 2-core
+machine, so that the two do not share a core and what is left is the GIL's share.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ sys.path.insert(0, str(REPO))
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--standin", choices=["small", "large"], default="small")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, nargs="+", default=[64], help="one or more batch sizes (the model is built once)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--input-threads", type=int, default=0, help="also time the loop beside this many decoding threads")
+    parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data" / "print-lines")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-decode-step.json")
     return parser.parse_args(argv)
 
@@ -51,10 +58,22 @@ def main(argv: list[str]) -> int:
     engine = Engine(model_ref.resolve(model_ref.parse(str(folder))), device=args.device, dtype="float32")
     if engine.greedy is None:
         raise SystemExit("bench: the stand-in's decoder is not one the greedy loop knows")
+    runs = [measure(engine, batch, args) for batch in args.batch]
+    printed: dict[str, object] = runs[0] if len(runs) == 1 else {"runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(printed, indent=2))
+    print(json.dumps(printed))
+    return 0
+
+
+def measure(engine, batch: int, args: argparse.Namespace) -> dict[str, object]:
+    """generate() against the loop at one batch size, and optionally beside the input threads."""
+    import torch
+
     generation = {"num_beams": 1, "do_sample": False}
     config = engine.greedy.settings(generation)
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.rand((args.batch, 3, 182, 1022), generator=generator).to(engine.device)
+    pixels = torch.rand((batch, 3, 182, 1022), generator=generator).to(engine.device)
 
     def sync() -> None:
         if engine.device.type == "cuda":
@@ -87,7 +106,7 @@ def main(argv: list[str]) -> int:
                 steps[name] = tokens.shape[1]
     figures: dict[str, object] = {
         "standin": args.standin,
-        "batch": args.batch,
+        "batch": batch,
         "device": str(engine.device),
         "threads": args.threads,
         "repeats": args.repeats,
@@ -97,12 +116,60 @@ def main(argv: list[str]) -> int:
     for name, runs in timings.items():
         figures[f"{name}_us_per_step"] = round(statistics.median(runs) / steps[name] * 1e6, 1)
     figures["loop_vs_generate_per_step"] = round(figures["loop_us_per_step"] / figures["generate_us_per_step"], 3)
+    if args.input_threads:
+        figures.update(beside_input(engine, run_loop, sync, args))
     width = min(chosen["generate"].shape[1], chosen["loop"].shape[1])
     figures["same_tokens"] = bool(torch.equal(chosen["generate"][:, :width], chosen["loop"][:, :width]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2))
-    print(json.dumps(figures))
-    return 0
+    return figures
+
+
+def beside_input(engine, run_loop, sync, args: argparse.Namespace) -> dict[str, float]:
+    """The loop timed idle and beside ``--input-threads`` threads that decode and preprocess PNGs without pause."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from pisar.images import ImageLimits, decode_line
+
+    files = [p.read_bytes() for p in sorted(args.images.glob("*.png"))[:200]]
+    if not files:
+        raise SystemExit(f"bench: no PNG lines in {args.images}")
+    limits = ImageLimits(89_478_485, 4, 16_384)
+    stop, done = threading.Event(), []
+
+    def prepare_forever() -> None:
+        count = 0
+        while not stop.is_set():
+            engine.preprocess(decode_line(files[count % len(files)], limits).line)
+            count += 1
+        done.append(count)
+
+    def timed() -> float:
+        sync()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            steps = run_loop().shape[1]
+        sync()
+        return (time.perf_counter() - started) / steps
+
+    idle = [timed() for _ in range(args.repeats)]
+    with ThreadPoolExecutor(args.input_threads) as pool:
+        for _ in range(args.input_threads):
+            pool.submit(prepare_forever)
+        time.sleep(0.5)
+        started = time.perf_counter()
+        busy = [timed() for _ in range(args.repeats)]
+        stop.set()
+    elapsed = time.perf_counter() - started
+    idle_us, busy_us = statistics.median(idle) * 1e6, statistics.median(busy) * 1e6
+    return {
+        "input_threads": args.input_threads,
+        "loop_us_per_step_idle": round(idle_us, 1),
+        "loop_us_per_step_beside_input": round(busy_us, 1),
+        "input_slowdown": round(busy_us / idle_us, 3),
+        "input_lines_per_s": round(sum(done) / elapsed, 1),
+    }
 
 
 if __name__ == "__main__":

@@ -56,8 +56,6 @@ step engine-b64 100 "$PYTHON" bench/engine.py --standin $standin --lines $small 
 step engine-static 120 "$PYTHON" bench/engine.py --standin $standin --lines $small --seed-lines $seed --decoder-cache static \
     --out "$OUT/engine-static.json"
 step engine-s3 120 "$PYTHON" bench/engine.py --standin $standin --lines $small --seed-lines 4 --from-s3 --out "$OUT/engine-s3.json"
-export PYTHON OUT standin device decode_batches
-step decode-step 120 bash -c 'for b in $decode_batches; do
-    "$PYTHON" bench/decode_step.py --standin "$standin" --batch "$b" --device "$device" --repeats 3 --out "$OUT/decode-step-b$b.json" || exit 1
-done'
+step decode-step 120 "$PYTHON" bench/decode_step.py --standin $standin --batch $decode_batches --device $device --repeats 3 \
+    --input-threads 4 --out "$OUT/decode-step.json"
 step profile 100 "$PYTHON" bench/profile_generate.py --standin $standin --batches $batches --repeats 2 --trace --out "$OUT/profile.json"
