@@ -7,7 +7,8 @@ Real print lines from ../shared/data/print-lines (repeated to ``--lines``, in pa
 are uploaded to a throwaway SeaweedFS; a throwaway Redis and Postgres database carry the work.
 Three rows in one run, on the same lines:
 
-- (a) ``stub``: two `pisar worker` processes whose ``generate`` answers instantly
+- (a) ``stub``: two `pisar worker` processes whose ``generate`` answers instantly (with
+  ``--stub-boto3`` once more with ``PISAR_S3_CLIENT=boto3``, the stub rate before obstore)
   (``bench/stub_engine``). Everything else is real: delivery, claim, lease, S3 fetch, PIL decode,
   preprocessing, the catalog commit. This is the system's own ceiling (issue 8: >= 2,000 lines/s).
 - (b) ``model``: the same two workers running the demo model (``models/demo``, real weights).
@@ -52,6 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stub-boto3", action="store_true", help="row (a) again with PISAR_S3_CLIENT=boto3: the stub rate before obstore")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "print-lines")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-pipeline.json")
     return parser.parse_args(argv)
@@ -238,6 +240,12 @@ def main(argv: list[str]) -> int:
             }
             start_workers(stub_env, args.workers, logs, "stub", workers)
             stub = run_campaign(stub_env, "stub", "bench-stub", args.lines, args.shard_size, logs)
+        stub_boto3 = None
+        if args.stub_boto3:
+            with ExitStack() as workers:
+                boto3_env = {**stub_env, "PISAR_S3_CLIENT": "boto3", "PISAR_QUEUE": "bench-stub-boto3"}
+                start_workers(boto3_env, args.workers, logs, "stub-boto3", workers)
+                stub_boto3 = run_campaign(boto3_env, "stub-boto3", "bench-stub-boto3", args.lines, args.shard_size, logs)
         with ExitStack() as workers:
             model_env = {**env, "PISAR_QUEUE": "bench-model"}
             start_workers(model_env, args.workers, logs, "model", workers)
@@ -268,6 +276,10 @@ def main(argv: list[str]) -> int:
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
     }
+    if stub_boto3 is not None:
+        figures["stub_boto3_lines_per_s"] = stub_boto3["lines_per_s"]
+        figures["stub_boto3_load_ms_per_line"] = stub_boto3["load_ms_per_line"]
+        figures["stub_obstore_vs_boto3"] = round(stub["lines_per_s"] / stub_boto3["lines_per_s"], 3)
     report(figures, args.out)
     return 0
 
