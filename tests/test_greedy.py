@@ -95,8 +95,12 @@ def test_rows_that_end_are_dropped_and_cost_no_more_steps(print_lines: Path) -> 
         {"max_new_tokens": 8, "min_new_tokens": 6, "begin_suppress_tokens": [5, 6, 7]},
         {"max_new_tokens": 5, "suppress_tokens": [4, 5, 6, 7, 8, 9, 10]},
         {"max_length": 7},
+        {"no_repeat_ngram_size": 3},
+        {"no_repeat_ngram_size": 2, "max_new_tokens": 16},
+        {"repetition_penalty": 1.3},
+        {"repetition_penalty": 0.8, "no_repeat_ngram_size": 3},
     ],
-    ids=["forced-eos", "forced-bos", "begin-suppress", "suppress", "max-length"],
+    ids=["forced-eos", "forced-bos", "begin-suppress", "suppress", "max-length", "ngram-3", "ngram-2", "penalty", "penalty-and-ngram"],
 )
 def test_the_rules_generate_applies_are_applied_alike(tiny_model: Path, print_lines: Path, overrides: dict) -> None:
     ours, theirs = engine(tiny_model, "auto"), engine(tiny_model, "generate")
@@ -108,11 +112,15 @@ def test_the_rules_generate_applies_are_applied_alike(tiny_model: Path, print_li
         generated = theirs.model.generate(pixel_values=theirs.to_device(pixels), **settings)
     eos = ours.model.generation_config.eos_token_id
     assert until_the_end(decoded.tokens, eos) == until_the_end(generated[:, 1:], eos)
+    if "no_repeat_ngram_size" in overrides or "repetition_penalty" in overrides:  # the rule changed what was read
+        with torch.inference_mode():
+            plain = ours.greedy.run(ours.to_device(pixels), GREEDY)
+        assert until_the_end(plain.tokens, eos) != until_the_end(decoded.tokens, eos)
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"num_beams": 2}, {"do_sample": True}, {"no_repeat_ngram_size": 3}, {"repetition_penalty": 1.2}, {"bad_words_ids": [[5]]}],
+    [{"num_beams": 2}, {"do_sample": True}, {"bad_words_ids": [[5]]}, {"sequence_bias": {(5,): -1.0}}, {"encoder_no_repeat_ngram_size": 2}],
 )
 def test_settings_the_loop_does_not_follow_go_to_generate(tiny_model: Path, overrides: dict) -> None:
     ours = engine(tiny_model, "auto")

@@ -14,13 +14,14 @@ projections and feed-forward, ``output_projection``) with less around them:
 - the end-of-text check stays on the device; every ``SYNC_EVERY`` steps the host asks once whether
   rows have ended, stops when all have, and drops the ended ones from the batch, so they cost no
   more steps;
-- the rules generate() applies to greedy logits are applied the same way and in its order: the end
-  token masked below ``min_length`` / ``min_new_tokens``, ``forced_bos_token_id`` at the first
-  step, ``forced_eos_token_id`` at the last, ``suppress_tokens`` at every step and
-  ``begin_suppress_tokens`` at the first.
+- the rules generate() applies to greedy logits are applied the same way and in its order, on the
+  device: ``repetition_penalty`` and ``no_repeat_ngram_size`` over the tokens so far (the start token
+  included, as generate() counts it), the end token masked below ``min_length`` /
+  ``min_new_tokens``, ``forced_bos_token_id`` at the first step, ``forced_eos_token_id`` at the
+  last, ``suppress_tokens`` at every step and ``begin_suppress_tokens`` at the first.
 
-Any other generation setting (beams, sampling, repetition penalties, n-gram blocking, bad words)
-or another decoder than TrOCR's leaves ``GreedyLoop.serves`` False, and the engine uses generate().
+Any other generation setting (beams, sampling, bad words, sequence biases) or another decoder than
+TrOCR's leaves ``GreedyLoop.serves`` False, and the engine uses generate().
 The same token ids as generate() and as the model card's loop (fp32, every real line): tests/test_greedy.py.
 """
 
@@ -45,6 +46,8 @@ _FOLLOWED = {
     "begin_suppress_tokens",
     "forced_bos_token_id",
     "forced_eos_token_id",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
     "eos_token_id",
     "pad_token_id",
     "bos_token_id",
@@ -74,9 +77,7 @@ _NEUTRAL = {
     "num_beams": 1,
     "do_sample": False,
     "num_return_sequences": 1,
-    "repetition_penalty": 1.0,
     "encoder_repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
     "encoder_no_repeat_ngram_size": 0,
     "diversity_penalty": 0.0,
 }
@@ -163,6 +164,7 @@ class GreedyLoop:
         rows = torch.arange(batch, device=device)  # the original row of each active row
         ended = torch.zeros(batch, dtype=torch.bool, device=device)
         current = torch.full((batch,), start, dtype=torch.long, device=device)
+        starts = current[:, None].clone()  # the start token: generate()'s rules count it among the tokens so far
         row_steps = 0
         done = 0
         for step in range(steps):
@@ -170,7 +172,8 @@ class GreedyLoop:
             for index, layer in enumerate(layers):
                 hidden = _layer(layer, hidden, step, keys[index], values[index], cross[index])
             logits = self.causal_lm.output_projection(hidden[:, 0]).float()
-            chosen, log_p = rules.choose(logits, step)
+            history = torch.cat([starts[rows], tokens[rows, :step]], dim=1) if rules.needs_history else None
+            chosen, log_p = rules.choose(logits, step, history)
             chosen = torch.where(ended, rules.pad, chosen)
             tokens[rows, step] = chosen
             log_probs[rows, step] = torch.where(ended, 0.0, log_p)
@@ -257,13 +260,19 @@ class _Rules:
         self.suppress = torch.tensor(config.suppress_tokens or [], dtype=torch.long, device=device)
         self.begin_suppress = torch.tensor(config.begin_suppress_tokens or [], dtype=torch.long, device=device)
         self.begin_index = 1 if self.forced_bos is not None else 0  # generate() moves it past a forced BOS
+        penalty = config.repetition_penalty
+        self.penalty = float(penalty) if penalty not in (None, 1.0) else None
+        self.ngram = int(config.no_repeat_ngram_size or 0)
+        self.needs_history = self.penalty is not None or self.ngram > 0
 
-    def choose(self, logits: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose(self, logits: torch.Tensor, step: int, history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The greedy token of each row and its log-probability under the raw logits.
 
-        The normaliser is taken from the raw logits first; the rules then mask ``logits`` in place
-        (no second batch x vocabulary tensor), and a chosen token is never a masked one, so its
-        logit is still the raw one. A forced token is chosen without looking.
+        The normaliser is taken from the raw logits first; the masking rules then work on ``logits``
+        in place (no second batch x vocabulary tensor), and a chosen token is never a masked one, so
+        its logit is still the raw one. A repetition penalty rescales scores, so it works on a copy
+        and the chosen token's raw logit is read from the original. A forced token is chosen without
+        looking. ``history``: the tokens so far, the start token first (for the penalty and n-grams).
         """
         normaliser = torch.logsumexp(logits, dim=-1)
         forced = self.forced_bos if step == 0 else None
@@ -273,11 +282,32 @@ class _Rules:
         if forced is not None:
             chosen = torch.full((len(logits),), forced, dtype=torch.long, device=logits.device)
             return chosen, logits[:, forced] - normaliser
+        raw = logits
+        if self.penalty is not None and history is not None:
+            logits = logits.clone()
+            seen = logits.gather(1, history)
+            logits.scatter_(1, history, torch.where(seen < 0, seen * self.penalty, seen / self.penalty))
+        if self.ngram and history is not None and history.shape[1] >= self.ngram:
+            logits.masked_fill_(_repeated_ngrams(history, self.ngram, logits.shape[1]), float("-inf"))
         if step < self.eos_blocked_until and len(self.eos):
             logits.index_fill_(1, self.eos, float("-inf"))
         if len(self.suppress):
             logits.index_fill_(1, self.suppress, float("-inf"))
         if len(self.begin_suppress) and step == self.begin_index:
             logits.index_fill_(1, self.begin_suppress, float("-inf"))
-        best, chosen = logits.max(dim=-1)
-        return chosen, best - normaliser
+        chosen = logits.argmax(dim=-1)
+        return chosen, raw.gather(1, chosen[:, None]).squeeze(1) - normaliser
+
+
+def _repeated_ngrams(history: torch.Tensor, size: int, vocab: int) -> torch.Tensor:
+    """(rows, vocab) True for each token that would repeat an n-gram of ``history`` (generate()'s rule).
+
+    The last ``size - 1`` tokens are matched against every window of ``size``; a matching window
+    bans its own last token.
+    """
+    prefix = history[:, history.shape[1] + 1 - size :]
+    windows = history.unfold(dimension=1, size=size, step=1)
+    matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)
+    banned = torch.zeros((history.shape[0], vocab + 1), dtype=torch.bool, device=history.device)
+    banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=vocab), vocab), True)
+    return banned[:, :vocab]
