@@ -129,6 +129,22 @@ class GenerationFailed(LineError):
     """The model raised on this line even when run alone."""
 
 
+class UnreadableLayout(LineError):
+    """A page's PAGE or ALTO file does not parse, is too large, or is neither format; its lines cannot be found."""
+
+
+class NoGeometry(LineError):
+    """A page's TextLine has neither a polygon nor a baseline, or an empty one: nothing to cut from the scan."""
+
+
+class NoLineId(LineError):
+    """A page's TextLine has no id, so its text could not be written back to it."""
+
+
+class DuplicateLineId(LineError):
+    """A page's TextLine repeats the id of an earlier one, so the two could not be told apart in the file."""
+
+
 class WorkerCrash(LineError):
     """The worker process died (a native crash, the OOM killer) while reading this line, twice.
 
