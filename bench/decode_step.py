@@ -1,4 +1,4 @@
-"""Host time per decoder step: generate() against Pisar's greedy loop, on the same encoder states.
+"""Host time per decoder step: generate(), Pisar's greedy loop, and its fixed-shape steps (CUDA graphs), on the same encoder states.
 
     python bench/decode_step.py                      # the small stand-in, batch 64, 40 steps, 5 repeats
     python bench/decode_step.py --standin large --batch 16
@@ -6,8 +6,9 @@
 The stand-in is a random model of the reference shape (``pisar.random_model`` ``bench-small`` or
 ``bench-large``: DINOv2 encoder, TrOCR decoder, a RoBERTa-sized vocabulary, 40 forced steps), built
 here. The encoder runs once; then each repeat decodes the same encoder states with generate() (as
-the engine calls it: greedy, logits kept for the confidence) and with ``GreedyLoop`` (worker/greedy.py),
-in alternating order. On a CPU a step's wall time is the host's dispatch work, which on a GPU is
+the engine calls it: greedy, logits kept for the confidence), with ``GreedyLoop`` (worker/greedy.py)
+and with its fixed-shape steps (worker/decode_steps.py: one CUDA graph replay per step on CUDA,
+the same steps uncaptured elsewhere, where they only add the padding rows' work), in rotating order. On a CPU a step's wall time is the host's dispatch work, which on a GPU is
 launch cost (and the loop's dropped rows are work not done on either). The JSON has the medians
 and their ratio, and whether both chose the same tokens.
 
@@ -52,10 +53,12 @@ def main(argv: list[str]) -> int:
     from pisar import model_ref
     from pisar.random_model import build_random_model
     from pisar.worker.engine import Engine
+    from pisar.worker.engine_options import DecodeOptions
 
     torch.set_num_threads(args.threads)
     folder = build_random_model(Path(tempfile.mkdtemp(prefix="decode-step-")) / "standin", ["Въ лѣто"], preset=f"bench-{args.standin}")
-    engine = Engine(model_ref.resolve(model_ref.parse(str(folder))), device=args.device, dtype="float32")
+    options = DecodeOptions(graphs="off")  # the plain loop; the fixed-shape one is built beside it in measure()
+    engine = Engine(model_ref.resolve(model_ref.parse(str(folder))), device=args.device, dtype="float32", options=options)
     if engine.greedy is None:
         raise SystemExit("bench: the stand-in's decoder is not one the greedy loop knows")
     runs = [measure(engine, batch, args) for batch in args.batch]
@@ -70,7 +73,10 @@ def measure(engine, batch: int, args: argparse.Namespace) -> dict[str, object]:
     """generate() against the loop at one batch size, and optionally beside the input threads."""
     import torch
 
+    from pisar.worker.greedy import GreedyLoop
+
     generation = {"num_beams": 1, "do_sample": False}
+    graphed = GreedyLoop(engine.model, static=True)
     config = engine.greedy.settings(generation)
     generator = torch.Generator().manual_seed(0)
     pixels = torch.rand((batch, 3, 182, 1022), generator=generator).to(engine.device)
@@ -90,14 +96,17 @@ def measure(engine, batch: int, args: argparse.Namespace) -> dict[str, object]:
         def run_loop() -> torch.Tensor:
             return engine.greedy._decode(states, config).tokens
 
-        timings: dict[str, list[float]] = {"generate": [], "loop": []}
+        def run_graphed() -> torch.Tensor:
+            return graphed._decode(states, config).tokens
+
+        order = [("generate", run_generate), ("loop", run_loop), ("graphed", run_graphed)]
+        timings: dict[str, list[float]] = {name: [] for name, _ in order}
         steps: dict[str, int] = {}
         chosen: dict[str, torch.Tensor] = {}
-        for name, run in (("generate", run_generate), ("loop", run_loop)):  # warm-up
+        for name, run in order:  # warm-up (and, on CUDA, each bucket's graph captured)
             chosen[name] = run()
         for repeat in range(args.repeats):
-            order = [("generate", run_generate), ("loop", run_loop)]
-            for name, run in order if repeat % 2 == 0 else order[::-1]:
+            for name, run in order[repeat % 3 :] + order[: repeat % 3]:
                 sync()
                 started = time.perf_counter()
                 tokens = run()
@@ -116,10 +125,14 @@ def measure(engine, batch: int, args: argparse.Namespace) -> dict[str, object]:
     for name, runs in timings.items():
         figures[f"{name}_us_per_step"] = round(statistics.median(runs) / steps[name] * 1e6, 1)
     figures["loop_vs_generate_per_step"] = round(figures["loop_us_per_step"] / figures["generate_us_per_step"], 3)
+    figures["graphed_vs_loop_per_step"] = round(figures["graphed_us_per_step"] / figures["loop_us_per_step"], 3)
+    figures["graphs_captured"] = engine.device.type == "cuda"  # elsewhere the fixed-shape steps run uncaptured
     if args.input_threads:
         figures.update(beside_input(engine, run_loop, sync, args))
     width = min(chosen["generate"].shape[1], chosen["loop"].shape[1])
     figures["same_tokens"] = bool(torch.equal(chosen["generate"][:, :width], chosen["loop"][:, :width]))
+    width = min(chosen["graphed"].shape[1], chosen["loop"].shape[1])
+    figures["graphed_same_tokens"] = bool(torch.equal(chosen["graphed"][:, :width], chosen["loop"][:, :width]))
     return figures
 
 

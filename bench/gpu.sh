@@ -34,12 +34,12 @@ fi
 cat "$OUT/gpu.csv"
 
 if [ "$SCALE" = 0 ]; then
-    standin=small lines=48 seed=4 small=24 limit=600 batches='8 16' decode_batches='8' device=cpu
+    standin=small lines=48 seed=4 small=24 limit=600 batches='8 16' decode_batches='8' device=cpu encoder_batches='4' half=float32
 else
-    standin=large lines=4096 seed=64 small=1024 limit=200 batches='64 512' decode_batches='128 256 512' device=cuda
+    standin=large lines=4096 seed=64 small=1024 limit=200 batches='64 512' decode_batches='128 256 512' device=cuda encoder_batches='128 512' half=bfloat16
 fi
 # The default steps' limits add up to 700 s: one prepared run of under 12 minutes of device time.
-STEPS=${STEPS:-engine engine-s3 decode-step precision engine-b64 profile}
+STEPS=${STEPS:-engine engine-s3 decode-step encoder precision engine-b64}
 step() {  # name, seconds, command...: run one step under its own limit, keep its output
     local name=$1 seconds=$2
     shift 2
@@ -50,7 +50,7 @@ step() {  # name, seconds, command...: run one step under its own limit, keep it
     tail -n 3 "$OUT/$name.log"
 }
 step engine "$limit" "$PYTHON" bench/engine.py --standin $standin --lines $lines --seed-lines $seed --out "$OUT/engine.json"
-step precision 60 "$PYTHON" bench/precision.py --source ../shared/data/print-lines --held-out 0.11
+step precision 60 "$PYTHON" bench/precision.py --source ../shared/data/print-lines --held-out 0.11 --fp8
 step engine-b64 100 "$PYTHON" bench/engine.py --standin $standin --lines $small --seed-lines $seed --pisar-batch-size 64 \
     --out "$OUT/engine-b64.json"
 step engine-static 120 "$PYTHON" bench/engine.py --standin $standin --lines $small --seed-lines $seed --decoder-cache static \
@@ -58,4 +58,6 @@ step engine-static 120 "$PYTHON" bench/engine.py --standin $standin --lines $sma
 step engine-s3 120 "$PYTHON" bench/engine.py --standin $standin --lines $small --seed-lines 4 --from-s3 --out "$OUT/engine-s3.json"
 step decode-step 120 "$PYTHON" bench/decode_step.py --standin $standin --batch $decode_batches --device $device --repeats 3 \
     --input-threads 4 --out "$OUT/decode-step.json"
+step encoder 100 "$PYTHON" bench/encoder.py --standin $standin --batch $encoder_batches --device $device --dtype $half --fp8 \
+    --out "$OUT/encoder.json"
 step profile 100 "$PYTHON" bench/profile_generate.py --standin $standin --batches $batches --repeats 2 --trace --out "$OUT/profile.json"

@@ -37,15 +37,22 @@ class PisarRow:
         fetch_threads: int,
         generation: dict[str, Any],
         length_groups: int = 8,
+        encoder_fp8: bool | None = None,
     ) -> None:
+        from dataclasses import replace
+
         from pisar.model_ref import ModelRef
         from pisar.settings import Settings
         from pisar.worker.engine import Engine
+        from pisar.worker.engine_options import DecodeOptions
         from pisar.worker.shard import ShardRunner
 
         settings = Settings(batch_size=batch_size, fetch_threads=fetch_threads, device=device, dtype=dtype, length_groups=length_groups)
         self.settings = settings
-        self.engine = Engine(ModelRef(str(model_dir), None), device=device, dtype=dtype)
+        options = DecodeOptions.from_settings(settings)  # PISAR_DECODE_GRAPHS and the encoder variants, as a worker reads them
+        if encoder_fp8 is not None:
+            options = replace(options, encoder_fp8=encoder_fp8)
+        self.engine = Engine(ModelRef(str(model_dir), None), device=device, dtype=dtype, options=options)
         self.runner = ShardRunner(settings, lambda campaign: self.engine, worker="bench")
         self.storage = storage
         self.generation = generation

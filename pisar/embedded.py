@@ -61,7 +61,7 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
     if not shard_ids:
         return summary
     console = console or Console(stderr=True)
-    runner = ShardRunner(settings, EngineCache(settings.device, settings.decoder), worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
+    runner = ShardRunner(settings, EngineCache.from_settings(settings), worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     try:

@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     decoder: Literal["auto", "generate"] = Field(
         "auto", description="auto: Pisar's greedy loop for TrOCR decoders where the settings allow, generate() otherwise; generate: always"
     )
+    decode_graphs: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Greedy loop steps of fixed shape, captured as one CUDA graph per batch bucket. auto: on CUDA; "
+        "on: also on CPU (run uncaptured, for tests); off: the plain loop",
+    )
+    compile_encoder: bool = Field(False, description="torch.compile the encoder; off until bench/gpu.sh shows it pays")
+    encoder_fp8: bool = Field(
+        False,
+        description="FP8 encoder linears through torchao (CUDA, compute capability 8.9+); off until a CER comparison on real lines allows it",
+    )
 
     # Input pipeline
     fetch_threads: int = Field(16, ge=1, le=512, description="Threads that fetch, decode and preprocess images")

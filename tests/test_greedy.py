@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from pisar import model_ref
+from pisar.errors import FatalError
 from pisar.images import ImageLimits, decode_line
 from pisar.worker.engine import Engine
+from pisar.worker.engine_options import DecodeOptions
 from pisar.worker.greedy import GreedyLoop
 from tests.conftest import REPO
 from tests.reference import CardLoop, assert_same_texts
@@ -21,8 +23,10 @@ GREEDY = {"num_beams": 1, "do_sample": False}  # what a campaign's generation ov
 LIMITS = ImageLimits(89_478_485, 4, 16_384)
 
 
-def engine(folder: Path, decoder: str) -> Engine:
-    return Engine(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32", decoder=decoder)
+def engine(folder: Path, decoder: str, graphs: str = "auto") -> Engine:
+    """An fp32 CPU engine; ``graphs="on"``: the fixed-shape steps a CUDA graph captures, run uncaptured."""
+    options = DecodeOptions(decoder=decoder, graphs=graphs)
+    return Engine(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32", options=options)
 
 
 def batch(engine: Engine, paths: list[Path]) -> np.ndarray:
@@ -87,6 +91,41 @@ def test_rows_that_end_are_dropped_and_cost_no_more_steps(print_lines: Path) -> 
     assert decoded.row_steps <= sum(-(-end // 4) * 4 for end in ends)  # each row: until the look after its end
 
 
+def test_fixed_shape_steps_choose_what_the_plain_loop_chooses(models: tuple[str, Path], print_lines: Path) -> None:
+    """The steps a CUDA graph captures (buckets of rows, the step a device tensor, the cache read in
+    full under a mask), run uncaptured on the CPU: the same tokens as the plain loop, the buffers kept
+    across batches, rows moved into smaller buckets as lines end."""
+    name, folder = models
+    plain, fixed = engine(folder, "auto", "off"), engine(folder, "auto", "on")
+    assert fixed.describe(GREEDY).endswith(":greedy-loop+static") and plain.describe(GREEDY).endswith(":greedy-loop")
+    paths = sorted(print_lines.glob("*.png"))[:22]
+    eos = plain.model.generation_config.eos_token_id
+    kept = []
+    for start, size in ((0, 12), (12, 10)):  # 12 rows: bucket 16, then 8 as rows end; then a smaller batch
+        pixels = batch(plain, paths[start : start + size])
+        with torch.inference_mode():
+            ours, theirs = fixed.greedy.run(fixed.to_device(pixels), GREEDY), plain.greedy.run(plain.to_device(pixels), GREEDY)
+        assert until_the_end(ours.tokens, eos) == until_the_end(theirs.tokens, eos), name
+        assert ours.tokens.shape == theirs.tokens.shape
+        assert torch.allclose(ours.log_probs, theirs.log_probs, atol=1e-3), name  # the masked sums differ in the last bits
+        assert ours.row_steps >= theirs.row_steps  # padding rows in a bucket are paid for
+        kept.append(fixed.greedy.buffers)
+    assert kept[0] is kept[1] and kept[0].capacity == 16
+    with torch.inference_mode():
+        fixed.greedy.run(fixed.to_device(batch(plain, paths[:17])), {**GREEDY, "max_new_tokens": 2})
+    assert fixed.greedy.buffers is not kept[0] and fixed.greedy.buffers.capacity == 32  # a larger batch: new buffers
+    fixed.greedy.release()
+    assert fixed.greedy.buffers is None
+
+
+def test_the_encoder_variants_refuse_a_device_that_cannot_run_them(tiny_model: Path) -> None:
+    """FP8 needs a CUDA GPU of compute capability 8.9+ (and torchao): on this CPU the engine refuses
+    to load, as a FatalError that stops the node, instead of reading with another model."""
+    options = DecodeOptions(encoder_fp8=True)
+    with pytest.raises(FatalError, match="PISAR_ENCODER_FP8 needs a CUDA GPU"):
+        Engine(model_ref.resolve(model_ref.parse(str(tiny_model))), device="cpu", dtype="float32", options=options)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -102,8 +141,9 @@ def test_rows_that_end_are_dropped_and_cost_no_more_steps(print_lines: Path) -> 
     ],
     ids=["forced-eos", "forced-bos", "begin-suppress", "suppress", "max-length", "ngram-3", "ngram-2", "penalty", "penalty-and-ngram"],
 )
-def test_the_rules_generate_applies_are_applied_alike(tiny_model: Path, print_lines: Path, overrides: dict) -> None:
-    ours, theirs = engine(tiny_model, "auto"), engine(tiny_model, "generate")
+@pytest.mark.parametrize("graphs", ["off", "on"])
+def test_the_rules_generate_applies_are_applied_alike(tiny_model: Path, print_lines: Path, overrides: dict, graphs: str) -> None:
+    ours, theirs = engine(tiny_model, "auto", graphs), engine(tiny_model, "generate")
     settings = {**GREEDY, **overrides}
     assert ours.greedy.serves(settings)
     pixels = batch(ours, sorted(print_lines.glob("*.png"))[:8])

@@ -26,6 +26,7 @@ from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
 from pisar.worker.attention import use_sdpa
 from pisar.worker.batch_size import MemoryCost
+from pisar.worker.engine_options import DecodeOptions, prepare_encoder
 from pisar.worker.greedy import GreedyLoop
 from pisar.worker.preprocess import LinePreprocessor
 
@@ -92,8 +93,11 @@ def pick_dtype(preference: str, device: torch.device) -> torch.dtype:
 class Engine:
     """A loaded model and processor; ``recognize`` turns preprocessed pixels into text."""
 
-    def __init__(self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto", decoder: str = "auto") -> None:
+    def __init__(
+        self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto", decoder: str = "auto", options: DecodeOptions | None = None
+    ) -> None:
         self.ref = ref
+        self.options = options or DecodeOptions(decoder=decoder)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         try:
@@ -109,7 +113,9 @@ class Engine:
             raise FatalError(f"cannot load model {ref}: {exc}") from exc
         self.model.to(self.device).eval()
         self.sdpa_layers = use_sdpa(self.model)  # TrOCR decoders run eager attention otherwise
-        self.greedy = GreedyLoop.of(self.model) if decoder == "auto" else None  # Pisar's loop; generate() otherwise
+        self.encoder_variant = prepare_encoder(self.model, self.device, self.options)
+        static = self.options.graphs == "on" or (self.options.graphs == "auto" and self.device.type == "cuda")
+        self.greedy = GreedyLoop.of(self.model, static=static) if self.options.decoder == "auto" else None  # generate() otherwise
         tokenizer = self.processor.tokenizer
         config = self.model.generation_config
         special = set(tokenizer.all_special_ids)
@@ -126,8 +132,11 @@ class Engine:
         log.info("engine ready: %s on %s, %s preprocessing", ref, self.describe(), "table" if self.fast_preprocess else "processor")
 
     def describe(self, generation: dict[str, Any] | None = None) -> str:
-        """Device, dtype and decode loop, e.g. ``cuda:bfloat16:greedy-loop``; stored on each shard."""
-        return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}:{self.decoder_for(generation)}"
+        """Device, dtype, decode loop and encoder variant, e.g. ``cuda:bfloat16:greedy-loop+graphs``; stored on each shard."""
+        loop = self.decoder_for(generation)
+        if loop == "greedy-loop" and self.greedy.static:
+            loop += "+graphs" if self.device.type == "cuda" else "+static"
+        return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}:{loop}{self.encoder_variant}"
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """One line image (``L`` or ``RGB``) to model input (C, H, W); thread-safe, runs in the fetch pool.
@@ -188,7 +197,10 @@ class Engine:
         held = torch.cuda.memory_allocated()
         self._generate(np.stack([blank] * lines), {**generation, "max_new_tokens": budget, "min_new_tokens": budget})
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - held
+        peak = torch.cuda.max_memory_allocated() - held
+        if self.greedy is not None:
+            self.greedy.release()  # a probe's buffers are not the batch's
+        return peak
 
     def recognize(self, pixel_values: np.ndarray, generation: dict[str, Any] | None = None) -> list[Recognition | LineError]:
         """Transcribe a batch with the campaign's generation overrides.
@@ -206,6 +218,8 @@ class Engine:
         try:
             return list(self._generate(pixel_values, generation))
         except torch.OutOfMemoryError as exc:
+            if self.greedy is not None:
+                self.greedy.release()  # the kept fixed-shape buffers are sized for the batch that did not fit
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(pixel_values) == 1:
@@ -304,11 +318,15 @@ def _confidence(text: str, log_probs: torch.Tensor, end_log_prob: float | None) 
 class EngineCache:
     """The model last used in this process; campaigns on the same model and dtype share it."""
 
-    def __init__(self, device: str, decoder: str = "auto") -> None:
+    def __init__(self, device: str, options: DecodeOptions | None = None) -> None:
         self.device = device
-        self.decoder = decoder
+        self.options = options or DecodeOptions()
         self._key: tuple[str, str | None, str] | None = None
         self._engine: Engine | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EngineCache:
+        return cls(settings.device, DecodeOptions.from_settings(settings))
 
     def get(self, ref: ModelRef, dtype: str) -> Engine:
         """The engine for ``ref``; a folder is checked against its recorded content hash first."""
@@ -318,7 +336,7 @@ class EngineCache:
         if key != self._key or self._engine is None:
             self._engine = None  # free the old model before loading the next
             verify_folder(ref)
-            self._engine = Engine(ref, device=self.device, dtype=dtype, decoder=self.decoder)
+            self._engine = Engine(ref, device=self.device, dtype=dtype, options=self.options)
             self._key = key
         return self._engine
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.nn import functional
+
+from pisar.worker.decode_steps import EagerSteps, StaticBuffers, StaticSteps, bucket
 
 SYNC_EVERY = 4  # steps between the host's looks at which rows have ended
 
@@ -96,8 +97,10 @@ class Decoded:
 class GreedyLoop:
     """The loop for one loaded VisionEncoderDecoderModel whose decoder is TrOCR's; ``of`` says whether it is."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, *, static: bool = False) -> None:
         self.model = model
+        self.static = static  # fixed-shape steps, kept buffers, CUDA graphs on CUDA (worker/decode_steps.py)
+        self.buffers: StaticBuffers | None = None
         self.causal_lm = model.decoder  # TrOCRForCausalLM
         self.decoder = self.causal_lm.model.decoder  # TrOCRDecoder: embeddings and layers
         self.config = self.decoder.config
@@ -105,12 +108,12 @@ class GreedyLoop:
         self._positions = None if learned else self.decoder.embed_positions  # sinusoidal: padding-aware positions
 
     @classmethod
-    def of(cls, model: Any) -> GreedyLoop | None:
+    def of(cls, model: Any, *, static: bool = False) -> GreedyLoop | None:
         """The loop for ``model``, or ``None`` when its decoder is not one this loop knows (generate() then)."""
         decoder = getattr(model, "decoder", None)
         if type(decoder).__name__ != "TrOCRForCausalLM" or not hasattr(decoder, "output_projection"):
             return None
-        return cls(model)
+        return cls(model, static=static)
 
     def settings(self, overrides: dict[str, Any]) -> Any | None:
         """The effective generation config with ``overrides``, or ``None`` when it asks for something the loop does not do."""
@@ -143,57 +146,67 @@ class GreedyLoop:
                 encoder_states = self.model.enc_to_dec_proj(encoder_states)
         return self._decode(encoder_states, config)
 
+    def _steps(self, encoder_states: torch.Tensor, steps: int) -> EagerSteps | StaticSteps:
+        """The step runner for this batch: fixed shapes (graphs on CUDA) when ``static``, else the plain loop."""
+        if not self.static:
+            return EagerSteps(self, encoder_states, steps)
+        batch, length = encoder_states.shape[:2]
+        shape = (batch, steps, length, encoder_states.dtype, encoder_states.device)
+        if self.buffers is None or not self.buffers.fits(*shape):
+            self.release()
+            self.buffers = StaticBuffers(self, bucket(batch), steps, length, encoder_states.dtype, encoder_states.device)
+        return StaticSteps(self.buffers, encoder_states)
+
+    def release(self) -> None:
+        """Free the kept fixed-shape buffers and graphs (before a memory probe, after running out of memory)."""
+        if self.buffers is not None:
+            device = self.buffers.key[-1]
+            self.buffers = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
     def _decode(self, encoder_states: torch.Tensor, config: Any) -> Decoded:
         device = encoder_states.device
         batch = encoder_states.shape[0]
         start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
         steps = _new_tokens(config)
         rules = _Rules(config, self.config.vocab_size, steps, device)
-        layers = self.decoder.layers
-        heads = layers[0].self_attn.num_heads
-        head_dim = layers[0].self_attn.head_dim
-        dtype = encoder_states.dtype
-        cross = [
-            (_split(layer.encoder_attn.k_proj(encoder_states), heads), _split(layer.encoder_attn.v_proj(encoder_states), heads))
-            for layer in layers
-        ]
-        keys = [torch.empty(batch, heads, steps, head_dim, device=device, dtype=dtype) for _ in layers]
-        values = [torch.empty(batch, heads, steps, head_dim, device=device, dtype=dtype) for _ in layers]
-        tokens = torch.full((batch, steps), rules.pad, dtype=torch.long, device=device)
-        log_probs = torch.zeros((batch, steps), dtype=torch.float32, device=device)
-        rows = torch.arange(batch, device=device)  # the original row of each active row
-        ended = torch.zeros(batch, dtype=torch.bool, device=device)
-        current = torch.full((batch,), start, dtype=torch.long, device=device)
-        starts = current[:, None].clone()  # the start token: generate()'s rules count it among the tokens so far
+        runner = self._steps(encoder_states, steps)
+        width = runner.width
+        sink = batch  # the row that collects what padding slots write; cut off at the end
+        tokens = torch.full((batch + 1, steps), rules.pad, dtype=torch.long, device=device)
+        log_probs = torch.zeros((batch + 1, steps), dtype=torch.float32, device=device)
+        rows = torch.arange(width, device=device).clamp(max=sink)  # the original row of each slot
+        ended = rows == sink  # padding slots count as ended from the start
+        current = torch.full((width,), start, dtype=torch.long, device=device)
+        starts = torch.full((batch + 1, 1), start, dtype=torch.long, device=device)  # generate()'s rules count the start token
         row_steps = 0
         done = 0
         for step in range(steps):
-            hidden = self._embed(current, step)
-            for index, layer in enumerate(layers):
-                hidden = _layer(layer, hidden, step, keys[index], values[index], cross[index])
-            logits = self.causal_lm.output_projection(hidden[:, 0]).float()
+            logits = runner.logits(current, step)
             history = torch.cat([starts[rows], tokens[rows, :step]], dim=1) if rules.needs_history else None
             chosen, log_p = rules.choose(logits, step, history)
             chosen = torch.where(ended, rules.pad, chosen)
             tokens[rows, step] = chosen
             log_probs[rows, step] = torch.where(ended, 0.0, log_p)
             ended = ended | torch.isin(chosen, rules.eos)
-            row_steps += len(rows)
+            row_steps += width
             done = step + 1
             if done % SYNC_EVERY == 0 and done < steps:
                 live = (~ended).nonzero().squeeze(1)
                 if len(live) == 0:
                     break
-                if len(live) < len(rows):  # drop the rows that ended from every per-row tensor
-                    rows, ended, current = rows[live], ended[live], chosen[live]
-                    keys = [k[live] for k in keys]
-                    values = [v[live] for v in values]
-                    cross = [(k[live], v[live]) for k, v in cross]
+                target = runner.width_for(len(live))
+                if target < width:  # move the live rows into a smaller width; what is left over is padding
+                    runner.keep(live, target)
+                    rows, current = _padded(rows[live], target, sink), _padded(chosen[live], target, rules.pad)
+                    ended = rows == sink
+                    width = target
                     continue
             current = chosen
-        return Decoded(tokens[:, :done], log_probs[:, :done], row_steps)
+        return Decoded(tokens[:batch, :done], log_probs[:batch, :done], row_steps)
 
-    def _embed(self, current: torch.Tensor, step: int) -> torch.Tensor:
+    def embed(self, current: torch.Tensor, step: int) -> torch.Tensor:
         """Token and position embeddings of one step, as ``TrOCRDecoder.forward`` computes them."""
         ids = current[:, None]
         hidden = self.decoder.embed_tokens(ids)
@@ -206,43 +219,45 @@ class GreedyLoop:
             hidden = self.decoder.layernorm_embedding(hidden)
         return hidden
 
+    def embed_static(self, current: torch.Tensor, step: torch.Tensor, sinusoids: torch.Tensor | None) -> torch.Tensor:
+        """``embed`` with the step as a device tensor (no host value, so a CUDA graph can hold it);
+        ``sinusoids``: the table from ``sinusoid_table`` for a model with sinusoidal positions."""
+        ids = current[:, None]
+        hidden = self.decoder.embed_tokens(ids)
+        if self._positions is None:
+            table = self.decoder.embed_positions.weight
+            hidden = hidden + table.index_select(0, step.view(1) + self.decoder.embed_positions.offset)
+        else:  # padding-aware, as TrOCR computes it: a pad token's position is the padding index (a zero row)
+            padding = self._positions.padding_idx
+            positions = (step + 1) * ids.ne(padding).long() + padding
+            hidden = hidden + sinusoids.index_select(0, positions.view(-1)).view(len(ids), 1, -1)
+        if self.decoder.layernorm_embedding is not None:
+            hidden = self.decoder.layernorm_embedding(hidden)
+        return hidden
+
+    def sinusoid_table(self, steps: int, device: torch.device) -> torch.Tensor | None:
+        """The sinusoidal position table on ``device``, long enough for ``steps`` (``None`` for learned positions)."""
+        if self._positions is None:
+            return None
+        positions = self._positions
+        needed = positions.padding_idx + 2 + steps
+        if positions.weights.shape[0] < needed:
+            positions.weights = positions.get_embedding(needed, positions.embedding_dim, positions.padding_idx)
+        return positions.weights.to(device)
+
+
+def _padded(values: torch.Tensor, width: int, fill: int) -> torch.Tensor:
+    """``values`` extended to ``width`` entries with ``fill``."""
+    if len(values) == width:
+        return values
+    return torch.cat([values, values.new_full((width - len(values),), fill)])
+
 
 def _new_tokens(config: Any) -> int:
     """The token budget after the start token, as generate() computes it from max_new_tokens or max_length."""
     if config.max_new_tokens is not None:
         return int(config.max_new_tokens)
     return max(1, int(config.max_length or 20) - 1)
-
-
-def _split(projected: torch.Tensor, heads: int) -> torch.Tensor:
-    """(batch, length, width) -> (batch, heads, length, head width)."""
-    batch, length, width = projected.shape
-    return projected.view(batch, length, heads, width // heads).transpose(1, 2)
-
-
-def _layer(
-    layer: Any, hidden: torch.Tensor, step: int, keys: torch.Tensor, values: torch.Tensor, cross: tuple[torch.Tensor, ...]
-) -> torch.Tensor:
-    """One ``TrOCRDecoderLayer`` for one token: post-norm self-attention (cache written in place),
-    cross-attention to the encoder, feed-forward."""
-    attention = layer.self_attn
-    heads = attention.num_heads
-    query = _split(attention.q_proj(hidden) * attention.scaling, heads)
-    keys[:, :, step] = _split(attention.k_proj(hidden), heads)[:, :, 0]
-    values[:, :, step] = _split(attention.v_proj(hidden), heads)[:, :, 0]
-    out = functional.scaled_dot_product_attention(query, keys[:, :, : step + 1], values[:, :, : step + 1], scale=1.0)
-    hidden = layer.self_attn_layer_norm(hidden + attention.out_proj(_merge(out)))
-    attention = layer.encoder_attn
-    query = _split(attention.q_proj(hidden) * attention.scaling, heads)
-    out = functional.scaled_dot_product_attention(query, cross[0], cross[1], scale=1.0)
-    hidden = layer.encoder_attn_layer_norm(hidden + attention.out_proj(_merge(out)))
-    return layer.final_layer_norm(hidden + layer.fc2(layer.activation_fn(layer.fc1(hidden))))
-
-
-def _merge(out: torch.Tensor) -> torch.Tensor:
-    """(batch, heads, 1, head width) -> (batch, 1, width)."""
-    batch, heads, length, width = out.shape
-    return out.transpose(1, 2).reshape(batch, length, heads * width)
 
 
 class _Rules:

@@ -32,7 +32,7 @@ def engines() -> EngineCache:
     """This process's model cache (one model at a time)."""
     global _engines
     if _engines is None:
-        _engines = EngineCache(get_settings().device, get_settings().decoder)
+        _engines = EngineCache.from_settings(get_settings())
     return _engines
 
 
