@@ -9,7 +9,9 @@ A throwaway SeaweedFS gets N one-byte objects named like page-folder line images
 throwaway Redis. The submit runs as a child process, so ``peak_rss_mb`` is the producer's own
 peak. ``list_seconds`` excludes the process start and model load, taken from a submit of a
 one-object prefix in the same run (``start_seconds``, ``start_rss_mb``).
-``redis_bytes_per_queued_shard`` is the growth of that Redis's ``used_memory`` over the shards
+The submit runs once per ``--clients`` entry (``PISAR_S3_CLIENT``: obstore, then boto3, by
+default), the first one's figures unprefixed, the others' as ``keys_per_s_boto3`` and
+``vs_boto3`` (its list time over the first's). ``redis_bytes_per_queued_shard`` is the growth of that Redis's ``used_memory`` over the shards
 published; with back-pressure the submit publishes at most ``--high-water`` of them (the rest
 wait in the catalog for `pisar feed`), so ``redis_queue_mb`` is the queue at its high-water mark.
 Issue 8 targets: 20,000 keys/s and < 300 MB at 1 M keys.
@@ -41,6 +43,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--upload-threads", type=int, default=32)
     parser.add_argument("--high-water", type=int, default=1000, help="PISAR_QUEUE_HIGH_WATER of the submit")
     parser.add_argument("--list-threads", type=int, default=8, help="PISAR_LIST_THREADS of the submit")
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        choices=["obstore", "boto3"],
+        default=["obstore", "boto3"],
+        help="PISAR_S3_CLIENT of each submit, side by side",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-listing.json")
     return parser.parse_args(argv)
 
@@ -113,11 +122,18 @@ def main(argv: list[str]) -> int:
             clear(redis.url, "bench-listing")  # the warm-up's shard: the window is the measured campaign's alone
             memory_before = used_memory(redis.url)
             weed_cpu_before = cpu_seconds(weed.proc.pid)
+            env["PISAR_S3_CLIENT"] = args.clients[0]
             submit_s, peak_rss_mb, said, submit_cpu_s = submit(env, "s3://listing/lines", "listing", args.shard_size, logs / "listing.log")
             weed_cpu_s = cpu_seconds(weed.proc.pid) - weed_cpu_before
             raw_s = raw_listing_seconds(client, "listing", "lines/", args.keys)
             queued_bytes = used_memory(redis.url) - memory_before
             queued = waiting(redis.url, "bench-listing")
+            others = {}
+            for other in args.clients[1:]:  # the same keys, the other client, into a campaign of its own
+                clear(redis.url, "bench-listing")
+                env["PISAR_S3_CLIENT"] = other
+                seconds, _, _, cpu = submit(env, "s3://listing/lines", f"listing-{other}", args.shard_size, logs / f"{other}.log")
+                others[other] = (seconds - start_s, cpu - start_cpu_s)
     finally:
         weed.stop()
         redis.stop()
@@ -135,6 +151,11 @@ def main(argv: list[str]) -> int:
         # The same keys in one boto3 paginator, nothing written: what the S3 server itself sustains here.
         "raw_paginator_keys_per_s": round(args.keys / raw_s, 1),
         "vs_raw_paginator": round(raw_s / list_s, 2) if list_s > 0.5 else None,
+        "client": args.clients[0],
+        **{f"keys_per_s_{name}": round(args.keys / seconds, 1) if seconds > 0.5 else None for name, (seconds, _) in others.items()},
+        **{f"vs_{name}": round(seconds / list_s, 2) if list_s > 0.5 else None for name, (seconds, _) in others.items()},
+        **{f"list_cpu_seconds_{name}": round(cpu, 1) for name, (_, cpu) in others.items()},
+        "list_cpu_seconds": round(submit_cpu_s - start_cpu_s, 1),
         "weed_cpu_seconds_during_submit": round(weed_cpu_s, 1),  # of 2 cores x submit_seconds on this machine
         "submit_cpu_seconds": round(submit_cpu_s, 1),  # the producer's own: Python parsing listings, cutting shards, COPY
         "start_cpu_seconds": round(start_cpu_s, 1),

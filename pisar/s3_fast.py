@@ -85,6 +85,8 @@ def read(store: S3Store, key: str) -> bytes | None:
     import obstore
     from obstore.exceptions import NotFoundError
 
+    if _maybe_mangled(key):  # boto3 names it exactly
+        return None
     try:
         return bytes(obstore.get(store, key).bytes())
     except (NotFoundError, FileNotFoundError):
@@ -101,14 +103,22 @@ def lists_alike(prefix: str) -> bool:
 def list_pages(store: S3Store, prefix: str) -> Iterator[list[str]]:
     """Every key under ``prefix``, in the server's order, a page at a time.
 
-    A key object_store cannot name fails its whole page; the caller lists on with boto3 from the
-    last key it got.
+    A key object_store cannot name fails its whole page, and so does one it may have changed
+    (``_maybe_mangled``); the caller lists on with boto3 from the last key it got.
     """
     import obstore
 
     for batch in obstore.list(store, prefix or None, chunk_size=PAGE):
         if keys := [meta["path"] for meta in batch]:
+            if any(map(_maybe_mangled, keys)):
+                raise ValueError("a key object_store may have changed: the listing goes on through boto3")
             yield keys
+
+
+def _maybe_mangled(key: str) -> bool:
+    """True for a key object_store may not have given back as it is: it turns some control characters
+    (ESC among them) into U+FFFD instead of failing, so a listed key holding either is asked of boto3."""
+    return "\ufffd" in key or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key)
 
 
 def _bucket(store: S3Store) -> str:

@@ -298,6 +298,24 @@ class S3Storage:
                 yield keys
 
     def _list_run(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
+        """A run of sibling folders: fresh, each folder listed whole by obstore, in the run's order
+        (the order its folders came in, which is the order a server lists their keys); resumed, or
+        from where obstore stops, one boto3 listing of the parent (``_list_run_boto3``)."""
+        from pisar import s3_fast
+
+        last = after
+        if self.store is not None and after is None:
+            try:
+                for folder in part.folders:
+                    for keys in s3_fast.list_pages(self.store, folder):
+                        last = keys[-1]
+                        yield keys
+                return
+            except s3_fast.failures():
+                pass
+        yield from self._list_run_boto3(part, last)
+
+    def _list_run_boto3(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
         """One listing of the parent from the run's first folder, to the first key of a folder not
         in the run. It relies only on a server listing keys in the order it lists their folders
         (AWS: bytes; SeaweedFS: folder by folder); the parent's own objects, met on the way, are skipped."""

@@ -99,5 +99,33 @@ def test_s3_reads_and_listings_go_through_obstore_and_boto3_serves_only_what_it_
     assert sorted(list_images(storage).keys) == sorted(plain + odd)  # the listing met "new\nline" and went on
 
 
+def test_runs_of_page_folders_list_through_obstore_and_resume_through_boto3(s3, seaweedfs) -> None:
+    """A level of many page folders is cut into runs (``KeyRange.folders``); a fresh run lists each
+    folder through obstore, in the run's order, with the same keys as boto3's one listing of the
+    parent; a resumed run, and the rest of a run that meets a key obstore cannot name, go through boto3."""
+    s3.create_bucket(Bucket="runs")
+    keys = [f"fond/p{page:02d}/{sub}line_{line}.png" for page in range(12) for sub in ("", "deep/") for line in range(3)]
+    keys += ["fond/beside.png", "fond/p05/odd\x1bkey.png"]  # an object beside the folders; a key object_store cannot name
+    for key in keys:
+        s3.put_object(Bucket="runs", Key=key, Body=b"x")
+    storage = S3Storage("runs", "fond/", Settings(s3_endpoint_url=seaweedfs.url), page_size=4)
+    ranges = storage.key_ranges(4)
+    runs = [part for part in ranges if part.folders]
+    assert runs and sum(len(part.folders) for part in runs) == 12
+    boto3_client = storage.client
+    expected = {part: [k for page in storage._list_run_boto3(part, None) for k in page] for part in runs}
+    clean = [part for part in runs if "fond/p05/" not in part.folders]
+    storage.client = Refused()
+    for part in clean:  # obstore alone: boto3 would fail the test
+        assert [k for page in storage.list_range(part, None) for k in page] == expected[part]
+    storage.client = boto3_client
+    (odd,) = [part for part in runs if "fond/p05/" in part.folders]
+    assert [k for page in storage.list_range(odd, None) for k in page] == expected[odd]  # boto3 from the last key obstore gave
+    resumed = [k for page in storage.list_range(clean[0], expected[clean[0]][4]) for k in page]
+    assert resumed == expected[clean[0]][5:]
+    listed = [k for part in ranges for page in storage.list_range(part, None) for k in page]
+    assert sorted(listed) == sorted(keys)  # every key once, the parent's own object included
+
+
 def test_with_boto3_chosen_nothing_goes_through_obstore(seaweedfs) -> None:
     assert S3Storage("any", "", Settings(s3_endpoint_url=seaweedfs.url, s3_client="boto3")).store is None
