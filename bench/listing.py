@@ -116,9 +116,8 @@ def main(argv: list[str]) -> int:
             client.put_object(Bucket="listing", Key="warm/line_0000000.png", Body=b"x")
             upload_s = upload(client, "listing", args.keys, args.upload_threads)
             logs = Path(tempfile.mkdtemp(prefix="pisar-bench-listing-"))
-            start_s, start_rss_mb, _, start_cpu_s = submit(
-                env, "s3://listing/warm", "warm", args.shard_size, logs / "warm.log"
-            )  # start, model, one key
+            starts = [submit(env, "s3://listing/warm", f"warm-{n}", args.shard_size, logs / f"warm-{n}.log") for n in range(2)]
+            start_s, start_rss_mb, _, start_cpu_s = min(starts)  # start, model, one key; the first pays for cold file caches
             clear(redis.url, "bench-listing")  # the warm-up's shard: the window is the measured campaign's alone
             memory_before = used_memory(redis.url)
             weed_cpu_before = cpu_seconds(weed.proc.pid)

@@ -28,7 +28,8 @@ class KeyRange:
 
     With ``folders``, instead the keys of that run of consecutive sub-folders of ``prefix``. A
     level of many small folders (page folders of 30 lines) then makes a few ranges of full shards
-    rather than thousands of 30-line shards, listed with as few requests as one paginator.
+    rather than thousands of 30-line shards (listed a folder at a time through obstore, or with as
+    few requests as one paginator through boto3).
     """
 
     prefix: str

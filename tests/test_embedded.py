@@ -13,16 +13,22 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_run_twice_resumes_without_inference(tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
+    """300 real lines with their ground-truth files beside them (skipped as such): two shards at the default size."""
+    source = tmp_path / "print"
+    source.mkdir()
+    for path in sorted(print_lines.glob("*.png"))[:300]:
+        for kept in print_lines.glob(f"{path.name.split('.')[0]}.*"):  # the line and its NAME.gt.txt
+            (source / kept.name).write_bytes(kept.read_bytes())  # copies: a folder source does not follow links out of it
     out = tmp_path / "results.jsonl"
-    first = run_pisar(["run", str(print_lines), "--model", str(tiny_model), "--name", "print", "-o", str(out)], embedded_env, timeout=600)
+    first = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "print", "-o", str(out)], embedded_env, timeout=600)
     assert first.returncode == 0, first.stderr
     records = read_jsonl(out)
-    assert len(records) == 830
+    assert len(records) == 300
     assert {r["status"] for r in records} == {"ok"}
-    assert [r["key"] for r in records] == sorted(p.name for p in print_lines.glob("*.png"))
-    assert "recognized 830 lines now" in first.stderr
+    assert [r["key"] for r in records] == sorted(p.name for p in source.glob("*.png"))
+    assert "recognized 300 lines now" in first.stderr
 
-    second = run_pisar(["run", str(print_lines), "--model", str(tiny_model), "--name", "print", "-o", str(out)], embedded_env)
+    second = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "print", "-o", str(out)], embedded_env)
     assert second.returncode == 0, second.stderr
     assert "recognized 0 lines now" in second.stderr
     assert read_jsonl(out) == records
@@ -30,13 +36,13 @@ def test_run_twice_resumes_without_inference(tiny_model: Path, print_lines: Path
     status = run_pisar(["status", "print", "--json"], embedded_env)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert report["lines"] == {"pending": 0, "ok": 830, "error": 0}
-    assert report["shards"]["done"] == 4  # 830 lines at the default 256 per shard
+    assert report["lines"] == {"pending": 0, "ok": 300, "error": 0}
+    assert report["shards"]["done"] == 2  # 300 lines at the default 256 per shard
 
     csv_out = tmp_path / "results.csv"
     exported = run_pisar(["export", "print", "--format", "csv", "-o", str(csv_out)], embedded_env)
     assert exported.returncode == 0, exported.stderr
-    assert len(csv_out.read_text(encoding="utf-8").splitlines()) == 831
+    assert len(csv_out.read_text(encoding="utf-8").splitlines()) == 301
 
 
 def test_embedded_retry_reruns_errored_lines_in_process(

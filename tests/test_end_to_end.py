@@ -27,6 +27,9 @@ def upload(s3, bucket: str, items: dict[str, bytes]) -> None:  # boto3 client
         list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), items.items()))
 
 
+PARITY_LINES = 500  # tests/test_worker_faults.py's LINES: the same first lines, read once for both
+
+
 def catalog(url: str):
     return get_engine(Settings(database_url=url).catalog_url)
 
@@ -113,9 +116,14 @@ def test_campaign_end_to_end(
             row.error_class,
         )
 
-    # Every text equals the model card's one-image-at-a-time fp32 loop (near ties excepted, and shown).
+    # The texts equal the model card's one-image-at-a-time fp32 loop (near ties excepted, and shown) on
+    # the handwritten scans and the first PARITY_LINES print lines: the ones the fault scenarios read
+    # again from the reference cache. The card loop takes about 0.2 s a line here, so checking the
+    # other 330 would cost a minute of the suite for lines the engine tests already hold to it.
     card = CardLoop(tiny_model)
-    ties = assert_same_texts(card, {k: card.read(p) for k, p in images.items()}, {k: rows[k].text for k in images}, images)
+    print_keys = sorted(k for k in images if "/print/" in k)
+    checked = {k: p for k, p in images.items() if "/print/" not in k or k in print_keys[:PARITY_LINES]}
+    ties = assert_same_texts(card, {k: card.read(p) for k, p in checked.items()}, {k: rows[k].text for k in checked}, checked)
 
     # This run's throughput, from the catalog (bench/pipeline.py sets it beside the bare engine, side by side).
     first_start = min(r.started_at for r in shard_rows)
