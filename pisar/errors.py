@@ -145,6 +145,10 @@ class DuplicateLineId(LineError):
     """A page's TextLine repeats the id of an earlier one, so the two could not be told apart in the file."""
 
 
+class LineNotInLayout(LineError):
+    """A page line's id is no longer in its PAGE or ALTO file: the file changed after it was listed."""
+
+
 class WorkerCrash(LineError):
     """The worker process died (a native crash, the OOM killer) while reading this line, twice.
 

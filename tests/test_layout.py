@@ -4,7 +4,6 @@ scan by polygon or box, where a box around a pasted real line gives back exactly
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from pisar.errors import DuplicateLineId, NoGeometry, NoLineId, UnreadableLayout
 from pisar.layout import MAX_LAYOUT_BYTES, LayoutLine, read_layout
 from pisar.page_crop import crop_line
 from tests.conftest import shared
+from tests.pages import pasted_page, rectangle
 
 PAGE_2013 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
 PAGE_2019 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
@@ -133,24 +133,6 @@ def test_lines_without_ids_with_repeated_ids_or_without_geometry_are_recorded(tr
         '<Baseline points="786,358 2432,367"/>', "", 1
     )
     assert isinstance(read_layout(bare.encode()).lines[2].problem, NoGeometry)
-
-
-def pasted_page(lines: list[Path], seed: int = 0) -> tuple[Image.Image, list[tuple[Path, tuple[int, int]]]]:
-    """Real print lines pasted onto a white 2400 x 1600 canvas at scattered offsets, one per band."""
-    rng = random.Random(seed)
-    canvas = Image.new("L", (2400, 100 + 130 * len(lines)), 255)
-    placed = []
-    for i, path in enumerate(lines):
-        image = Image.open(path).convert("L")
-        offset = (rng.randrange(20, 2400 - image.width - 20), 40 + 130 * i + rng.randrange(0, 10))
-        canvas.paste(image, offset)
-        placed.append((path, offset))
-    return canvas, placed
-
-
-def rectangle(left: int, top: int, width: int, height: int) -> tuple[tuple[int, int], ...]:
-    right, bottom = left + width - 1, top + height - 1
-    return ((left, top), (right, top), (right, bottom), (left, bottom))
 
 
 @pytest.mark.parametrize("crop", ["polygon", "box"])
