@@ -69,7 +69,9 @@ class PisarRow:
         """Seconds to read ``keys``; texts and the input-wait and generate seconds accumulate."""
         synchronize(self.engine.device)
         started = time.perf_counter()
-        results, load_s, generate_s = self.runner._transcribe(keys, self.storage, self.engine, self.generation, lambda: None)
+        results, load_s, generate_s = self.runner._transcribe(
+            keys, self.runner.preparer(self.storage, self.engine, keys), self.engine, self.generation, lambda: None
+        )
         synchronize(self.engine.device)
         elapsed = time.perf_counter() - started
         errors = [r for r in results if r.status != "ok"]

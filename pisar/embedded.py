@@ -94,7 +94,15 @@ def default_name(source: str) -> str:
 
 
 def transcribe(
-    settings: Settings, source: str, model: str, name: str | None, shard_size: int, console: Console
+    settings: Settings,
+    source: str,
+    model: str,
+    name: str | None,
+    shard_size: int,
+    console: Console,
+    *,
+    layout: str = "lines",
+    crop: str = "polygon",
 ) -> tuple[Campaign, RunSummary]:
     """Create the campaign (or resume it, same model only) and run every shard not done, here."""
     from pisar import model_ref
@@ -106,7 +114,8 @@ def transcribe(
     name = name or default_name(source)
     campaign = find_campaign(url, name)
     if campaign is None:
-        campaign, listing = create_campaign(settings, SubmitRequest(source, model, name, shard_size, settings.queue))
+        request = SubmitRequest(source, model, name, shard_size, settings.queue, layout=layout, crop=crop)
+        campaign, listing = create_campaign(settings, request)
         console.print(
             f"campaign {name}: {campaign.line_count} lines in {campaign.shard_count} shards (skipped files: {listing.describe_skipped()})",
             markup=False,

@@ -27,6 +27,27 @@ _ALTO_NAMESPACE = re.compile(r"^http://(www\.)?loc\.gov/standards/alto/ns-v[234]
 Point = tuple[int, int]
 
 
+LINE_KEY_SEPARATOR = "#"  # an XML id never holds "#", so the last one splits a page line's key, whatever the file's key
+
+
+def line_key(layout_key: str, line_id: str) -> str:
+    """The catalog key of one TextLine of the layout file ``layout_key``: ``<layout key>#<line id>``."""
+    return f"{layout_key}{LINE_KEY_SEPARATOR}{line_id}"
+
+
+def split_line_key(key: str) -> tuple[str, str]:
+    """(layout key, line id) of a page line's key."""
+    layout_key, separator, line_id = key.rpartition(LINE_KEY_SEPARATOR)
+    if not separator:
+        raise ValueError(f"{key!r} is not a page line's key (<layout key>{LINE_KEY_SEPARATOR}<line id>)")
+    return layout_key, line_id
+
+
+def is_layout_key(key: str) -> bool:
+    """True for the files a page campaign reads: PAGE and ALTO are both ``.xml``."""
+    return key.lower().endswith(".xml")
+
+
 @dataclass(frozen=True)
 class LayoutLine:
     """One ``TextLine``: its id, its region, its place in the reading order, its geometry and any ground truth."""

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(89_478_485, ge=1, description="Decompression-bomb limit (PIL's default)")
     min_image_side: int = Field(4, ge=1, description="Shorter images are recorded as ImageTooSmall")
     max_image_side: int = Field(16_384, ge=16, description="Longer images are recorded as ImageTooLarge")
+    baseline_height: int = Field(
+        60, ge=4, le=2000, description="Page lines with only a baseline: pixels of the box above it (a quarter of that below)"
+    )
 
     @field_validator("queue_low_water")
     @classmethod

@@ -34,6 +34,7 @@ from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart, Shard, utcnow
 from pisar.errors import PisarError
+from pisar.producer.page_listing import add_pages
 from pisar.storage import KeyRange, Storage, describe_skipped, skip_reason
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,14 @@ def list_into_catalog(
     started = time.monotonic()
     with _listing_lock(url, campaign_id):
         with get_engine(url).connect() as conn:
-            shard_size = conn.execute(select(_CAMPAIGN.c.shard_size).where(_CAMPAIGN.c.id == campaign_id)).scalar_one()
+            shard_size, layout = conn.execute(select(_CAMPAIGN.c.shard_size, _CAMPAIGN.c.layout).where(_CAMPAIGN.c.id == campaign_id)).one()
             parts = conn.execute(select(_PART).where(_PART.c.campaign_id == campaign_id, ~_PART.c.done).order_by(_PART.c.ordinal)).all()
             last = conn.execute(select(func.max(_SHARD.c.index)).where(_SHARD.c.campaign_id == campaign_id)).scalar_one()
         indexes = _Indexes(0 if last is None else last + 1)
         stop = threading.Event()  # one range failed: the others stop at their next page
         if parts:
             with ThreadPoolExecutor(max_workers=max(1, min(threads, len(parts))), thread_name_prefix="lister") as pool:
-                futures = [pool.submit(_list_range, url, campaign_id, shard_size, storage, part, indexes, stop) for part in parts]
+                futures = [pool.submit(_list_range, url, campaign_id, shard_size, storage, part, indexes, stop, layout) for part in parts]
                 while True:
                     finished, running = wait(futures, timeout=every, return_when=FIRST_EXCEPTION)
                     failed = [f for f in finished if f.exception() is not None]
@@ -125,6 +126,7 @@ def _list_range(
     part,
     indexes: _Indexes,
     stop: threading.Event,  # a listing_part row
+    layout: str = "lines",
 ) -> None:
     carry: list[str] = list(part.carry)
     skipped: Counter[str] = Counter(part.skipped)
@@ -135,16 +137,21 @@ def _list_range(
     for page in storage.list_range(KeyRange(part.prefix, part.recursive, tuple(part.folders)), after):
         if stop.is_set():
             return
-        for key in page:
-            reason = skip_reason(key)
-            if reason is None:
-                carry.append(key)
-            else:
-                skipped[reason] += 1
-        full = len(carry) - len(carry) % shard_size
-        ready.extend(carry[i : i + shard_size] for i in range(0, full, shard_size))
-        carry = carry[full:]
-        keys += full
+        if layout == "xml":  # PAGE/ALTO files: read as listed, their TextLines the lines (producer/page_listing.py)
+            made, carry = add_pages(storage, page, carry, shard_size, skipped)
+            ready.extend(made)
+            keys += sum(len(shard) for shard in made)
+        else:
+            for key in page:
+                reason = skip_reason(key)
+                if reason is None:
+                    carry.append(key)
+                else:
+                    skipped[reason] += 1
+            full = len(carry) - len(carry) % shard_size
+            ready.extend(carry[i : i + shard_size] for i in range(0, full, shard_size))
+            carry = carry[full:]
+            keys += full
         after = page[-1]
         if len(ready) * shard_size >= WRITE_KEYS or time.monotonic() - written_at >= WRITE_SECONDS:
             _write(url, campaign_id, part.id, ready, indexes, after=after, carry=carry, keys=keys, skipped=skipped, done=False)

@@ -20,6 +20,7 @@ from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart
 from pisar.constants import CONFIDENCE_FORMULA, DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
+from pisar.page_crop import CROPS
 from pisar.processor import check_model_files, describe_generation, describe_preprocessing, generation_overrides
 from pisar.producer.campaigns import find_campaign
 from pisar.producer.listing import Listed, list_into_catalog, plan_ranges
@@ -28,6 +29,7 @@ from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
+LAYOUTS = ("lines", "xml")
 
 
 class CampaignExists(PisarError):
@@ -45,6 +47,8 @@ class SubmitRequest:
     queue: str
     manifest: str | None = None  # keys from this file or s3:// S3 Inventory instead of a listing (``producer/manifest.py``)
     priority: int = DEFAULT_PRIORITY  # 0 (lowest) to 9 (most urgent): what the feeder publishes first
+    layout: str = "lines"  # lines: each image is a line; xml: PAGE/ALTO files, one line per TextLine (producer/page_listing.py)
+    crop: str = "polygon"  # how a page line is cut from its scan: polygon (outside it white) or box
 
 
 def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[], None] | None = None) -> tuple[Campaign, Listed]:
@@ -57,6 +61,12 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
         raise ConfigError("campaign name must not be empty")
     if find_campaign(url, request.name) is not None:
         raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}` or another --name")
+    if request.layout not in LAYOUTS:
+        raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}, not {request.layout!r}")
+    if request.crop not in CROPS:
+        raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, not {request.crop!r}")
+    if request.layout == "xml" and request.manifest:
+        raise ConfigError("--manifest lists line images; a page campaign (--layout xml) lists its PAGE/ALTO files")
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
     ref = model_ref.resolve(model_ref.parse(request.model))
     check_model_files(ref)  # from its files: the producer never imports torch
@@ -77,6 +87,8 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
         priority=request.priority,
         shard_size=request.shard_size,
         manifest=manifest,
+        layout=request.layout,
+        crop=request.crop,
     )
     with get_engine(url).begin() as conn:
         try:
@@ -89,7 +101,8 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
     listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick)
     if not listed.keys:
         _forget(url, campaign.id)
-        raise NotFound(f"no line images under {storage.url} (skipped: {dict(listed.skipped) or 'nothing'})")
+        wanted = "TextLines in PAGE/ALTO files" if request.layout == "xml" else "line images"
+        raise NotFound(f"no {wanted} under {storage.url} (skipped: {dict(listed.skipped) or 'nothing'})")
     campaign.line_count, campaign.shard_count, campaign.skipped_files = listed.keys, listed.shards, dict(listed.skipped)
     log.info("campaign %s: %s lines in %s shards from %s", campaign.name, campaign.line_count, campaign.shard_count, storage.url)
     return campaign, listed

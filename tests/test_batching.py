@@ -22,7 +22,7 @@ def read_shard(engine: Engine, storage: LocalStorage, keys: list[str], length_gr
     runner = ShardRunner(settings, lambda campaign: engine, worker="test")
     before_paid, before_useful = engine.steps.paid, engine.steps.useful
     try:
-        results, _load, _generate = runner._transcribe(keys, storage, engine, {}, lambda: None)
+        results, _load, _generate = runner._transcribe(keys, runner.preparer(storage, engine, keys), engine, {}, lambda: None)
     finally:
         runner.close()
     paid, useful = engine.steps.paid - before_paid, engine.steps.useful - before_useful

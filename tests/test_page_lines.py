@@ -14,10 +14,11 @@ from PIL import Image
 
 from pisar.errors import LineNotInLayout, MissingObject, NoGeometry, NoLineId, UnreadableLayout
 from pisar.images import ImageLimits
+from pisar.layout import line_key, split_line_key
 from pisar.settings import Settings
 from pisar.storage import S3Storage
 from pisar.worker.fetch import prepare_lines
-from pisar.worker.page_lines import PageLines, line_key, scan_key, split_line_key
+from pisar.worker.page_lines import PageLines, scan_key
 from tests.conftest import shared
 from tests.pages import page_xml, pasted_page, rectangle
 

@@ -1,7 +1,7 @@
 """Lines of segmented page scans as a shard's input: each PAGE/ALTO file and its scan read once, each line cut from the scan.
 
-A page campaign's line key is ``<layout key>#<line id>``: the XML's key in the source, then the
-``TextLine`` id (an XML id never holds ``#``, so the last ``#`` splits the two, whatever the key).
+A page campaign's line key is ``<layout key>#<line id>`` (``pisar.layout.line_key``): the XML's key
+in the source, then the ``TextLine`` id.
 The fetch pool prepares a shard's lines in parallel and in key order, so the lines of one page
 arrive together: the first of them reads and parses the XML and reads and decodes the scan
 (``decode_line``: the same hostile-image limits as a line image, which a 4,000 x 5,000 scan is far
@@ -29,25 +29,10 @@ from PIL import Image
 
 from pisar.errors import ImageTooSmall, LineError, LineNotInLayout, UnreadableImage, UnreadableLayout
 from pisar.images import DecodedLine, ImageLimits, decode_line
-from pisar.layout import LayoutLine, PageLayout, read_layout
+from pisar.layout import LayoutLine, PageLayout, read_layout, split_line_key
 from pisar.page_crop import crop_line
 from pisar.storage import Storage
 from pisar.worker.fetch import Prepared
-
-SEPARATOR = "#"
-
-
-def line_key(layout_key: str, line_id: str) -> str:
-    """The catalog key of one TextLine of the layout file ``layout_key``."""
-    return f"{layout_key}{SEPARATOR}{line_id}"
-
-
-def split_line_key(key: str) -> tuple[str, str]:
-    """(layout key, line id) of a page line's key."""
-    layout_key, separator, line_id = key.rpartition(SEPARATOR)
-    if not separator:
-        raise ValueError(f"{key!r} is not a page line's key (<layout key>{SEPARATOR}<line id>)")
-    return layout_key, line_id
 
 
 def scan_key(layout_key: str, image_name: str) -> str:

@@ -37,6 +37,7 @@ from pisar.worker import metrics, stopping
 from pisar.worker.engine import Engine, Recognition, apply_process_settings
 from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
 from pisar.worker.lease import LeaseKeeper, LeaseLost
+from pisar.worker.page_lines import PageLines
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,9 @@ class ShardRunner:
                 lease.check()
                 stopping.check()
 
+            prepare = self.preparer(self._storage(campaign.source_url), engine, keys, campaign.layout, campaign.crop)
             results, load_s, gen_s = self._transcribe(
-                keys, self._storage(campaign.source_url), engine, campaign.generation.get("overrides", {}), between_batches, probe
+                keys, prepare, engine, campaign.generation.get("overrides", {}), between_batches, probe
             )
             model = str(ModelRef.of(campaign.model_id, campaign.model_revision))
             results = [replace(r, model=model) for r in results]
@@ -239,16 +241,25 @@ class ShardRunner:
             self._storages[url] = open_storage(url, self.settings)
         return self._storages[url]
 
+    def preparer(
+        self, storage: Storage, engine: Engine, keys: list[str], layout: str = "lines", crop: str = "polygon"
+    ) -> Callable[[str], Prepared]:
+        """What makes one of ``keys`` ready for the model: a line image fetched and decoded, or (``layout="xml"``)
+        a TextLine cut from its page's scan, each layout and scan read once for the shard (worker/page_lines.py)."""
+        if layout == "xml":
+            return PageLines(storage, self.limits, engine.preprocess, keys, crop, self.settings.baseline_height).prepare
+        return partial(prepare_one, storage=storage, limits=self.limits, preprocess=engine.preprocess)
+
     def _transcribe(
         self,
         keys: list[str],
-        storage: Storage,
+        prepare: Callable[[str], Prepared],
         engine: Engine,
         generation: dict[str, Any],
         check_lease: Callable[[], None],
         probe: Callable[[str], bool] | None = None,
     ) -> tuple[list[LineResult], float, float]:
-        """All lines of the shard, in key order; returns results and seconds waiting for input / generating.
+        """All lines of the shard, in key order, each made ready by ``prepare``; returns results and seconds waiting for input / generating.
 
         Lines are read ``length_groups`` batches ahead and sorted by width within that group, so a
         batch's lines end at about the same step (``DecodeSteps``); results go back to key order.
@@ -260,7 +271,6 @@ class ShardRunner:
         With ``probe`` (a suspect shard), lines are read and generated one at a time, each key recorded
         by ``probe`` first, so the reaper can name the line a crash happened on.
         """
-        prepare = partial(prepare_one, storage=storage, limits=self.limits, preprocess=engine.preprocess)
         if probe is None:
             settings = self.settings
             batch_size = engine.batch_size(generation, settings.batch_size, settings.max_batch_size, settings.batch_memory_share)

@@ -66,6 +66,9 @@ class Campaign(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     listed_at: datetime | None = None  # every key range listed; until then shards keep arriving
     manifest: str | None = Field(default=None, sa_column=Column(Text))  # keys from this file instead of a listing
+    # lines: every image is a line; xml: PAGE/ALTO files whose TextLines are cut from their scans (worker/page_lines.py)
+    layout: str = Field(default="lines", max_length=20, sa_column_kwargs={"server_default": "lines"})
+    crop: str = Field(default="polygon", max_length=20, sa_column_kwargs={"server_default": "polygon"})  # page lines: polygon or box
 
 
 class ListingPart(SQLModel, table=True):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from pisar.cli.app import NameArg, app, catalog, err, names, out
+from pisar.cli.app import CropOpt, LayoutOpt, NameArg, app, catalog, err, names, out
 from pisar.constants import DEFAULT_PRIORITY, MAX_PRIORITY
 from pisar.errors import ConfigError
 from pisar.interrupt import stop_requested
@@ -35,6 +35,8 @@ def submit(
     priority: Annotated[
         int, typer.Option("--priority", min=0, max=MAX_PRIORITY, help="0 (lowest) to 9 (most urgent): an urgent campaign overtakes others")
     ] = DEFAULT_PRIORITY,
+    layout: LayoutOpt = "lines",
+    crop: CropOpt = "polygon",
 ) -> None:
     """List SOURCE (or read --manifest), write a campaign to the catalog and publish its first shards to the workers.
 
@@ -46,7 +48,9 @@ def submit(
     settings = get_settings()
     require_redis(settings)
     catalog(settings)
-    request = SubmitRequest(source, model, name, shard_size or settings.shard_size, queue or settings.queue, manifest, priority)
+    request = SubmitRequest(
+        source, model, name, shard_size or settings.shard_size, queue or settings.queue, manifest, priority, layout=layout, crop=crop
+    )
     err.print(submit_and_publish(settings, request).describe(), markup=False)
 
 

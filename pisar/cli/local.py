@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pisar.cli.app import ModelOpt, app, catalog, err
+from pisar.cli.app import CropOpt, LayoutOpt, ModelOpt, app, catalog, err
 from pisar.safe_text import shown
 from pisar.settings import get_settings
 
@@ -21,6 +21,8 @@ def run(
     output: Annotated[str, typer.Option("--output", "-o", help="Results file (JSONL; .csv for CSV)")] = "results.jsonl",
     shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
     show: Annotated[int, typer.Option(min=0, help="Also print the first N lines' text and confidence")] = 0,
+    layout: LayoutOpt = "lines",
+    crop: CropOpt = "polygon",
 ) -> None:
     """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume."""
     from itertools import islice
@@ -31,7 +33,7 @@ def run(
 
     settings = get_settings()
     url = catalog(settings)
-    campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err)
+    campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err, layout=layout, crop=crop)
     fmt = "csv" if output.endswith(".csv") else "jsonl"
     count = write_export(url, campaign.id, fmt, output).records
     if show:

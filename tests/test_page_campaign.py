@@ -1,0 +1,107 @@
+"""Page campaigns (`--layout xml`): PAGE files listed into one catalog line per TextLine, shards that follow
+pages, lines cut from the scans by the worker; a page of pasted real lines reads exactly as the same
+lines do as line images; bad pages are recorded lines, in embedded and in distributed mode."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Campaign, Line
+from pisar.settings import Settings
+from tests.conftest import run_pisar, shared, wait_until
+from tests.pages import page_xml, pasted_page, rectangle
+
+TRANSKRIBUS = "170025120000003,0074"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def page_folder(tmp_path: Path, print_lines: Path) -> tuple[Path, list[Path]]:
+    """The Transkribus page and its scan, a page of 12 pasted real lines, a broken layout and one without lines."""
+    folder = tmp_path / "pages"
+    (folder / "kraken").mkdir(parents=True)
+    for suffix in (".xml", ".jpg"):
+        (folder / "kraken" / f"{TRANSKRIBUS}{suffix}").write_bytes((shared("pages") / f"{TRANSKRIBUS}{suffix}").read_bytes())
+    paths = [p for p in sorted(print_lines.glob("*.png")) if Image.open(p).width < 2300][:12]
+    canvas, placed = pasted_page(paths, seed=5)
+    canvas.save(folder / "pasted.png")
+    lines = [(f"l{n:02d}", rectangle(left, top, *Image.open(path).size)) for n, (path, (left, top)) in enumerate(placed)]
+    (folder / "pasted.xml").write_bytes(page_xml("pasted.png", canvas.size, lines))
+    (folder / "broken.xml").write_bytes(b"<PcGts")
+    (folder / "empty.xml").write_bytes(page_xml("pasted.png", canvas.size, []))
+    return folder, paths
+
+
+def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
+    page_folder: tuple[Path, list[Path]], tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder, paths = page_folder
+    out = tmp_path / "pages.jsonl"
+    args = ["run", str(folder), "--layout", "xml", "--crop", "box", "--model", str(tiny_model), "--shard-size", "20", "-o", str(out)]
+    ran = run_pisar(args, embedded_env, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    assert "57 lines" in ran.stderr and "(a layout without lines)" in ran.stderr  # 44 + 12 + the broken file's one
+    records = {r["key"]: r for r in read_jsonl(out)}
+    assert len(records) == 57
+    broken = records["broken.xml#"]
+    assert (broken["status"], broken["error_class"]) == ("error", "UnreadableLayout")
+    ok = {k: r for k, r in records.items() if k != "broken.xml#"}
+    assert {r["status"] for r in ok.values()} == {"ok"}
+    assert sum(k.startswith(f"kraken/{TRANSKRIBUS}.xml#") for k in ok) == 44 and sum(k.startswith("pasted.xml#l") for k in ok) == 12
+
+    engine = get_engine(Settings(catalog_path=embedded_env["PISAR_CATALOG_PATH"]).catalog_url)
+    with engine.connect() as conn:
+        campaign = conn.execute(select(Campaign.__table__)).one()
+        rows = conn.execute(select(Line.__table__.c.key, Line.__table__.c.shard_id)).all()
+    assert (campaign.layout, campaign.crop) == ("xml", "box")
+    shards_of = defaultdict(set)
+    for key, shard_id in rows:
+        shards_of[key.rpartition("#")[0]].add(shard_id)
+    assert len(shards_of["pasted.xml"]) == 1  # 12 lines: never split
+    assert len(shards_of[f"kraken/{TRANSKRIBUS}.xml"]) == 3  # 44 lines in shards of 20: the page alone fills two
+
+    # The pasted page read in page mode equals its 12 real lines read as line images (a box crop gives each back exactly).
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    for n, path in enumerate(paths):
+        (lines / f"l{n:02d}.png").write_bytes(path.read_bytes())
+    as_lines = tmp_path / "lines.jsonl"
+    ran = run_pisar(["run", str(lines), "--model", str(tiny_model), "--name", "lines", "-o", str(as_lines)], embedded_env, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    line_texts = {r["key"].removesuffix(".png"): (r["text"], r["confidence"]) for r in read_jsonl(as_lines)}
+    page_texts = {k.removeprefix("pasted.xml#"): (r["text"], r["confidence"]) for k, r in ok.items() if k.startswith("pasted.xml#")}
+    assert page_texts == line_texts
+
+
+def test_a_page_campaign_runs_on_workers_from_s3(
+    s3, distributed_env: dict[str, str], start_worker, tiny_model: Path, page_folder: tuple[Path, list[Path]]
+) -> None:
+    folder, _ = page_folder
+    s3.create_bucket(Bucket="pages")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            s3.put_object(Bucket="pages", Key=f"vol/{path.relative_to(folder).as_posix()}", Body=path.read_bytes())
+    args = ["submit", "s3://pages/vol", "--layout", "xml", "--model", str(tiny_model), "--name", "pages", "--shard-size", "64"]
+    submitted = run_pisar(args, distributed_env)
+    assert submitted.returncode == 0, submitted.stderr
+    assert "57 lines in 2 shards" in submitted.stderr  # kraken/ and the top level are key ranges of their own
+    start_worker(distributed_env, "pages")
+    engine = get_engine(Settings(database_url=distributed_env["PISAR_DATABASE_URL"]).catalog_url)
+
+    def statuses() -> dict[str, str]:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(Line.__table__.c.key, Line.__table__.c.status)).all())
+
+    wait_until(lambda: "pending" not in statuses().values(), 300, "every page line read")
+    got = statuses()
+    assert len(got) == 57 and got.pop("vol/broken.xml#") == "error" and set(got.values()) == {"ok"}
