@@ -65,13 +65,13 @@ class PisarRow:
         s = self.settings
         return self.engine.batch_size(self.generation, s.batch_size, s.max_batch_size, s.batch_memory_share)
 
-    def run(self, keys: list[str]) -> float:
-        """Seconds to read ``keys``; texts and the input-wait and generate seconds accumulate."""
+    def run(self, keys: list[str], layout: str = "lines", crop: str = "polygon") -> float:
+        """Seconds to read ``keys`` (``layout="xml"``: page lines, cut from their scans); texts and the
+        input-wait and generate seconds accumulate."""
         synchronize(self.engine.device)
         started = time.perf_counter()
-        results, load_s, generate_s = self.runner._transcribe(
-            keys, self.runner.preparer(self.storage, self.engine, keys), self.engine, self.generation, lambda: None
-        )
+        prepare = self.runner.preparer(self.storage, self.engine, keys, layout, crop)
+        results, load_s, generate_s = self.runner._transcribe(keys, prepare, self.engine, self.generation, lambda: None)
         synchronize(self.engine.device)
         elapsed = time.perf_counter() - started
         errors = [r for r in results if r.status != "ok"]

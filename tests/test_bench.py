@@ -107,6 +107,13 @@ def test_storage_benchmark_reads_through_both_clients_and_reports(tmp_path: Path
     assert quoted <= set(printed) and (printed["lines"], printed["rounds"]) == (120, 1)
 
 
+def test_pages_benchmark_reads_the_same_lines_both_ways(tmp_path: Path) -> None:
+    """`bench/pages.py` small: 2 pages of 8 pasted real lines, folder source; a box crop reads every line alike."""
+    printed, _ = run_bench("pages.py", ["--pages", "2", "--lines-per-page", "8", "--rounds", "1"], tmp_path / "pages.json")
+    assert {"line_mode_lines_per_s", "page_mode_lines_per_s", "page_vs_line", "identical_text_share"} <= set(printed)
+    assert (printed["lines"], printed["crop"], printed["identical_text_share"]) == (16, "box", 1.0)
+
+
 def test_decode_step_benchmark_runs_and_reports(tmp_path: Path) -> None:
     printed, _ = run_bench("decode_step.py", ["--batch", "8", "--repeats", "1"], tmp_path / "decode.json")
     quoted = {"generate_us_per_step", "loop_us_per_step", "graphed_us_per_step", "loop_vs_generate_per_step", "graphed_vs_loop_per_step"}
