@@ -21,13 +21,14 @@ machine, so that the two do not share a core and what is left is the GIL's share
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from worker_path import report  # bench/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -63,9 +64,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit("bench: the stand-in's decoder is not one the greedy loop knows")
     runs = [measure(engine, batch, args) for batch in args.batch]
     printed: dict[str, object] = runs[0] if len(runs) == 1 else {"runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(printed, indent=2))
-    print(json.dumps(printed))
+    report(printed, args.out)
     return 0
 
 

@@ -14,12 +14,13 @@ decided on a GPU (bench/gpu.sh) and, for FP8, by CER on real lines (bench/precis
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from worker_path import report  # bench/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -101,9 +102,7 @@ def main(argv: list[str]) -> int:
             row[f"{name}_max_rel_diff"] = round(float((states[name] - states["eager"]).abs().max()) / scale, 6)
             row[f"{name}_describe"] = engines[name].describe({"num_beams": 1})
         figures["runs"].append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2))
-    print(json.dumps(figures))
+    report(figures, args.out)
     return 0
 
 

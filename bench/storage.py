@@ -15,7 +15,6 @@ boto3 paginator and by obstore. The JSON gives the medians over the rounds and t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from worker_path import report  # bench/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -111,9 +112,7 @@ def main(argv: list[str]) -> int:
         figures[f"list_{name}_keys_per_s"] = round(statistics.median(n / w for _, w, n in runs))
         figures[f"list_{name}_cpu_us_per_key"] = round(statistics.median(c / n for c, _, n in runs) * 1e6, 2)
     figures["list_obstore_vs_paginator"] = round(figures["list_obstore_keys_per_s"] / figures["list_boto3_paginator_keys_per_s"], 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2))
-    print(json.dumps(figures))
+    report(figures, args.out)
     return 0
 
 

@@ -114,6 +114,14 @@ def test_pages_benchmark_reads_the_same_lines_both_ways(tmp_path: Path) -> None:
     assert (printed["lines"], printed["crop"], printed["identical_text_share"]) == (16, "box", 1.0)
 
 
+def test_encoder_benchmark_records_a_variant_this_machine_refuses(tmp_path: Path) -> None:
+    """`bench/encoder.py` eager only (compiling takes 5-20 s here), with FP8 asked for: refused on a CPU, and said so."""
+    printed, _ = run_bench("encoder.py", ["--batch", "2", "--repeats", "1", "--no-compile", "--fp8"], tmp_path / "encoder.json")
+    assert "compute capability 8.9" in printed["fp8_refused"]
+    (run,) = printed["runs"]
+    assert run["batch"] == 2 and run["eager_lines_per_s"] > 0 and run["eager_describe"] == "cpu:float32:greedy-loop"
+
+
 def test_decode_step_benchmark_runs_and_reports(tmp_path: Path) -> None:
     printed, _ = run_bench("decode_step.py", ["--batch", "8", "--repeats", "1"], tmp_path / "decode.json")
     quoted = {"generate_us_per_step", "loop_us_per_step", "graphed_us_per_step", "loop_vs_generate_per_step", "graphed_vs_loop_per_step"}
