@@ -22,6 +22,8 @@ from pisar.errors import ConfigError
 from pisar.producer.atomic_output import atomic_output
 from pisar.producer.export_pages import PAGE_FORMATS, Export, write_pages
 from pisar.producer.export_parquet import write_parquet
+from pisar.producer.export_writeback import write_back
+from pisar.storage import Storage
 
 _LINE = Line.__table__
 _SHARD = Shard.__table__
@@ -83,13 +85,20 @@ def iter_records(url: str, campaign_id: int, only: ExportFilter | None = None) -
 
 
 def export(
-    url: str, campaign_id: int, fmt: str, output: str, only: ExportFilter | None = None, about: dict[str, str] | None = None
+    url: str,
+    campaign_id: int,
+    fmt: str,
+    output: str,
+    only: ExportFilter | None = None,
+    about: dict[str, str] | None = None,
+    pages_from: Storage | None = None,
 ) -> Export:
     """Write the campaign's finished lines (as ``only`` selects) to ``output``; returns what was written.
 
     ``jsonl`` and ``csv`` write one file (``-`` = stdout), ``parquet`` one file, and ``txt``,
     ``alto`` and ``page`` a folder with one file per source folder (``producer/export_pages.py``).
-    ``about`` (model, campaign) goes into the XML formats' metadata.
+    ``about`` (model, campaign) goes into the XML formats' metadata. ``pages_from``: a page
+    campaign's source, whose PAGE files ``page`` rewrites with the readings (``producer/export_writeback.py``).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -97,6 +106,10 @@ def export(
     if fmt in PAGE_FORMATS:
         if output == "-":
             raise ConfigError(f"--format {fmt} writes one file per source folder: give a folder with -o")
+        if pages_from is not None and fmt == "page":
+            return write_back(records, Path(output), about or {}, pages_from)
+        if pages_from is not None and fmt == "alto":
+            raise ConfigError("a page campaign is written back as PAGE (--format page); ALTO write-back is not built yet")
         return write_pages(records, fmt, Path(output), about or {})
     if fmt == "parquet":
         if output == "-":

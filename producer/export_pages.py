@@ -74,11 +74,11 @@ def folder_of(key: str) -> str:
 
 def file_for(root: Path, folder: str, suffix: str) -> Path:
     """Where a folder's file goes: the folder path with each segment made safe, plus ``suffix``."""
-    segments = [_safe_segment(s) for s in folder.split("/")] if folder else [ROOT_NAME]
+    segments = [safe_segment(s) for s in folder.split("/")] if folder else [ROOT_NAME]
     return root.joinpath(*segments[:-1], segments[-1] + suffix)
 
 
-def _safe_segment(segment: str) -> str:
+def safe_segment(segment: str) -> str:
     """A key's folder segment as a file name: unsafe characters as %XX, dot names escaped; Cyrillic kept."""
     escaped = _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), segment)
     return escaped if escaped.strip(".") else escaped.replace(".", "%2E") or "%20"
@@ -151,7 +151,7 @@ def _stacked(lines: list[dict[str, Any]]) -> tuple[list[_Box], _Box]:
     return boxes, _Box(0, 0, max(b.width for b in boxes), top)
 
 
-def _now() -> str:
+def now_utc() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
@@ -175,7 +175,7 @@ def _alto_file(folder: _Folder, about: dict[str, str], scrub: XmlScrubber) -> st
     ET.SubElement(description, "MeasurementUnit").text = "pixel"
     ET.SubElement(ET.SubElement(description, "sourceImageInformation"), "fileName").text = scrub(folder.name or ROOT_NAME)
     processing = ET.SubElement(description, "Processing", ID="pisar")
-    ET.SubElement(processing, "processingDateTime").text = _now()
+    ET.SubElement(processing, "processingDateTime").text = now_utc()
     ET.SubElement(processing, "processingStepSettings").text = scrub(_describe_run(about))
     software = ET.SubElement(processing, "processingSoftware")
     ET.SubElement(software, "softwareName").text = "Pisar"
@@ -208,7 +208,7 @@ def _page_file(folder: _Folder, about: dict[str, str], scrub: XmlScrubber) -> st
     pcgts = ET.Element("PcGts", {"xmlns": PAGE_NS, "xmlns:xsi": XSI, "xsi:schemaLocation": f"{PAGE_NS} {PAGE_SCHEMA}"})
     metadata = ET.SubElement(pcgts, "Metadata")
     ET.SubElement(metadata, "Creator").text = f"Pisar {__version__}"
-    now = _now()
+    now = now_utc()
     ET.SubElement(metadata, "Created").text = now
     ET.SubElement(metadata, "LastChange").text = now
     ET.SubElement(metadata, "Comments").text = scrub(_describe_run(about))

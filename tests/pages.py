@@ -34,8 +34,15 @@ def page_xml(image_name: str, size: tuple[int, int], lines: list[tuple[str, tupl
         f'<TextLine id="{line_id}"><Coords points="{" ".join(f"{x},{y}" for x, y in polygon)}"/></TextLine>' for line_id, polygon in lines
     )
     return (
-        f'<?xml version="1.0" encoding="UTF-8"?><PcGts xmlns="{PAGE_2019}"><Metadata><Creator>tests</Creator></Metadata>'
+        f'<?xml version="1.0" encoding="UTF-8"?><PcGts xmlns="{PAGE_2019}"><Metadata><Creator>tests</Creator><Created>2026-12-01T00:00:00</Created><LastChange>2026-12-01T00:00:00</LastChange></Metadata>'
         f'<Page imageFilename="{image_name}" imageWidth="{size[0]}" imageHeight="{size[1]}">'
         f'<TextRegion id="r1"><Coords points="0,0 {size[0] - 1},0 {size[0] - 1},{size[1] - 1} 0,{size[1] - 1}"/>{body}</TextRegion>'
         f"</Page></PcGts>"
     ).encode()
+
+
+def page_schema():  # -> lxml.etree.XMLSchema
+    """The official PAGE 2019-07-15 schema (tests/schemas), to validate what Pisar writes."""
+    from lxml import etree
+
+    return etree.XMLSchema(etree.parse(str(Path(__file__).parent / "schemas" / "pagecontent-2019-07-15.xsd")))

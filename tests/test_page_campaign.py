@@ -9,14 +9,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from lxml import etree
 from PIL import Image
 from sqlalchemy import select
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line
+from pisar.layout import read_layout
+from pisar.producer.export_pages import PAGE_NS
 from pisar.settings import Settings
 from tests.conftest import run_pisar, shared, wait_until
-from tests.pages import page_xml, pasted_page, rectangle
+from tests.pages import page_schema, page_xml, pasted_page, rectangle
 
 TRANSKRIBUS = "170025120000003,0074"
 
@@ -69,6 +72,30 @@ def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
         shards_of[key.rpartition("#")[0]].add(shard_id)
     assert len(shards_of["pasted.xml"]) == 1  # 12 lines: never split
     assert len(shards_of[f"kraken/{TRANSKRIBUS}.xml"]) == 3  # 44 lines in shards of 20: the page alone fills two
+
+    # Written back into the PAGE files: valid PAGE 2019, every id, Coords, Baseline and the reading order kept, the readings in.
+    pages_out = tmp_path / "written"
+    exported = run_pisar(["export", "pages", "--format", "page", "-o", str(pages_out)], embedded_env)
+    assert exported.returncode == 0, exported.stderr
+    assert "56 lines written" in exported.stderr and "2 files" in exported.stderr
+    assert "1 layout files left out (broken.xml:" in exported.stderr and "1 error lines" in exported.stderr
+    schema = page_schema()
+    for name in (f"kraken/{TRANSKRIBUS}.xml", "pasted.xml"):
+        written = (pages_out / name).read_bytes()
+        assert schema.validate(etree.fromstring(written)), f"{name}: {schema.error_log.last_error}"
+        before, after = read_layout((folder / name).read_bytes()), read_layout(written)
+        assert after.version == "2019-07-15" and after.image == before.image
+        assert [(x.line_id, x.region_id, x.order, x.polygon, x.baseline) for x in after.lines] == [
+            (x.line_id, x.region_id, x.order, x.polygon, x.baseline) for x in before.lines
+        ]
+        layout_key = name
+        assert [x.text for x in after.lines] == [records[f"{layout_key}#{x.line_id}"]["text"] for x in after.lines]
+        confs = etree.fromstring(written).xpath("//p:TextLine/p:TextEquiv/@conf", namespaces={"p": PAGE_NS})
+        assert confs == [f"{records[f'{layout_key}#{x.line_id}']['confidence']:.4f}" for x in after.lines]
+    kraken = etree.fromstring((pages_out / f"kraken/{TRANSKRIBUS}.xml").read_bytes())
+    assert kraken.xpath("count(//p:ReadingOrder//p:RegionRefIndexed)", namespaces={"p": PAGE_NS}) == 4
+    assert kraken.xpath("//p:MetadataItem/@type", namespaces={"p": PAGE_NS}) == ["processingStep"]
+    assert kraken.xpath("count(//p:TextLine[@custom])", namespaces={"p": PAGE_NS}) == 44  # Transkribus' own attributes kept
 
     # The pasted page read in page mode equals its 12 real lines read as line images (a box crop gives each back exactly).
     lines = tmp_path / "lines"
