@@ -46,3 +46,26 @@ def read_transcription(storage: Storage, image_key: str) -> str | None:
     except LineError:
         return None
     return data.decode("utf-8").strip()
+
+
+def read_layout_transcriptions(storage: Storage, line_keys: list[str]) -> list[str | None]:
+    """The text each page line's PAGE/ALTO file already holds for it (``TextEquiv`` / ``String``s;
+    Transkribus and eScriptorium exports often carry the ground truth), ``None`` where it has none.
+
+    Keys come grouped by layout (byte order), so each file is read and parsed once.
+    """
+    from pisar.layout import read_layout, split_line_key
+
+    texts: list[str | None] = []
+    held_key, lines = None, {}
+    for key in line_keys:
+        layout_key, line_id = split_line_key(key)
+        if layout_key != held_key:
+            held_key = layout_key
+            try:
+                lines = {line.line_id: line.text for line in read_layout(storage.read(layout_key), layout_key).lines}
+            except LineError:
+                lines = {}
+        text = lines.get(line_id)
+        texts.append(text.strip() if text and text.strip() else None)
+    return texts

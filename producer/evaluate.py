@@ -19,7 +19,7 @@ import jiwer
 import numpy as np
 
 from pisar.catalog.models import Campaign
-from pisar.groundtruth import normalizer, read_transcription
+from pisar.groundtruth import normalizer, read_layout_transcriptions, read_transcription
 from pisar.producer.export import iter_records
 from pisar.storage import Storage
 
@@ -59,12 +59,16 @@ class EvalReport:
     calibration: list[dict[str, Any]] = field(default_factory=list)
 
 
-def score_lines(url: str, campaign: Campaign, gt: Storage, normalization: str) -> tuple[list[LineScore], int]:
-    """Pair every finished line with its ground truth; returns the scores and how many had none."""
+def score_lines(url: str, campaign: Campaign, gt: Storage, normalization: str, from_layouts: bool = False) -> tuple[list[LineScore], int]:
+    """Pair every finished line with its ground truth (``NAME.gt.txt`` beside each image, or with
+    ``from_layouts`` the text a page line's own PAGE/ALTO file holds); returns the scores and how many had none."""
     normalize = normalizer(normalization)
     records = list(iter_records(url, campaign.id))
-    with ThreadPoolExecutor(16) as pool:
-        references = list(pool.map(lambda r: read_transcription(gt, r["key"]), records))
+    if from_layouts:
+        references = read_layout_transcriptions(gt, [r["key"] for r in records])
+    else:
+        with ThreadPoolExecutor(16) as pool:
+            references = list(pool.map(lambda r: read_transcription(gt, r["key"]), records))
     scores, missing = [], 0
     for record, reference in zip(records, references, strict=True):
         if not reference:

@@ -4,6 +4,7 @@ lines do as line images; bad pages are recorded lines, in embedded and in distri
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -96,6 +97,15 @@ def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
     assert kraken.xpath("count(//p:ReadingOrder//p:RegionRefIndexed)", namespaces={"p": PAGE_NS}) == 4
     assert kraken.xpath("//p:MetadataItem/@type", namespaces={"p": PAGE_NS}) == ["processingStep"]
     assert kraken.xpath("count(//p:TextLine[@custom])", namespaces={"p": PAGE_NS}) == 44  # Transkribus' own attributes kept
+
+    # The ground truth the Transkribus file carries is a test set as it is: 44 lines scored, the 13 others have none.
+    evaluated = run_pisar(["eval", "pages", "--gt-from-xml", "-o", str(tmp_path / "eval")], embedded_env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    summary = json.loads(evaluated.stdout)
+    assert (summary["lines_scored"], summary["cer"] > 0) == (44, True)
+    assert "44 lines scored (13 without ground truth)" in evaluated.stderr
+    scored = {row["key"] for row in csv.DictReader((tmp_path / "eval" / "lines.csv").open(encoding="utf-8"))}
+    assert scored == {k for k in ok if k.startswith("kraken/")}
 
     # The pasted page read in page mode equals its 12 real lines read as line images (a box crop gives each back exactly).
     lines = tmp_path / "lines"

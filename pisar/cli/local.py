@@ -67,9 +67,13 @@ def evaluate(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Campaign name with --model (default: from TARGET)")] = None,
     normalize: Annotated[str, typer.Option("--normalize", help="Label normalization for both sides: none or naf")] = "none",
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for lines.csv, summary.json, calibration.png")] = None,
+    gt_from_xml: Annotated[
+        bool, typer.Option("--gt-from-xml", help="A page campaign: the text its PAGE/ALTO files already hold (the default for one)")
+    ] = False,
 ) -> None:
     """CER/WER against ground truth, and how well confidence predicts errors."""
 
+    from pisar.errors import ConfigError
     from pisar.groundtruth import normalizer
     from pisar.producer.campaigns import get_campaign
     from pisar.producer.evaluate import score_lines, summarize, write_outputs
@@ -84,7 +88,10 @@ def evaluate(
         campaign, _ = transcribe(settings, target, model, name, settings.shard_size, err)
     else:
         campaign = get_campaign(url, target)
-    scores, missing = score_lines(url, campaign, open_storage(gt or campaign.source_url, settings), normalize)
+    if gt_from_xml and campaign.layout != "xml":
+        raise ConfigError(f"campaign {campaign.name!r} reads line images; --gt-from-xml is for page campaigns (--layout xml)")
+    from_layouts = campaign.layout == "xml" and (gt_from_xml or gt is None)
+    scores, missing = score_lines(url, campaign, open_storage(gt or campaign.source_url, settings), normalize, from_layouts)
     report = summarize(campaign, scores, missing, normalize)
     paths = write_outputs(report, scores, Path(output or f"eval-{campaign.name}"))
     print(json.dumps({k: v for k, v in report.__dict__.items() if k != "calibration"}, ensure_ascii=False))
