@@ -106,10 +106,8 @@ def export(
     if fmt in PAGE_FORMATS:
         if output == "-":
             raise ConfigError(f"--format {fmt} writes one file per source folder: give a folder with -o")
-        if pages_from is not None and fmt == "page":
-            return write_back(records, Path(output), about or {}, pages_from)
-        if pages_from is not None and fmt == "alto":
-            raise ConfigError("a page campaign is written back as PAGE (--format page); ALTO write-back is not built yet")
+        if pages_from is not None and fmt in ("page", "alto"):
+            return write_back(records, Path(output), about or {}, pages_from, fmt)
         return write_pages(records, fmt, Path(output), about or {})
     if fmt == "parquet":
         if output == "-":

@@ -1,4 +1,4 @@
-"""A page campaign's text written back into its own PAGE files: `pisar export NAME --format page -o DIR`.
+"""A page campaign's text written back beside its own layout: `pisar export NAME --format page|alto -o DIR`.
 
 Each input PAGE file (2013-07-15, 2019-07-15 or the ``https://`` namespace) is read again from the
 campaign's source and written to ``DIR/<its key>`` as PAGE 2019-07-15, with everything Pisar does
@@ -16,12 +16,17 @@ attributes, other elements. Only this changes:
 The 2013 schema's elements are all in 2019's, so moving a file to the 2019 namespace keeps it valid
 (``tests/test_page_campaign.py`` validates the output with the official XSD). The parser resolves no
 entities, loads no DTD and reaches no network, as when the file was listed. Characters XML 1.0 cannot
-hold become U+FFFD (``XmlScrubber``), as in every XML export. ALTO inputs are not rewritten yet: they
-are counted and left out.
+hold become U+FFFD (``XmlScrubber``), as in every XML export. An ALTO input asked for as PAGE is
+left out and counted.
+
+``--format alto`` instead builds ALTO 4.4 from any input's layout (``_as_alto``): regions, line ids
+and geometry kept, the words as ``String``s; what else an ALTO input held (styles, tags) is not
+carried over yet.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from itertools import groupby
 from pathlib import Path, PurePosixPath
@@ -30,20 +35,23 @@ from typing import Any
 from lxml import etree
 
 from pisar.constants import CONFIDENCE_FORMULA
-from pisar.errors import LineError
+from pisar.errors import DuplicateLineId, LineError, NoLineId
 from pisar.layout import read_layout, split_line_key
 from pisar.producer.atomic_output import atomic_output
-from pisar.producer.export_pages import PAGE_NS, Export, now_utc, safe_segment
+from pisar.producer.export_pages import ALTO_NS, ALTO_SCHEMA, PAGE_NS, XSI, Export, now_utc, safe_segment
 from pisar.storage import Storage
 from pisar.xml_text import XmlScrubber
 
+_ID_PROBLEMS = (NoLineId, DuplicateLineId)  # such a line's catalog id is a stand-in, not the file's
+_NCNAME = re.compile(r"[A-Za-z_][\w.\-]*")  # what an xsd:ID may be (ASCII subset): anything else gets a made id
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_blank_text=False)
 # TextLine children after TextEquiv in the schema's sequence: a new TextEquiv goes before the first of them.
 _AFTER_TEXT_EQUIV = ("TextStyle", "UserDefined", "Labels")
 
 
-def write_back(records: Iterable[dict[str, Any]], root: Path, about: dict[str, str], storage: Storage) -> Export:
-    """One PAGE 2019 file per input layout under ``root``, at the input's own relative path."""
+def write_back(records: Iterable[dict[str, Any]], root: Path, about: dict[str, str], storage: Storage, fmt: str = "page") -> Export:
+    """One file per input layout under ``root``, at the input's own relative path: the PAGE input
+    rewritten (``fmt="page"``), or an ALTO 4.4 file built from its layout (``fmt="alto"``)."""
     scrub = XmlScrubber()
     result = Export()
     root.mkdir(parents=True, exist_ok=True)
@@ -53,7 +61,8 @@ def write_back(records: Iterable[dict[str, Any]], root: Path, about: dict[str, s
         readings = {split_line_key(r["key"])[1]: r for r in lines if r["status"] == "ok"}
         result.error_lines += len(lines) - len(readings)
         try:
-            data = _rewritten(storage.read(layout_key), layout_key, readings, about, scrub)
+            source = storage.read(layout_key)
+            data = (_rewritten if fmt == "page" else _as_alto)(source, layout_key, readings, about, scrub)
         except (LineError, _NotPage) as exc:
             left_out.append(f"{layout_key}: {exc}")
             continue
@@ -67,13 +76,100 @@ def write_back(records: Iterable[dict[str, Any]], root: Path, about: dict[str, s
 
 
 class _NotPage(Exception):
-    """An ALTO input (its write-back is not built yet)."""
+    """An ALTO input asked for as PAGE (not built yet: ``--format alto`` writes it)."""
+
+
+def _as_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], about: dict[str, str], scrub: XmlScrubber) -> bytes:
+    """ALTO 4.4 from the file's layout: its regions as TextBlocks and its TextLines with their ids,
+    boxes, polygons (``Shape``) and baselines, in reading order; each line's words as ``String``s
+    with ``WC`` = the line's confidence (per-word confidence is not stored yet). A line without a
+    reading keeps its geometry and an empty ``String``; a line without a usable id gets one."""
+    from pisar import __version__
+
+    layout = read_layout(data, layout_key)
+    alto = etree.Element(f"{{{ALTO_NS}}}alto", nsmap={None: ALTO_NS, "xsi": XSI})
+    alto.set(f"{{{XSI}}}schemaLocation", f"{ALTO_NS} {ALTO_SCHEMA}")
+    description = etree.SubElement(alto, f"{{{ALTO_NS}}}Description")
+    etree.SubElement(description, f"{{{ALTO_NS}}}MeasurementUnit").text = "pixel"
+    source = etree.SubElement(description, f"{{{ALTO_NS}}}sourceImageInformation")
+    etree.SubElement(source, f"{{{ALTO_NS}}}fileName").text = scrub(layout.image)
+    processing = etree.SubElement(description, f"{{{ALTO_NS}}}Processing", ID="pisar")
+    etree.SubElement(processing, f"{{{ALTO_NS}}}processingDateTime").text = now_utc()
+    settings = f"model {about.get('model', '?')}; campaign {about.get('campaign', '?')}; confidence {CONFIDENCE_FORMULA} (per line)"
+    etree.SubElement(processing, f"{{{ALTO_NS}}}processingStepSettings").text = scrub(settings)
+    software = etree.SubElement(processing, f"{{{ALTO_NS}}}processingSoftware")
+    etree.SubElement(software, f"{{{ALTO_NS}}}softwareName").text = "Pisar"
+    etree.SubElement(software, f"{{{ALTO_NS}}}softwareVersion").text = __version__
+    boxes = [line.box for line in layout.lines if line.box]
+    width = layout.width or max((b[2] for b in boxes), default=1)
+    height = layout.height or max((b[3] for b in boxes), default=1)
+    page = etree.SubElement(etree.SubElement(alto, f"{{{ALTO_NS}}}Layout"), f"{{{ALTO_NS}}}Page", ID="page1", PHYSICAL_IMG_NR="1")
+    page.set("WIDTH", str(width))
+    page.set("HEIGHT", str(height))
+    space = etree.SubElement(page, f"{{{ALTO_NS}}}PrintSpace", HPOS="0", VPOS="0", WIDTH=str(width), HEIGHT=str(height))
+    ids = _Ids()
+    for region_id, group in groupby(layout.lines, key=lambda line: line.region_id):
+        lines = list(group)
+        block = etree.SubElement(space, f"{{{ALTO_NS}}}TextBlock", ID=ids.take(region_id, "block"))
+        _place(block, _union([line.box for line in lines if line.box]))
+        for line in lines:
+            element = etree.SubElement(
+                block, f"{{{ALTO_NS}}}TextLine", ID=ids.take(None if isinstance(line.problem, _ID_PROBLEMS) else line.line_id, "line")
+            )
+            _place(element, line.box)
+            if line.baseline:
+                element.set("BASELINE", " ".join(f"{x},{y}" for x, y in line.baseline))
+            if len(line.polygon) >= 3:
+                shape = etree.SubElement(element, f"{{{ALTO_NS}}}Shape")
+                etree.SubElement(shape, f"{{{ALTO_NS}}}Polygon", POINTS=" ".join(f"{x},{y}" for x, y in line.polygon))
+            reading = readings.get(line.line_id)
+            confidence = {} if reading is None or reading["confidence"] is None else {"WC": f"{reading['confidence']:.4f}"}
+            words = scrub(reading["text"] or "").split() if reading is not None else []
+            for index, word in enumerate(words or [""]):  # ALTO wants a String in every TextLine
+                if index:
+                    etree.SubElement(element, f"{{{ALTO_NS}}}SP")
+                etree.SubElement(element, f"{{{ALTO_NS}}}String", CONTENT=word, **confidence)
+    etree.indent(alto, space=" ")
+    return etree.tostring(alto, xml_declaration=True, encoding="UTF-8")
+
+
+class _Ids:
+    """XML ids for ALTO: the file's own where it is a usable, unused one; ``block3``/``line7`` otherwise."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+        self.count = 0
+
+    def take(self, wanted: str | None, kind: str) -> str:
+        if wanted and _NCNAME.fullmatch(wanted) and wanted not in self.used:
+            self.used.add(wanted)
+            return wanted
+        while True:
+            self.count += 1
+            made = f"pisar_{kind}{self.count}"
+            if made not in self.used:
+                self.used.add(made)
+                return made
+
+
+def _union(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int] | None:
+    if not boxes:
+        return None
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+
+def _place(element: etree._Element, box: tuple[int, int, int, int] | None) -> None:
+    """HPOS/VPOS/WIDTH/HEIGHT from a (left, top, right, bottom) box, right and bottom exclusive."""
+    if box is not None:
+        left, top, right, bottom = box
+        for name, value in (("HPOS", left), ("VPOS", top), ("WIDTH", right - left), ("HEIGHT", bottom - top)):
+            element.set(name, str(value))
 
 
 def _rewritten(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], about: dict[str, str], scrub: XmlScrubber) -> bytes:
     layout = read_layout(data, layout_key)  # the same checks as the listing: size, entities, format
     if layout.format != "page":
-        raise _NotPage("ALTO is not written back yet")
+        raise _NotPage("an ALTO file: --format alto writes it")
     document = etree.fromstring(data, _PARSER)
     old = etree.QName(document).namespace
     if old != PAGE_NS:  # 2013 or the https variant: every 2013 element is a 2019 one

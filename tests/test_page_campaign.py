@@ -98,6 +98,22 @@ def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
     assert kraken.xpath("//p:MetadataItem/@type", namespaces={"p": PAGE_NS}) == ["processingStep"]
     assert kraken.xpath("count(//p:TextLine[@custom])", namespaces={"p": PAGE_NS}) == 44  # Transkribus' own attributes kept
 
+    # As ALTO 4.4: valid, each region a TextBlock and each TextLine with its id, box, polygon and baseline, the words as Strings.
+    alto_out = tmp_path / "alto"
+    exported = run_pisar(["export", "pages", "--format", "alto", "-o", str(alto_out)], embedded_env)
+    assert exported.returncode == 0, exported.stderr
+    assert "56 lines written" in exported.stderr and "2 files" in exported.stderr
+    alto_schema = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "schemas" / "alto-4-4.xsd")))
+    for name in (f"kraken/{TRANSKRIBUS}.xml", "pasted.xml"):
+        written = (alto_out / name).read_bytes()
+        assert alto_schema.validate(etree.fromstring(written)), f"{name}: {alto_schema.error_log.last_error}"
+        before, after = read_layout((folder / name).read_bytes()), read_layout(written)
+        assert after.format == "alto" and (after.image, after.width, after.height) == (before.image, before.width, before.height)
+        assert [(x.line_id, x.region_id, x.polygon, x.baseline) for x in after.lines] == [
+            (x.line_id, x.region_id, x.polygon, x.baseline) for x in before.lines
+        ]
+        assert [x.text for x in after.lines] == [" ".join(records[f"{name}#{x.line_id}"]["text"].split()) for x in after.lines]
+
     # The ground truth the Transkribus file carries is a test set as it is: 44 lines scored, the 13 others have none.
     evaluated = run_pisar(["eval", "pages", "--gt-from-xml", "-o", str(tmp_path / "eval")], embedded_env)
     assert evaluated.returncode == 0, evaluated.stderr
