@@ -36,11 +36,14 @@ test-tools: $(BIN)/pisar
 # outages, slow-accelerator hooks), each has its own database, queue and servers, and none asserts
 # a wall-clock bound that another scenario's load could break.
 CHAOS := tests/test_worker_faults.py
+# The longest files first (each runs whole on one process): started last, one of them would leave the
+# other process idle at the end. pytest collects each file once, here or under tests/.
+LONGEST := tests/test_end_to_end.py tests/test_bench.py tests/test_embedded.py tests/test_page_campaign.py tests/test_same_records.py
 test: $(BIN)/pisar test-tools
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(MAKE) --no-print-directory lint-imports
-	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(CHAOS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(CHAOS) $(LONGEST) tests
 	$(BIN)/python -m pytest -n 2 --dist load $(CHAOS)
 
 # Postgres, Redis (the machine's, or throwaway) and a throwaway SeaweedFS; prints the env to use.

@@ -39,7 +39,7 @@ def run_bench(script: str, args: list[str], out: Path, timeout: int = 600) -> tu
 
 
 def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
-    args = ["--standin", "small", "--lines", "24", "--seed-lines", "8", "--batch-size", "8", "--device", "cpu"]
+    args = ["--standin", "small", "--lines", "16", "--seed-lines", "4", "--batch-size", "8", "--rounds", "2", "--device", "cpu"]
     written, run = run_bench("engine.py", args, tmp_path / "bench.json")
     printed = json.loads(run.stdout.strip().splitlines()[-1])
     assert printed == written
@@ -52,8 +52,8 @@ def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
 def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
     """`bench/profile_generate.py` splits a batch's time into encoder, decoder and the engine's own work."""
     out = tmp_path / "profile.json"
-    printed, _ = run_bench("profile_generate.py", ["--standin", "small", "--batches", "2", "4", "--repeats", "1", "--trace"], out)
-    assert [row["batch"] for row in printed["rows"]] == [2, 4]
+    printed, _ = run_bench("profile_generate.py", ["--standin", "small", "--batches", "2", "--repeats", "1", "--trace"], out)
+    assert [row["batch"] for row in printed["rows"]] == [2]
     assert all(0 < row["encoder_s"] < row["generate_s"] and row["engine_lines_per_s"] > 0 for row in printed["rows"])
     assert "aten::" in out.with_suffix(".ops.txt").read_text()  # the profiler's operator table
 
@@ -131,13 +131,13 @@ def test_decode_step_benchmark_runs_and_reports(tmp_path: Path) -> None:
 
 
 def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> None:
-    """`bench/pipeline.py` at 160 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
+    """`bench/pipeline.py` at 96 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
     two real workers with the stub engine, then with the demo model, and the bare engine beside them."""
-    printed, _ = run_bench("pipeline.py", ["--lines", "160", "--shard-size", "40"], tmp_path / "pipeline.json", timeout=900)
+    printed, _ = run_bench("pipeline.py", ["--lines", "96", "--shard-size", "24"], tmp_path / "pipeline.json", timeout=900)
     assert {"stub_lines_per_s", "model_lines_per_s", "bare_engine_lines_per_s", "model_vs_bare", "redis_bytes_per_queued_shard"} <= set(
         printed
     )
-    assert printed["lines"] == 160 and printed["error_lines"] == 0 and printed["workers"] == 2
+    assert printed["lines"] == 96 and printed["error_lines"] == 0 and printed["workers"] == 2
     assert printed["stub_lines_per_s"] > printed["model_lines_per_s"] > 0 and printed["bare_engine_lines_per_s"] > 0
     assert printed["stub_generate_ms_per_line"] < printed["model_generate_ms_per_line"], "the stub answers instantly"
     assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] > 100
