@@ -32,9 +32,9 @@ test-tools: $(BIN)/pisar
 # Quick start 2: lint, then the test suite against real Postgres, Redis, SeaweedFS and Celery workers.
 # Most tests wait on subprocesses (workers, servers), so two pytest processes share the two cores,
 # one test file each at a time (their module fixtures stay whole). The fault scenarios time leases
-# and outages, so they run afterwards, apart from the rest, two at a time: they mostly wait (leases,
+# and outages, so they run afterwards, apart from the rest, three at a time: they mostly wait (leases,
 # outages, slow-accelerator hooks), each has its own database, queue and servers, and none asserts
-# a wall-clock bound that another scenario's load could break.
+# a wall-clock bound that another scenario's load could break (a lease is 10 s, renewed every 3 s).
 CHAOS := tests/test_worker_faults.py
 # The longest files first (each runs whole on one process): started last, one of them would leave the
 # other process idle at the end. pytest collects each file once, here or under tests/.
@@ -44,7 +44,7 @@ test: $(BIN)/pisar test-tools
 	$(BIN)/ruff format --check $(SOURCES)
 	$(MAKE) --no-print-directory lint-imports
 	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(CHAOS) $(LONGEST) tests
-	$(BIN)/python -m pytest -n 2 --dist load $(CHAOS)
+	$(BIN)/python -m pytest -n 3 --dist load $(CHAOS)
 
 # Postgres, Redis (the machine's, or throwaway) and a throwaway SeaweedFS; prints the env to use.
 services: $(BIN)/pisar

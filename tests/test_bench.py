@@ -140,4 +140,4 @@ def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> N
     assert printed["lines"] == 96 and printed["error_lines"] == 0 and printed["workers"] == 2
     assert printed["stub_lines_per_s"] > printed["model_lines_per_s"] > 0 and printed["bare_engine_lines_per_s"] > 0
     assert printed["stub_generate_ms_per_line"] < printed["model_generate_ms_per_line"], "the stub answers instantly"
-    assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] > 100
+    assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] == 96  # one-line shards, all queued
