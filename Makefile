@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_MODEL := models/demo
 SOURCES := pisar worker producer infra tests bench
 
-.PHONY: setup demo demo-model test services test-tools lint-imports
+.PHONY: setup demo demo-model test test-quick lint services test-tools lint-imports
 
 # A virtual environment with Pisar installed; torch pinned by constraints.txt (CPU wheel here).
 $(BIN)/pisar: pyproject.toml constraints.txt
@@ -29,22 +29,32 @@ demo-model: $(BIN)/pisar
 test-tools: $(BIN)/pisar
 	bash infra/install-test-tools.sh $(BIN)
 
-# Quick start 2: lint, then the test suite against real Postgres, Redis, SeaweedFS and Celery workers.
-# Most tests wait on subprocesses (workers, servers), so two pytest processes share the two cores,
-# one test file each at a time (their module fixtures stay whole). The fault scenarios time leases
-# and outages, so they run afterwards, apart from the rest, three at a time: they mostly wait (leases,
-# outages, slow-accelerator hooks), each has its own database, queue and servers, and none asserts
-# a wall-clock bound that another scenario's load could break (a lease is 10 s, renewed every 3 s).
+# Quick start 2: lint, then the whole suite against real Postgres, Redis, SeaweedFS and Celery workers
+# (what CI runs). Most tests wait on subprocesses (workers, servers), so two pytest processes share
+# the two cores, one test file each at a time (their module fixtures stay whole). The fault scenarios
+# (marker chaos) time leases and outages, so they run afterwards, apart from the rest, three at a time:
+# they mostly wait (leases, outages, slow-accelerator hooks), each has its own database, queue and
+# servers, and none asserts a wall-clock bound that another scenario's load could break (a lease is
+# 10 s, renewed every 3 s). A gpu test runs only where torch sees a CUDA device.
 CHAOS := tests/test_worker_faults.py
 # The longest files first (each runs whole on one process): started last, one of them would leave the
 # other process idle at the end. pytest collects each file once, here or under tests/.
-LONGEST := tests/test_end_to_end.py tests/test_bench.py tests/test_embedded.py tests/test_page_campaign.py tests/test_same_records.py
-test: $(BIN)/pisar test-tools
+LONGEST := tests/test_bench.py tests/test_end_to_end.py tests/test_embedded.py tests/test_retry.py tests/test_train.py
+PYTEST := $(BIN)/python -m pytest
+test: $(BIN)/pisar test-tools lint
+	$(PYTEST) -n 2 --dist loadfile --ignore=$(CHAOS) $(LONGEST) tests
+	$(PYTEST) -n 3 --dist load $(CHAOS)
+
+# The tier for your own loop (under 3 minutes here): unit tests and the fast real-service tests; no
+# whole campaigns, training runs, benchmarks or fault scenarios (markers slow, bench, chaos, gpu).
+test-quick: $(BIN)/pisar test-tools
+	$(BIN)/ruff check $(SOURCES)
+	$(PYTEST) -n 2 --dist loadfile -m "not slow and not bench and not chaos and not gpu" --ignore=$(CHAOS) tests
+
+lint: $(BIN)/pisar
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(MAKE) --no-print-directory lint-imports
-	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(CHAOS) $(LONGEST) tests
-	$(BIN)/python -m pytest -n 3 --dist load $(CHAOS)
 
 # Postgres, Redis (the machine's, or throwaway) and a throwaway SeaweedFS; prints the env to use.
 services: $(BIN)/pisar

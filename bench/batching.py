@@ -17,15 +17,15 @@ import sys
 import time
 from pathlib import Path
 
+from bench_paths import DEMO_MODEL, PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import PisarRow, report  # bench/ is on sys.path when a script here runs
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "print-lines"
+DATA = PRINT_LINES
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "demo")
+    parser.add_argument("--model", type=Path, default=DEMO_MODEL)
     parser.add_argument("--source", type=Path, default=DATA, help="folder of line images")
     parser.add_argument("--lines", type=int, default=0, help="the first N lines (0: all)")
     parser.add_argument("--batch-size", type=int, default=8)

@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_paths import PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import report  # bench/ is on sys.path when a script here runs
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--input-threads", type=int, default=0, help="also time the loop beside this many decoding threads")
-    parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data" / "print-lines")
+    parser.add_argument("--images", type=Path, default=PRINT_LINES)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-decode-step.json")
     return parser.parse_args(argv)
 

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_paths import REPO  # bench/ is on sys.path when a script here runs
 from worker_path import report  # bench/ is on sys.path when a script here runs
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 

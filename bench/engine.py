@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_paths import PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import PisarRow, report, synchronize  # bench/ is on sys.path when a script here runs
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "print-lines"
+DATA = PRINT_LINES
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

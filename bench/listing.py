@@ -29,10 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench_paths import DEMO_MODEL, REPO  # bench/ is on sys.path when a script here runs
 from redis_memory import clear, used_memory, waiting  # bench/ is on sys.path when a script here runs
 from worker_path import report
 
-REPO = Path(__file__).resolve().parents[1]
 PISAR = str(Path(sys.executable).with_name("pisar"))
 
 
@@ -76,7 +76,7 @@ def submit(env: dict[str, str], source: str, name: str, shard_size: int, log: Pa
     started = time.perf_counter()
     with log.open("w") as handle:
         child = subprocess.Popen(
-            [PISAR, "submit", source, "--model", str(REPO / "models" / "demo"), "--name", name, "--shard-size", str(shard_size)],
+            [PISAR, "submit", source, "--model", str(DEMO_MODEL), "--name", name, "--shard-size", str(shard_size)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=handle,

@@ -37,12 +37,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench_paths import DEMO_MODEL, PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from redis_memory import used_memory, waiting  # bench/ is on sys.path when a script here runs
 from worker_path import report
 
-REPO = Path(__file__).resolve().parents[1]
 PISAR = str(Path(sys.executable).with_name("pisar"))
-DEMO = REPO / "models" / "demo"
 STUB = Path(__file__).resolve().parent / "stub_engine"
 BUCKET = "pipeline"
 
@@ -54,7 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stub-boto3", action="store_true", help="row (a) again with PISAR_S3_CLIENT=boto3: the stub rate before obstore")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "print-lines")
+    parser.add_argument("--data", type=Path, default=PRINT_LINES)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-pipeline.json")
     return parser.parse_args(argv)
 
@@ -73,7 +72,7 @@ def upload(client, images: list[bytes], count: int) -> dict[str, bytes]:  # boto
 
 def submit(env: dict[str, str], name: str, queue: str, shard_size: int) -> str:
     done = subprocess.run(
-        [PISAR, "submit", f"s3://{BUCKET}/lines/", "--model", str(DEMO), "--name", name, "--shard-size", str(shard_size)],
+        [PISAR, "submit", f"s3://{BUCKET}/lines/", "--model", str(DEMO_MODEL), "--name", name, "--shard-size", str(shard_size)],
         env={**env, "PISAR_QUEUE": queue},
         capture_output=True,
         text=True,
@@ -166,7 +165,7 @@ def bare_part(keys: list[str], env: dict[str, str], batch_size: int, barrier, re
 
     settings = Settings(torch_threads=1)
     apply_process_settings(settings)
-    row = PisarRow(DEMO, S3Storage(BUCKET, "lines/", settings), "float32", batch_size, "cpu", 4, generation_overrides(None, 1))
+    row = PisarRow(DEMO_MODEL, S3Storage(BUCKET, "lines/", settings), "float32", batch_size, "cpu", 4, generation_overrides(None, 1))
     row.run(keys[: batch_size * 2])  # warm-up, as the workers have read a batch before their span starts
     barrier.wait()
     results.put(row.run(keys))
@@ -214,7 +213,7 @@ def main(argv: list[str]) -> int:
                 "PISAR_FETCH_THREADS": "4",
                 "PISAR_BATCH_SIZE": str(args.batch_size),
                 "PISAR_METRICS_PORT": "0",
-                "PISAR_MODEL": str(DEMO),
+                "PISAR_MODEL": str(DEMO_MODEL),
                 "PISAR_LIST_THREADS": "2",
                 "PISAR_FEED_INTERVAL_SECONDS": "0.5",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "bench"), env.get("PYTHONPATH")])),

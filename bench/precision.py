@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_paths import DEMO_MODEL, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import PisarRow, report  # bench/ is on sys.path when a script here runs
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def read_all(
@@ -38,7 +37,7 @@ def read_all(
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "demo")
+    parser.add_argument("--model", type=Path, default=DEMO_MODEL)
     parser.add_argument("--source", type=Path, default=REPO / "samples" / "print-lines")
     parser.add_argument("--half", choices=["bfloat16", "float16"], default="bfloat16")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

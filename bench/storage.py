@@ -23,9 +23,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench_paths import PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import report  # bench/ is on sys.path when a script here runs
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
@@ -34,7 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lines", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data" / "print-lines")
+    parser.add_argument("--images", type=Path, default=PRINT_LINES)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-storage.json")
     return parser.parse_args(argv)
 

@@ -10,34 +10,40 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
 from infra.local_services import Service, ensure_postgres, ensure_redis, start_seaweedfs, throwaway_database
 from pisar.random_model import build_random_model, read_texts
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-PISAR = str(Path(sys.executable).with_name("pisar"))
+from tests.helpers.cli import PISAR
+from tests.helpers.paths import SHARED_DATA, TEST_DATA
 
 
-def shared(folder: str) -> Path:
-    """A folder of ../shared/data; the suite needs the real scans, so its absence is an error."""
-    path = SHARED_DATA / folder
-    if not path.is_dir():
-        pytest.fail(f"real line images are expected in {path} (see ../shared/data/README.md)")
-    return path
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``gpu`` test never runs without a CUDA device: it is skipped, saying so."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in gpu_tests:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device; torch sees none"))
 
 
 @pytest.fixture(scope="session")
 def print_lines() -> Path:
-    return shared("print-lines")
+    """221 real print lines with their NAME.gt.txt, in the repository (tests/data/ATTRIBUTION.md)."""
+    return TEST_DATA / "print-lines"
+
+
+@pytest.fixture(scope="session")
+def kraken_page() -> Path:
+    """A real Transkribus page: its scan and PAGE 2013 file (tests/data/pages, from kraken's tests)."""
+    return TEST_DATA / "pages"
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +61,30 @@ def gt_pairs(tmp_path_factory: pytest.TempPathFactory, print_lines: Path) -> Pat
 
 
 @pytest.fixture(scope="session")
+def colour_lines(tmp_path_factory: pytest.TempPathFactory, print_lines: Path) -> Path:
+    """Seven colour JPEGs (RGB) of real print lines, as a camera on yellowed paper gives them: the
+    colour path of decoding and preprocessing, made at test time from the public-domain lines."""
+    from tests.helpers.hostile import sepia_jpeg
+
+    folder = tmp_path_factory.mktemp("colour-lines")
+    for path in sorted(print_lines.glob("*.png"))[100:107]:
+        (folder / path.name.replace(".bin.png", ".jpg")).write_bytes(sepia_jpeg(path))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def handwritten() -> Path:
-    return shared("handwritten-samples")
+    """Real handwritten lines (CC BY-NC-ND): only beside a development checkout, never in the repository."""
+    folder = SHARED_DATA / "handwritten-samples"
+    if not folder.is_dir():
+        pytest.skip(f"no handwritten samples in {folder}: their licence forbids copying them (tests/data/ATTRIBUTION.md)")
+    return folder
+
+
+@pytest.fixture(params=["colour-print", "handwritten"])
+def rgb_scans(request: pytest.FixtureRequest) -> Path:
+    """Colour line JPEGs: the sepia print lines always; the real handwritten photos where they are."""
+    return request.getfixturevalue("colour_lines" if request.param == "colour-print" else "handwritten")
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +105,7 @@ def empty_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
     """The tiny model told to end every line at once: each reading is empty (its end token forced at the first step)."""
     import json
 
-    folder = copy_tree(tiny_model, tmp_path_factory.mktemp("model") / "empty")
+    folder = Path(shutil.copytree(tiny_model, tmp_path_factory.mktemp("model") / "empty"))
     config_path = folder / "generation_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config.update(max_new_tokens=1, min_new_tokens=0, forced_eos_token_id=config["eos_token_id"])
@@ -99,15 +127,17 @@ def postgres_server() -> Iterator[Service]:
     service.stop()
 
 
-def fresh_database(postgres_server: Service) -> AbstractContextManager[str]:
-    """A new, migrated database on the real server, dropped on exit."""
-    return throwaway_database(postgres_server)
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server: Service) -> Iterator[str]:
+    """One database per test process, migrated once: each test's database is a copy of it."""
+    with throwaway_database(postgres_server, "pisar_template") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture
-def postgres_url(postgres_server: Service) -> Iterator[str]:
-    """A fresh, migrated database per test on the real server, dropped afterwards."""
-    with fresh_database(postgres_server) as url:
+def postgres_url(postgres_server: Service, migrated_template: str) -> Iterator[str]:
+    """A fresh, migrated database per test on the real server (a copy of the template), dropped afterwards."""
+    with throwaway_database(postgres_server, template=migrated_template) as url:
         yield url
 
 
@@ -172,11 +202,6 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_pisar(args: list[str], env: dict[str, str], timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed `pisar` console script, as a user would."""
-    return subprocess.run([PISAR, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Factory: start `pisar worker` subprocesses; all are stopped (warm, then hard) at teardown."""
@@ -206,17 +231,3 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
             proc.wait()
         if proc.returncode not in (0, -signal.SIGTERM):
             print(f"--- {log.name} (exit {proc.returncode}) ---\n{log.read_text()[-4000:]}")
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 #: The top-level folders of the package and the names they install as (pyproject's package-dir).
 PACKAGES = {"pisar": "pisar", "worker": "pisar.worker", "producer": "pisar.producer"}
@@ -144,3 +144,17 @@ def test_every_state_is_reachable_and_every_shard_can_end() -> None:
                     seen.add(transition.target)
                     frontier.append(transition.target)
         assert seen & final, f"no move leads from {state} to a final state"
+
+
+def test_no_test_module_imports_another_or_the_conftest() -> None:
+    """Shared test code lives in tests/helpers/; fixtures come from conftest.py by injection only.
+    A test module imported by another runs its module fixtures twice and drags its tests' imports along."""
+    wrong = {}
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        if "data" in path.relative_to(REPO / "tests").parts:
+            continue
+        names = imported(ast.parse(path.read_text(encoding="utf-8")), "tests")
+        bad = sorted(n for n in names if re.fullmatch(r"tests\.(conftest|test_\w+)(\..+)?", n))
+        if bad:
+            wrong[str(path.relative_to(REPO))] = bad
+    assert not wrong, wrong

@@ -11,9 +11,8 @@ from pisar.storage import LocalStorage
 from pisar.worker.batch_size import MemoryCost
 from pisar.worker.engine import CPU_BATCH, Engine
 from pisar.worker.shard import ShardRunner
-from tests.test_engine import engine_for
-
-DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
+from tests.helpers.engine import engine_for
+from tests.helpers.paths import DEMO_MODEL
 
 
 def read_shard(engine: Engine, storage: LocalStorage, keys: list[str], length_groups: int) -> tuple[dict[str, str | None], float]:
@@ -38,7 +37,7 @@ def test_width_groups_cut_decoder_work_on_finished_lines_without_changing_a_text
     """
     storage = LocalStorage(print_lines)
     keys = sorted(k for k in storage.iter_keys() if k.endswith(".png"))[:128]
-    engine = engine_for(DEMO, decoder="generate")
+    engine = engine_for(DEMO_MODEL, decoder="generate")
     in_key_order, waste_plain = read_shard(engine, storage, keys, length_groups=1)
     grouped, waste_grouped = read_shard(engine, storage, keys, length_groups=8)
     assert grouped == in_key_order
@@ -50,8 +49,8 @@ def test_the_greedy_loop_wastes_little_on_finished_lines_even_in_key_order(print
     and it reads the same texts as generate()."""
     storage = LocalStorage(print_lines)
     keys = sorted(k for k in storage.iter_keys() if k.endswith(".png"))[:32]
-    texts_loop, waste_loop = read_shard(engine_for(DEMO), storage, keys, length_groups=1)
-    texts_generate, waste_generate = read_shard(engine_for(DEMO, decoder="generate"), storage, keys, length_groups=1)
+    texts_loop, waste_loop = read_shard(engine_for(DEMO_MODEL), storage, keys, length_groups=1)
+    texts_generate, waste_generate = read_shard(engine_for(DEMO_MODEL, decoder="generate"), storage, keys, length_groups=1)
     assert texts_loop == texts_generate
     assert waste_loop < 0.5 * waste_generate, (waste_loop, waste_generate)
 

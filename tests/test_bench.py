@@ -1,7 +1,8 @@
-"""`bench/engine.py` runs end to end on a tiny count and prints the promised JSON keys.
+"""Every benchmark's documented quick form runs at a small size and prints the JSON keys the docs quote.
 
-A functional check that the benchmark still runs, not a timing test: the figures come from
-running it at full size (docs/performance.md).
+Functional checks that the benchmarks still run and measure what they say (the same texts both
+ways, every line read, counts that add up), never timing tests: the figures come from running them
+at full size (docs/performance.md), and no assertion here compares two speeds.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+
+from tests.helpers.paths import REPO
+
+pytestmark = pytest.mark.bench
+
 KEYS = {
     "seed_loop_lines_per_s",
     "hf_batched_lines_per_s",
@@ -46,7 +52,7 @@ def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert KEYS <= set(printed)
     assert printed["parity_fp32"] is True  # the engine's fp32 path reads what the model card's loop reads
     assert printed["fast_preprocessing"] is True and printed["sdpa_decoder_layers"] == 4
-    assert all(printed[k] > 0 for k in ("seed_loop_lines_per_s", "hf_batched_lines_per_s", "pisar_lines_per_s"))
+    assert (printed["device"], printed["dtype"], printed["batch_size"]) == ("cpu", "float32", 8)
 
 
 def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
@@ -54,19 +60,53 @@ def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "profile.json"
     printed, _ = run_bench("profile_generate.py", ["--standin", "small", "--batches", "2", "--repeats", "1", "--trace"], out)
     assert [row["batch"] for row in printed["rows"]] == [2]
-    assert all(0 < row["encoder_s"] < row["generate_s"] and row["engine_lines_per_s"] > 0 for row in printed["rows"])
+    assert all(row["encoder_s"] < row["generate_s"] for row in printed["rows"])  # the encoder is a part of generate()
     assert "aten::" in out.with_suffix(".ops.txt").read_text()  # the profiler's operator table
 
 
 def test_catalog_benchmark_runs_and_reports(tmp_path: Path) -> None:
-    """`bench/catalog.py` on a throwaway database at 20,000 generated lines: commits, claims, status, plans."""
+    """`bench/catalog.py` as documented (no --commit-shards) on a throwaway database at 20,000 generated
+    lines: fewer than 400 shards are queued, so it commits all but one of them, then claims, status, plans."""
     out = tmp_path / "catalog.json"
-    printed, _ = run_bench("catalog.py", ["--lines", "20000", "--commit-shards", "4", "--samples", "1"], out)
-    assert printed["lines_committed"] == 4 * 256 and printed["lines_per_s"] > 0 and printed["claim_ms"] > 0
-    # 79 shards, 71 done (18,176 lines, one error in 1,000: 19), then 4 queued shards committed as ok
-    assert printed["status_lines"] == {"pending": 20000 - 18176 - 1024, "ok": 18176 - 19 + 1024, "error": 19}
+    printed, _ = run_bench("catalog.py", ["--lines", "20000", "--samples", "1"], out)
+    # 79 shards, 71 done (18,176 lines, one error in 1,000: 19); of the 8 queued, 7 full ones committed as ok
+    assert (printed["commit_shards"], printed["lines_committed"]) == (7, 7 * 256)
+    assert printed["status_lines"] == {"pending": 20000 - 18176 - 7 * 256, "ok": 18176 - 19 + 7 * 256, "error": 19}
+    assert {"lines_per_s", "claim_ms", "status_ms", "commit_ms_per_shard"} <= set(printed)  # what docs/performance.md quotes
     assert "uq_line_campaign_key" in printed["plans"]["export_first_page"]["scans"]  # byte-order keys: no sort of every line
     assert "== claim" in out.with_suffix(".plans.txt").read_text()
+
+
+def test_catalog_benchmark_says_which_sizes_it_needs(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "catalog.py"),
+            "--lines",
+            "20000",
+            "--commit-shards",
+            "50",
+            "--out",
+            str(tmp_path / "c.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert run.returncode != 0 and "--commit-shards 50 needs 51 queued shards; the database holds 8" in run.stderr
+
+
+def test_precision_benchmark_reads_the_samples_both_ways(tmp_path: Path) -> None:
+    """`python bench/precision.py`, the documented quick form: the demo model on its 20 held-out sample lines."""
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "precision.py"), "--device", "cpu"], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"cer_fp32", "cer_half", "identical_share", "cer_delta_points"} <= set(printed)  # what docs/performance.md quotes
+    assert (printed["lines"], printed["device"], printed["half"]) == (20, "cpu", "bfloat16")
+    assert printed["cer_fp32"] < 0.15 and printed["identical_share"] >= 0.5  # the demo model reads its samples, in both dtypes
 
 
 def test_batching_benchmark_runs_and_reports(tmp_path: Path) -> None:
@@ -88,9 +128,7 @@ def test_listing_benchmark_runs_and_reports(tmp_path: Path) -> None:
     }  # the docs quote them
     assert quoted <= set(printed) and printed["client"] == "obstore"
     assert printed["keys"] == 300 and f"300 lines in {printed['shards']} shards" in printed["submit_said"]
-    assert printed["peak_rss_mb"] > 0 and printed["start_rss_mb"] > 0  # at 300 keys the two differ only by noise
     assert printed["shards"] > 4 and printed["queued_shards"] == 4, "Redis holds the high-water mark, the rest wait in the catalog"
-    assert printed["redis_bytes_per_queued_shard"] > 0
 
 
 def test_storage_benchmark_reads_through_both_clients_and_reports(tmp_path: Path) -> None:
@@ -119,7 +157,7 @@ def test_encoder_benchmark_records_a_variant_this_machine_refuses(tmp_path: Path
     printed, _ = run_bench("encoder.py", ["--batch", "2", "--repeats", "1", "--no-compile", "--fp8"], tmp_path / "encoder.json")
     assert "compute capability 8.9" in printed["fp8_refused"]
     (run,) = printed["runs"]
-    assert run["batch"] == 2 and run["eager_lines_per_s"] > 0 and run["eager_describe"] == "cpu:float32:greedy-loop"
+    assert (run["batch"], run["eager_describe"]) == (2, "cpu:float32:greedy-loop")
 
 
 def test_decode_step_benchmark_runs_and_reports(tmp_path: Path) -> None:
@@ -138,6 +176,7 @@ def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> N
         printed
     )
     assert printed["lines"] == 96 and printed["error_lines"] == 0 and printed["workers"] == 2
-    assert printed["stub_lines_per_s"] > printed["model_lines_per_s"] > 0 and printed["bare_engine_lines_per_s"] > 0
-    assert printed["stub_generate_ms_per_line"] < printed["model_generate_ms_per_line"], "the stub answers instantly"
+    assert printed["shards"] == 4 and printed["model_vs_bare"] == round(
+        printed["model_lines_per_s"] / printed["bare_engine_lines_per_s"], 3
+    )
     assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] == 96  # one-line shards, all queued

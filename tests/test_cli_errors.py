@@ -7,16 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_pisar
-
-
-def assert_one_line_error(result, contains: str) -> None:  # CompletedProcess
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("pisar: error: ")
-    assert contains in lines[0], lines[0]
+from tests.helpers.cli import assert_one_line_error, run_pisar
 
 
 def test_unknown_campaign(embedded_env: dict[str, str]) -> None:

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from pisar.train.data import is_held_out
-from tests.conftest import REPO, run_pisar
+from tests.helpers.cli import run_pisar
+from tests.helpers.paths import DEMO_MODEL, REPO
 
-DEMO = REPO / "models" / "demo"
 MAX_WEIGHTS_BYTES = 20 * 1024 * 1024
 
 
 def card() -> dict[str, Any]:
-    return json.loads((DEMO / "training.json").read_text(encoding="utf-8"))
+    return json.loads((DEMO_MODEL / "training.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +37,18 @@ def held_out(print_lines: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def evaluation(held_out: Path, embedded_env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
     """`pisar eval` of the held-out split with the shipped model, through the normal loading path."""
     out = tmp_path / "eval"
-    result = run_pisar(["eval", str(held_out), "--model", str(DEMO), "-o", str(out)], embedded_env)
+    result = run_pisar(["eval", str(held_out), "--model", str(DEMO_MODEL), "-o", str(out)], embedded_env)
     assert result.returncode == 0, result.stderr
     return json.loads((out / "summary.json").read_text(encoding="utf-8"))
 
 
 def test_the_demo_model_is_small_and_documented() -> None:
-    weights = DEMO / "model.safetensors"
+    weights = DEMO_MODEL / "model.safetensors"
     assert weights.stat().st_size <= MAX_WEIGHTS_BYTES
     summary = card()
     assert summary["val_lines"] >= 80 and summary["seconds"] <= 90 * 60
     assert summary["val_cer"] <= 0.10
-    readme = (DEMO / "README.md").read_text(encoding="utf-8")
+    readme = (DEMO_MODEL / "README.md").read_text(encoding="utf-8")
     assert f"{summary['val_cer']:.4f}" in readme and "pisar train" in readme
 
 
@@ -71,7 +71,7 @@ def test_the_quick_start_command_prints_readable_russian(embedded_env: dict[str,
 
     samples = REPO / "samples" / "print-lines"
     out = tmp_path / "results.jsonl"
-    result = run_pisar(["run", str(samples), "--model", str(DEMO), "--name", "samples", "-o", str(out), "--show", "20"], embedded_env)
+    result = run_pisar(["run", str(samples), "--model", str(DEMO_MODEL), "--name", "samples", "-o", str(out), "--show", "20"], embedded_env)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(records) == 20 and {r["status"] for r in records} == {"ok"}

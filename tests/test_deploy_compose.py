@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from pisar.settings import Settings
-from tests.conftest import REPO
-from tests.deploy import (
+from tests.helpers.deploy import (
     ENV_EXAMPLE,
     PROFILES,
     READ_BY_LIBRARIES,
@@ -29,6 +28,7 @@ from tests.deploy import (
     pisar_services,
     resolved,
 )
+from tests.helpers.paths import REPO
 
 CORE = {"redis", "postgres", "seaweedfs", "buckets", "migrate", "worker", "feeder", "flower", "metrics"}
 BY_PROFILE = {"cpu": {"worker-cpu"}, "monitoring": {"prometheus", "grafana"}, "tools": {"producer"}}

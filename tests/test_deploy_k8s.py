@@ -13,8 +13,9 @@ import yaml
 
 from pisar.queue import priority_lists
 from pisar.settings import Settings
-from tests.conftest import REPO, run_pisar
-from tests.deploy import READ_BY_LIBRARIES
+from tests.helpers.cli import run_pisar
+from tests.helpers.deploy import READ_BY_LIBRARIES
+from tests.helpers.paths import REPO
 
 K8S = REPO / "infra" / "k8s"
 KUBERNETES_VERSION = "1.32"  # a release current clusters run; the schema is the one that release serves

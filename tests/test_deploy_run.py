@@ -32,8 +32,9 @@ from sqlalchemy import create_engine, func, select
 from infra.local_services import LOOPBACK, Service, free_port, port_open, start_seaweedfs, wait_for
 from pisar.catalog.models import Shard
 from pisar.settings import Settings
-from tests.conftest import PISAR, REPO, wait_until
-from tests.deploy import PROFILES, env_file_values, resolved
+from tests.helpers.cli import PISAR, wait_until
+from tests.helpers.deploy import PROFILES, env_file_values, resolved
+from tests.helpers.paths import REPO
 
 SHARDS = Shard.__table__
 LINES = 12

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import run_pisar
+from tests.helpers.cli import run_pisar
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -13,22 +13,23 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_run_twice_resumes_without_inference(tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
-    """300 real lines with their ground-truth files beside them (skipped as such): two shards at the default size."""
+    """150 real lines with their ground-truth files beside them (skipped as such), in two shards of 100."""
     source = tmp_path / "print"
     source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:300]:
+    for path in sorted(print_lines.glob("*.png"))[:150]:
         for kept in print_lines.glob(f"{path.name.split('.')[0]}.*"):  # the line and its NAME.gt.txt
             (source / kept.name).write_bytes(kept.read_bytes())  # copies: a folder source does not follow links out of it
     out = tmp_path / "results.jsonl"
-    first = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "print", "-o", str(out)], embedded_env, timeout=600)
+    args = ["run", str(source), "--model", str(tiny_model), "--name", "print", "--shard-size", "100", "-o", str(out)]
+    first = run_pisar(args, embedded_env, timeout=600)
     assert first.returncode == 0, first.stderr
     records = read_jsonl(out)
-    assert len(records) == 300
+    assert len(records) == 150
     assert {r["status"] for r in records} == {"ok"}
     assert [r["key"] for r in records] == sorted(p.name for p in source.glob("*.png"))
-    assert "recognized 300 lines now" in first.stderr
+    assert "recognized 150 lines now" in first.stderr
 
-    second = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "print", "-o", str(out)], embedded_env)
+    second = run_pisar(args, embedded_env)
     assert second.returncode == 0, second.stderr
     assert "recognized 0 lines now" in second.stderr
     assert read_jsonl(out) == records
@@ -36,13 +37,13 @@ def test_run_twice_resumes_without_inference(tiny_model: Path, print_lines: Path
     status = run_pisar(["status", "print", "--json"], embedded_env)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert report["lines"] == {"pending": 0, "ok": 300, "error": 0}
-    assert report["shards"]["done"] == 2  # 300 lines at the default 256 per shard
+    assert report["lines"] == {"pending": 0, "ok": 150, "error": 0}
+    assert report["shards"]["done"] == 2
 
     csv_out = tmp_path / "results.csv"
     exported = run_pisar(["export", "print", "--format", "csv", "-o", str(csv_out)], embedded_env)
     assert exported.returncode == 0, exported.stderr
-    assert len(csv_out.read_text(encoding="utf-8").splitlines()) == 301
+    assert len(csv_out.read_text(encoding="utf-8").splitlines()) == 151
 
 
 def test_embedded_retry_reruns_errored_lines_in_process(
@@ -118,7 +119,7 @@ def test_run_on_an_s3_prefix(s3, seaweedfs, tiny_model: Path, print_lines: Path,
 
 def test_image_pixel_limit_setting_applies_in_embedded_mode(tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
     """PISAR_MAX_IMAGE_PIXELS is the limit, also for PIL's own global check (144 M pixels here)."""
-    from tests.hostile import hostile_files
+    from tests.helpers.hostile import hostile_files
 
     bomb, _ = hostile_files(Path(__file__))["bomb.png"]
     source = tmp_path / "lines"

@@ -9,16 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pisar import model_ref
 from pisar.images import ImageLimits, decode_line_image
 from pisar.worker.engine import Engine, Recognition
-from tests.reference import CardLoop
+from tests.helpers.engine import engine_for
+from tests.helpers.reference import CardLoop
 
 LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)
-
-
-def engine_for(folder: Path, decoder: str = "auto") -> Engine:
-    return Engine(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32", decoder=decoder)
 
 
 def before_decoding(engine: Engine, check) -> None:
@@ -49,8 +45,8 @@ def recognize_files(engine: Engine, paths: list[Path], batch_size: int) -> list[
     return results
 
 
-def test_batched_engine_matches_card_loop(tiny_model: Path, print_lines: Path, handwritten: Path) -> None:
-    paths = sorted(print_lines.glob("*.png"))[:64] + sorted(handwritten.glob("*.jpg"))
+def test_batched_engine_matches_card_loop(tiny_model: Path, print_lines: Path, rgb_scans: Path) -> None:
+    paths = sorted(print_lines.glob("*.png"))[:64] + sorted(rgb_scans.glob("*.jpg"))
     card = CardLoop(tiny_model)
     expected = [card.read(p).text for p in paths]
     got = recognize_files(engine_for(tiny_model), paths, batch_size=16)

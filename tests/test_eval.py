@@ -13,8 +13,7 @@ from PIL import Image
 
 from pisar.errors import ConfigError
 from pisar.groundtruth import gt_key, normalizer
-from tests.conftest import run_pisar
-from tests.test_cli_errors import assert_one_line_error
+from tests.helpers.cli import assert_one_line_error, run_pisar
 
 
 def test_ground_truth_naming() -> None:

@@ -17,12 +17,11 @@ from lxml import etree
 from PIL import Image
 from sqlalchemy import create_engine, text
 
-from infra.local_services import Service
+from infra.local_services import Service, throwaway_database
 from pisar.producer.export_pages import file_for
-from tests.conftest import fresh_database, run_pisar
+from tests.helpers.cli import run_pisar
+from tests.helpers.paths import DEMO_MODEL, SCHEMAS
 
-REPO = Path(__file__).resolve().parents[1]
-SCHEMAS = Path(__file__).parent / "schemas"
 ALTO = "{http://www.loc.gov/standards/alto/ns-v4#}"
 PAGE = "{http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15}"
 FOLDERS = ("fond 1/опись 2/лист_001", "fond 1/опись 2/лист_001/вклейка", "fond 1/опись 2/лист_002", "up..dir", "")
@@ -51,10 +50,10 @@ def campaign(print_lines: Path, postgres_server: Service, tmp_path_factory: pyte
         for index, line in enumerate(lines[number * 5 : number * 5 + 5]):
             shutil.copy(line, target / f"line_{index:02d}.png")
     (source / "fond 1" / "опись 2" / "лист_002" / "line_99.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
-    with fresh_database(postgres_server) as url:
+    with throwaway_database(postgres_server) as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
         env.update({"PISAR_DATABASE_URL": url, "PISAR_TORCH_THREADS": "2", "SOURCE": str(source)})
-        ran = run_pisar(["run", str(source), "--model", str(REPO / "models" / "demo"), "--name", "pages", "-o", str(root / "r.jsonl")], env)
+        ran = run_pisar(["run", str(source), "--model", str(DEMO_MODEL), "--name", "pages", "-o", str(root / "r.jsonl")], env)
         assert ran.returncode == 0, ran.stderr
         yield env
 

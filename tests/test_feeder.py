@@ -16,10 +16,8 @@ import redis
 from sqlalchemy import create_engine, text
 
 from pisar.queue import priority_lists
-from tests.conftest import PISAR, run_pisar, wait_until
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "models" / "demo"
+from tests.helpers.cli import PISAR, run_pisar, wait_until
+from tests.helpers.paths import DEMO_MODEL
 
 
 def line_folder(print_lines: Path, folder: Path, count: int) -> Path:
@@ -57,7 +55,7 @@ def shard_states(env: dict[str, str], campaign: str) -> dict[str, int]:
 
 
 def submit(env: dict[str, str], source: Path, name: str, *args: str) -> str:
-    done = run_pisar(["submit", str(source), "--model", str(DEMO), "--name", name, "--shard-size", "1", *args], env)
+    done = run_pisar(["submit", str(source), "--model", str(DEMO_MODEL), "--name", name, "--shard-size", "1", *args], env)
     assert done.returncode == 0, done.stderr
     return done.stderr
 

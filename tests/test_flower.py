@@ -11,8 +11,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from infra.local_services import free_port, port_open, wait_for
-from tests.conftest import PISAR, run_pisar, wait_until
-from tests.test_end_to_end import upload
+from tests.helpers.cli import PISAR, run_pisar, wait_until
+from tests.helpers.paths import BUILD
+from tests.helpers.s3 import upload
 
 CREDENTIALS = "archivist:correct horse battery"
 
@@ -101,7 +102,7 @@ def seen_in_chromium(base: str, tmp_path: Path) -> None:
     ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    shots = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    shots = BUILD / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     try:
         driver.get(base + "/")

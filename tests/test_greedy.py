@@ -15,10 +15,9 @@ from pisar.images import ImageLimits, decode_line
 from pisar.worker.engine import Engine
 from pisar.worker.engine_options import DecodeOptions
 from pisar.worker.greedy import GreedyLoop
-from tests.conftest import REPO
-from tests.reference import CardLoop, assert_same_texts
+from tests.helpers.paths import DEMO_MODEL
+from tests.helpers.reference import CardLoop, assert_same_texts
 
-DEMO = REPO / "models" / "demo"
 GREEDY = {"num_beams": 1, "do_sample": False}  # what a campaign's generation overrides hold by default
 LIMITS = ImageLimits(89_478_485, 4, 16_384)
 
@@ -44,7 +43,7 @@ def until_the_end(tokens: torch.Tensor, eos: int) -> list[list[int]]:
 @pytest.fixture(scope="module", params=["demo", "tiny", "bytes"])
 def models(request: pytest.FixtureRequest) -> tuple[str, Path]:
     if request.param == "demo":
-        return "demo", DEMO
+        return "demo", DEMO_MODEL
     return request.param, request.getfixturevalue("tiny_model" if request.param == "tiny" else "byte_model")
 
 
@@ -69,17 +68,17 @@ def test_the_loop_chooses_what_generate_chooses_on_real_lines(models: tuple[str,
 
 def test_the_loop_reads_like_the_model_cards_loop(print_lines: Path) -> None:
     """The demo model's real reading (it ends its lines), one image at a time in fp32, against the loop's batches."""
-    ours = engine(DEMO, "auto")
+    ours = engine(DEMO_MODEL, "auto")
     paths = sorted(print_lines.glob("*.png"))[:24]
     texts = [r.text for start in range(0, 24, 12) for r in ours.recognize(batch(ours, paths[start : start + 12]), GREEDY)]
-    card = CardLoop(DEMO)
+    card = CardLoop(DEMO_MODEL)
     keys = {p.name: p for p in paths}
     assert_same_texts(card, {p.name: card.read(p) for p in paths}, dict(zip(keys, texts, strict=True)), keys)
 
 
 def test_rows_that_end_are_dropped_and_cost_no_more_steps(print_lines: Path) -> None:
     """Lines of different lengths end at different steps; the loop stops paying for a row soon after its end."""
-    ours = engine(DEMO, "auto")
+    ours = engine(DEMO_MODEL, "auto")
     pixels = batch(ours, sorted(print_lines.glob("*.png"))[:16])
     with torch.inference_mode():
         decoded = ours.greedy.run(ours.to_device(pixels), GREEDY)

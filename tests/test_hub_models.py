@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_pisar
-from tests.test_cli_errors import assert_one_line_error
+from tests.helpers.cli import assert_one_line_error, run_pisar
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -9,13 +9,13 @@ from PIL import Image
 
 from pisar.errors import LineError
 from pisar.images import ImageLimits, decode_line, decode_line_image
-from tests.hostile import hostile_files, png_bytes, variants
+from tests.helpers.hostile import hostile_files, png_bytes, variants
 
 LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)
 
 
-def test_real_scans_decode_to_rgb(print_lines: Path, handwritten: Path) -> None:
-    for path in [*sorted(print_lines.glob("*.png"))[:20], *handwritten.glob("*.jpg")]:
+def test_real_scans_decode_to_rgb(print_lines: Path, rgb_scans: Path) -> None:
+    for path in [*sorted(print_lines.glob("*.png"))[:20], *rgb_scans.glob("*.jpg")]:
         image = decode_line_image(path.read_bytes(), LIMITS)
         assert image.mode == "RGB"
         assert image.size == Image.open(path).size
@@ -92,7 +92,7 @@ def test_hostile_files_leave_no_memory_behind(print_lines: Path) -> None:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.hostile import extreme_shapes, rotated_by_exif
+    from tests.helpers.hostile import extreme_shapes, rotated_by_exif
 
     scans = sorted(print_lines.glob("*.png"))
     line = Image.open(scans[3])

@@ -13,7 +13,7 @@ import pytest
 from pisar.errors import LineError
 from pisar.settings import Settings
 from pisar.storage import UNSTORABLE_KEY, S3Storage, list_images
-from tests.conftest import run_pisar
+from tests.helpers.cli import run_pisar
 
 ESC = "\x1b"
 # Each is a legal file name on Linux and a legal S3 key; each would do harm if used as a path,

@@ -12,8 +12,7 @@ from PIL import Image, ImageChops
 from pisar.errors import DuplicateLineId, NoGeometry, NoLineId, UnreadableLayout
 from pisar.layout import MAX_LAYOUT_BYTES, LayoutLine, read_layout
 from pisar.page_crop import crop_line
-from tests.conftest import shared
-from tests.pages import pasted_page, rectangle
+from tests.helpers.pages import pasted_page, rectangle
 
 PAGE_2013 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
 PAGE_2019 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
@@ -21,8 +20,8 @@ ALTO_4 = "http://www.loc.gov/standards/alto/ns-v4#"
 
 
 @pytest.fixture(scope="module")
-def transkribus() -> bytes:
-    return (shared("pages") / "170025120000003,0074.xml").read_bytes()
+def transkribus(kraken_page: Path) -> bytes:
+    return (kraken_page / "170025120000003,0074.xml").read_bytes()
 
 
 def test_the_transkribus_page_reads_whole_in_its_reading_order(transkribus: bytes) -> None:

@@ -17,6 +17,7 @@ from pisar.producer.listing import ListingBusy, list_into_catalog
 from pisar.producer.submit import SubmitRequest, continue_listing, create_campaign
 from pisar.settings import Settings
 from pisar.storage import KeyRange, LocalStorage, S3Storage
+from tests.helpers.paths import DEMO_MODEL
 
 # Folders two deep, objects beside folders, names that sort tightly ("f1/" vs "f1.png" vs "f10/").
 IMAGES = (
@@ -172,7 +173,6 @@ def test_the_producer_describes_the_model_from_its_files_and_never_imports_torch
     source.mkdir()
     for path in sorted(print_lines.glob("*.png"))[:3]:
         shutil.copy(path, source)
-    demo = Path(__file__).resolve().parents[1] / "models" / "demo"
     script = f"""
 import json, sys
 from pisar.settings import Settings
@@ -180,7 +180,7 @@ from pisar.producer.submit import SubmitRequest, create_campaign
 from pisar.catalog.db import ensure_ready
 settings = Settings(catalog_path={str(tmp_path / "c.db")!r})
 ensure_ready(settings.catalog_url, auto_upgrade=True)
-campaign, _ = create_campaign(settings, SubmitRequest({str(source)!r}, {str(demo)!r}, "light", 2, "q"))
+campaign, _ = create_campaign(settings, SubmitRequest({str(source)!r}, {str(DEMO_MODEL)!r}, "light", 2, "q"))
 print(json.dumps({{"heavy": sorted(m for m in ("torch", "transformers") if m in sys.modules),
                   "preprocessing": campaign.preprocessing, "generation": campaign.generation, "versions": campaign.versions}}))
 """
@@ -209,7 +209,7 @@ def test_a_model_no_worker_could_load_is_refused_at_submit(change, message: str,
     from pisar.model_ref import ModelRef
     from pisar.processor import check_model_files
 
-    folder = shutil.copytree(Path(__file__).resolve().parents[1] / "models" / "demo", tmp_path / "model")
+    folder = shutil.copytree(DEMO_MODEL, tmp_path / "model")
     check_model_files(ModelRef(str(folder), None))
     change(folder)
     with pytest.raises(ConfigError, match=message):

@@ -15,8 +15,8 @@ import pytest
 from pisar.errors import ConfigError
 from pisar.producer.manifest import OUTSIDE, REPEATED, read_manifest
 from pisar.storage import UNSTORABLE_KEY
-from tests.conftest import run_pisar, wait_until
-from tests.test_end_to_end import upload
+from tests.helpers.cli import run_pisar, wait_until
+from tests.helpers.s3 import upload
 
 KEYS = ["v/a b.png", "v/лист 1/c.jpg", "v/a b.png", "v/notes.gt.txt", "w/elsewhere.png", "v/d.PNG"]
 

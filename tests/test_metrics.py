@@ -13,10 +13,11 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local_services import free_port
-from tests.conftest import PISAR, run_pisar, wait_until
-from tests.test_end_to_end import upload
+from tests.helpers.cli import PISAR, run_pisar, wait_until
+from tests.helpers.paths import REPO
+from tests.helpers.s3 import upload
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "infra" / "grafana" / "dashboards" / "pisar.json"
+DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "pisar.json"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
 

@@ -19,8 +19,9 @@ from pisar.catalog.models import Campaign, Line
 from pisar.layout import read_layout
 from pisar.producer.export_pages import PAGE_NS
 from pisar.settings import Settings
-from tests.conftest import run_pisar, shared, wait_until
-from tests.pages import page_schema, page_xml, pasted_page, rectangle
+from tests.helpers.cli import run_pisar, wait_until
+from tests.helpers.pages import page_schema, page_xml, pasted_page, rectangle
+from tests.helpers.paths import SCHEMAS
 
 TRANSKRIBUS = "170025120000003,0074"
 
@@ -30,12 +31,12 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 @pytest.fixture
-def page_folder(tmp_path: Path, print_lines: Path) -> tuple[Path, list[Path]]:
+def page_folder(tmp_path: Path, print_lines: Path, kraken_page: Path) -> tuple[Path, list[Path]]:
     """The Transkribus page and its scan, a page of 12 pasted real lines, a broken layout and one without lines."""
     folder = tmp_path / "pages"
     (folder / "kraken").mkdir(parents=True)
     for suffix in (".xml", ".jpg"):
-        (folder / "kraken" / f"{TRANSKRIBUS}{suffix}").write_bytes((shared("pages") / f"{TRANSKRIBUS}{suffix}").read_bytes())
+        (folder / "kraken" / f"{TRANSKRIBUS}{suffix}").write_bytes((kraken_page / f"{TRANSKRIBUS}{suffix}").read_bytes())
     paths = [p for p in sorted(print_lines.glob("*.png")) if Image.open(p).width < 2300][:12]
     canvas, placed = pasted_page(paths, seed=5)
     canvas.save(folder / "pasted.png")
@@ -103,7 +104,7 @@ def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
     exported = run_pisar(["export", "pages", "--format", "alto", "-o", str(alto_out)], embedded_env)
     assert exported.returncode == 0, exported.stderr
     assert "56 lines written" in exported.stderr and "2 files" in exported.stderr
-    alto_schema = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "schemas" / "alto-4-4.xsd")))
+    alto_schema = etree.XMLSchema(etree.parse(str(SCHEMAS / "alto-4-4.xsd")))
     for name in (f"kraken/{TRANSKRIBUS}.xml", "pasted.xml"):
         written = (alto_out / name).read_bytes()
         assert alto_schema.validate(etree.fromstring(written)), f"{name}: {alto_schema.error_log.last_error}"

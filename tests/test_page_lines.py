@@ -19,8 +19,7 @@ from pisar.settings import Settings
 from pisar.storage import S3Storage
 from pisar.worker.fetch import prepare_lines
 from pisar.worker.page_lines import PageLines, scan_key
-from tests.conftest import shared
-from tests.pages import page_xml, pasted_page, rectangle
+from tests.helpers.pages import page_xml, pasted_page, rectangle
 
 LIMITS = ImageLimits(89_478_485, 4, 16_384)
 BUCKETS = itertools.count()
@@ -82,8 +81,8 @@ def test_a_pasted_page_gives_back_each_real_line_and_is_read_once(bucket: str, s
         assert lines._pages == {}  # the page is let go after its last line
 
 
-def test_the_transkribus_page_cuts_all_44_lines_from_one_read(bucket: str, s3, seaweedfs) -> None:
-    folder = shared("pages")
+def test_the_transkribus_page_cuts_all_44_lines_from_one_read(bucket: str, s3, seaweedfs, kraken_page: Path) -> None:
+    folder = kraken_page
     for name in ("170025120000003,0074.xml", "170025120000003,0074.jpg"):
         s3.put_object(Bucket=bucket, Key=f"archive/{name}", Body=(folder / name).read_bytes())
     from pisar.layout import read_layout

@@ -12,17 +12,17 @@ from pisar import model_ref
 from pisar.images import ImageLimits, decode_line
 from pisar.processor import load_processor
 from pisar.worker.preprocess import LinePreprocessor
+from tests.helpers.paths import DEMO_MODEL
 
 LIMITS = ImageLimits(89_478_485, 4, 16_384)
-DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
 
 
 @pytest.mark.parametrize("which", ["tiny-dinov2", "demo-vit"])
-def test_fast_preprocessing_equals_the_processor(which: str, tiny_model: Path, print_lines: Path, handwritten: Path) -> None:
-    processor = load_processor(model_ref.resolve(model_ref.parse(str(tiny_model if which == "tiny-dinov2" else DEMO))))
+def test_fast_preprocessing_equals_the_processor(which: str, tiny_model: Path, print_lines: Path, rgb_scans: Path) -> None:
+    processor = load_processor(model_ref.resolve(model_ref.parse(str(tiny_model if which == "tiny-dinov2" else DEMO_MODEL))))
     fast = LinePreprocessor.build(processor.image_processor)
     assert fast is not None, "both reference-style processors must get the fast path"
-    paths = [*sorted(print_lines.glob("*.png"))[:40], *sorted(handwritten.glob("*.jpg"))]
+    paths = [*sorted(print_lines.glob("*.png"))[:40], *sorted(rgb_scans.glob("*.jpg"))]
     modes = set()
     for path in paths:
         decoded = decode_line(path.read_bytes(), LIMITS)
@@ -41,10 +41,10 @@ def test_a_processor_it_cannot_reproduce_keeps_the_slow_path(tiny_model: Path) -
     assert LinePreprocessor.build(cropping) is None
 
 
-def test_cpu_normalization_in_the_fetch_threads_equals_the_device_lookup(tiny_model: Path, print_lines: Path, handwritten: Path) -> None:
+def test_cpu_normalization_in_the_fetch_threads_equals_the_device_lookup(tiny_model: Path, print_lines: Path, rgb_scans: Path) -> None:
     processor = load_processor(model_ref.resolve(model_ref.parse(str(tiny_model))))
     fast = LinePreprocessor.build(processor.image_processor)
-    for path in [sorted(print_lines.glob("*.png"))[0], sorted(handwritten.glob("*.jpg"))[0]]:
+    for path in [sorted(print_lines.glob("*.png"))[0], sorted(rgb_scans.glob("*.jpg"))[0]]:
         pixels = fast(decode_line(path.read_bytes(), LIMITS).line)
         on_device = fast.normalize(torch.from_numpy(np.stack([pixels])))[0].numpy()
         assert np.array_equal(fast.normalize_array(pixels), on_device), path.name

@@ -3,33 +3,53 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select, text
 
+from infra.local_services import Service, throwaway_database
 from pisar.catalog.models import Line, LineHistory, Retry
-from tests.conftest import run_pisar
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "models" / "demo"
+from tests.helpers.cli import run_pisar
+from tests.helpers.paths import DEMO_MODEL
 
 
-@pytest.fixture
-def campaign(print_lines: Path, postgres_url: str, embedded_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """`lines`: 16 real print lines and one corrupt file in shards of 6, read by the demo model."""
-    source = tmp_path / "source"
+@pytest.fixture(scope="module")
+def read_once(print_lines: Path, postgres_server: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """16 real print lines and one corrupt file in shards of 6, read by the demo model once per
+    module into a database that each test gets a copy of (the name of that template database)."""
+    source = tmp_path_factory.mktemp("retry") / "source"
     source.mkdir()
     for path in sorted(print_lines.glob("*.png"))[:16]:
         shutil.copy(path, source / path.name)
     (source / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    env = {**embedded_env, "PISAR_DATABASE_URL": postgres_url}
-    ran = run_pisar(
-        ["run", str(source), "--model", str(DEMO), "--name", "lines", "--shard-size", "6", "-o", str(tmp_path / "r.jsonl")], env
-    )
-    assert ran.returncode == 0, ran.stderr
-    return env
+    with throwaway_database(postgres_server, "pisar_retry") as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))} | {"PISAR_DATABASE_URL": url}
+        args = [
+            "run",
+            str(source),
+            "--model",
+            str(DEMO_MODEL),
+            "--name",
+            "lines",
+            "--shard-size",
+            "6",
+            "-o",
+            str(source.parent / "r.jsonl"),
+        ]
+        ran = run_pisar(args, {**env, "PISAR_TORCH_THREADS": "2"})
+        assert ran.returncode == 0, ran.stderr
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def campaign(read_once: str, postgres_server: Service, embedded_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The campaign ``lines`` in a database of this test's own: a copy of the one read once."""
+    with throwaway_database(postgres_server, template=read_once) as url:
+        yield {**embedded_env, "PISAR_DATABASE_URL": url}
 
 
 def lines(env: dict[str, str]) -> dict[str, dict]:
@@ -60,14 +80,14 @@ def test_low_confidence_lines_reread_with_another_model_keep_their_history(campa
     assert lines(campaign) == before and sql(campaign, "SELECT * FROM retry") == []
 
     other = tmp_path / "demo-copy"
-    shutil.copytree(DEMO, other)
+    shutil.copytree(DEMO_MODEL, other)
     said = retry(campaign, "--below-confidence", str(threshold), "--model", str(other))
     assert "retry 1: re-running 3 lines" in said
     after = lines(campaign)
     reread = {k for k in after if after[k]["finished_at"] != before[k]["finished_at"]}
     assert reread == low, "only the selected lines were read again"
     assert all(after[k]["model"].startswith(str(other)) and after[k]["retry_id"] is None for k in low)
-    assert all(after[k]["model"].startswith(str(DEMO)) for k in after if k not in low)
+    assert all(after[k]["model"].startswith(str(DEMO_MODEL)) for k in after if k not in low)
 
     with create_engine(campaign["PISAR_DATABASE_URL"]).connect() as conn:
         history = conn.execute(select(LineHistory.__table__)).mappings().all()
@@ -158,7 +178,7 @@ def test_status_watch_redraws_until_finished_and_leaves_on_ctrl_c(campaign: dict
     import subprocess
     import time
 
-    from tests.conftest import PISAR
+    from tests.helpers.cli import PISAR
 
     done = run_pisar(["status", "lines", "--watch", "--interval", "0.2"], campaign)
     assert done.returncode == 0 and "17/17 done (100.0%)" in done.stdout

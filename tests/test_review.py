@@ -8,9 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import run_pisar
+from tests.helpers.cli import run_pisar
+from tests.helpers.paths import DEMO_MODEL
 
-REPO = Path(__file__).resolve().parents[1]
 ODD = 'odd <b>&"name".png'  # a key that is markup: the page must show it, never run it
 
 
@@ -21,9 +21,7 @@ def test_review_package_then_import_as_ground_truth(print_lines: Path, embedded_
     for path in lines[:59]:
         shutil.copy(path, source / "лист 1" / path.name)
     shutil.copy(lines[59], source / ODD)
-    ran = run_pisar(
-        ["run", str(source), "--model", str(REPO / "models" / "demo"), "--name", "rev", "-o", str(tmp_path / "r.jsonl")], embedded_env
-    )
+    ran = run_pisar(["run", str(source), "--model", str(DEMO_MODEL), "--name", "rev", "-o", str(tmp_path / "r.jsonl")], embedded_env)
     assert ran.returncode == 0, ran.stderr
     records = {r["key"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines())}
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from pisar.constants import EXPORT_FIELDS
-from tests.conftest import run_pisar, wait_until
-from tests.test_end_to_end import upload
+from tests.helpers.cli import run_pisar, wait_until
+from tests.helpers.s3 import upload
 
 LINES = 32
 SHARD_SIZE = 16

@@ -15,7 +15,8 @@ from pisar.random_model import read_texts
 from pisar.settings import Settings
 from pisar.train.data import SyntheticLines, is_held_out
 from pisar.train.loop import TrainConfig, Trainer
-from tests.conftest import REPO, run_pisar
+from tests.helpers.cli import run_pisar
+from tests.helpers.paths import REPO
 
 SAMPLES = REPO / "samples" / "print-lines"
 TRAIN = ["--preset", "test", "--batch-size", "4", "--eval-every", "2", "--save-every", "2", "--val-share", "0.2", "--warmup", "2"]
@@ -148,7 +149,7 @@ def test_synthetic_lines_are_deterministic_and_cover_pre_reform_letters() -> Non
     ("option", "message"), [(["--preset", "huge"], "unknown preset 'huge'"), (["--normalize", "x"], "unknown normalization")]
 )
 def test_bad_training_options_are_one_line(embedded_env: dict[str, str], tmp_path: Path, option: list[str], message: str) -> None:
-    from tests.test_cli_errors import assert_one_line_error
+    from tests.helpers.cli import assert_one_line_error
 
     assert_one_line_error(run_pisar(["train", str(SAMPLES), "-o", str(tmp_path / "m"), *option], embedded_env), message)
 

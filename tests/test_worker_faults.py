@@ -1,6 +1,6 @@
 """Faults injected around a running campaign, on real SeaweedFS, Redis, Postgres and Celery worker subprocesses.
 
-Each campaign is 500 real scans. Each test asserts at the end that every line has exactly one row,
+Each campaign is 120 real scans. Each test asserts at the end that every line has exactly one row,
 that the texts equal a fault-free reading of the same lines (``tests.chaos.FaultFree``), that shard
 states are final, and that the fault shows in the catalog where it should (attempts, errors).
 
@@ -16,7 +16,7 @@ states are final, and that the fault shows in the catalog where it should (attem
 - Postgres unreachable for 10 s, and SeaweedFS killed and restarted: work stalls, nothing fails.
 - Hostile files mixed into the campaign: each gets its outcome, the workers live, the real lines are read as always.
 
-Worker "slowness" and native crashes are injected by ``tests/fault_hooks`` (a ``sitecustomize`` on
+Worker "slowness" and native crashes are injected by ``tests/helpers/fault_hooks`` (a ``sitecustomize`` on
 the worker's PYTHONPATH): there is no GPU here to be slow, and no decoder that segfaults on demand.
 """
 
@@ -31,24 +31,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.chaos import LINES as LINE_TABLE
-from tests.chaos import SHARDS, FaultFree, now, submit
-from tests.conftest import PISAR, run_pisar, wait_until
+from tests.helpers.chaos import LINES as LINE_TABLE
+from tests.helpers.chaos import SHARDS, FaultFree, now, submit
+from tests.helpers.cli import PISAR, run_pisar, wait_until
 
-LINES = 500
-SHARD_SIZE = 250
+LINES = 120
+SHARD_SIZE = 60
 LEASE = 10  # seconds: the heartbeat renews every ~3 s, so a dead worker's lease expires within 10 s
-HOOKS = Path(__file__).parent / "fault_hooks"
+HOOKS = Path(__file__).parent / "helpers" / "fault_hooks"
 
 
 @pytest.fixture(scope="module")
 def fault_free(tiny_model: Path, print_lines: Path) -> FaultFree:
-    """The campaign's 500 real lines and their texts read without faults (about 25 s, once per module)."""
+    """The campaign's 120 real lines and their texts read without faults (once per module; cached on disk)."""
     return FaultFree(tiny_model, print_lines, LINES)
 
 
 def with_hooks(env: dict[str, str], **hooks: str) -> dict[str, str]:
-    """``env`` for a worker that loads ``tests/fault_hooks`` with the given ``PISAR_TEST_*`` switches."""
+    """``env`` for a worker that loads ``tests/helpers/fault_hooks`` with the given ``PISAR_TEST_*`` switches."""
     path = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
     return {**env, **{f"PISAR_TEST_{name.upper()}": value for name, value in hooks.items()}, "PYTHONPATH": path}
 
@@ -80,9 +80,9 @@ def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
 ) -> None:
     """SIGKILL (a preempted node) right after a claim, and again deep into another shard's generation."""
     env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_BATCH_SIZE": "4"}
-    shard_size = 125  # 4 shards, 32 batches each
+    shard_size = 30  # 4 shards, 8 batches each
     campaign = submit(s3, env, "reap", fault_free.objects(), tiny_model, shard_size)
-    slow = with_hooks(env, slow_batch_seconds="0.3")  # ~13 s a shard: time to kill it mid-way
+    slow = with_hooks(env, slow_batch_seconds="1.3")  # ~11 s a shard: time to kill it mid-way
 
     early = start_worker(slow, "victim-early")
     wait_until(lambda: running_shard_of(campaign, "victim-early") is not None, 120, "a first claim", interval=0.05)
@@ -127,9 +127,9 @@ def test_a_visibility_timeout_shorter_than_a_shard_runs_nothing_twice(
     fault_free: FaultFree,
 ) -> None:
     """Redis redelivers a shard still running after 10 s (celery #5935); its lease makes the redelivery a no-op."""
-    env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_VISIBILITY_TIMEOUT_SECONDS": str(LEASE), "PISAR_BATCH_SIZE": "8"}
+    env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_VISIBILITY_TIMEOUT_SECONDS": str(LEASE), "PISAR_BATCH_SIZE": "4"}
     campaign = submit(s3, env, "visibility", fault_free.objects(), tiny_model, SHARD_SIZE)
-    slow = with_hooks(env, slow_batch_seconds="0.6")  # 32 batches: ~20 s a shard, twice the visibility timeout
+    slow = with_hooks(env, slow_batch_seconds="1.4")  # 15 batches: ~21 s a shard, twice the visibility timeout
     start_worker(slow, "w1")
     start_worker(slow, "w2")
 
@@ -185,7 +185,7 @@ def test_sigterm_with_a_shard_longer_than_the_stop_timeout_gives_it_back_in_time
     stop_timeout = 10  # seconds: the container's grace period; the shard is given back 9 s after SIGTERM
     env = {**distributed_env, "PISAR_BATCH_SIZE": "4", "PISAR_STOP_TIMEOUT_SECONDS": str(stop_timeout)}
     campaign = submit(s3, env, "stoptimeout", fault_free.objects(), tiny_model, SHARD_SIZE)
-    slow = with_hooks(env, slow_batch_seconds="0.5")  # 63 batches: ~30 s a shard, three times the grace period
+    slow = with_hooks(env, slow_batch_seconds="2")  # 15 batches: ~30 s a shard, three times the grace period
     worker = start_worker(slow, "leaving")
     wait_until(lambda: running_shard_of(campaign, "leaving") is not None, 120, "the worker to start a shard", interval=0.05)
     held = running_shard_of(campaign, "leaving").id
@@ -225,7 +225,7 @@ def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
     fault_free: FaultFree,
     tmp_path: Path,
 ) -> None:
-    from tests.fault_hooks.sitecustomize import MARKER
+    from tests.helpers.fault_hooks.sitecustomize import MARKER
 
     env = with_hooks({**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_MAX_ATTEMPTS": "2"}, crash_hook="1")
     objects = fault_free.objects()
@@ -313,7 +313,7 @@ def test_redis_restarted_mid_campaign_loses_nothing(
     name, shard_size = f"redis-{fault}-{'aof' if aof else 'plain'}", 20
     campaign = submit(s3, env, name, fault_free.objects(), tiny_model, shard_size)
     try:
-        worker = start_worker(env, "steady")
+        worker = start_worker(with_hooks(env, slow_batch_seconds="0.5"), "steady")  # ~2.5 s a shard: five left at the fault
         wait_until(lambda: campaign.done() >= 1, 180, "a first shard done")
         fault_at = now()
         if fault == "flushall":
@@ -349,15 +349,16 @@ def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
     """Every connection to the catalog is reset and refused for 10 s while the worker commits."""
     from sqlalchemy.engine import make_url
 
-    from tests.tcp_proxy import CuttableProxy
+    from tests.helpers.tcp_proxy import CuttableProxy
 
     direct = make_url(distributed_env["PISAR_DATABASE_URL"])
     proxy = CuttableProxy(direct.port or 5432, direct.host or "127.0.0.1")
     proxied = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4"}
-    shard_size = 25
+    shard_size = 10
     campaign = submit(s3, env, "pg-outage", fault_free.objects(), tiny_model, shard_size)
-    worker = start_worker({**env, "PISAR_DATABASE_URL": proxied}, "cut-off")
+    slow = with_hooks({**env, "PISAR_DATABASE_URL": proxied}, slow_batch_seconds="0.5")  # ~1.5 s a shard: ten outlast the outage
+    worker = start_worker(slow, "cut-off")
     reaper = start_reaper(env, tmp_path / "reaper.log")
     try:
         wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the outage")
@@ -395,9 +396,9 @@ def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
     try:
         env = {**distributed_env, **weed.env, "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4", "PISAR_LEASE_SECONDS": str(LEASE)}
         s3 = weed.s3_client()
-        shard_size = 25
+        shard_size = 10
         campaign = submit(s3, env, "weed-restart", fault_free.objects(), tiny_model, shard_size)
-        worker = start_worker(env, "reader")
+        worker = start_worker(with_hooks(env, slow_batch_seconds="0.5"), "reader")  # ~1.5 s a shard: ten outlast the outage
         wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the restart")
         killed_at = now()
         os.killpg(weed.proc.pid, signal.SIGKILL)
@@ -422,10 +423,10 @@ def test_hostile_files_mixed_into_a_campaign_get_their_outcomes_and_kill_no_work
     fault_free: FaultFree,
     tmp_path: Path,
 ) -> None:
-    """Bombs, truncations, non-images, odd modes, multi-frame files and odd shapes among 500 real lines."""
+    """Bombs, truncations, non-images, odd modes, multi-frame files and odd shapes among 120 real lines."""
     from PIL import Image
 
-    from tests.hostile import extreme_shapes, hostile_files, rotated_by_exif, variants
+    from tests.helpers.hostile import extreme_shapes, hostile_files, rotated_by_exif, variants
 
     first, line = sorted(fault_free.paths.values())[0], Image.open(sorted(fault_free.paths.values())[3])
     failing = {f"vol/hostile/{name}": (data, error_class) for name, (data, error_class) in hostile_files(first).items()}
@@ -461,7 +462,7 @@ def test_hostile_files_mixed_into_a_campaign_get_their_outcomes_and_kill_no_work
 
 
 def subset(fault_free: FaultFree, count: int) -> dict[str, bytes]:
-    """The first ``count`` of the campaign's lines: the lifecycle faults need a few shards, not 500 lines."""
+    """The first ``count`` of the campaign's lines: the lifecycle faults need a few shards, not all the lines."""
     return dict(sorted(fault_free.objects().items())[:count])
 
 
