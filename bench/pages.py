@@ -50,7 +50,7 @@ def build(source: Path, pages: int, per_page: int) -> dict[str, bytes]:
     from PIL import Image
 
     sys.path.insert(0, str(REPO))
-    from tests.pages import page_xml, pasted_page, rectangle
+    from tests.helpers.pages import page_xml, pasted_page, rectangle
 
     paths = [p for p in sorted(source.glob("*.png")) if Image.open(p).width < 2300][: pages * per_page]
     if len(paths) < pages * per_page:

@@ -29,6 +29,7 @@ def read_shard(engine: Engine, storage: LocalStorage, keys: list[str], length_gr
     return {r.key: r.text for r in results}, 1 - useful / paid
 
 
+@pytest.mark.slow
 def test_width_groups_cut_decoder_work_on_finished_lines_without_changing_a_text(print_lines: Path) -> None:
     """The demo model stops each line at its end token; under generate() a batch runs until its longest line ends.
 

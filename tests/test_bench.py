@@ -52,7 +52,7 @@ def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert KEYS <= set(printed)
     assert printed["parity_fp32"] is True  # the engine's fp32 path reads what the model card's loop reads
     assert printed["fast_preprocessing"] is True and printed["sdpa_decoder_layers"] == 4
-    assert (printed["device"], printed["dtype"], printed["batch_size"]) == ("cpu", "float32", 8)
+    assert printed["device"].startswith("cpu") and (printed["dtype"], printed["batch_size"]) == ("float32", 8)
 
 
 def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
@@ -176,7 +176,7 @@ def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> N
         printed
     )
     assert printed["lines"] == 96 and printed["error_lines"] == 0 and printed["workers"] == 2
-    assert printed["shards"] == 4 and printed["model_vs_bare"] == round(
+    assert printed["shards"] == 5 and printed["model_vs_bare"] == round(  # folders of 40, 40 and 16 lines in shards of 24
         printed["model_lines_per_s"] / printed["bare_engine_lines_per_s"], 3
     )
     assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] == 96  # one-line shards, all queued

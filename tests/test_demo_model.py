@@ -14,6 +14,8 @@ from pisar.train.data import is_held_out
 from tests.helpers.cli import run_pisar
 from tests.helpers.paths import DEMO_MODEL, REPO
 
+pytestmark = pytest.mark.slow
+
 MAX_WEIGHTS_BYTES = 20 * 1024 * 1024
 
 

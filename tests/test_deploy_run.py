@@ -36,6 +36,8 @@ from tests.helpers.cli import PISAR, wait_until
 from tests.helpers.deploy import PROFILES, env_file_values, resolved
 from tests.helpers.paths import REPO
 
+pytestmark = pytest.mark.slow
+
 SHARDS = Shard.__table__
 LINES = 12
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.cli import run_pisar
+
+pytestmark = pytest.mark.slow
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from pisar.catalog.db import get_engine
@@ -19,6 +20,8 @@ from tests.helpers.hostile import hostile_files
 from tests.helpers.paths import REPO
 from tests.helpers.reference import CardLoop, assert_same_texts
 from tests.helpers.s3 import upload
+
+pytestmark = pytest.mark.slow
 
 SHARD_SIZE = 64
 

@@ -45,6 +45,7 @@ def recognize_files(engine: Engine, paths: list[Path], batch_size: int) -> list[
     return results
 
 
+@pytest.mark.slow
 def test_batched_engine_matches_card_loop(tiny_model: Path, print_lines: Path, rgb_scans: Path) -> None:
     paths = sorted(print_lines.glob("*.png"))[:64] + sorted(rgb_scans.glob("*.jpg"))
     card = CardLoop(tiny_model)

@@ -15,6 +15,8 @@ from pisar.errors import ConfigError
 from pisar.groundtruth import gt_key, normalizer
 from tests.helpers.cli import assert_one_line_error, run_pisar
 
+pytestmark = pytest.mark.slow
+
 
 def test_ground_truth_naming() -> None:
     assert gt_key("vol/0001.bin.png") == "vol/0001.gt.txt"

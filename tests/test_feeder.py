@@ -12,6 +12,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
 import redis
 from sqlalchemy import create_engine, text
 
@@ -85,6 +86,7 @@ def test_redis_holds_at_most_the_high_water_mark_and_the_feeder_tops_it_up(
     assert waiting(env) == {5: 4, 9: 3}
 
 
+@pytest.mark.slow
 def test_an_urgent_campaign_overtakes_a_running_large_one(
     print_lines: Path,
     distributed_env: dict[str, str],

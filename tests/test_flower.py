@@ -10,10 +10,14 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from infra.local_services import free_port, port_open, wait_for
 from tests.helpers.cli import PISAR, run_pisar, wait_until
 from tests.helpers.paths import BUILD
 from tests.helpers.s3 import upload
+
+pytestmark = pytest.mark.slow
 
 CREDENTIALS = "archivist:correct horse battery"
 

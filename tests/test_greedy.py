@@ -66,6 +66,7 @@ def test_the_loop_chooses_what_generate_chooses_on_real_lines(models: tuple[str,
             assert mine.min_token_prob == pytest.approx(reference.min_token_prob, rel=1e-5, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_the_loop_reads_like_the_model_cards_loop(print_lines: Path) -> None:
     """The demo model's real reading (it ends its lines), one image at a time in fp32, against the loop's batches."""
     ours = engine(DEMO_MODEL, "auto")

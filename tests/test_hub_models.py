@@ -14,6 +14,8 @@ import pytest
 
 from tests.helpers.cli import assert_one_line_error, run_pisar
 
+pytestmark = pytest.mark.slow
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

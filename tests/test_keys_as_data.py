@@ -15,6 +15,8 @@ from pisar.settings import Settings
 from pisar.storage import UNSTORABLE_KEY, S3Storage, list_images
 from tests.helpers.cli import run_pisar
 
+pytestmark = pytest.mark.slow
+
 ESC = "\x1b"
 # Each is a legal file name on Linux and a legal S3 key; each would do harm if used as a path,
 # printed raw to a terminal or log, read as rich markup, or split as a JSON line.

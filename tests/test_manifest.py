@@ -18,6 +18,8 @@ from pisar.storage import UNSTORABLE_KEY
 from tests.helpers.cli import run_pisar, wait_until
 from tests.helpers.s3 import upload
 
+pytestmark = pytest.mark.slow
+
 KEYS = ["v/a b.png", "v/лист 1/c.jpg", "v/a b.png", "v/notes.gt.txt", "w/elsewhere.png", "v/d.PNG"]
 
 

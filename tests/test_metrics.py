@@ -10,12 +10,15 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local_services import free_port
 from tests.helpers.cli import PISAR, run_pisar, wait_until
 from tests.helpers.paths import REPO
 from tests.helpers.s3 import upload
+
+pytestmark = pytest.mark.slow
 
 DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "pisar.json"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum")

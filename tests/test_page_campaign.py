@@ -23,6 +23,8 @@ from tests.helpers.cli import run_pisar, wait_until
 from tests.helpers.pages import page_schema, page_xml, pasted_page, rectangle
 from tests.helpers.paths import SCHEMAS
 
+pytestmark = pytest.mark.slow
+
 TRANSKRIBUS = "170025120000003,0074"
 
 

@@ -16,6 +16,8 @@ from pisar.catalog.models import Line, LineHistory, Retry
 from tests.helpers.cli import run_pisar
 from tests.helpers.paths import DEMO_MODEL
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def read_once(print_lines: Path, postgres_server: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

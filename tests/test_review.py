@@ -8,8 +8,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.cli import run_pisar
 from tests.helpers.paths import DEMO_MODEL
+
+pytestmark = pytest.mark.slow
 
 ODD = 'odd <b>&"name".png'  # a key that is markup: the page must show it, never run it
 

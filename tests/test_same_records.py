@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pisar.constants import EXPORT_FIELDS
 from tests.helpers.cli import run_pisar, wait_until
 from tests.helpers.s3 import upload
+
+pytestmark = pytest.mark.slow
 
 LINES = 32
 SHARD_SIZE = 16

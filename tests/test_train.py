@@ -18,6 +18,8 @@ from pisar.train.loop import TrainConfig, Trainer
 from tests.helpers.cli import run_pisar
 from tests.helpers.paths import REPO
 
+pytestmark = pytest.mark.slow
+
 SAMPLES = REPO / "samples" / "print-lines"
 TRAIN = ["--preset", "test", "--batch-size", "4", "--eval-every", "2", "--save-every", "2", "--val-share", "0.2", "--warmup", "2"]
 

@@ -35,6 +35,8 @@ from tests.helpers.chaos import LINES as LINE_TABLE
 from tests.helpers.chaos import SHARDS, FaultFree, now, submit
 from tests.helpers.cli import PISAR, run_pisar, wait_until
 
+pytestmark = pytest.mark.chaos
+
 LINES = 120
 SHARD_SIZE = 60
 LEASE = 10  # seconds: the heartbeat renews every ~3 s, so a dead worker's lease expires within 10 s
@@ -183,9 +185,9 @@ def test_sigterm_with_a_shard_longer_than_the_stop_timeout_gives_it_back_in_time
     """`docker stop` / a Kubernetes scale-down: the shard cannot finish within the grace period, so the
     worker hands it back before the platform's SIGKILL would, and another worker takes it at once."""
     stop_timeout = 10  # seconds: the container's grace period; the shard is given back 9 s after SIGTERM
-    env = {**distributed_env, "PISAR_BATCH_SIZE": "4", "PISAR_STOP_TIMEOUT_SECONDS": str(stop_timeout)}
+    env = {**distributed_env, "PISAR_BATCH_SIZE": "1", "PISAR_STOP_TIMEOUT_SECONDS": str(stop_timeout)}
     campaign = submit(s3, env, "stoptimeout", fault_free.objects(), tiny_model, SHARD_SIZE)
-    slow = with_hooks(env, slow_batch_seconds="2")  # 15 batches: ~30 s a shard, three times the grace period
+    slow = with_hooks(env, slow_batch_seconds="0.5")  # 60 batches: ~30 s a shard, three times the grace period, checked every 0.5 s
     worker = start_worker(slow, "leaving")
     wait_until(lambda: running_shard_of(campaign, "leaving") is not None, 120, "the worker to start a shard", interval=0.05)
     held = running_shard_of(campaign, "leaving").id
