@@ -17,8 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pisar.catalog.models import Campaign, Shard
 from pisar.settings import Settings
-from pisar.worker.engine import EngineCache
-from pisar.worker.shard import Outcome, ShardRunner
 
 
 @dataclass
@@ -60,6 +58,9 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
     summary = RunSummary()
     if not shard_ids:
         return summary
+    from pisar.worker.engine import EngineCache  # torch and transformers: only once there is work to do
+    from pisar.worker.shard import Outcome, ShardRunner
+
     console = console or Console(stderr=True)
     runner = ShardRunner(settings, EngineCache.from_settings(settings), worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
     started = time.perf_counter()

@@ -170,13 +170,14 @@ def test_decode_step_benchmark_runs_and_reports(tmp_path: Path) -> None:
 
 def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> None:
     """`bench/pipeline.py` at 96 lines: real SeaweedFS, Redis, Postgres, `pisar submit` and `pisar feed`,
-    two real workers with the stub engine, then with the demo model, and the bare engine beside them."""
-    printed, _ = run_bench("pipeline.py", ["--lines", "96", "--shard-size", "24"], tmp_path / "pipeline.json", timeout=900)
+    a real worker with the stub engine, then with the demo model, and the bare engine beside them."""
+    printed, _ = run_bench(
+        "pipeline.py", ["--lines", "96", "--shard-size", "24", "--workers", "1"], tmp_path / "pipeline.json", timeout=900
+    )
     assert {"stub_lines_per_s", "model_lines_per_s", "bare_engine_lines_per_s", "model_vs_bare", "redis_bytes_per_queued_shard"} <= set(
         printed
     )
-    assert printed["lines"] == 96 and printed["error_lines"] == 0 and printed["workers"] == 2
-    assert printed["shards"] == 5 and printed["model_vs_bare"] == round(  # folders of 40, 40 and 16 lines in shards of 24
-        printed["model_lines_per_s"] / printed["bare_engine_lines_per_s"], 3
-    )
+    assert printed["lines"] == 96 and printed["error_lines"] == 0 and printed["workers"] == 1
+    assert printed["shards"] == 5  # folders of 40, 40 and 16 lines in shards of 24
+    assert printed["model_vs_bare"] == pytest.approx(printed["model_lines_per_s"] / printed["bare_engine_lines_per_s"], abs=0.01)
     assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] == 96  # one-line shards, all queued

@@ -25,6 +25,15 @@ def test_ground_truth_naming() -> None:
     assert gt_key("a.b/line.tif") == "a.b/line.gt.txt"
 
 
+def test_rank_correlation_is_spearmans_rho_with_average_ranks_for_ties() -> None:
+    from pisar.producer.evaluate import average_ranks, rank_correlation
+
+    assert average_ranks([3, 1, 3, 2]).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert rank_correlation([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / 95**0.5)  # scipy.stats.spearmanr: 0.8207826816681233
+    assert rank_correlation([0.9, 0.5, 0.1], [0.0, 0.2, 0.7]) == pytest.approx(-1.0)  # sure lines are right, unsure ones wrong
+    assert rank_correlation([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]) is None  # a constant measure predicts nothing
+
+
 def test_naf_is_the_model_cards_map() -> None:
     assert normalizer("naf")("Вѣра и Іоаннъ въ мірѣ") == "Вера и Иоаннъ въ мире"
     assert normalizer("none")("Вѣра") == "Вѣра"

@@ -47,8 +47,6 @@ def train(
 
     from pisar.groundtruth import normalizer
     from pisar.random_model import PRESETS
-    from pisar.train.loop import TrainConfig
-    from pisar.train.loop import train as run_training
 
     normalizer(normalize)
     if preset not in PRESETS:
@@ -57,6 +55,9 @@ def train(
         raise ConfigError(f"--save-dtype must be float32 or float16, not {save_dtype!r}")
     if synthetic and not Path(synthetic).is_file():
         raise ConfigError(f"synthetic text file {synthetic} does not exist")
+    from pisar.train.loop import TrainConfig  # torch: after the options are checked, so a bad one is refused at once
+    from pisar.train.loop import train as run_training
+
     config = TrainConfig(
         output=Path(output),
         sources=data,
