@@ -72,6 +72,169 @@ def running_shard_of(campaign, worker: str):  # Watched -> row or None
         return conn.execute(query).first()
 
 
+# The longest scenarios first: xdist hands them out in this order, so none starts last and runs alone.
+def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
+    distributed_env,
+    start_worker,
+    tiny_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    """The object store is killed (SIGKILL) for 5 s and started again on its data while a worker reads."""
+
+    from infra.local_services import start_seaweedfs
+
+    weed = start_seaweedfs(tmp_path / "weed")
+    try:
+        env = {**distributed_env, **weed.env, "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4", "PISAR_LEASE_SECONDS": str(LEASE)}
+        s3 = weed.s3_client()
+        shard_size = 10
+        campaign = submit(s3, env, "weed-restart", fault_free.objects(), tiny_model, shard_size)
+        worker = start_worker(with_hooks(env, slow_batch_seconds="0.5"), "reader")  # ~1.5 s a shard: ten outlast the outage
+        wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the restart")
+        killed_at = now()
+        os.killpg(weed.proc.pid, signal.SIGKILL)
+        weed.proc.wait()
+        time.sleep(5)
+        weed = start_seaweedfs(tmp_path / "weed", weed.ports)
+        wait_until(lambda: campaign.done() == LINES // shard_size, 300, "every shard done after the restart")
+        assert worker.poll() is None
+    finally:
+        weed.stop()
+    campaign.report("seaweedfs-restart", LINES, killed_at, outage_s=5)
+    fault_free.assert_read_whole(campaign)  # no line was marked failed for the store's absence
+    with campaign.engine.connect() as conn:
+        assert conn.execute(select(func.max(SHARDS.c.attempts))).scalar_one() == 1  # and no shard spent an attempt on it
+
+
+def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
+    s3,
+    distributed_env,
+    start_worker,
+    tiny_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    from tests.helpers.fault_hooks.sitecustomize import MARKER
+
+    env = with_hooks({**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_MAX_ATTEMPTS": "2"}, crash_hook="1")
+    objects = fault_free.objects()
+    poison = sorted(objects)[7]
+    objects[poison] += MARKER  # still a valid PNG: the bytes after IEND are ignored by decoders
+    campaign = submit(s3, env, "poison", objects, tiny_model, SHARD_SIZE)
+    worker = start_worker(env, "crashy")
+    reaper = start_reaper(env, tmp_path / "reaper.log")
+    try:
+        wait_until(lambda: campaign.states() == {"done": LINES // SHARD_SIZE}, 240, "both shards done despite the crashing line")
+    except AssertionError as exc:  # say where it stuck: shard states and both logs
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text(encoding='utf-8')[-3000:]}" for p in (tmp_path / "reaper.log", tmp_path / "crashy.log")
+        )
+        raise AssertionError(f"{exc}; shards {campaign.states()}\n{logs}") from None
+    finally:
+        stop(reaper)
+    assert worker.poll() is None  # Celery replaced the dead child; the worker lives on
+    with campaign.engine.connect() as conn:
+        rows = {r.key: r for r in conn.execute(select(LINE_TABLE)).all()}
+        poisoned_shard = conn.execute(select(SHARDS).where(SHARDS.c.id == rows[poison].shard_id)).one()
+    assert (rows[poison].status, rows[poison].error_class) == ("error", "WorkerCrash")
+    assert all(r.status == "ok" and r.text for k, r in rows.items() if k != poison)  # the rest of its shard finished
+    campaign.report("poison-line", LINES, attempts=poisoned_shard.attempts, worker_crash_lines=1)
+    campaign.assert_every_line_once(LINES)
+    # Attempt 1 died in a batch (line unknown); attempt 2, line by line, died on the poison and named it
+    # without spending the attempt; attempt 2 again finished the rest: never quarantined at max 2.
+    assert poisoned_shard.attempts == 2 and poisoned_shard.probe_key is None
+    assert f"set aside {poison}" in (tmp_path / "reaper.log").read_text(encoding="utf-8")
+    fault_free.assert_same_texts(campaign.texts(), leave_out=frozenset({poison}))
+
+
+def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
+    s3,
+    distributed_env,
+    start_worker,
+    tiny_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    """Every connection to the catalog is reset and refused for 10 s while the worker commits."""
+    from sqlalchemy.engine import make_url
+
+    from tests.helpers.tcp_proxy import CuttableProxy
+
+    direct = make_url(distributed_env["PISAR_DATABASE_URL"])
+    proxy = CuttableProxy(direct.port or 5432, direct.host or "127.0.0.1")
+    proxied = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4"}
+    shard_size = 10
+    campaign = submit(s3, env, "pg-outage", fault_free.objects(), tiny_model, shard_size)
+    slow = with_hooks({**env, "PISAR_DATABASE_URL": proxied}, slow_batch_seconds="0.5")  # ~1.5 s a shard: ten outlast the outage
+    worker = start_worker(slow, "cut-off")
+    reaper = start_reaper(env, tmp_path / "reaper.log")
+    try:
+        wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the outage")
+        cut_at = now()
+        proxy.cut()
+        time.sleep(10)
+        proxy.restore()
+        try:
+            wait_until(lambda: campaign.done() == LINES // shard_size, 240, "every shard done after the outage")
+        except AssertionError as exc:  # say where it stuck: shard states and the worker's last words
+            tail = (tmp_path / "cut-off.log").read_text(encoding="utf-8").splitlines()[-15:]
+            raise AssertionError(f"{exc}; shards {campaign.states()}; worker log:\n" + "\n".join(tail)) from None
+    finally:
+        stop(reaper)
+        proxy.close()
+    assert worker.poll() is None
+    campaign.report("postgres-10s-outage", LINES, cut_at, outage_s=10)
+    fault_free.assert_read_whole(campaign)  # the outage failed no line
+    assert campaign.states() == {"done": LINES // shard_size}  # and no shard
+    assert "catalog unreachable" in (tmp_path / "cut-off.log").read_text(encoding="utf-8")  # the outage really hit the worker
+
+
+def test_sigterm_with_a_shard_longer_than_the_stop_timeout_gives_it_back_in_time(
+    s3,
+    distributed_env,
+    start_worker,
+    tiny_model: Path,
+    fault_free: FaultFree,
+) -> None:
+    """`docker stop` / a Kubernetes scale-down: the shard cannot finish within the grace period, so the
+    worker hands it back before the platform's SIGKILL would, and another worker takes it at once."""
+    stop_timeout = 10  # seconds: the container's grace period; the shard is given back 9 s after SIGTERM
+    env = {**distributed_env, "PISAR_BATCH_SIZE": "1", "PISAR_STOP_TIMEOUT_SECONDS": str(stop_timeout)}
+    campaign = submit(s3, env, "stoptimeout", fault_free.objects(), tiny_model, SHARD_SIZE)
+    slow = with_hooks(env, slow_batch_seconds="0.5")  # 60 batches: ~30 s a shard, three times the grace period, checked every 0.5 s
+    worker = start_worker(slow, "leaving")
+    wait_until(lambda: running_shard_of(campaign, "leaving") is not None, 120, "the worker to start a shard", interval=0.05)
+    held = running_shard_of(campaign, "leaving").id
+    signalled = now()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    exit_s = (now() - signalled).total_seconds()
+    with campaign.engine.connect() as conn:
+        row = conn.execute(select(SHARDS).where(SHARDS.c.id == held)).one()
+        written = conn.execute(select(func.count()).where(LINE_TABLE.c.shard_id == held, LINE_TABLE.c.status != "pending")).scalar_one()
+    assert (row.state, row.lease_until, row.attempts, written) == ("queued", None, 0, 0)  # back, attempt not spent, nothing half
+    released_s = (row.queued_at - signalled).total_seconds()
+    assert released_s < stop_timeout, released_s  # given back before the platform's SIGKILL at the end of the grace period
+
+    resumed_at = now()
+    start_worker(env, "taker")  # the message was sent again: no lease to wait out, no reaper needed
+    wait_until(lambda: campaign.states() == {"done": LINES // SHARD_SIZE}, 180, "every shard done")
+    with campaign.engine.connect() as conn:
+        row = conn.execute(select(SHARDS).where(SHARDS.c.id == held)).one()
+    assert (row.attempts, row.worker.split("@")[0]) == (1, "taker")
+    campaign.report(
+        "stop-timeout",
+        LINES,
+        signalled,
+        worker_exit_s=round(exit_s, 1),
+        released_s=round(released_s, 1),
+        taken_again_s=round((row.started_at - resumed_at).total_seconds(), 1),
+    )
+    fault_free.assert_read_whole(campaign)
+
+
 def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
     s3,
     distributed_env,
@@ -175,91 +338,6 @@ def test_sigterm_finishes_the_running_shard_and_writes_nothing_half(
     campaign.report("sigterm", LINES, signalled, worker_exit_s=round(exit_s, 1), half_written_shards=0)
 
 
-def test_sigterm_with_a_shard_longer_than_the_stop_timeout_gives_it_back_in_time(
-    s3,
-    distributed_env,
-    start_worker,
-    tiny_model: Path,
-    fault_free: FaultFree,
-) -> None:
-    """`docker stop` / a Kubernetes scale-down: the shard cannot finish within the grace period, so the
-    worker hands it back before the platform's SIGKILL would, and another worker takes it at once."""
-    stop_timeout = 10  # seconds: the container's grace period; the shard is given back 9 s after SIGTERM
-    env = {**distributed_env, "PISAR_BATCH_SIZE": "1", "PISAR_STOP_TIMEOUT_SECONDS": str(stop_timeout)}
-    campaign = submit(s3, env, "stoptimeout", fault_free.objects(), tiny_model, SHARD_SIZE)
-    slow = with_hooks(env, slow_batch_seconds="0.5")  # 60 batches: ~30 s a shard, three times the grace period, checked every 0.5 s
-    worker = start_worker(slow, "leaving")
-    wait_until(lambda: running_shard_of(campaign, "leaving") is not None, 120, "the worker to start a shard", interval=0.05)
-    held = running_shard_of(campaign, "leaving").id
-    signalled = now()
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=60) == 0
-    exit_s = (now() - signalled).total_seconds()
-    with campaign.engine.connect() as conn:
-        row = conn.execute(select(SHARDS).where(SHARDS.c.id == held)).one()
-        written = conn.execute(select(func.count()).where(LINE_TABLE.c.shard_id == held, LINE_TABLE.c.status != "pending")).scalar_one()
-    assert (row.state, row.lease_until, row.attempts, written) == ("queued", None, 0, 0)  # back, attempt not spent, nothing half
-    released_s = (row.queued_at - signalled).total_seconds()
-    assert released_s < stop_timeout, released_s  # given back before the platform's SIGKILL at the end of the grace period
-
-    resumed_at = now()
-    start_worker(env, "taker")  # the message was sent again: no lease to wait out, no reaper needed
-    wait_until(lambda: campaign.states() == {"done": LINES // SHARD_SIZE}, 180, "every shard done")
-    with campaign.engine.connect() as conn:
-        row = conn.execute(select(SHARDS).where(SHARDS.c.id == held)).one()
-    assert (row.attempts, row.worker.split("@")[0]) == (1, "taker")
-    campaign.report(
-        "stop-timeout",
-        LINES,
-        signalled,
-        worker_exit_s=round(exit_s, 1),
-        released_s=round(released_s, 1),
-        taken_again_s=round((row.started_at - resumed_at).total_seconds(), 1),
-    )
-    fault_free.assert_read_whole(campaign)
-
-
-def test_a_line_that_crashes_the_worker_is_set_aside_and_the_rest_finishes(
-    s3,
-    distributed_env,
-    start_worker,
-    tiny_model: Path,
-    fault_free: FaultFree,
-    tmp_path: Path,
-) -> None:
-    from tests.helpers.fault_hooks.sitecustomize import MARKER
-
-    env = with_hooks({**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_MAX_ATTEMPTS": "2"}, crash_hook="1")
-    objects = fault_free.objects()
-    poison = sorted(objects)[7]
-    objects[poison] += MARKER  # still a valid PNG: the bytes after IEND are ignored by decoders
-    campaign = submit(s3, env, "poison", objects, tiny_model, SHARD_SIZE)
-    worker = start_worker(env, "crashy")
-    reaper = start_reaper(env, tmp_path / "reaper.log")
-    try:
-        wait_until(lambda: campaign.states() == {"done": LINES // SHARD_SIZE}, 240, "both shards done despite the crashing line")
-    except AssertionError as exc:  # say where it stuck: shard states and both logs
-        logs = "\n".join(
-            f"--- {p.name}\n{p.read_text(encoding='utf-8')[-3000:]}" for p in (tmp_path / "reaper.log", tmp_path / "crashy.log")
-        )
-        raise AssertionError(f"{exc}; shards {campaign.states()}\n{logs}") from None
-    finally:
-        stop(reaper)
-    assert worker.poll() is None  # Celery replaced the dead child; the worker lives on
-    with campaign.engine.connect() as conn:
-        rows = {r.key: r for r in conn.execute(select(LINE_TABLE)).all()}
-        poisoned_shard = conn.execute(select(SHARDS).where(SHARDS.c.id == rows[poison].shard_id)).one()
-    assert (rows[poison].status, rows[poison].error_class) == ("error", "WorkerCrash")
-    assert all(r.status == "ok" and r.text for k, r in rows.items() if k != poison)  # the rest of its shard finished
-    campaign.report("poison-line", LINES, attempts=poisoned_shard.attempts, worker_crash_lines=1)
-    campaign.assert_every_line_once(LINES)
-    # Attempt 1 died in a batch (line unknown); attempt 2, line by line, died on the poison and named it
-    # without spending the attempt; attempt 2 again finished the rest: never quarantined at max 2.
-    assert poisoned_shard.attempts == 2 and poisoned_shard.probe_key is None
-    assert f"set aside {poison}" in (tmp_path / "reaper.log").read_text(encoding="utf-8")
-    fault_free.assert_same_texts(campaign.texts(), leave_out=frozenset({poison}))
-
-
 def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
     s3,
     distributed_env,
@@ -338,83 +416,6 @@ def test_redis_restarted_mid_campaign_loses_nothing(
     # The broker password is in no log line (Celery's banner and reconnect warnings mask it) and nowhere in the catalog.
     assert "s3cret-pw" not in (tmp_path / "steady.log").read_text(encoding="utf-8") + campaign.dump()
     fault_free.assert_read_whole(campaign)
-
-
-def test_postgres_unreachable_for_ten_seconds_stalls_work_and_fails_nothing(
-    s3,
-    distributed_env,
-    start_worker,
-    tiny_model: Path,
-    fault_free: FaultFree,
-    tmp_path: Path,
-) -> None:
-    """Every connection to the catalog is reset and refused for 10 s while the worker commits."""
-    from sqlalchemy.engine import make_url
-
-    from tests.helpers.tcp_proxy import CuttableProxy
-
-    direct = make_url(distributed_env["PISAR_DATABASE_URL"])
-    proxy = CuttableProxy(direct.port or 5432, direct.host or "127.0.0.1")
-    proxied = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4"}
-    shard_size = 10
-    campaign = submit(s3, env, "pg-outage", fault_free.objects(), tiny_model, shard_size)
-    slow = with_hooks({**env, "PISAR_DATABASE_URL": proxied}, slow_batch_seconds="0.5")  # ~1.5 s a shard: ten outlast the outage
-    worker = start_worker(slow, "cut-off")
-    reaper = start_reaper(env, tmp_path / "reaper.log")
-    try:
-        wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the outage")
-        cut_at = now()
-        proxy.cut()
-        time.sleep(10)
-        proxy.restore()
-        try:
-            wait_until(lambda: campaign.done() == LINES // shard_size, 240, "every shard done after the outage")
-        except AssertionError as exc:  # say where it stuck: shard states and the worker's last words
-            tail = (tmp_path / "cut-off.log").read_text(encoding="utf-8").splitlines()[-15:]
-            raise AssertionError(f"{exc}; shards {campaign.states()}; worker log:\n" + "\n".join(tail)) from None
-    finally:
-        stop(reaper)
-        proxy.close()
-    assert worker.poll() is None
-    campaign.report("postgres-10s-outage", LINES, cut_at, outage_s=10)
-    fault_free.assert_read_whole(campaign)  # the outage failed no line
-    assert campaign.states() == {"done": LINES // shard_size}  # and no shard
-    assert "catalog unreachable" in (tmp_path / "cut-off.log").read_text(encoding="utf-8")  # the outage really hit the worker
-
-
-def test_seaweedfs_restarted_mid_campaign_stalls_work_and_fails_nothing(
-    distributed_env,
-    start_worker,
-    tiny_model: Path,
-    fault_free: FaultFree,
-    tmp_path: Path,
-) -> None:
-    """The object store is killed (SIGKILL) for 5 s and started again on its data while a worker reads."""
-
-    from infra.local_services import start_seaweedfs
-
-    weed = start_seaweedfs(tmp_path / "weed")
-    try:
-        env = {**distributed_env, **weed.env, "PISAR_OUTAGE_RETRY_SECONDS": "2", "PISAR_BATCH_SIZE": "4", "PISAR_LEASE_SECONDS": str(LEASE)}
-        s3 = weed.s3_client()
-        shard_size = 10
-        campaign = submit(s3, env, "weed-restart", fault_free.objects(), tiny_model, shard_size)
-        worker = start_worker(with_hooks(env, slow_batch_seconds="0.5"), "reader")  # ~1.5 s a shard: ten outlast the outage
-        wait_until(lambda: campaign.done() >= 2, 180, "two shards done before the restart")
-        killed_at = now()
-        os.killpg(weed.proc.pid, signal.SIGKILL)
-        weed.proc.wait()
-        time.sleep(5)
-        weed = start_seaweedfs(tmp_path / "weed", weed.ports)
-        wait_until(lambda: campaign.done() == LINES // shard_size, 300, "every shard done after the restart")
-        assert worker.poll() is None
-    finally:
-        weed.stop()
-    campaign.report("seaweedfs-restart", LINES, killed_at, outage_s=5)
-    fault_free.assert_read_whole(campaign)  # no line was marked failed for the store's absence
-    with campaign.engine.connect() as conn:
-        assert conn.execute(select(func.max(SHARDS.c.attempts))).scalar_one() == 1  # and no shard spent an attempt on it
 
 
 def test_hostile_files_mixed_into_a_campaign_get_their_outcomes_and_kill_no_worker(
