@@ -19,13 +19,17 @@ entities, loads no DTD and reaches no network, as when the file was listed. Char
 hold become U+FFFD (``XmlScrubber``), as in every XML export. An ALTO input asked for as PAGE is
 left out and counted.
 
-``--format alto`` instead builds ALTO 4.4 from any input's layout (``_as_alto``): regions, line ids
-and geometry kept, the words as ``String``s; what else an ALTO input held (styles, tags) is not
-carried over yet.
+``--format alto`` writes ALTO 4.4. An ALTO 4 input is rewritten in place (``_rewritten_alto``):
+everything it holds is kept (styles, tags, blocks, illustrations, ``Shape``s, attributes), each
+TextLine Pisar read gets its words as new ``String``s in place of its old ``String``/``SP``/``HYP``,
+and ``Description`` gets one more ``Processing`` naming Pisar and the model. Any other input (PAGE,
+ALTO 2 or 3, whose elements differ from 4.4's) is built afresh from its layout (``_as_alto``):
+regions, line ids and geometry kept, the words as ``String``s.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable
 from itertools import groupby
@@ -62,7 +66,7 @@ def write_back(records: Iterable[dict[str, Any]], root: Path, about: dict[str, s
         result.error_lines += len(lines) - len(readings)
         try:
             source = storage.read(layout_key)
-            data = (_rewritten if fmt == "page" else _as_alto)(source, layout_key, readings, about, scrub)
+            data = _writer(fmt, source)(source, layout_key, readings, about, scrub)
         except (LineError, _NotPage) as exc:
             left_out.append(f"{layout_key}: {exc}")
             continue
@@ -79,13 +83,75 @@ class _NotPage(Exception):
     """An ALTO input asked for as PAGE (not built yet: ``--format alto`` writes it)."""
 
 
-def _as_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], about: dict[str, str], scrub: XmlScrubber) -> bytes:
-    """ALTO 4.4 from the file's layout: its regions as TextBlocks and its TextLines with their ids,
-    boxes, polygons (``Shape``) and baselines, in reading order; each line's words as ``String``s
-    with ``WC`` = the line's confidence (per-word confidence is not stored yet). A line without a
-    reading keeps its geometry and an empty ``String``; a line without a usable id gets one."""
+def _writer(fmt: str, data: bytes):  # -> the function that writes this input as ``fmt``
+    """PAGE rewrites PAGE; ALTO rewrites an ALTO 4 file and builds any other afresh. The root's
+    namespace decides; a file that does not even start as XML goes to ``_as_alto``, whose
+    ``read_layout`` says what is wrong with it as a recorded ``LineError``."""
+    if fmt == "page":
+        return _rewritten
+    try:
+        _, root = next(etree.iterparse(io.BytesIO(data), events=("start",), resolve_entities=False, no_network=True, load_dtd=False))
+    except (etree.XMLSyntaxError, StopIteration):
+        return _as_alto
+    return _rewritten_alto if etree.QName(root).namespace == ALTO_NS else _as_alto
+
+
+def _rewritten_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], about: dict[str, str], scrub: XmlScrubber) -> bytes:
+    """An ALTO 4 input with each read TextLine's words replaced and a ``Processing`` added; the rest as it was.
+
+    A line is matched by its ``ID``; one without a usable ID (its catalog key is a stand-in) is left as
+    it was, as is a line whose reading is an error.
+    """
+    read_layout(data, layout_key)  # the same checks as the listing: size, entities, format
+    root = etree.fromstring(data, _PARSER)
+    ns = etree.QName(root).namespace
+    taken = {value for value in root.xpath("//@ID")}
+    for line in root.iter(f"{{{ns}}}TextLine"):
+        reading = readings.get(line.get("ID") or "")
+        if reading is None:
+            continue
+        for old in [child for child in line if etree.QName(child).localname in ("String", "SP", "HYP")]:
+            line.remove(old)
+        _append_words(line, ns, reading, scrub)
+    description = root.find(f"{{{ns}}}Description")
+    if description is None:
+        description = etree.Element(f"{{{ns}}}Description")
+        root.insert(0, description)
+    ids = _Ids()
+    ids.used |= taken
+    _append_processing(description, ns, ids.take("pisar", "processing"), about, scrub)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _append_processing(description: etree._Element, ns: str, element_id: str, about: dict[str, str], scrub: XmlScrubber) -> None:
+    """ALTO's record of this run: when, with which model and campaign, by which Pisar."""
     from pisar import __version__
 
+    processing = etree.SubElement(description, f"{{{ns}}}Processing", ID=element_id)
+    etree.SubElement(processing, f"{{{ns}}}processingDateTime").text = now_utc()
+    settings = f"model {about.get('model', '?')}; campaign {about.get('campaign', '?')}; confidence {CONFIDENCE_FORMULA} (per line)"
+    etree.SubElement(processing, f"{{{ns}}}processingStepSettings").text = scrub(settings)
+    software = etree.SubElement(processing, f"{{{ns}}}processingSoftware")
+    etree.SubElement(software, f"{{{ns}}}softwareName").text = "Pisar"
+    etree.SubElement(software, f"{{{ns}}}softwareVersion").text = __version__
+
+
+def _append_words(line: etree._Element, ns: str, reading: dict[str, Any] | None, scrub: XmlScrubber) -> None:
+    """The reading's words as ``String``s (``WC`` = the line's confidence; per-word confidence is not
+    stored yet) with an ``SP`` between them; an empty ``String`` where there is no reading, since ALTO
+    wants one in every TextLine."""
+    confidence = {} if reading is None or reading["confidence"] is None else {"WC": f"{reading['confidence']:.4f}"}
+    words = scrub(reading["text"] or "").split() if reading is not None else []
+    for index, word in enumerate(words or [""]):
+        if index:
+            etree.SubElement(line, f"{{{ns}}}SP")
+        etree.SubElement(line, f"{{{ns}}}String", CONTENT=word, **confidence)
+
+
+def _as_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], about: dict[str, str], scrub: XmlScrubber) -> bytes:
+    """ALTO 4.4 from the file's layout: its regions as TextBlocks and its TextLines with their ids,
+    boxes, polygons (``Shape``) and baselines, in reading order, each with its words (``_append_words``).
+    A line without a reading keeps its geometry and an empty ``String``; a line without a usable id gets one."""
     layout = read_layout(data, layout_key)
     alto = etree.Element(f"{{{ALTO_NS}}}alto", nsmap={None: ALTO_NS, "xsi": XSI})
     alto.set(f"{{{XSI}}}schemaLocation", f"{ALTO_NS} {ALTO_SCHEMA}")
@@ -93,13 +159,7 @@ def _as_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], 
     etree.SubElement(description, f"{{{ALTO_NS}}}MeasurementUnit").text = "pixel"
     source = etree.SubElement(description, f"{{{ALTO_NS}}}sourceImageInformation")
     etree.SubElement(source, f"{{{ALTO_NS}}}fileName").text = scrub(layout.image)
-    processing = etree.SubElement(description, f"{{{ALTO_NS}}}Processing", ID="pisar")
-    etree.SubElement(processing, f"{{{ALTO_NS}}}processingDateTime").text = now_utc()
-    settings = f"model {about.get('model', '?')}; campaign {about.get('campaign', '?')}; confidence {CONFIDENCE_FORMULA} (per line)"
-    etree.SubElement(processing, f"{{{ALTO_NS}}}processingStepSettings").text = scrub(settings)
-    software = etree.SubElement(processing, f"{{{ALTO_NS}}}processingSoftware")
-    etree.SubElement(software, f"{{{ALTO_NS}}}softwareName").text = "Pisar"
-    etree.SubElement(software, f"{{{ALTO_NS}}}softwareVersion").text = __version__
+    _append_processing(description, ALTO_NS, "pisar", about, scrub)
     boxes = [line.box for line in layout.lines if line.box]
     width = layout.width or max((b[2] for b in boxes), default=1)
     height = layout.height or max((b[3] for b in boxes), default=1)
@@ -122,13 +182,7 @@ def _as_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], 
             if len(line.polygon) >= 3:
                 shape = etree.SubElement(element, f"{{{ALTO_NS}}}Shape")
                 etree.SubElement(shape, f"{{{ALTO_NS}}}Polygon", POINTS=" ".join(f"{x},{y}" for x, y in line.polygon))
-            reading = readings.get(line.line_id)
-            confidence = {} if reading is None or reading["confidence"] is None else {"WC": f"{reading['confidence']:.4f}"}
-            words = scrub(reading["text"] or "").split() if reading is not None else []
-            for index, word in enumerate(words or [""]):  # ALTO wants a String in every TextLine
-                if index:
-                    etree.SubElement(element, f"{{{ALTO_NS}}}SP")
-                etree.SubElement(element, f"{{{ALTO_NS}}}String", CONTENT=word, **confidence)
+            _append_words(element, ALTO_NS, readings.get(line.line_id), scrub)
     etree.indent(alto, space=" ")
     return etree.tostring(alto, xml_declaration=True, encoding="UTF-8")
 

@@ -1,0 +1,112 @@
+"""`export --format alto` of a page campaign: an ALTO 4 input keeps everything it holds and gets the
+readings in its own TextLines; an ALTO 2 input is built afresh as ALTO 4.4. Both valid against the
+official schema. Driven through ``write_back`` with records as the catalog streams them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from pisar.layout import read_layout
+from pisar.producer.export_writeback import write_back
+from pisar.storage import LocalStorage
+from tests.helpers.paths import SCHEMAS
+
+ALTO_4 = "http://www.loc.gov/standards/alto/ns-v4#"
+ALTO_2 = "http://www.loc.gov/standards/alto/ns-v2#"
+ABOUT = {"model": "models/demo@sha256:abc", "campaign": "fond-12"}
+
+
+def alto_page(namespace: str) -> bytes:
+    """An ALTO file as OCR engines leave them: styles, tags, an illustration, old Strings with style
+    references and word confidences, a Processing of its own, three lines with ids."""
+    old_words = '<String ID="w1" CONTENT="old" WC="0.5" STYLEREFS="font0"/><SP/><String ID="w2" CONTENT="text" STYLEREFS="font0"/>'
+    shape = '<Shape><Polygon POINTS="10,10 400,10 400,60 10,60"/></Shape>' if namespace == ALTO_4 else ""
+    processing = (
+        '<Processing ID="pisar"><processingSoftware><softwareName>kraken</softwareName></processingSoftware></Processing>'
+        if namespace == ALTO_4
+        else ""
+    )
+    tags = '<Tags><NamedEntityTag ID="tag1" LABEL="place"/></Tags>' if namespace == ALTO_4 else ""
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><alto xmlns="{namespace}"><Description><MeasurementUnit>pixel</MeasurementUnit>'
+        f"<sourceImageInformation><fileName>scan.png</fileName></sourceImageInformation>{processing}</Description>"
+        f'<Styles><TextStyle ID="font0" FONTFAMILY="Times" FONTSIZE="10"/></Styles>{tags}'
+        f'<Layout><Page ID="p1" WIDTH="1200" HEIGHT="900" PHYSICAL_IMG_NR="1"><PrintSpace HPOS="0" VPOS="0" WIDTH="1200" HEIGHT="900">'
+        f'<Illustration ID="ill1" HPOS="600" VPOS="500" WIDTH="300" HEIGHT="200"/>'
+        f'<TextBlock ID="b1" HPOS="10" VPOS="10" WIDTH="500" HEIGHT="300">'
+        f'<TextLine ID="l1" HPOS="10" VPOS="10" WIDTH="390" HEIGHT="50" BASELINE="10,55 400,55">{shape}{old_words}</TextLine>'
+        f'<TextLine ID="l2" HPOS="10" VPOS="100" WIDTH="390" HEIGHT="50">{old_words}</TextLine>'
+        f'<TextLine ID="l3" HPOS="10" VPOS="200" WIDTH="390" HEIGHT="50">{old_words}</TextLine>'
+        f"</TextBlock></PrintSpace></Page></Layout></alto>"
+    ).encode()
+
+
+def records(layout_key: str) -> list[dict]:
+    """l1 and l2 read, l3 an error: as iter_records streams them, in key order."""
+    return [
+        {"key": f"{layout_key}#l1", "status": "ok", "text": "Въ лѣто  7427", "confidence": 0.91234},
+        {"key": f"{layout_key}#l2", "status": "ok", "text": "строка", "confidence": None},
+        {"key": f"{layout_key}#l3", "status": "error", "text": None, "confidence": None},
+    ]
+
+
+@pytest.fixture(scope="module")
+def alto_schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(SCHEMAS / "alto-4-4.xsd")))
+
+
+def strings(line: etree._Element) -> list[tuple[str, str | None]]:
+    return [(s.get("CONTENT"), s.get("WC")) for s in line.iter(f"{{{ALTO_4}}}String")]
+
+
+def test_an_alto_4_input_keeps_all_it_holds_and_gets_the_readings_in_its_lines(tmp_path: Path, alto_schema: etree.XMLSchema) -> None:
+    source = tmp_path / "source"
+    (source / "vol").mkdir(parents=True)
+    (source / "vol" / "p1.xml").write_bytes(alto_page(ALTO_4))
+    result = write_back(records("vol/p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "alto")
+    assert (result.files, result.records, result.error_lines) == (1, 2, 1)
+
+    written = etree.fromstring((tmp_path / "out" / "vol" / "p1.xml").read_bytes())
+    assert alto_schema.validate(written), alto_schema.error_log.last_error
+    ns = {"a": ALTO_4}
+    lines = {line.get("ID"): line for line in written.iterfind(".//a:TextLine", ns)}
+    assert strings(lines["l1"]) == [("Въ", "0.9123"), ("лѣто", "0.9123"), ("7427", "0.9123")]
+    assert strings(lines["l2"]) == [("строка", None)]  # no confidence, no WC
+    assert strings(lines["l3"]) == [("old", "0.5"), ("text", None)]  # an error line is left as it was
+    assert [etree.QName(child).localname for child in lines["l1"]] == ["Shape", "String", "SP", "String", "SP", "String"]
+    assert lines["l1"].get("BASELINE") == "10,55 400,55" and lines["l1"].get("WIDTH") == "390"
+    # What Pisar does not touch is all still there: styles, tags, the illustration, the block, the engine's own Processing.
+    assert written.xpath("//a:TextStyle/@ID", namespaces=ns) == ["font0"]
+    assert written.xpath("//a:NamedEntityTag/@LABEL", namespaces=ns) == ["place"]
+    assert written.xpath("//a:Illustration/@ID", namespaces=ns) == ["ill1"]
+    processing = written.xpath("//a:Description/a:Processing", namespaces=ns)
+    assert [p.get("ID") for p in processing] == ["pisar", "pisar_processing1"]  # the file's own id is never reused
+    assert processing[1].findtext("a:processingSoftware/a:softwareName", namespaces=ns) == "Pisar"
+    assert "models/demo@sha256:abc" in processing[1].findtext("a:processingStepSettings", namespaces=ns)
+    after = read_layout(etree.tostring(written))
+    assert [(line.line_id, line.text) for line in after.lines] == [("l1", "Въ лѣто 7427"), ("l2", "строка"), ("l3", "old text")]
+
+
+def test_an_alto_2_input_is_built_afresh_as_alto_4(tmp_path: Path, alto_schema: etree.XMLSchema) -> None:
+    """ALTO 2's elements are not all 4.4's: the file is built from its layout, ids and geometry kept."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "p1.xml").write_bytes(alto_page(ALTO_2))
+    result = write_back(records("p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "alto")
+    assert (result.files, result.records) == (1, 2)
+    written = etree.fromstring((tmp_path / "out" / "p1.xml").read_bytes())
+    assert etree.QName(written).namespace == ALTO_4 and alto_schema.validate(written), alto_schema.error_log.last_error
+    before, after = read_layout(alto_page(ALTO_2)), read_layout(etree.tostring(written))
+    assert [(line.line_id, line.box) for line in after.lines] == [(line.line_id, line.box) for line in before.lines]
+    assert [line.text for line in after.lines] == ["Въ лѣто 7427", "строка", ""]  # the error line keeps its place, without text
+
+
+def test_a_broken_input_is_left_out_and_said(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "p1.xml").write_bytes(b"<alto")
+    result = write_back(records("p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "alto")
+    assert result.files == 0 and "1 layout files left out (p1.xml:" in (result.replaced or "")
