@@ -11,7 +11,8 @@ listing of a huge bucket costs an hour before the first line is read. Formats, b
   Parquet and ORC hold them as they are. Delete markers and versions that are not the latest are
   left out, so a versioned inventory gives each current object once.
 
-Keys are the same as a listing of SOURCE gives: for ``s3://bucket/prefix`` the full object key
+A page campaign (``--layout xml``) takes the manifest's PAGE/ALTO files (``.xml``) instead, and
+reads each as a listing would. Keys are the same as a listing of SOURCE gives: for ``s3://bucket/prefix`` the full object key
 (it must start with the prefix), for a folder the path relative to it. Non-image keys, keys that
 are not storable text, keys outside the source and repeats are counted as skipped, exactly as a
 listing counts them. Keys are not checked for existence here: a missing object becomes that line's
@@ -27,7 +28,7 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -39,11 +40,13 @@ OUTSIDE = "(outside the source)"
 REPEATED = "(repeated in the manifest)"
 
 
-def read_manifest(manifest: str | Path, prefix: str = "", storage: Storage | None = None) -> Listing:
-    """The sorted, unique image keys of ``manifest`` that lie under ``prefix``, and what was skipped.
+def read_manifest(
+    manifest: str | Path, prefix: str = "", storage: Storage | None = None, wanted: Callable[[str], bool] = is_image_key
+) -> Listing:
+    """The sorted, unique ``wanted`` keys of ``manifest`` that lie under ``prefix``, and what was skipped.
 
     ``storage`` is the campaign's source: an S3 Inventory must be of its bucket, and is read
-    with its client.
+    with its client. ``wanted``: line images, or a page campaign's PAGE/ALTO files (``is_layout_key``).
     """
     text = str(manifest)
     if text.endswith("manifest.json"):
@@ -60,7 +63,7 @@ def read_manifest(manifest: str | Path, prefix: str = "", storage: Storage | Non
             skipped[UNSTORABLE_KEY] += 1
         elif not key.startswith(prefix):
             skipped[OUTSIDE] += 1
-        elif not is_image_key(key):
+        elif not wanted(key):
             skipped[skipped_label(key)] += 1
         elif key in keys:
             skipped[REPEATED] += 1
@@ -70,12 +73,19 @@ def read_manifest(manifest: str | Path, prefix: str = "", storage: Storage | Non
 
 
 class ManifestKeys:
-    """A manifest's sorted image keys as a listing source for ``producer/listing.py``: one key range,
-    paged, resumable after any key. Its skipped counts are added to the campaign's when it is written."""
+    """A manifest's sorted keys as a listing source for ``producer/listing.py``: one key range,
+    paged, resumable after any key. Its skipped counts are added to the campaign's when it is written.
+    A page campaign's listing reads each layout file as it is listed: ``read`` is the source's."""
 
-    def __init__(self, listing: Listing, page_size: int = 1000) -> None:
+    def __init__(self, listing: Listing, storage: Storage | None = None, page_size: int = 1000) -> None:
         self.listing = listing
+        self.storage = storage
         self.page_size = page_size
+
+    def read(self, key: str) -> bytes:
+        if self.storage is None:
+            raise TypeError("a manifest without its source storage cannot read objects")
+        return self.storage.read(key)
 
     def key_ranges(self, wanted: int) -> list[KeyRange]:
         return [KeyRange("")]

@@ -20,13 +20,14 @@ from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart
 from pisar.constants import CONFIDENCE_FORMULA, DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
+from pisar.layout import is_layout_key
 from pisar.page_crop import CROPS
 from pisar.processor import check_model_files, describe_generation, describe_preprocessing, generation_overrides
 from pisar.producer.campaigns import find_campaign
 from pisar.producer.listing import Listed, list_into_catalog, plan_ranges
 from pisar.producer.manifest import ManifestKeys, read_manifest
 from pisar.settings import Settings
-from pisar.storage import Storage, open_storage
+from pisar.storage import Storage, is_image_key, open_storage
 
 log = logging.getLogger(__name__)
 LAYOUTS = ("lines", "xml")
@@ -65,13 +66,11 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
         raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}, not {request.layout!r}")
     if request.crop not in CROPS:
         raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, not {request.crop!r}")
-    if request.layout == "xml" and request.manifest:
-        raise ConfigError("--manifest lists line images; a page campaign (--layout xml) lists its PAGE/ALTO files")
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
     ref = model_ref.resolve(model_ref.parse(request.model))
     check_model_files(ref)  # from its files: the producer never imports torch
     manifest = _absolute(str(request.manifest)) if request.manifest else None
-    source = _key_source(storage, manifest)
+    source = _key_source(storage, manifest, request.layout)
     ranges = source.key_ranges(settings.list_threads * 4)
     campaign = Campaign(
         name=request.name,
@@ -137,15 +136,17 @@ def submit_and_publish(settings: Settings, request: SubmitRequest) -> Submitted:
 def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], None] | None = None) -> Listed:
     """Go on with a listing that was interrupted, from where each key range stopped."""
     storage = open_storage(campaign.source_url, settings)
-    source = _key_source(storage, campaign.manifest)
+    source = _key_source(storage, campaign.manifest, campaign.layout)
     return list_into_catalog(settings.catalog_url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick)
 
 
-def _key_source(storage: Storage, manifest: str | None) -> Storage | ManifestKeys:
-    """Where a campaign's keys come from: the storage's listing, or the manifest."""
+def _key_source(storage: Storage, manifest: str | None, layout: str) -> Storage | ManifestKeys:
+    """Where a campaign's keys come from: the storage's listing, or the manifest (its line images,
+    or for a page campaign its PAGE/ALTO files, read through ``storage``)."""
     if manifest is None:
         return storage
-    return ManifestKeys(read_manifest(manifest, getattr(storage, "prefix", ""), storage))
+    wanted = is_layout_key if layout == "xml" else is_image_key
+    return ManifestKeys(read_manifest(manifest, getattr(storage, "prefix", ""), storage, wanted), storage)
 
 
 def _absolute(manifest: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy
 
 from pisar.errors import ConfigError
 from pisar.producer.manifest import OUTSIDE, REPEATED, read_manifest
@@ -180,3 +181,33 @@ def test_a_damaged_or_foreign_inventory_is_refused(s3, s3_env, seaweedfs, tmp_pa
         read_manifest(url, "", S3Storage("other", "", settings))
     with pytest.raises(ConfigError, match="needs an s3:// source"):
         read_manifest(url, "", LocalStorage(tmp_path))
+
+
+def test_a_page_campaign_takes_the_manifests_layout_files_and_reads_each_once(tmp_path: Path, tiny_model: Path) -> None:
+    """`--layout xml --manifest`: the manifest names PAGE/ALTO files; each listed one becomes its TextLines,
+    a scan named in it is skipped as a listing would skip it, and a layout not named is never read."""
+    from pisar.catalog.models import Line
+    from pisar.producer.submit import SubmitRequest, continue_listing, create_campaign
+    from pisar.settings import Settings
+    from tests.helpers.pages import page_xml, rectangle
+
+    source = tmp_path / "pages"
+    source.mkdir()
+    for name, count in (("p1", 3), ("p2", 2), ("p3", 4)):
+        lines = [(f"l{n}", rectangle(10, 10 + 60 * n, 300, 40)) for n in range(count)]
+        (source / f"{name}.xml").write_bytes(page_xml(f"{name}.png", (400, 400), lines))
+        (source / f"{name}.png").write_bytes(b"not read at listing")
+    manifest = tmp_path / "pages.txt"
+    manifest.write_text("p1.xml\np2.xml\np2.png\np1.xml\n", encoding="utf-8")  # p3 left out; a scan; a repeat
+    settings = Settings(catalog_path=str(tmp_path / "c.db"))
+    from pisar.catalog.db import ensure_ready
+
+    ensure_ready(settings.catalog_url, auto_upgrade=True)
+    request = SubmitRequest(str(source), str(tiny_model), "paged", 256, "q", manifest=str(manifest), layout="xml")
+    campaign, listed = create_campaign(settings, request)
+    assert (campaign.line_count, campaign.shard_count) == (5, 1)
+    assert dict(listed.skipped) == {".png": 1, REPEATED: 1}
+    with sqlalchemy.create_engine(settings.catalog_url).connect() as conn:
+        keys = sorted(conn.execute(sqlalchemy.select(Line.__table__.c.key)).scalars())
+    assert keys == ["p1.xml#l0", "p1.xml#l1", "p1.xml#l2", "p2.xml#l0", "p2.xml#l1"]
+    assert continue_listing(settings, campaign).keys == 5  # a resume goes through the manifest again, adding nothing
