@@ -20,13 +20,11 @@ from pathlib import Path
 from bench_paths import DEMO_MODEL, PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import PisarRow, report  # bench/ is on sys.path when a script here runs
 
-DATA = PRINT_LINES
-
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEMO_MODEL)
-    parser.add_argument("--source", type=Path, default=DATA, help="folder of line images")
+    parser.add_argument("--source", type=Path, default=PRINT_LINES, help="folder of line images")
     parser.add_argument("--lines", type=int, default=0, help="the first N lines (0: all)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--groups", type=int, default=8, help="batches regrouped by width (the worker's PISAR_LENGTH_GROUPS)")

@@ -30,8 +30,6 @@ from typing import Any
 from bench_paths import PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import PisarRow, report, synchronize  # bench/ is on sys.path when a script here runs
 
-DATA = PRINT_LINES
-
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -52,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="dynamic",
         help="row (c)'s KV cache (static: same texts; pays only with compile on GPU)",
     )
-    parser.add_argument("--source", type=Path, default=DATA, help="folder of line images")
+    parser.add_argument("--source", type=Path, default=PRINT_LINES, help="folder of line images")
     parser.add_argument("--from-s3", action="store_true", help="row (c) fetches from a throwaway SeaweedFS")
     parser.add_argument("--fetch-threads", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4, help="rows (b) and (c) alternate over this many slices of the lines")
@@ -66,7 +64,7 @@ def standin(kind: str, folder: Path) -> Path:
 
     target = folder / f"standin-{kind}"
     if not (target / "config.json").exists():
-        build_random_model(target, read_texts([DATA]), preset=f"bench-{kind}")
+        build_random_model(target, read_texts([PRINT_LINES]), preset=f"bench-{kind}")
     return target
 
 

@@ -27,13 +27,11 @@ from pathlib import Path
 from bench_paths import DEMO_MODEL, PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import PisarRow, report  # bench/ is on sys.path when a script here runs
 
-DATA = PRINT_LINES
-
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEMO_MODEL)
-    parser.add_argument("--source", type=Path, default=DATA, help="folder of real line PNGs")
+    parser.add_argument("--source", type=Path, default=PRINT_LINES, help="folder of real line PNGs")
     parser.add_argument("--pages", type=int, default=8)
     parser.add_argument("--lines-per-page", type=int, default=24)
     parser.add_argument("--crop", choices=["polygon", "box"], default="box")

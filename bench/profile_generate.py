@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import DATA, REPO, fixed_length, line_files, standin, versions  # bench/ is on sys.path
+from bench_paths import PRINT_LINES, REPO  # bench/ is on sys.path
+from engine import fixed_length, line_files, standin, versions
 from worker_path import report, synchronize
 
 
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> int:
     engine = Engine(ModelRef(str(model_dir), None))
     generation = fixed_length(args.max_new_tokens)
     limits = ImageLimits(89_478_485, 4, 16_384)
-    files = line_files(DATA, max(args.batches))
+    files = line_files(PRINT_LINES, max(args.batches))
     pixels = np.stack([engine.preprocess(decode_line(p.read_bytes(), limits).line) for p in files])
     rows = []
     with torch.inference_mode():

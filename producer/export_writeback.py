@@ -105,7 +105,6 @@ def _rewritten_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, 
     read_layout(data, layout_key)  # the same checks as the listing: size, entities, format
     root = etree.fromstring(data, _PARSER)
     ns = etree.QName(root).namespace
-    taken = {value for value in root.xpath("//@ID")}
     for line in root.iter(f"{{{ns}}}TextLine"):
         reading = readings.get(line.get("ID") or "")
         if reading is None:
@@ -117,9 +116,7 @@ def _rewritten_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, 
     if description is None:
         description = etree.Element(f"{{{ns}}}Description")
         root.insert(0, description)
-    ids = _Ids()
-    ids.used |= taken
-    _append_processing(description, ns, ids.take("pisar", "processing"), about, scrub)
+    _append_processing(description, ns, _Ids(root.xpath("//@ID")).take("pisar", "processing"), about, scrub)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
@@ -190,8 +187,8 @@ def _as_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], 
 class _Ids:
     """XML ids for ALTO: the file's own where it is a usable, unused one; ``block3``/``line7`` otherwise."""
 
-    def __init__(self) -> None:
-        self.used: set[str] = set()
+    def __init__(self, used: Iterable[str] = ()) -> None:
+        self.used: set[str] = set(used)  # ids the file already holds, where it is kept
         self.count = 0
 
     def take(self, wanted: str | None, kind: str) -> str:

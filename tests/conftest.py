@@ -18,7 +18,7 @@ import pytest
 
 from infra.local_services import Service, ensure_postgres, ensure_redis, start_seaweedfs, throwaway_database
 from pisar.random_model import build_random_model, read_texts
-from tests.helpers.cli import PISAR
+from tests.helpers.cli import PISAR, unconfigured_env
 from tests.helpers.paths import SHARED_DATA, TEST_DATA
 
 
@@ -178,7 +178,7 @@ def queue_name(redis_service: Service) -> Iterator[str]:
 @pytest.fixture
 def distributed_env(redis_service: Service, postgres_url: str, seaweedfs: Service, queue_name: str, tmp_path: Path) -> dict[str, str]:
     """Environment for `pisar` subprocesses in distributed mode."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
+    env = unconfigured_env()
     env.update(seaweedfs.env)
     env.update(
         {
@@ -197,7 +197,7 @@ def distributed_env(redis_service: Service, postgres_url: str, seaweedfs: Servic
 @pytest.fixture
 def embedded_env(tmp_path: Path) -> dict[str, str]:
     """Environment for `pisar` subprocesses with nothing configured but the SQLite file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
+    env = unconfigured_env()
     env.update({"PISAR_CATALOG_PATH": str(tmp_path / "pisar.db"), "PISAR_TORCH_THREADS": "2"})
     return env
 

@@ -7,7 +7,6 @@ spaces, a dot-dot name) with one corrupt file, through `pisar run`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from sqlalchemy import create_engine, text
 
 from infra.local_services import Service, throwaway_database
 from pisar.producer.export_pages import file_for
-from tests.helpers.cli import run_pisar
+from tests.helpers.cli import run_pisar, unconfigured_env
 from tests.helpers.paths import DEMO_MODEL, SCHEMAS
 
 ALTO = "{http://www.loc.gov/standards/alto/ns-v4#}"
@@ -51,7 +50,7 @@ def campaign(print_lines: Path, postgres_server: Service, tmp_path_factory: pyte
             shutil.copy(line, target / f"line_{index:02d}.png")
     (source / "fond 1" / "опись 2" / "лист_002" / "line_99.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
     with throwaway_database(postgres_server) as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
+        env = unconfigured_env()
         env.update({"PISAR_DATABASE_URL": url, "PISAR_TORCH_THREADS": "2", "SOURCE": str(source)})
         ran = run_pisar(["run", str(source), "--model", str(DEMO_MODEL), "--name", "pages", "-o", str(root / "r.jsonl")], env)
         assert ran.returncode == 0, ran.stderr

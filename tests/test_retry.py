@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from sqlalchemy import create_engine, select, text
 
 from infra.local_services import Service, throwaway_database
 from pisar.catalog.models import Line, LineHistory, Retry
-from tests.helpers.cli import run_pisar
+from tests.helpers.cli import run_pisar, unconfigured_env
 from tests.helpers.paths import DEMO_MODEL
 
 pytestmark = pytest.mark.slow
@@ -29,7 +28,7 @@ def read_once(print_lines: Path, postgres_server: Service, tmp_path_factory: pyt
         shutil.copy(path, source / path.name)
     (source / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with throwaway_database(postgres_server, "pisar_retry") as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))} | {"PISAR_DATABASE_URL": url}
+        env = unconfigured_env() | {"PISAR_DATABASE_URL": url}
         args = [
             "run",
             str(source),
