@@ -6,8 +6,9 @@
 The stand-in is a random model of the reference shape (``pisar.random_model`` ``bench-small`` or
 ``bench-large``: DINOv2 encoder, TrOCR decoder, a RoBERTa-sized vocabulary, 40 forced steps), built
 here. The encoder runs once; then each repeat decodes the same encoder states with generate() (as
-the engine calls it: greedy, logits kept for the confidence), with ``GreedyLoop`` (worker/greedy.py)
-and with its fixed-shape steps (worker/decode_steps.py: one CUDA graph replay per step on CUDA,
+the engine calls it: greedy, logits kept for the confidence), with ``GreedyLoop`` (worker/greedy.py;
+on a CPU it takes the vocabulary in cache-sized chunks, worker/vocab_chunks.py), with the same loop
+over each step's full logits (``loop_full_logits``), and with its fixed-shape steps (worker/decode_steps.py: one CUDA graph replay per step on CUDA,
 the same steps uncaptured elsewhere, where they only add the padding rows' work), in rotating order. On a CPU a step's wall time is the host's dispatch work, which on a GPU is
 launch cost (and the loop's dropped rows are work not done on either). The JSON has the medians
 and their ratio, and whether both chose the same tokens.
@@ -76,6 +77,7 @@ def measure(engine, batch: int, args: argparse.Namespace) -> dict[str, object]:
 
     generation = {"num_beams": 1, "do_sample": False}
     graphed = GreedyLoop(engine.model, static=True)
+    whole = GreedyLoop(engine.model, chunked=False)  # the plain loop with the step's full logits
     config = engine.greedy.settings(generation)
     generator = torch.Generator().manual_seed(0)
     pixels = torch.rand((batch, 3, 182, 1022), generator=generator).to(engine.device)
@@ -98,14 +100,17 @@ def measure(engine, batch: int, args: argparse.Namespace) -> dict[str, object]:
         def run_graphed() -> torch.Tensor:
             return graphed._decode(states, config).tokens
 
-        order = [("generate", run_generate), ("loop", run_loop), ("graphed", run_graphed)]
+        def run_whole() -> torch.Tensor:
+            return whole._decode(states, config).tokens
+
+        order = [("generate", run_generate), ("loop", run_loop), ("loop_full_logits", run_whole), ("graphed", run_graphed)]
         timings: dict[str, list[float]] = {name: [] for name, _ in order}
         steps: dict[str, int] = {}
         chosen: dict[str, torch.Tensor] = {}
         for name, run in order:  # warm-up (and, on CUDA, each bucket's graph captured)
             chosen[name] = run()
         for repeat in range(args.repeats):
-            for name, run in order[repeat % 3 :] + order[: repeat % 3]:
+            for name, run in order[repeat % len(order) :] + order[: repeat % len(order)]:
                 sync()
                 started = time.perf_counter()
                 tokens = run()
@@ -124,14 +129,16 @@ def measure(engine, batch: int, args: argparse.Namespace) -> dict[str, object]:
     for name, runs in timings.items():
         figures[f"{name}_us_per_step"] = round(statistics.median(runs) / steps[name] * 1e6, 1)
     figures["loop_vs_generate_per_step"] = round(figures["loop_us_per_step"] / figures["generate_us_per_step"], 3)
+    figures["full_logits_vs_generate_per_step"] = round(figures["loop_full_logits_us_per_step"] / figures["generate_us_per_step"], 3)
     figures["graphed_vs_loop_per_step"] = round(figures["graphed_us_per_step"] / figures["loop_us_per_step"], 3)
     figures["graphs_captured"] = engine.device.type == "cuda"  # elsewhere the fixed-shape steps run uncaptured
     if args.input_threads:
         figures.update(beside_input(engine, run_loop, sync, args))
     width = min(chosen["generate"].shape[1], chosen["loop"].shape[1])
     figures["same_tokens"] = bool(torch.equal(chosen["generate"][:, :width], chosen["loop"][:, :width]))
-    width = min(chosen["graphed"].shape[1], chosen["loop"].shape[1])
-    figures["graphed_same_tokens"] = bool(torch.equal(chosen["graphed"][:, :width], chosen["loop"][:, :width]))
+    for name in ("graphed", "loop_full_logits"):
+        width = min(chosen[name].shape[1], chosen["loop"].shape[1])
+        figures[f"{name}_same_tokens"] = bool(torch.equal(chosen[name][:, :width], chosen["loop"][:, :width]))
     return figures
 
 

@@ -12,6 +12,7 @@ import torch
 from pisar import model_ref
 from pisar.errors import FatalError
 from pisar.images import ImageLimits, decode_line
+from pisar.worker import vocab_chunks
 from pisar.worker.engine import Engine
 from pisar.worker.engine_options import DecodeOptions
 from pisar.worker.greedy import GreedyLoop
@@ -156,6 +157,39 @@ def test_the_rules_generate_applies_are_applied_alike(tiny_model: Path, print_li
         with torch.inference_mode():
             plain = ours.greedy.run(ours.to_device(pixels), GREEDY)
         assert until_the_end(plain.tokens, eos) != until_the_end(decoded.tokens, eos)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"max_new_tokens": 8, "min_new_tokens": 6, "begin_suppress_tokens": [5, 6, 7], "suppress_tokens": [36, 37, 38, 200]}],
+    ids=["plain", "masks"],
+)
+def test_the_loop_over_vocabulary_chunks_chooses_what_generate_chooses(
+    byte_model: Path, print_lines: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict
+) -> None:
+    """On a CPU the loop takes the vocabulary in cache-sized chunks; chunks of 37 columns (a test
+    model's vocabulary fits one chunk at the real size) hold it to generate() across many edges."""
+    monkeypatch.setattr(vocab_chunks, "CACHE_BYTES", 4 * 8 * 37)
+    monkeypatch.setattr(vocab_chunks, "SMALLEST_CHUNK", 1)
+    calls = []
+    choose = vocab_chunks.ChunkedChoice.choose
+    monkeypatch.setattr(vocab_chunks.ChunkedChoice, "choose", lambda self, *a: calls.append(len(self.starts)) or choose(self, *a))
+    ours, theirs = engine(byte_model, "auto"), engine(byte_model, "generate")
+    settings = {**GREEDY, **overrides}
+    pixels = batch(ours, sorted(print_lines.glob("*.png"))[:8])
+    with torch.inference_mode():
+        decoded = ours.greedy.run(ours.to_device(pixels), settings)
+        generated = theirs.model.generate(pixel_values=theirs.to_device(pixels), **settings)
+    eos = ours.model.generation_config.eos_token_id
+    assert until_the_end(decoded.tokens, eos) == until_the_end(generated[:, 1:], eos)
+    assert calls and min(calls) > 10  # every step went through the chunks, many of them
+    with torch.inference_mode():
+        output = theirs.model.generate(pixel_values=theirs.to_device(pixels), **settings, output_logits=True, return_dict_in_generate=True)
+    raw = torch.stack(output.logits, dim=1).float()
+    steps = min(decoded.tokens.shape[1], raw.shape[1])  # the loop may run to its next look after generate() stops
+    expected = raw[:, :steps].log_softmax(-1).gather(2, output.sequences[:, 1 : steps + 1, None]).squeeze(2)
+    live = decoded.log_probs[:, :steps] != 0  # 0 after a row's end
+    assert torch.allclose(decoded.log_probs[:, :steps][live], expected[live], atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ projections and feed-forward, ``output_projection``) with less around them:
   once per batch;
 - the self-attention keys and values go into a cache preallocated for the token budget;
 - each step chooses the token on the device and keeps only its log-probability (logit minus
-  logsumexp over the raw logits, the confidence formula's), never the step's logits;
+  logsumexp over the raw logits, the confidence formula's), never the step's logits; on a CPU the
+  plain steps take the vocabulary in cache-sized chunks and never form the logits at all
+  (worker/vocab_chunks.py);
 - the end-of-text check stays on the device; every ``SYNC_EVERY`` steps the host asks once whether
   rows have ended, stops when all have, and drops the ended ones from the batch, so they cost no
   more steps;
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 
 from pisar.worker.decode_steps import EagerSteps, StaticBuffers, StaticSteps, bucket
+from pisar.worker.vocab_chunks import ChunkedChoice, chunk_columns
 
 SYNC_EVERY = 4  # steps between the host's looks at which rows have ended
 
@@ -97,9 +100,10 @@ class Decoded:
 class GreedyLoop:
     """The loop for one loaded VisionEncoderDecoderModel whose decoder is TrOCR's; ``of`` says whether it is."""
 
-    def __init__(self, model: Any, *, static: bool = False) -> None:
+    def __init__(self, model: Any, *, static: bool = False, chunked: bool = True) -> None:
         self.model = model
         self.static = static  # fixed-shape steps, kept buffers, CUDA graphs on CUDA (worker/decode_steps.py)
+        self.chunked = chunked  # the plain loop on a CPU takes the vocabulary in cache-sized chunks (worker/vocab_chunks.py)
         self.buffers: StaticBuffers | None = None
         self.causal_lm = model.decoder  # TrOCRForCausalLM
         self.decoder = self.causal_lm.model.decoder  # TrOCRDecoder: embeddings and layers
@@ -182,10 +186,13 @@ class GreedyLoop:
         starts = torch.full((batch + 1, 1), start, dtype=torch.long, device=device)  # generate()'s rules count the start token
         row_steps = 0
         done = 0
+        chunks = self._chunks(runner, width)
         for step in range(steps):
-            logits = runner.logits(current, step)
-            history = torch.cat([starts[rows], tokens[rows, :step]], dim=1) if rules.needs_history else None
-            chosen, log_p = rules.choose(logits, step, history)
+            if chunks is not None and rules.plain(step):
+                chosen, log_p = chunks.choose(runner.hidden(current, step), rules.banned(step))
+            else:
+                history = torch.cat([starts[rows], tokens[rows, :step]], dim=1) if rules.needs_history else None
+                chosen, log_p = rules.choose(runner.logits(current, step), step, history)
             chosen = torch.where(ended, rules.pad, chosen)
             tokens[rows, step] = chosen
             log_probs[rows, step] = torch.where(ended, 0.0, log_p)
@@ -205,6 +212,12 @@ class GreedyLoop:
                     continue
             current = chosen
         return Decoded(tokens[:batch, :done], log_probs[:batch, :done], row_steps)
+
+    def _chunks(self, runner: EagerSteps | StaticSteps, width: int) -> ChunkedChoice | None:
+        """The vocabulary in cache-sized chunks for the plain loop on a CPU (worker/vocab_chunks.py); ``None``: full logits."""
+        if not self.chunked or not isinstance(runner, EagerSteps) or self.causal_lm.output_projection.weight.device.type != "cpu":
+            return None
+        return ChunkedChoice(self.causal_lm.output_projection, chunk_columns(width, self.config.vocab_size))
 
     def embed(self, current: torch.Tensor, step: int) -> torch.Tensor:
         """Token and position embeddings of one step, as ``TrOCRDecoder.forward`` computes them."""
@@ -279,6 +292,21 @@ class _Rules:
         self.penalty = float(penalty) if penalty not in (None, 1.0) else None
         self.ngram = int(config.no_repeat_ngram_size or 0)
         self.needs_history = self.penalty is not None or self.ngram > 0
+        eos_ids, suppress_ids, begin_ids = (tuple(int(t) for t in ids.tolist()) for ids in (self.eos, self.suppress, self.begin_suppress))
+        self._banned = {  # (end token blocked, begin-suppress step) -> the ids masked at such a step
+            (blocked, begin): tuple(sorted({*(eos_ids if blocked else ()), *suppress_ids, *(begin_ids if begin else ())}))
+            for blocked in (False, True)
+            for begin in (False, True)
+        }
+
+    def plain(self, step: int) -> bool:
+        """Whether this step's choice needs only masks: no rule over the tokens so far, no forced token."""
+        forced = (step == 0 and self.forced_bos is not None) or (step == self.last and self.forced_eos is not None)
+        return not self.needs_history and not forced
+
+    def banned(self, step: int) -> tuple[int, ...]:
+        """The ids a plain step masks, as ``choose`` masks them: the end tokens below the minimum length, the suppressed ones."""
+        return self._banned[(step < self.eos_blocked_until, step == self.begin_index)]
 
     def choose(self, logits: torch.Tensor, step: int, history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The greedy token of each row and its log-probability under the raw logits.
