@@ -93,10 +93,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from infra.local_services import ensure_postgres, start_redis, start_seaweedfs, throwaway_database
+    from infra.local_services import ensure_postgres, start_redis, start_seaweedfs, throwaway_database, unconfigured_env
 
     weed = start_seaweedfs(Path(tempfile.mkdtemp(prefix="pisar-bench-weed-")))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
+    env = unconfigured_env()
     env.update(weed.env)
     redis = start_redis(Path(tempfile.mkdtemp(prefix="pisar-bench-redis-")), aof=False)  # its own: memory is the queue's alone
     env.update(

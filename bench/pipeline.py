@@ -189,7 +189,7 @@ def bare(keys: list[str], env: dict[str, str], batch_size: int, processes: int) 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from infra.local_services import ensure_postgres, start_redis, start_seaweedfs, throwaway_database
+    from infra.local_services import ensure_postgres, start_redis, start_seaweedfs, throwaway_database, unconfigured_env
 
     images = [p.read_bytes() for p in sorted(args.data.glob("*.png"))]
     if not images:
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
         redis = start_redis(work / "redis", aof=False)
         stack.callback(redis.stop)
         database_url = stack.enter_context(throwaway_database(ensure_postgres(), "pisar_bench_pipeline"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
+        env = unconfigured_env()
         env.update(weed.env)
         env.update(
             {

@@ -34,6 +34,12 @@ S3_ACCESS_KEY = "pisar-test"
 S3_SECRET_KEY = "pisar-test-secret"
 
 
+def unconfigured_env() -> dict[str, str]:
+    """This process's environment without any ``PISAR_`` or ``AWS_`` variable: a `pisar` started with
+    it sees only what its caller then sets (a test's or a benchmark's own services)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
+
+
 def port_open(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

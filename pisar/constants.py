@@ -27,6 +27,12 @@ EXPORT_FIELDS = (
     "width",
     "height",
     "model",
+    "word_confidences",  # one per word of the text (pisar.words); JSON/Parquet a list, CSV space-separated
+    "page",  # a page campaign's line: the PAGE/ALTO file's key,
+    "line_id",  # the TextLine's id,
+    "region_id",  # its region's id,
+    "image",  # the scan's key,
+    "reading_order",  # and its 0-based place in the page's reading order; all None for line images
 )
 
 # How the error of a shard whose worker died starts (for people: the shard's ``suspect`` column is

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 REPLACEMENT = "\ufffd"
 # Everything outside XML 1.0's Char production: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]
-_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+forbidden_characters = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass
@@ -24,7 +24,7 @@ class XmlScrubber:
     values: int = 0
 
     def __call__(self, value: str) -> str:
-        clean, count = _FORBIDDEN.subn(REPLACEMENT, value)
+        clean, count = forbidden_characters.subn(REPLACEMENT, value)
         if count:
             self.characters += count
             self.values += 1

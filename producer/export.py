@@ -16,17 +16,21 @@ from typing import Any
 from sqlalchemy import Select, select
 
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Line, LineStatus, Shard
+from pisar.catalog.models import Campaign, Line, LineStatus, Shard
 from pisar.constants import EXPORT_FIELDS
 from pisar.errors import ConfigError
+from pisar.layout import split_line_key
 from pisar.producer.atomic_output import atomic_output
 from pisar.producer.export_pages import PAGE_FORMATS, Export, write_pages
 from pisar.producer.export_parquet import write_parquet
 from pisar.producer.export_writeback import write_back
 from pisar.storage import Storage
+from pisar.words import format_confidences, parse_confidences
 
 _LINE = Line.__table__
 _SHARD = Shard.__table__
+_CAMPAIGN = Campaign.__table__
+_FROM_KEY = ("page", "line_id")  # a page line's key is ``<page>#<line id>`` (``pisar.layout.line_key``)
 FORMATS = ("jsonl", "csv", "parquet", *PAGE_FORMATS)
 # JSON lets these stand raw inside strings, but Python's str.splitlines() and some JSON-lines readers
 # break records at them; escaped, a record is always exactly one line whatever its key holds.
@@ -55,10 +59,14 @@ class ExportFilter:
 
 
 def export_statement(campaign_id: int, only: ExportFilter, *, postgres: bool = True) -> Select:
-    """The export's query: finished lines with their shard index, in key byte order."""
+    """The export's query: finished lines with their shard index and campaign layout, in key byte order."""
     key = _LINE.c.key.collate("C") if postgres else _LINE.c.key
     statement = (
-        select(*(_LINE.c[name] for name in EXPORT_FIELDS if name in _LINE.c), _SHARD.c.index.label("shard"))
+        select(
+            *(_LINE.c[name] for name in EXPORT_FIELDS if name in _LINE.c),
+            _SHARD.c.index.label("shard"),
+            select(_CAMPAIGN.c.layout).where(_CAMPAIGN.c.id == campaign_id).scalar_subquery().label("layout"),
+        )
         .join(_SHARD, _SHARD.c.id == _LINE.c.shard_id)
         .where(_LINE.c.campaign_id == campaign_id, _LINE.c.status.in_(only.statuses))
         .order_by(key)
@@ -78,10 +86,18 @@ def iter_records(url: str, campaign_id: int, only: ExportFilter | None = None) -
     statement = export_statement(campaign_id, only or ExportFilter(), postgres=get_engine(url).dialect.name == "postgresql")
     with get_engine(url).connect() as conn:
         for row in conn.execution_options(yield_per=2000).execute(statement).mappings():
-            record = {name: row[name] for name in EXPORT_FIELDS}
-            if record["finished_at"] is not None:
-                record["finished_at"] = record["finished_at"].isoformat()
-            yield record
+            yield _record(row)
+
+
+def _record(row: Any) -> dict[str, Any]:
+    """One catalog row as an export record: the page and line id from a page line's key, the word confidences as numbers."""
+    record = {name: row[name] for name in EXPORT_FIELDS if name not in _FROM_KEY}
+    if record["finished_at"] is not None:
+        record["finished_at"] = record["finished_at"].isoformat()
+    record["word_confidences"] = parse_confidences(record["word_confidences"])
+    page, line_id = split_line_key(row["key"]) if row["layout"] == "xml" else (None, None)
+    record |= {"page": page, "line_id": line_id or None}  # a page whose XML could not be read: its one line has no id
+    return {name: record[name] for name in EXPORT_FIELDS}
 
 
 def export(
@@ -120,7 +136,7 @@ def export(
             writer = csv.DictWriter(handle, fieldnames=EXPORT_FIELDS)
             writer.writeheader()
             for record in records:
-                writer.writerow(record)
+                writer.writerow({**record, "word_confidences": format_confidences(record["word_confidences"])})
                 count += 1
         else:
             for record in records:

@@ -7,8 +7,9 @@ the unit these formats describe: ``scans/f1/op2/page_007/*.png`` becomes
 Pisar reads line images, not page scans, so there is no page geometry to report: the line images
 are placed one under the other in key order, each at its own size (``line.width``, ``line.height``),
 and the source key of every line is in the file (ALTO ``OtherTag``, PAGE ``UserAttribute``).
-Confidence is per line (``geomean_text_token_prob_v2``): PAGE ``TextEquiv@conf`` on the line, and
-ALTO ``WC`` on every word of the line, since ALTO has no line-level confidence.
+Confidence (``geomean_text_token_prob_v2``): PAGE ``TextEquiv@conf`` on the line, and ALTO ``WC``
+on each word, the word's own (the geometric mean of its tokens' probabilities, ``pisar.words``) or,
+for a result stored without one, the line's, since ALTO has no line-level confidence.
 
 Records arrive in byte order, so each folder's lines come in one run, interleaved only with its
 subfolders' runs; only the folders on the current path are held in memory. Error lines have no
@@ -28,6 +29,7 @@ from typing import Any
 from pisar import __version__
 from pisar.constants import CONFIDENCE_FORMULA
 from pisar.producer.atomic_output import atomic_output
+from pisar.words import confident_words
 from pisar.xml_text import XmlScrubber
 
 PAGE_FORMATS = ("txt", "alto", "page")
@@ -159,7 +161,7 @@ def _describe_run(about: dict[str, str]) -> str:
     model = about.get("model", "unknown model")
     return (
         f"Pisar {__version__}; campaign {about.get('campaign', '?')}; model {model}; "
-        f"confidence {CONFIDENCE_FORMULA} (per line); line images stacked top to bottom in key order"
+        f"confidence {CONFIDENCE_FORMULA} (WC per word); line images stacked top to bottom in key order"
     )
 
 
@@ -190,12 +192,11 @@ def _alto_file(folder: _Folder, about: dict[str, str], scrub: XmlScrubber) -> st
     block = ET.SubElement(space, "TextBlock", {"ID": "block1", **_position(page)})
     for number, (line, box) in enumerate(zip(folder.lines, boxes, strict=True), 1):
         text_line = ET.SubElement(block, "TextLine", {"ID": f"line{number}", "TAGREFS": f"key{number}", **_position(box)})
-        confidence = {} if line["confidence"] is None else {"WC": f"{line['confidence']:.4f}"}
-        words = scrub(line["text"] or "").split() or [""]  # ALTO wants a String in every TextLine, even an empty read
-        for index, word in enumerate(words):
+        found = confident_words(scrub(line["text"] or ""), line.get("word_confidences"), line["confidence"])
+        for index, (word, confidence) in enumerate(found or [("", line["confidence"])]):  # ALTO wants a String in every TextLine
             if index:
                 ET.SubElement(text_line, "SP")
-            ET.SubElement(text_line, "String", {"CONTENT": word, **confidence})
+            ET.SubElement(text_line, "String", {"CONTENT": word, **({} if confidence is None else {"WC": f"{confidence:.4f}"})})
     return _xml(alto)
 
 

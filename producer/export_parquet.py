@@ -18,6 +18,8 @@ _TYPES = {
     "width": "int32",
     "height": "int32",
     "finished_at": "timestamp",
+    "word_confidences": "float64 list",
+    "reading_order": "int32",
 }
 
 
@@ -25,7 +27,12 @@ def schema() -> Any:
     """The Parquet schema: one column per export field, typed (text fields as UTF-8 strings)."""
     import pyarrow as pa
 
-    kinds = {"float64": pa.float64(), "int32": pa.int32(), "timestamp": pa.timestamp("us", tz="UTC")}
+    kinds = {
+        "float64": pa.float64(),
+        "float64 list": pa.list_(pa.float64()),
+        "int32": pa.int32(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
     return pa.schema([(name, kinds.get(_TYPES.get(name, ""), pa.string())) for name in EXPORT_FIELDS])
 
 

@@ -6,7 +6,9 @@ not read kept as it was: regions, line ids, ``Coords``, ``Baseline``, the readin
 attributes, other elements. Only this changes:
 
 - each TextLine Pisar read gets one ``TextEquiv`` with ``conf`` (the line's confidence) holding the
-  reading; the line's earlier ``TextEquiv`` and ``Word`` elements (often the ground truth, or an
+  reading, and before it one ``Word`` per word with its own ``TextEquiv@conf`` (the word's
+  confidence) and the line's ``Coords`` (Pisar does not align words with the scan; the metadata
+  says so); the line's earlier ``TextEquiv`` and ``Word`` elements (often the ground truth, or an
   older recognition) are removed, since they no longer describe its text; a line whose reading is an
   error is left as it was and counted;
 - a region that had a ``TextEquiv`` gets its lines' readings joined by line breaks;
@@ -44,6 +46,7 @@ from pisar.layout import read_layout, split_line_key
 from pisar.producer.atomic_output import atomic_output
 from pisar.producer.export_pages import ALTO_NS, ALTO_SCHEMA, PAGE_NS, XSI, Export, now_utc, safe_segment
 from pisar.storage import Storage
+from pisar.words import confident_words
 from pisar.xml_text import XmlScrubber
 
 _ID_PROBLEMS = (NoLineId, DuplicateLineId)  # such a line's catalog id is a stand-in, not the file's
@@ -51,6 +54,7 @@ _NCNAME = re.compile(r"[A-Za-z_][\w.\-]*")  # what an xsd:ID may be (ASCII subse
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_blank_text=False)
 # TextLine children after TextEquiv in the schema's sequence: a new TextEquiv goes before the first of them.
 _AFTER_TEXT_EQUIV = ("TextStyle", "UserDefined", "Labels")
+WORD_NOTE = "word confidence per word (the line's where none was stored); word positions not aligned (PAGE Word Coords are the line's)"
 
 
 def write_back(records: Iterable[dict[str, Any]], root: Path, about: dict[str, str], storage: Storage, fmt: str = "page") -> Export:
@@ -126,7 +130,7 @@ def _append_processing(description: etree._Element, ns: str, element_id: str, ab
 
     processing = etree.SubElement(description, f"{{{ns}}}Processing", ID=element_id)
     etree.SubElement(processing, f"{{{ns}}}processingDateTime").text = now_utc()
-    settings = f"model {about.get('model', '?')}; campaign {about.get('campaign', '?')}; confidence {CONFIDENCE_FORMULA} (per line)"
+    settings = f"model {about.get('model', '?')}; campaign {about.get('campaign', '?')}; confidence {CONFIDENCE_FORMULA}; {WORD_NOTE}"
     etree.SubElement(processing, f"{{{ns}}}processingStepSettings").text = scrub(settings)
     software = etree.SubElement(processing, f"{{{ns}}}processingSoftware")
     etree.SubElement(software, f"{{{ns}}}softwareName").text = "Pisar"
@@ -134,15 +138,19 @@ def _append_processing(description: etree._Element, ns: str, element_id: str, ab
 
 
 def _append_words(line: etree._Element, ns: str, reading: dict[str, Any] | None, scrub: XmlScrubber) -> None:
-    """The reading's words as ``String``s (``WC`` = the line's confidence; per-word confidence is not
-    stored yet) with an ``SP`` between them; an empty ``String`` where there is no reading, since ALTO
-    wants one in every TextLine."""
-    confidence = {} if reading is None or reading["confidence"] is None else {"WC": f"{reading['confidence']:.4f}"}
-    words = scrub(reading["text"] or "").split() if reading is not None else []
-    for index, word in enumerate(words or [""]):
+    """The reading's words as ``String``s, each with its own ``WC`` (``pisar.words.confident_words``),
+    with an ``SP`` between them; an empty ``String`` where there is no reading, since ALTO wants one
+    in every TextLine."""
+    found = [] if reading is None else reading_words(reading, scrub)
+    for index, (word, confidence) in enumerate(found or [("", None)]):
         if index:
             etree.SubElement(line, f"{{{ns}}}SP")
-        etree.SubElement(line, f"{{{ns}}}String", CONTENT=word, **confidence)
+        etree.SubElement(line, f"{{{ns}}}String", CONTENT=word, **({} if confidence is None else {"WC": f"{confidence:.4f}"}))
+
+
+def reading_words(reading: dict[str, Any], scrub: XmlScrubber) -> list[tuple[str, float | None]]:
+    """An export record's words, as XML can hold them, each with its confidence."""
+    return confident_words(scrub(reading["text"] or ""), reading.get("word_confidences"), reading["confidence"])
 
 
 def _as_alto(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]], about: dict[str, str], scrub: XmlScrubber) -> bytes:
@@ -227,13 +235,15 @@ def _rewritten(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]]
         document = etree.fromstring(data.replace(old.encode(), PAGE_NS.encode()), _PARSER)
     ns = f"{{{PAGE_NS}}}"
     page = document.find(f"{ns}Page")
+    ids = _Ids(document.xpath("//@id"))
     for line in page.iter(f"{ns}TextLine"):
         reading = readings.get(line.get("id") or "")
         if reading is None:
             continue
         for stale in line.findall(f"{ns}TextEquiv") + line.findall(f"{ns}Word"):
             line.remove(stale)
-        _insert_text_equiv(line, ns, scrub(reading["text"] or ""), reading["confidence"])
+        equiv = _insert_text_equiv(line, ns, scrub(reading["text"] or ""), reading["confidence"])
+        _insert_words(line, equiv, ns, reading_words(reading, scrub), ids)
     for region in page.iter(f"{ns}TextRegion"):
         if region.find(f"{ns}TextEquiv") is not None:
             texts = [_line_text(line, ns) for line in region.findall(f"{ns}TextLine")]
@@ -244,15 +254,36 @@ def _rewritten(data: bytes, layout_key: str, readings: dict[str, dict[str, Any]]
     return etree.tostring(document, xml_declaration=True, encoding="UTF-8", standalone=True)
 
 
-def _insert_text_equiv(line: etree._Element, ns: str, text: str, confidence: float | None) -> None:
-    equiv = etree.Element(f"{ns}TextEquiv", {} if confidence is None else {"conf": f"{confidence:.4f}"})
-    etree.SubElement(equiv, f"{ns}Unicode").text = text
+def _insert_text_equiv(line: etree._Element, ns: str, text: str, confidence: float | None) -> etree._Element:
+    equiv = _text_equiv(ns, text, confidence)
     equiv.tail = line[-1].tail if len(line) else None
     for index, child in enumerate(line):
         if etree.QName(child).localname in _AFTER_TEXT_EQUIV:
             line.insert(index, equiv)
-            return
+            return equiv
     line.append(equiv)
+    return equiv
+
+
+def _text_equiv(ns: str, text: str, confidence: float | None) -> etree._Element:
+    equiv = etree.Element(f"{ns}TextEquiv", {} if confidence is None else {"conf": f"{confidence:.4f}"})
+    etree.SubElement(equiv, f"{ns}Unicode").text = text
+    return equiv
+
+
+def _insert_words(line: etree._Element, equiv: etree._Element, ns: str, found: list[tuple[str, float | None]], ids: _Ids) -> None:
+    """One ``Word`` per word before the line's ``TextEquiv`` (the schema's order), each with its own
+    ``TextEquiv@conf``. Pisar does not align words with the scan, so each Word's ``Coords`` are the
+    line's (the file's metadata says so); a line without ``Coords`` gets no Words, as a Word must have them."""
+    coords = line.find(f"{ns}Coords")
+    if coords is None or not coords.get("points"):
+        return
+    for number, (word, confidence) in enumerate(found, start=1):
+        element = etree.Element(f"{ns}Word", id=ids.take(f"{line.get('id')}_w{number}", "word"))
+        etree.SubElement(element, f"{ns}Coords", points=coords.get("points"))
+        element.append(_text_equiv(ns, word, confidence))
+        element.tail = equiv.tail
+        equiv.addprevious(element)
 
 
 def _line_text(line: etree._Element, ns: str) -> str | None:
@@ -269,7 +300,10 @@ def _stamp(metadata: etree._Element | None, ns: str, about: dict[str, str], scru
     last = metadata.find(f"{ns}LastChange")
     if last is not None:
         last.text = now_utc()
-    value = f"Pisar {__version__}; model {about.get('model', '?')}; campaign {about.get('campaign', '?')}; confidence {CONFIDENCE_FORMULA}"
+    value = (
+        f"Pisar {__version__}; model {about.get('model', '?')}; campaign {about.get('campaign', '?')}; confidence {CONFIDENCE_FORMULA}"
+        f"; {WORD_NOTE}"
+    )
     etree.SubElement(metadata, f"{ns}MetadataItem", type="processingStep", name="text recognition", value=scrub(value), date=now_utc())
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.local_services import Service, ensure_postgres, ensure_redis, start_seaweedfs, throwaway_database
+from infra.local_services import Service, ensure_postgres, ensure_redis, start_seaweedfs, throwaway_database, unconfigured_env
 from pisar.random_model import build_random_model, read_texts
-from tests.helpers.cli import PISAR, unconfigured_env
+from tests.helpers.cli import PISAR
 from tests.helpers.paths import SHARED_DATA, TEST_DATA
 
 

@@ -55,6 +55,15 @@ def test_engine_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert printed["device"].startswith("cpu") and (printed["dtype"], printed["batch_size"]) == ("float32", 8)
 
 
+def test_run_rate_benchmark_times_the_real_command_and_loses_no_line(tmp_path: Path) -> None:
+    """`bench/run_rate.py`: `pisar run` in its own process at two sizes, against plain batching."""
+    printed, _ = run_bench("run_rate.py", ["--lines", "4", "12", "--rounds", "1"], tmp_path / "run.json")
+    assert {"pisar_run_marginal_lines_per_s", "hf_batched_lines_per_s", "marginal_vs_hf"} <= set(printed)
+    assert printed["every_line_recorded"] is True and printed["lines"] == [4, 12]
+    (run,) = printed["runs"]
+    assert (run["pisar_run_4"]["ok"], run["pisar_run_12"]["ok"]) == (4, 12)
+
+
 def test_profile_benchmark_runs_and_reports(tmp_path: Path) -> None:
     """`bench/profile_generate.py` splits a batch's time into encoder, decoder and the engine's own work."""
     out = tmp_path / "profile.json"

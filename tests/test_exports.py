@@ -16,9 +16,10 @@ from lxml import etree
 from PIL import Image
 from sqlalchemy import create_engine, text
 
-from infra.local_services import Service, throwaway_database
+from infra.local_services import Service, throwaway_database, unconfigured_env
 from pisar.producer.export_pages import file_for
-from tests.helpers.cli import run_pisar, unconfigured_env
+from pisar.words import words
+from tests.helpers.cli import run_pisar
 from tests.helpers.paths import DEMO_MODEL, SCHEMAS
 
 ALTO = "{http://www.loc.gov/standards/alto/ns-v4#}"
@@ -76,6 +77,7 @@ def test_alto_and_page_files_per_folder_validate_and_hold_every_line(
     ok = [r for r in every if r["status"] == "ok"]
     assert len(every) == 26 and len(ok) == 25
     by_key = {r["key"]: r for r in ok}
+    assert all(len(r["word_confidences"]) == len(words(r["text"])) for r in ok), "one confidence per word"
     for fmt in ("alto", "page"):
         out = tmp_path / fmt
         said = export(campaign, "--format", fmt, "-o", str(out))
@@ -91,7 +93,9 @@ def test_alto_and_page_files_per_folder_validate_and_hold_every_line(
             assert all(file_for(out, k.rpartition("/")[0], ".xml") == path for k in keys), "one file per source folder"
             for key, got, conf, height in zip(keys, texts, confs, heights, strict=True):
                 assert got == " ".join((by_key[key]["text"] or "").split())
-                assert conf == pytest.approx(by_key[key]["confidence"], abs=1e-4)
+                line = by_key[key]
+                expected = [line["confidence"]] if fmt == "page" else line["word_confidences"] or [line["confidence"]]
+                assert conf == pytest.approx(expected, abs=1e-4)  # ALTO: each word's own WC; an empty reading, the line's
                 assert height == by_key[key]["height"]
             seen += keys
         assert sorted(seen) == sorted(by_key), "every ok line exactly once"
@@ -99,15 +103,15 @@ def test_alto_and_page_files_per_folder_validate_and_hold_every_line(
     assert (tmp_path / "page" / "_root.xml").exists()
 
 
-def read_lines(document: etree._ElementTree, fmt: str) -> tuple[list[str], list[str], list[float], list[int]]:
-    """Keys, texts, confidences and heights of a file's lines, the way an archive system reads them."""
+def read_lines(document: etree._ElementTree, fmt: str) -> tuple[list[str], list[str], list[list[float]], list[int]]:
+    """Keys, texts, confidences (PAGE: the line's; ALTO: each word's) and heights of a file's lines, as an archive system reads them."""
     if fmt == "page":
         lines = document.iter(f"{PAGE}TextLine")
         rows = [
             (
                 line.find(f"{PAGE}UserDefined/{PAGE}UserAttribute").get("value"),
                 line.findtext(f"{PAGE}TextEquiv/{PAGE}Unicode"),
-                float(line.find(f"{PAGE}TextEquiv").get("conf")),
+                [float(line.find(f"{PAGE}TextEquiv").get("conf"))],
                 _height(line.find(f"{PAGE}Coords").get("points")),
             )
             for line in lines
@@ -118,7 +122,7 @@ def read_lines(document: etree._ElementTree, fmt: str) -> tuple[list[str], list[
             (
                 tags[line.get("TAGREFS")],
                 " ".join(s.get("CONTENT") for s in line.iter(f"{ALTO}String")),
-                float(line.find(f"{ALTO}String").get("WC")),
+                [float(s.get("WC")) for s in line.iter(f"{ALTO}String")],
                 int(line.get("HEIGHT")),
             )
             for line in document.iter(f"{ALTO}TextLine")

@@ -17,8 +17,9 @@ from sqlalchemy import select
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line
 from pisar.layout import read_layout
-from pisar.producer.export_pages import PAGE_NS
+from pisar.producer.export_pages import ALTO_NS, PAGE_NS
 from pisar.settings import Settings
+from pisar.words import words
 from tests.helpers.cli import run_pisar, wait_until
 from tests.helpers.pages import page_schema, page_xml, pasted_page, rectangle
 from tests.helpers.paths import SCHEMAS
@@ -66,6 +67,16 @@ def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
     assert {r["status"] for r in ok.values()} == {"ok"}
     assert sum(k.startswith(f"kraken/{TRANSKRIBUS}.xml#") for k in ok) == 44 and sum(k.startswith("pasted.xml#l") for k in ok) == 12
 
+    # Each record says where its line sits: the page, the TextLine and its region, the scan, the reading order.
+    assert (broken["page"], broken["line_id"], broken["region_id"], broken["image"]) == ("broken.xml", None, None, None)
+    for name, scan in ((f"kraken/{TRANSKRIBUS}.xml", f"kraken/{TRANSKRIBUS}.jpg"), ("pasted.xml", "pasted.png")):
+        for line in read_layout((folder / name).read_bytes()).lines:
+            record = records[f"{name}#{line.line_id}"]
+            assert (record["page"], record["line_id"], record["region_id"]) == (name, line.line_id, line.region_id)
+            assert (record["image"], record["reading_order"]) == (scan, line.order)
+            assert len(record["word_confidences"]) == len(words(record["text"]))
+            assert all(0 < c <= 1 for c in record["word_confidences"])
+
     engine = get_engine(Settings(catalog_path=embedded_env["PISAR_CATALOG_PATH"]).catalog_url)
     with engine.connect() as conn:
         campaign = conn.execute(select(Campaign.__table__)).one()
@@ -96,6 +107,15 @@ def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
         assert [x.text for x in after.lines] == [records[f"{layout_key}#{x.line_id}"]["text"] for x in after.lines]
         confs = etree.fromstring(written).xpath("//p:TextLine/p:TextEquiv/@conf", namespaces={"p": PAGE_NS})
         assert confs == [f"{records[f'{layout_key}#{x.line_id}']['confidence']:.4f}" for x in after.lines]
+        for line in etree.fromstring(written).iterfind(".//p:TextLine", namespaces={"p": PAGE_NS}):  # a Word per word, its own conf
+            record = records[f"{layout_key}#{line.get('id')}"]
+            found = line.findall("p:Word", namespaces={"p": PAGE_NS})
+            assert [w.findtext("p:TextEquiv/p:Unicode", namespaces={"p": PAGE_NS}) for w in found] == words(record["text"])
+            assert [w.find("p:TextEquiv", namespaces={"p": PAGE_NS}).get("conf") for w in found] == [
+                f"{c:.4f}" for c in record["word_confidences"]
+            ]
+            line_points = line.find("p:Coords", namespaces={"p": PAGE_NS}).get("points")
+            assert {w.find("p:Coords", namespaces={"p": PAGE_NS}).get("points") for w in found} <= {line_points}  # the line's box
     kraken = etree.fromstring((pages_out / f"kraken/{TRANSKRIBUS}.xml").read_bytes())
     assert kraken.xpath("count(//p:ReadingOrder//p:RegionRefIndexed)", namespaces={"p": PAGE_NS}) == 4
     assert kraken.xpath("//p:MetadataItem/@type", namespaces={"p": PAGE_NS}) == ["processingStep"]
@@ -116,6 +136,10 @@ def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
             (x.line_id, x.region_id, x.polygon, x.baseline) for x in before.lines
         ]
         assert [x.text for x in after.lines] == [" ".join(records[f"{name}#{x.line_id}"]["text"].split()) for x in after.lines]
+        for line in etree.fromstring(written).iter(f"{{{ALTO_NS}}}TextLine"):  # WC per word, the word's own
+            record = records[f"{name}#{line.get('ID')}"]
+            expected = [f"{c:.4f}" for c in record["word_confidences"]] or [f"{record['confidence']:.4f}"]
+            assert [s.get("WC") for s in line.iter(f"{{{ALTO_NS}}}String")] == expected
 
     # The ground truth the Transkribus file carries is a test set as it is: 44 lines scored, the 13 others have none.
     evaluated = run_pisar(["eval", "pages", "--gt-from-xml", "-o", str(tmp_path / "eval")], embedded_env)
@@ -134,8 +158,14 @@ def test_pages_in_embedded_mode_read_every_line_and_keep_pages_whole(
     as_lines = tmp_path / "lines.jsonl"
     ran = run_pisar(["run", str(lines), "--model", str(tiny_model), "--name", "lines", "-o", str(as_lines)], embedded_env, timeout=600)
     assert ran.returncode == 0, ran.stderr
-    line_texts = {r["key"].removesuffix(".png"): (r["text"], r["confidence"]) for r in read_jsonl(as_lines)}
-    page_texts = {k.removeprefix("pasted.xml#"): (r["text"], r["confidence"]) for k, r in ok.items() if k.startswith("pasted.xml#")}
+    line_records = read_jsonl(as_lines)
+    assert {(r["page"], r["line_id"], r["region_id"], r["image"], r["reading_order"]) for r in line_records} == {(None,) * 5}
+    line_texts = {r["key"].removesuffix(".png"): (r["text"], r["confidence"], r["word_confidences"]) for r in line_records}
+    page_texts = {
+        k.removeprefix("pasted.xml#"): (r["text"], r["confidence"], r["word_confidences"])
+        for k, r in ok.items()
+        if k.startswith("pasted.xml#")
+    }
     assert page_texts == line_texts
 
 
@@ -161,3 +191,16 @@ def test_a_page_campaign_runs_on_workers_from_s3(
     wait_until(lambda: "pending" not in statuses().values(), 300, "every page line read")
     got = statuses()
     assert len(got) == 57 and got.pop("vol/broken.xml#") == "error" and set(got.values()) == {"ok"}
+    with engine.connect() as conn:  # the worker's COPY into Postgres carries each line's place and word confidences
+        table = Line.__table__.c
+        placed = conn.execute(
+            select(table.key, table.region_id, table.image, table.reading_order, table.word_confidences, table.text)
+        ).all()
+    layout = read_layout((folder / "pasted.xml").read_bytes())
+    orders = {f"vol/pasted.xml#{line.line_id}": (line.region_id, line.order) for line in layout.lines}
+    pasted = [row for row in placed if row[0] in orders]
+    assert len(pasted) == 12
+    for key, region_id, image, order, per_word, text in pasted:
+        region, place = orders[key]
+        assert (region_id, image, order) == (region, "vol/pasted.png", place)
+        assert len(per_word.split()) == len(words(text))

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from infra.local_services import Service, throwaway_database
+from infra.local_services import Service, throwaway_database, unconfigured_env
 from pisar.catalog.models import Line, LineHistory, Retry
-from tests.helpers.cli import run_pisar, unconfigured_env
+from tests.helpers.cli import run_pisar
 from tests.helpers.paths import DEMO_MODEL
 
 pytestmark = pytest.mark.slow

@@ -473,10 +473,10 @@ def test_without_the_replacement_postgres_refuses_a_nul_and_the_shard_fails(
     monkeypatch.setattr(LineResult, "storable", lambda self: self)
     original = ShardRunner._result
 
-    def with_nul(self, key, outcome, note=None, size=None):  # ShardRunner._result
+    def with_nul(self, item, outcome):  # ShardRunner._result
         if isinstance(outcome, Recognition):
             outcome = replace(outcome, text=outcome.text + "\x00")
-        return original(self, key, outcome, note, size)
+        return original(self, item, outcome)
 
     monkeypatch.setattr(ShardRunner, "_result", with_nul)
     first = shard_ids(settings, campaign.id)[0]

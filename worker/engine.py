@@ -29,6 +29,7 @@ from pisar.worker.batch_size import MemoryCost
 from pisar.worker.engine_options import DecodeOptions, prepare_encoder
 from pisar.worker.greedy import GreedyLoop
 from pisar.worker.preprocess import LinePreprocessor
+from pisar.worker.word_confidence import word_confidences
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Recognition:
     min_token_prob: float | None
     token_count: int
     flags: tuple[str, ...] = ()  # generation-failure signs (``worker/flags.py``): max_length, repetition
+    word_confidences: tuple[float, ...] = ()  # one per word of ``pisar.words.words(text)`` (worker/word_confidence.py)
 
 
 def apply_process_settings(settings: Any) -> None:
@@ -262,12 +264,24 @@ class Engine:
         # One copy to the host per batch: indexing GPU tensors row by row would wait on the device per line.
         chosen, text_mask, log_probs, end_log_prob = chosen.cpu(), text_mask.cpu(), log_probs.cpu(), end_log_prob.cpu()
         ended = ended.tolist()
+        rows = [chosen[i][text_mask[i]] for i in range(len(texts))]
+        row_log_probs = [log_probs[i][text_mask[i]] for i in range(len(texts))]
+        ids = [row.tolist() for row in rows]
+        per_word = word_confidences(self._decode_ids, ids, [row.tolist() for row in row_log_probs], texts)
         results = []
         for i, text in enumerate(texts):
-            flags = generation_flags(text, chosen[i][text_mask[i]].tolist(), ended[i])
+            flags = generation_flags(text, ids[i], ended[i])
             end = float(end_log_prob[i]) if ended[i] else None
-            results.append(replace(_confidence(text, log_probs[i][text_mask[i]], end), flags=flags))
+            results.append(replace(_confidence(text, row_log_probs[i], end), flags=flags, word_confidences=per_word[i]))
         return results
+
+    def _decode_ids(self, rows: list[list[int]]) -> list[str]:
+        """Token id rows as texts, special tokens skipped: in one call to a fast tokenizer's Rust decoder where there is one."""
+        tokenizer = self.processor.tokenizer
+        rust = getattr(tokenizer, "_tokenizer", None)
+        if rust is not None and hasattr(rust, "decode_batch"):
+            return rust.decode_batch(rows, skip_special_tokens=True)
+        return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     def _generate_hf(self, inputs: torch.Tensor, generation: dict[str, Any]) -> tuple[list[str], torch.Tensor, torch.Tensor, int | None]:
         """generate(): texts, the chosen tokens after the start, their log-probabilities, and the row-steps paid (greedy only)."""

@@ -20,6 +20,15 @@ from pisar.images import ImageLimits, decode_line
 from pisar.storage import Storage
 
 
+@dataclass(frozen=True)
+class LinePlace:
+    """Where a page campaign's line sits on its page: recorded with its result, whatever the result."""
+
+    region_id: str | None
+    image: str
+    reading_order: int
+
+
 @dataclass
 class Prepared:
     """One line ready for the model, or the reason it cannot be."""
@@ -31,6 +40,7 @@ class Prepared:
     size: tuple[int, int] | None = None  # (width, height) of the decoded line
     fetch_seconds: float = 0.0  # reading the bytes
     preprocess_seconds: float = 0.0  # decoding and preprocessing them
+    place: LinePlace | None = None  # a page line's region, scan and reading order (worker/page_lines.py)
 
     @property
     def width_ratio(self) -> float:

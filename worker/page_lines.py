@@ -32,7 +32,7 @@ from pisar.images import DecodedLine, ImageLimits, decode_line
 from pisar.layout import LayoutLine, PageLayout, read_layout, split_line_key
 from pisar.page_crop import crop_line
 from pisar.storage import Storage
-from pisar.worker.fetch import Prepared
+from pisar.worker.fetch import LinePlace, Prepared
 
 
 def scan_key(layout_key: str, image_name: str) -> str:
@@ -60,6 +60,7 @@ class _Page:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     layout: PageLayout | None = None
+    image_key: str | None = None  # the scan's key, once the XML has named it
     lines: dict[str, LayoutLine] = field(default_factory=dict)
     scan: DecodedLine | None = None
     error: LineError | None = None  # the XML or the scan could not be read: every line of the page gets it
@@ -90,6 +91,7 @@ class PageLines:
         """Fetch (once per page), cut, decode and preprocess one line; its problems returned, not raised."""
         layout_key, line_id = split_line_key(key)
         page = self._page(layout_key)
+        place = None
         try:
             started = time.perf_counter()
             with page.lock:  # the page's first line loads it; the others wait for it and reuse it
@@ -99,10 +101,13 @@ class PageLines:
                     page.loaded = True
             waited = time.perf_counter() - started
             if page.error is not None:
-                return Prepared(key, error=page.error)
+                line = page.lines.get(line_id)  # a scan that cannot be read: the line is still placed on its page
+                place = None if line is None or page.image_key is None else LinePlace(line.region_id, page.image_key, line.order)
+                return Prepared(key, error=page.error, place=place)
             line = page.lines.get(line_id)
             if line is None:
                 raise LineNotInLayout(f"{layout_key} holds no TextLine {line_id!r}: the file changed since it was listed")
+            place = LinePlace(line.region_id, page.image_key, line.order)
             if line.problem is not None:
                 raise line.problem
             cut_started = time.perf_counter()
@@ -117,9 +122,9 @@ class PageLines:
             notes = "; ".join((*page.scan.notes, *line.notes)) or None
             fetch = page.fetch_seconds if first else waited
             prepare = (page.decode_seconds if first else 0.0) + time.perf_counter() - cut_started
-            return Prepared(key, pixels, None, notes, image.size, fetch, prepare)
+            return Prepared(key, pixels, None, notes, image.size, fetch, prepare, place)
         except LineError as exc:
-            return Prepared(key, error=exc)
+            return Prepared(key, error=exc, place=place)
         finally:
             self._done(layout_key)
 
@@ -140,7 +145,8 @@ class PageLines:
         try:
             layout = read_layout(self.storage.read(layout_key), layout_key)
             page.layout, page.lines = layout, {line.line_id: line for line in layout.lines}
-            data = self.storage.read(scan_key(layout_key, layout.image))
+            page.image_key = scan_key(layout_key, layout.image)
+            data = self.storage.read(page.image_key)
             fetched = time.perf_counter()
             page.scan = decode_line(data, self.limits)
             page.fetch_seconds, page.decode_seconds = fetched - started, time.perf_counter() - fetched

@@ -33,6 +33,7 @@ from pisar.images import ImageLimits
 from pisar.model_ref import ModelRef
 from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
+from pisar.words import format_confidences
 from pisar.worker import metrics, stopping
 from pisar.worker.engine import Engine, Recognition, apply_process_settings
 from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
@@ -297,7 +298,7 @@ class ShardRunner:
                 started = time.perf_counter()
                 outputs = engine.recognize(np.stack([p.pixels for p in batch]), generation)
                 gen_s += time.perf_counter() - started
-                results.extend(self._result(p.key, out, p.note, p.size) for p, out in zip(batch, outputs, strict=True))
+                results.extend(self._result(p, out) for p, out in zip(batch, outputs, strict=True))
             ready.clear()
 
         waited = time.perf_counter()
@@ -306,7 +307,7 @@ class ShardRunner:
             fetch_s += item.fetch_seconds
             preprocess_s += item.preprocess_seconds
             if item.error is not None:
-                results.append(self._result(item.key, item.error))
+                results.append(self._result(item, item.error))
             else:
                 ready.append(item)
                 if len(ready) >= flush_at:
@@ -320,32 +321,32 @@ class ShardRunner:
         metrics.GENERATED_TOKENS.inc(engine.steps.useful - steps_useful)
         return results, load_s, gen_s
 
-    def _result(
-        self, key: str, outcome: Recognition | LineError, note: str | None = None, size: tuple[int, int] | None = None
-    ) -> LineResult:
+    def _result(self, item: Prepared, outcome: Recognition | LineError) -> LineResult:
+        """The catalog's row for one line: its reading or its error, and where a page line sits on its page."""
+        place = item.place
+        common = {
+            "key": item.key,
+            "worker": self.worker,
+            "finished_at": utcnow(),
+            "region_id": place.region_id if place else None,
+            "image": place.image if place else None,
+            "reading_order": place.reading_order if place else None,
+        }
         if isinstance(outcome, LineError):
-            return LineResult(
-                key=key,
-                status=LineStatus.ERROR.value,
-                worker=self.worker,
-                finished_at=utcnow(),
-                error_class=outcome.error_class,
-                error=str(outcome),
-            )
-        width, height = size or (None, None)
+            return LineResult(**common, status=LineStatus.ERROR.value, error_class=outcome.error_class, error=str(outcome))
+        width, height = item.size or (None, None)
         return LineResult(
-            key=key,
+            **common,
             status=LineStatus.OK.value,
-            worker=self.worker,
-            finished_at=utcnow(),
             text=outcome.text,
             confidence=outcome.confidence,
             min_token_prob=outcome.min_token_prob,
             token_count=outcome.token_count,
-            note=note,
+            note=item.note,
             flags=join_flags(outcome.flags),
             width=width,
             height=height,
+            word_confidences=format_confidences(outcome.word_confidences),
         )
 
 

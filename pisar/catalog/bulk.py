@@ -37,6 +37,10 @@ class LineResult:
     width: int | None = None  # the image as decoded; None when it could not be read
     height: int | None = None
     model: str | None = None  # id@revision of the model that read it
+    word_confidences: str | None = None  # per word, space-separated (``pisar.words.format_confidences``)
+    region_id: str | None = None  # a page line's TextLine region, scan and reading-order place
+    image: str | None = None
+    reading_order: int | None = None
 
     def storable(self) -> LineResult:
         """This result as every catalog can hold it: NUL and lone surrogates replaced, and the text flagged."""
@@ -46,7 +50,8 @@ class LineResult:
             if count:
                 changes["text"] = clean
                 changes["flags"] = join_flags([*(self.flags or "").split(","), UNSTORABLE_TEXT])
-        for name in ("error", "note"):  # Pisar's own messages may quote a decoder's bytes: cleaned, not flagged
+        # Pisar's own messages may quote a decoder's bytes, and a page's ids and names hold what its file holds: cleaned, not flagged
+        for name in ("error", "note", "region_id", "image"):
             value = getattr(self, name)
             if value is not None and storable(value)[1]:
                 changes[name] = storable(value)[0]

@@ -171,6 +171,12 @@ class Line(SQLModel, table=True):
     width: int | None = None  # the line image's size as decoded, in pixels (ALTO/PAGE geometry)
     height: int | None = None
     model: str | None = Field(default=None, sa_column=Column(Text))  # id@revision of the model that wrote this result
+    # Per-word confidence, one per word of ``pisar.words.words(text)``, space-separated (worker/word_confidence.py).
+    word_confidences: str | None = Field(default=None, sa_column=Column(Text))
+    # A page campaign's line: its TextLine's region, the scan it was cut from, its place in the page's reading order.
+    region_id: str | None = Field(default=None, sa_column=Column(Text))
+    image: str | None = Field(default=None, sa_column=Column(Text))
+    reading_order: int | None = None
     retry_id: int | None = Field(default=None, foreign_key="retry.id")  # a retry asked for this line again; cleared by the new result
     worker: str | None = Field(default=None, max_length=300)
     finished_at: datetime | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -10,12 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 PISAR = str(Path(sys.executable).with_name("pisar"))
-
-
-def unconfigured_env() -> dict[str, str]:
-    """This process's environment without any ``PISAR_`` or ``AWS_`` variable: a `pisar` started with
-    it sees only what the test then sets."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PISAR_", "AWS_"))}
 
 
 def run_pisar(args: list[str], env: dict[str, str], timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,80 @@
+"""Per-word confidence: the geometric mean of the probabilities of the tokens that make each word.
+
+ALTO's ``WC`` and PAGE's ``Word/TextEquiv@conf`` are per word, and a reviewer looks for the one
+doubtful word, not the doubtful line. A word's tokens are found by where each token's text falls
+in the line's text: token ``k`` adds as many characters as decoding tokens ``k - 3 .. k`` gives
+more than decoding ``k - 3 .. k - 1`` (one batched call to the tokenizer per batch of lines; both
+windows start at the same token, so whatever a decoder does at a sequence's start, such as
+dropping a leading space or showing a character's trailing byte as U+FFFD, cancels, and the cost is
+a few short decodes per token instead of every prefix of the line). A token that covers no character (the second byte of a
+character that a byte-level vocabulary spells in two tokens) goes with the token before it; one
+that covers only whitespace (a space token before a word) goes with the word after it; one that
+spans two words (a tokenizer whose tokens cross spaces) counts in both. The words are
+``pisar.words``', the same the exports write, so there is one confidence per exported word.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from pisar.words import word_spans
+
+WINDOW = 4  # tokens decoded together to learn what the last one adds: a character spans at most 4 bytes
+Decoder = Callable[[list[list[int]]], list[str]]  # token id rows -> texts, special tokens skipped
+
+
+def word_confidences(
+    decode: Decoder, rows: Sequence[Sequence[int]], log_probs: Sequence[Sequence[float]], texts: Sequence[str]
+) -> list[tuple[float, ...]]:
+    """Each line's per-word confidences, aligned with ``pisar.words.words(text)``.
+
+    ``rows``: each line's text token ids (no special tokens); ``log_probs``: their log-probabilities;
+    ``texts``: each line's decoded text. A line without words gets ``()``.
+    """
+    windows: list[list[int]] = []
+    for row, text in zip(rows, texts, strict=True):
+        if word_spans(text):
+            for k in range(len(row)):
+                first = max(0, k - WINDOW + 1)
+                windows += [list(row[first : k + 1]), list(row[first:k])]
+    lengths = iter([len(text) for text in decode(windows)] if windows else [])
+    result = []
+    for row, logs, text in zip(rows, log_probs, texts, strict=True):
+        spans = word_spans(text)
+        if not spans:
+            result.append(())
+            continue
+        ends, end = [], 0
+        for _ in row:
+            end += max(0, next(lengths) - next(lengths))
+            ends.append(end)
+        result.append(_per_word(spans, _token_words(spans, ends, len(text)), logs))
+    return result
+
+
+def _token_words(spans: list[tuple[int, int]], ends: list[int], length: int) -> list[list[int]]:
+    """The words each token belongs to, from the character offset where each prefix ends."""
+    owners: list[list[int]] = []
+    start = 0
+    for end in ends:
+        end = min(max(end, start), length)  # a prefix decoded longer or shorter than the text's own: kept in order and in range
+        touched = [index for index, (left, right) in enumerate(spans) if left < end and right > start]
+        if start == end:  # no character of its own: it completes the token before it
+            touched = owners[-1] if owners else [0]
+        elif not touched:  # only whitespace: it opens the word after it
+            touched = [next((index for index, (left, _) in enumerate(spans) if left >= end), len(spans) - 1)]
+        owners.append(touched)
+        start = end
+    return owners
+
+
+def _per_word(spans: list[tuple[int, int]], owners: list[list[int]], log_probs: Sequence[float]) -> tuple[float, ...]:
+    """exp(mean log p) over each word's tokens; a word no token reached takes the line's geometric mean."""
+    sums, counts = [0.0] * len(spans), [0] * len(spans)
+    for words, log_p in zip(owners, log_probs, strict=True):
+        for index in words:
+            sums[index] += log_p
+            counts[index] += 1
+    line = math.exp(sum(log_probs) / len(log_probs)) if len(log_probs) else None
+    return tuple(math.exp(s / c) if c else (line if line is not None else 0.0) for s, c in zip(sums, counts, strict=True))
