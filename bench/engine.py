@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_paths import PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
-from worker_path import PisarRow, report, synchronize  # bench/ is on sys.path when a script here runs
+from worker_path import PisarRow, report, seaweed_bucket, synchronize  # bench/ is on sys.path when a script here runs
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -207,24 +207,12 @@ def versions() -> dict[str, str]:
 
 def open_source(args: argparse.Namespace, files: list[Path], workdir: Path) -> tuple[Any, list[str], Any]:
     """Storage and keys for row (c): the folder itself, or the same files uploaded to a throwaway SeaweedFS."""
-    from pisar.settings import Settings
-    from pisar.storage import LocalStorage, S3Storage
+    from pisar.storage import LocalStorage
 
-    unique = sorted(set(files))
     if not args.from_s3:
         return LocalStorage(args.source), [p.name for p in files], None
-    import os
-
-    sys.path.insert(0, str(REPO))
-    from infra.local_services import start_seaweedfs
-
-    weed = start_seaweedfs(workdir / "weed")
-    os.environ.update(weed.env)
-    client = weed.s3_client()
-    client.create_bucket(Bucket="bench")
-    for path in unique:
-        client.put_object(Bucket="bench", Key=f"lines/{path.name}", Body=path.read_bytes())
-    storage = S3Storage("bench", "lines/", Settings(s3_endpoint_url=weed.url, fetch_threads=args.fetch_threads))
+    objects = {f"lines/{path.name}": path.read_bytes() for path in sorted(set(files))}
+    storage, weed = seaweed_bucket(objects, workdir, "lines/", fetch_threads=args.fetch_threads)
     return storage, [f"lines/{p.name}" for p in files], weed
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench_paths import DEMO_MODEL, PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
-from worker_path import PisarRow, report  # bench/ is on sys.path when a script here runs
+from worker_path import PisarRow, report, seaweed_bucket  # bench/ is on sys.path when a script here runs
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -70,26 +70,14 @@ def build(source: Path, pages: int, per_page: int) -> dict[str, bytes]:
 
 
 def open_storage(objects: dict[str, bytes], from_s3: bool, workdir: Path):  # -> (Storage, a server to stop or None)
-    from pisar.settings import Settings
-    from pisar.storage import LocalStorage, S3Storage
+    from pisar.storage import LocalStorage
 
-    if not from_s3:
-        for key, data in objects.items():
-            (workdir / key).parent.mkdir(parents=True, exist_ok=True)
-            (workdir / key).write_bytes(data)
-        return LocalStorage(workdir), None
-    import os
-
-    sys.path.insert(0, str(REPO))
-    from infra.local_services import start_seaweedfs
-
-    weed = start_seaweedfs(workdir / "weed")
-    os.environ.update(weed.env)
-    client = weed.s3_client()
-    client.create_bucket(Bucket="bench")
+    if from_s3:
+        return seaweed_bucket(objects, workdir)
     for key, data in objects.items():
-        client.put_object(Bucket="bench", Key=key, Body=data)
-    return S3Storage("bench", "", Settings(s3_endpoint_url=weed.url)), weed
+        (workdir / key).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / key).write_bytes(data)
+    return LocalStorage(workdir), None
 
 
 def main(argv: list[str]) -> int:

@@ -16,6 +16,29 @@ def report(figures: dict[str, Any], out: Path | None = None) -> None:
     print(json.dumps(figures))
 
 
+def seaweed_bucket(objects: dict[str, bytes], workdir: Path, prefix: str = "", **settings: Any) -> tuple[Any, Any]:
+    """``objects`` (key -> bytes) uploaded to bucket ``bench`` of a throwaway SeaweedFS, and an
+    ``S3Storage`` over ``prefix`` in it; returns (storage, the server to stop). The server's
+    credentials go into this process's environment, as a worker reads them."""
+    import os
+    import sys
+
+    from bench_paths import REPO
+
+    sys.path.insert(0, str(REPO))
+    from infra.local_services import start_seaweedfs
+    from pisar.settings import Settings
+    from pisar.storage import S3Storage
+
+    weed = start_seaweedfs(workdir / "weed")
+    os.environ.update(weed.env)
+    client = weed.s3_client()
+    client.create_bucket(Bucket="bench")
+    for key, data in objects.items():
+        client.put_object(Bucket="bench", Key=key, Body=data)
+    return S3Storage("bench", prefix, Settings(s3_endpoint_url=weed.url, **settings)), weed
+
+
 def synchronize(device: Any) -> None:
     """Wait for queued GPU work, so a timer stops when the work is done."""
     import torch

@@ -15,7 +15,7 @@ from pisar.images import ImageLimits, decode_line
 from pisar.worker import vocab_chunks
 from pisar.worker.engine import Engine
 from pisar.worker.engine_options import DecodeOptions
-from pisar.worker.greedy import GreedyLoop
+from pisar.worker.greedy import Decoded, GreedyLoop
 from tests.helpers.paths import DEMO_MODEL
 from tests.helpers.reference import CardLoop, assert_same_texts
 
@@ -39,6 +39,16 @@ def until_the_end(tokens: torch.Tensor, eos: int) -> list[list[int]]:
     for row in tokens.tolist():
         rows.append(row[: row.index(eos) + 1] if eos in row else row)
     return rows
+
+
+def read_alike(ours: Engine, theirs: Engine, pixels: np.ndarray, settings: dict) -> tuple[Decoded, int]:
+    """The loop's reading of ``pixels``, checked token for token against generate()'s; and the end token."""
+    with torch.inference_mode():
+        decoded = ours.greedy.run(ours.to_device(pixels), settings)
+        generated = theirs.model.generate(pixel_values=theirs.to_device(pixels), **settings)
+    eos = ours.model.generation_config.eos_token_id
+    assert until_the_end(decoded.tokens, eos) == until_the_end(generated[:, 1:], eos)
+    return decoded, eos
 
 
 @pytest.fixture(scope="module", params=["demo", "tiny", "bytes"])
@@ -148,11 +158,7 @@ def test_the_rules_generate_applies_are_applied_alike(tiny_model: Path, print_li
     settings = {**GREEDY, **overrides}
     assert ours.greedy.serves(settings)
     pixels = batch(ours, sorted(print_lines.glob("*.png"))[:8])
-    with torch.inference_mode():
-        decoded = ours.greedy.run(ours.to_device(pixels), settings)
-        generated = theirs.model.generate(pixel_values=theirs.to_device(pixels), **settings)
-    eos = ours.model.generation_config.eos_token_id
-    assert until_the_end(decoded.tokens, eos) == until_the_end(generated[:, 1:], eos)
+    decoded, eos = read_alike(ours, theirs, pixels, settings)
     if "no_repeat_ngram_size" in overrides or "repetition_penalty" in overrides:  # the rule changed what was read
         with torch.inference_mode():
             plain = ours.greedy.run(ours.to_device(pixels), GREEDY)
@@ -177,11 +183,7 @@ def test_the_loop_over_vocabulary_chunks_chooses_what_generate_chooses(
     ours, theirs = engine(byte_model, "auto"), engine(byte_model, "generate")
     settings = {**GREEDY, **overrides}
     pixels = batch(ours, sorted(print_lines.glob("*.png"))[:8])
-    with torch.inference_mode():
-        decoded = ours.greedy.run(ours.to_device(pixels), settings)
-        generated = theirs.model.generate(pixel_values=theirs.to_device(pixels), **settings)
-    eos = ours.model.generation_config.eos_token_id
-    assert until_the_end(decoded.tokens, eos) == until_the_end(generated[:, 1:], eos)
+    decoded, _ = read_alike(ours, theirs, pixels, settings)
     assert calls and min(calls) > 10  # every step went through the chunks, many of them
     with torch.inference_mode():
         output = theirs.model.generate(pixel_values=theirs.to_device(pixels), **settings, output_logits=True, return_dict_in_generate=True)
