@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
@@ -285,36 +285,40 @@ class S3Storage:
         folder by folder and reads it as a folder cursor), so resuming stays with boto3."""
         from pisar import s3_fast
 
-        last = after
-        if self.store is not None and after is None and s3_fast.lists_alike(prefix):
-            try:
-                for keys in s3_fast.list_pages(self.store, prefix):
-                    last = keys[-1]
+        def boto3_keys(last: str | None) -> Iterator[list[str]]:
+            for page in self._pages(Prefix=prefix, **({"StartAfter": last} if last is not None else {})):
+                if keys := [item["Key"] for item in page.get("Contents", [])]:
                     yield keys
-                return
-            except s3_fast.failures():
-                pass
-        for page in self._pages(Prefix=prefix, **({"StartAfter": last} if last is not None else {})):
-            if keys := [item["Key"] for item in page.get("Contents", [])]:
-                yield keys
+
+        if self.store is not None and after is None and s3_fast.lists_alike(prefix):
+            yield from self._obstore_first([prefix], boto3_keys)
+        else:
+            yield from boto3_keys(after)
 
     def _list_run(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
         """A run of sibling folders: fresh, each folder listed whole by obstore, in the run's order
         (the order its folders came in, which is the order a server lists their keys); resumed, or
         from where obstore stops, one boto3 listing of the parent (``_list_run_boto3``)."""
+        if self.store is not None and after is None:
+            yield from self._obstore_first(part.folders, lambda last: self._list_run_boto3(part, last))
+        else:
+            yield from self._list_run_boto3(part, after)
+
+    def _obstore_first(self, prefixes: Iterable[str], then: Callable[[str | None], Iterator[list[str]]]) -> Iterator[list[str]]:
+        """obstore's pages of each of ``prefixes`` in turn, whole; where it stops (a key it cannot
+        name, an error), ``then`` from the last key it gave, so no key is lost or given twice."""
         from pisar import s3_fast
 
-        last = after
-        if self.store is not None and after is None:
-            try:
-                for folder in part.folders:
-                    for keys in s3_fast.list_pages(self.store, folder):
-                        last = keys[-1]
-                        yield keys
-                return
-            except s3_fast.failures():
-                pass
-        yield from self._list_run_boto3(part, last)
+        last = None
+        try:
+            for prefix in prefixes:
+                for keys in s3_fast.list_pages(self.store, prefix):
+                    last = keys[-1]
+                    yield keys
+            return
+        except s3_fast.failures():
+            pass
+        yield from then(last)
 
     def _list_run_boto3(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
         """One listing of the parent from the run's first folder, to the first key of a folder not
