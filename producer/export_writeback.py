@@ -139,10 +139,10 @@ def _append_processing(description: etree._Element, ns: str, element_id: str, ab
 
 def _append_words(line: etree._Element, ns: str, reading: dict[str, Any] | None, scrub: XmlScrubber) -> None:
     """The reading's words as ``String``s, each with its own ``WC`` (``pisar.words.confident_words``),
-    with an ``SP`` between them; an empty ``String`` where there is no reading, since ALTO wants one
-    in every TextLine."""
+    with an ``SP`` between them; an empty ``String`` where there are no words, since ALTO wants one in
+    every TextLine (an empty reading's carries the line's confidence: how sure the model was)."""
     found = [] if reading is None else reading_words(reading, scrub)
-    for index, (word, confidence) in enumerate(found or [("", None)]):
+    for index, (word, confidence) in enumerate(found or [("", None if reading is None else reading["confidence"])]):
         if index:
             etree.SubElement(line, f"{{{ns}}}SP")
         etree.SubElement(line, f"{{{ns}}}String", CONTENT=word, **({} if confidence is None else {"WC": f"{confidence:.4f}"}))

@@ -110,3 +110,21 @@ def test_a_broken_input_is_left_out_and_said(tmp_path: Path) -> None:
     (source / "p1.xml").write_bytes(b"<alto")
     result = write_back(records("p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "alto")
     assert result.files == 0 and "1 layout files left out (p1.xml:" in (result.replaced or "")
+
+
+def test_words_carry_their_own_confidence_and_an_empty_reading_the_lines(tmp_path: Path, alto_schema: etree.XMLSchema) -> None:
+    """WC per word from the stored word confidences; an empty reading is one empty String with the
+    line's confidence (the end token's probability); without stored ones, the line's on every word."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "p1.xml").write_bytes(alto_page(ALTO_4))
+    lines = [
+        {"key": "p1.xml#l1", "status": "ok", "text": "Въ лѣто", "confidence": 0.8, "word_confidences": [0.95, 0.6731]},
+        {"key": "p1.xml#l2", "status": "ok", "text": "", "confidence": 0.97, "word_confidences": []},
+        {"key": "p1.xml#l3", "status": "ok", "text": "два слова", "confidence": 0.7, "word_confidences": None},
+    ]
+    write_back(lines, tmp_path / "out", ABOUT, LocalStorage(source), "alto")
+    written = etree.fromstring((tmp_path / "out" / "p1.xml").read_bytes())
+    assert alto_schema.validate(written), alto_schema.error_log.last_error
+    found = {line.get("ID"): strings(line) for line in written.iterfind(".//a:TextLine", {"a": ALTO_4})}
+    assert found == {"l1": [("Въ", "0.9500"), ("лѣто", "0.6731")], "l2": [("", "0.9700")], "l3": [("два", "0.7000"), ("слова", "0.7000")]}

@@ -22,7 +22,8 @@ from pisar.storage import Storage
 
 @dataclass(frozen=True)
 class LinePlace:
-    """Where a page campaign's line sits on its page: recorded with its result, whatever the result."""
+    """Where a page campaign's line sits on its page: recorded with its result, whatever the result
+    (the fields are ``LineResult``'s of the same names)."""
 
     region_id: str | None
     image: str

@@ -100,14 +100,13 @@ class PageLines:
                     self._load(layout_key, page)
                     page.loaded = True
             waited = time.perf_counter() - started
-            if page.error is not None:
-                line = page.lines.get(line_id)  # a scan that cannot be read: the line is still placed on its page
-                place = None if line is None or page.image_key is None else LinePlace(line.region_id, page.image_key, line.order)
-                return Prepared(key, error=page.error, place=place)
             line = page.lines.get(line_id)
+            if line is not None and page.image_key is not None:  # placed on its page whatever follows, a scan that cannot be read included
+                place = LinePlace(line.region_id, page.image_key, line.order)
+            if page.error is not None:
+                return Prepared(key, error=page.error, place=place)
             if line is None:
                 raise LineNotInLayout(f"{layout_key} holds no TextLine {line_id!r}: the file changed since it was listed")
-            place = LinePlace(line.region_id, page.image_key, line.order)
             if line.problem is not None:
                 raise line.problem
             cut_started = time.perf_counter()

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
@@ -323,15 +323,7 @@ class ShardRunner:
 
     def _result(self, item: Prepared, outcome: Recognition | LineError) -> LineResult:
         """The catalog's row for one line: its reading or its error, and where a page line sits on its page."""
-        place = item.place
-        common = {
-            "key": item.key,
-            "worker": self.worker,
-            "finished_at": utcnow(),
-            "region_id": place.region_id if place else None,
-            "image": place.image if place else None,
-            "reading_order": place.reading_order if place else None,
-        }
+        common = {"key": item.key, "worker": self.worker, "finished_at": utcnow(), **(asdict(item.place) if item.place else {})}
         if isinstance(outcome, LineError):
             return LineResult(**common, status=LineStatus.ERROR.value, error_class=outcome.error_class, error=str(outcome))
         width, height = item.size or (None, None)

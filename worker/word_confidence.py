@@ -32,16 +32,16 @@ def word_confidences(
     ``rows``: each line's text token ids (no special tokens); ``log_probs``: their log-probabilities;
     ``texts``: each line's decoded text. A line without words gets ``()``.
     """
+    spans_of = [word_spans(text) for text in texts]
     windows: list[list[int]] = []
-    for row, text in zip(rows, texts, strict=True):
-        if word_spans(text):
+    for row, spans in zip(rows, spans_of, strict=True):
+        if spans:
             for k in range(len(row)):
                 first = max(0, k - WINDOW + 1)
                 windows += [list(row[first : k + 1]), list(row[first:k])]
     lengths = iter([len(text) for text in decode(windows)] if windows else [])
     result = []
-    for row, logs, text in zip(rows, log_probs, texts, strict=True):
-        spans = word_spans(text)
+    for row, logs, text, spans in zip(rows, log_probs, texts, spans_of, strict=True):
         if not spans:
             result.append(())
             continue
@@ -54,7 +54,7 @@ def word_confidences(
 
 
 def _token_words(spans: list[tuple[int, int]], ends: list[int], length: int) -> list[list[int]]:
-    """The words each token belongs to, from the character offset where each prefix ends."""
+    """The words each token belongs to, from the character offset where each token's text ends."""
     owners: list[list[int]] = []
     start = 0
     for end in ends:
