@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pisar.catalog.models import Campaign, Shard
+from pisar.catalog.shards import shard_name
+from pisar.names import check_name, default_name
+from pisar.safe_text import printable
 from pisar.settings import Settings
 
 
@@ -28,32 +32,31 @@ class RunSummary:
     errors: int = 0
     quarantined: int = 0
     seconds: float = 0.0
+    read_elsewhere: int = 0  # shards another process held and finished while this one waited
 
     def describe(self) -> str:
         """One line for the operator, naming quarantined shards when there are any."""
         text = f"{self.shards} shards run here: {self.recognized} lines, {self.errors} errors"
+        if self.read_elsewhere:
+            text += f"; {self.read_elsewhere} shards read by another process meanwhile"
         if self.quarantined:
             text += f"; {self.quarantined} shards quarantined (see `pisar status`)"
         return text
 
 
-def shard_line_counts(url: str, shard_ids: list[int]) -> int:
-    from sqlalchemy import func, select
-
-    from pisar.catalog.db import get_engine
-
-    if not shard_ids:
-        return 0
-    table = Shard.__table__
-    with get_engine(url).connect() as conn:
-        return int(conn.execute(select(func.coalesce(func.sum(table.c.line_count), 0)).where(table.c.id.in_(shard_ids))).scalar_one())
+#: While another process holds a shard, look again this often (the holder's lease may be minutes long,
+#: but it usually finishes sooner; a look is one read of the catalog).
+HELD_POLL_SECONDS = 1.0
 
 
 def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], console: Console | None = None) -> RunSummary:
-    """Run the given shards here, retrying failed ones with backoff until done or quarantined.
+    """Run the given shards here until each is done or quarantined; returns what happened.
 
-    A node that cannot serve (``FatalError``: no device, a model that will not load) gives the shard
-    back and the error goes to the caller, as a worker would stop.
+    Failed shards are retried with backoff. A shard another live process holds (a second `pisar
+    run` of the campaign, a worker) is waited for, and taken over if its holder's lease runs out,
+    so when this returns every shard has its final state, whoever read it. A node that cannot
+    serve (``FatalError``: no device, a model that will not load) gives the shard back and the
+    error goes to the caller, as a worker would stop.
     """
     summary = RunSummary()
     if not shard_ids:
@@ -64,34 +67,69 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
     console = console or Console(stderr=True)
     runner = ShardRunner(settings, EngineCache.from_settings(settings), worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
     started = time.perf_counter()
+    facts = shard_facts(settings.catalog_url, shard_ids)
+    todo = deque(shard_ids)
+    waited_for: set[int] = set()
+    waiting: dict[int, float] = {}  # shard id -> monotonic time of its next look
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
-            task = progress.add_task(f"{campaign.name}: lines", total=shard_line_counts(settings.catalog_url, shard_ids))
-            for shard_id in shard_ids:
+            task = progress.add_task(f"{printable(campaign.name)}: lines", total=sum(lines for _, lines in facts.values()))
+            while todo or waiting:
+                if not todo:
+                    time.sleep(max(0.0, min(waiting.values()) - time.monotonic()))
+                    due = [i for i, at in waiting.items() if at <= time.monotonic()]
+                    todo.extend(sorted(due))
+                    for shard_id in due:
+                        del waiting[shard_id]
+                    continue
+                shard_id = todo.popleft()
                 outcome = runner.run(campaign.id, shard_id)
-                while (delay := outcome.resend_after(settings)) is not None:
+                while (delay := outcome.resend_after(settings)) is not None and outcome.outcome is not Outcome.HELD:
                     if runner.broken is not None:
                         raise runner.broken
-                    console.print(f"shard {shard_id} {outcome.outcome} ({outcome.error}); retrying in {delay:.0f}s", markup=False)
+                    console.print(
+                        f"{shard_name(campaign.name, facts[shard_id][0])} {outcome.outcome} ({outcome.error}); retrying in {delay:.0f}s",
+                        markup=False,
+                    )
                     time.sleep(delay)
                     outcome = runner.run(campaign.id, shard_id)
-                summary.shards += 1
-                summary.recognized += outcome.lines
-                summary.errors += outcome.errors
-                summary.quarantined += outcome.outcome is Outcome.QUARANTINED
-                progress.advance(task, outcome.lines)
+                if outcome.outcome in (Outcome.HELD, Outcome.FENCED):  # another process has it: look again soon
+                    if shard_id not in waited_for:
+                        waited_for.add(shard_id)
+                        console.print(
+                            f"{shard_name(campaign.name, facts[shard_id][0])} is being read by another process; waiting for it",
+                            markup=False,
+                        )
+                    waiting[shard_id] = time.monotonic() + min(HELD_POLL_SECONDS, delay or HELD_POLL_SECONDS)
+                    continue
+                if outcome.outcome is Outcome.SKIPPED:
+                    summary.read_elsewhere += 1
+                else:
+                    summary.shards += 1
+                    summary.recognized += outcome.lines
+                    summary.errors += outcome.errors
+                    summary.quarantined += outcome.outcome is Outcome.QUARANTINED
+                progress.advance(task, facts[shard_id][1])
     finally:
         runner.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def default_name(source: str) -> str:
-    """A campaign name from a source: the folder's name, or ``bucket-prefix`` for S3."""
-    if source.startswith("s3://"):
-        return source.removeprefix("s3://").rstrip("/").replace("/", "-")
-    return source.rstrip("/").rsplit("/", 1)[-1] or "campaign"
+def shard_facts(url: str, shard_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Each shard's index in its campaign (how the operator knows it) and number of lines (the progress bar)."""
+    from sqlalchemy import select
+
+    from pisar.catalog.db import get_engine
+
+    table = Shard.__table__
+    facts: dict[int, tuple[int, int]] = {}
+    with get_engine(url).connect() as conn:
+        for start in range(0, len(shard_ids), 1000):
+            query = select(table.c.id, table.c.index, table.c.line_count).where(table.c.id.in_(shard_ids[start : start + 1000]))
+            facts.update((row.id, (row.index, row.line_count)) for row in conn.execute(query))
+    return facts
 
 
 def transcribe(
@@ -105,28 +143,45 @@ def transcribe(
     layout: str = "lines",
     crop: str = "polygon",
 ) -> tuple[Campaign, RunSummary]:
-    """Create the campaign (or resume it, same model only) and run every shard not done, here."""
+    """Create the campaign (or resume it, same model only) and run every shard not done, here.
+
+    Another process may be on the same campaign (a second `pisar run`): whoever creates it lists
+    it, the other waits for the listing (or finishes it, if its lister died), and both read what
+    is left, each waiting for the shards the other holds. Either returns only once every shard has
+    its final state.
+    """
     from pisar import model_ref
     from pisar.errors import ConfigError
-    from pisar.producer.campaigns import find_campaign, shards_to_resume
-    from pisar.producer.submit import SubmitRequest, create_campaign
+    from pisar.producer.campaigns import find_campaign, shards_unfinished
+    from pisar.producer.submit import CampaignExists, SubmitRequest, continue_listing, create_campaign
 
     url = settings.catalog_url
-    name = name or default_name(source)
+    name = default_name(source) if name is None else check_name(name)
     campaign = find_campaign(url, name)
     if campaign is None:
         request = SubmitRequest(source, model, name, shard_size, settings.queue, layout=layout, crop=crop)
-        campaign, listing = create_campaign(settings, request)
-        console.print(
-            f"campaign {name}: {campaign.line_count} lines in {campaign.shard_count} shards (skipped files: {listing.describe_skipped()})",
-            markup=False,
-        )
-    else:
-        wanted = model_ref.resolve(model_ref.parse(model))
-        if (wanted.source, wanted.revision or "") != (campaign.model_id, campaign.model_revision):
-            raise ConfigError(f"campaign {name!r} was run with model {campaign.model_id}; use another --name for {model}")
-        console.print(f"campaign {name} exists: resuming")
-    return campaign, run_shards(settings, campaign, shards_to_resume(url, campaign.id), console)
+        try:
+            campaign, listing = create_campaign(settings, request, wait_turn=True)
+        except CampaignExists:  # another process created it a moment ago: join it
+            campaign = find_campaign(url, name)
+        else:
+            console.print(
+                f"campaign {printable(name)}: {campaign.line_count} lines in {campaign.shard_count} shards "
+                f"(skipped files: {listing.describe_skipped()})",
+                markup=False,
+            )
+            return campaign, run_shards(settings, campaign, shards_unfinished(url, campaign.id), console)
+    if campaign is None:  # created and removed again (its source held nothing) while this process looked
+        raise ConfigError(f"campaign {printable(name)!r} vanished while starting; run again")
+    wanted = model_ref.resolve(model_ref.parse(model))
+    if (wanted.source, wanted.revision or "") != (campaign.model_id, campaign.model_revision):
+        raise ConfigError(f"campaign {printable(name)!r} was run with model {campaign.model_id}; use another --name for {model}")
+    console.print(f"campaign {printable(name)} exists: resuming", markup=False)
+    if campaign.listed_at is None:  # its listing was interrupted, or another process is listing it now
+        listed = continue_listing(settings, campaign, wait_turn=True)
+        campaign = find_campaign(url, name) or campaign
+        console.print(f"{printable(name)}: listing finished: {listed.keys} lines in {listed.shards} shards", markup=False)
+    return campaign, run_shards(settings, campaign, shards_unfinished(url, campaign.id), console)
 
 
 def send_back(settings: Settings, campaign: Campaign, shard_ids: list[int], *, reset_attempts: bool, console: Console) -> str:

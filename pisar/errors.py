@@ -36,6 +36,12 @@ class CatalogNotReady(PisarError):
     """The catalog schema is missing or older than this code."""
 
 
+class Incomplete(PisarError):
+    """A run ended with lines that have no final record (their shards quarantined): its output is not whole."""
+
+    exit_code = 4
+
+
 class TransientError(Exception):
     """A shard failed for a reason that may pass (network, storage, database)."""
 
@@ -155,3 +161,16 @@ class WorkerCrash(LineError):
     Found by running a shard that lost its worker one line at a time; the line is set aside so the
     rest of its shard can finish, and it is not retried by ``lines_to_do`` (it would crash again).
     """
+
+
+def line_error_classes() -> tuple[str, ...]:
+    """Every ``error_class`` a line can be recorded with (``LineError``'s subclasses, here and in any
+    module that defines one), sorted: what `retry --errors` accepts."""
+    found: set[str] = set()
+    todo = [LineError]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            found.add(sub.__name__)
+            todo.append(sub)
+    return tuple(sorted(found))

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pisar.errors import NotFound
+from pisar.errors import FatalError, NotFound
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -82,11 +82,18 @@ def _resolve_hub_revision(repo_id: str, revision: str | None) -> str:
 
 
 def verify_folder(ref: ModelRef) -> None:
-    """Refuse to run a campaign on a folder whose content changed since it was submitted."""
+    """Refuse to run a campaign on a folder whose content changed since it was submitted.
+
+    ``FatalError``: this node's copy is not the campaign's model (edited, half-copied, gone), so
+    the node gives its shard back rather than failing it; another node's copy may be right.
+    """
     if ref.revision and ref.revision.startswith("sha256:"):
-        actual = folder_digest(Path(ref.source))
+        folder = Path(ref.source)
+        if not folder.is_dir():
+            raise FatalError(f"model folder {ref.source} is not on this node")
+        actual = folder_digest(folder)
         if actual != ref.revision:
-            raise NotFound(f"model folder {ref.source} changed since submit ({actual[:19]}... != {ref.revision[:19]}...)")
+            raise FatalError(f"model folder {ref.source} changed since submit ({actual[:19]}... != {ref.revision[:19]}...)")
 
 
 def load_target(ref: ModelRef) -> tuple[str, str | None]:

@@ -94,7 +94,7 @@ def delivery_problems(conf: Any, settings: Settings) -> list[str]:
     if visibility < settings.lease_seconds:
         problems.append(
             f"visibility_timeout ({visibility}s) must be at least the shard lease ({settings.lease_seconds}s), "
-            "or every message of a dead worker comes back before its lease frees the shard, and is skipped"
+            "or a message that waits for a shard's lease to end would be delivered again meanwhile"
         )
     return problems
 

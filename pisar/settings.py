@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pisar.constants import DEFAULT_QUEUE
 from pisar.errors import ConfigError
+from pisar.secrets import check_url, redact_url
 
 
 class Settings(BaseSettings):
@@ -43,9 +44,10 @@ class Settings(BaseSettings):
     shard_size: int = Field(256, ge=1, le=100_000, description="Line images per shard")
     list_threads: int = Field(8, ge=1, le=256, description="Threads that list a source's key ranges (sub-folders) at once")
     lease_seconds: int = Field(
-        300,
+        60,
         ge=10,
-        description="A claimed shard's lease; renewed every third of it while the worker lives, so a dead worker's shard frees up within it",
+        description="A claimed shard's lease; renewed every third of it while the worker lives (every 2 s while the catalog is "
+        "unreachable), so a dead worker's shard is read again within about this long, its own message coming back when it ends",
     )
     outage_retry_seconds: int = Field(
         30, ge=1, description="Wait before a shard retries when the catalog or the object store is unreachable (not counted as an attempt)"
@@ -77,6 +79,9 @@ class Settings(BaseSettings):
 
     # Metrics
     metrics_port: int = Field(9808, ge=0, le=65535, description="Port of a worker's Prometheus /metrics; 0 = off")
+    metrics_bind: str = Field(
+        "127.0.0.1", min_length=1, description="Address a worker's /metrics listens on: loopback unless set (0.0.0.0 in a container)"
+    )
 
     # Inference
     model: str | None = Field(None, description="Model a worker preloads at start: DIR or HUB_ID@REVISION")
@@ -133,9 +138,11 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
+        if not value:
+            return None
+        if not value.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
             raise ValueError("must start with redis:// or rediss://")
-        return value or None
+        return check_url(value)
 
     @field_validator("database_url")
     @classmethod
@@ -148,7 +155,7 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
         if not value.startswith(("postgresql+psycopg://", "sqlite://")):
             raise ValueError("must be a postgresql:// or sqlite:// URL")
-        return value
+        return value if value.startswith("sqlite://") else check_url(value)
 
     @property
     def catalog_url(self) -> str:
@@ -161,17 +168,6 @@ class Settings(BaseSettings):
         return self.redis_url is not None
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``: for logs, errors and anything an operator sees."""
-    from urllib.parse import urlsplit
-
-    try:
-        password = urlsplit(url).password
-    except ValueError:  # not parseable as a URL: show it as it is (it holds no user:password@ part we can find)
-        return url
-    return url.replace(f":{password}@", ":***@") if password else url
-
-
 def describe_validation_error(error: ValidationError) -> str:
     """One readable line naming the environment variable and the problem (passwords in URLs hidden)."""
     parts = []
@@ -181,6 +177,9 @@ def describe_validation_error(error: ValidationError) -> str:
         shown = repr(redact_url(value) if isinstance(value, str) else value) if "input" in item and not isinstance(value, dict) else ""
         parts.append(f"PISAR_{field.upper()}={shown}: {item['msg']}" if shown else f"PISAR_{field.upper()}: {item['msg']}")
     return "bad setting " + "; ".join(parts)
+
+
+__all__ = ["Settings", "describe_validation_error", "get_settings", "redact_url"]
 
 
 @lru_cache(maxsize=1)

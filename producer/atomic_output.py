@@ -11,6 +11,30 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def check_writable(output: str | Path) -> None:
+    """Fail now, naming ``output``, if it could not be written later: before hours of work, not after.
+
+    Tries what ``atomic_output`` will do (a temporary file beside it, its folder made if missing);
+    ``ConfigError`` if the target is a folder, its folder cannot be made, or it is not writable.
+    """
+    from pisar.errors import ConfigError
+
+    if str(output) == "-":
+        return
+    target = Path(output)
+    if target.is_dir():
+        raise ConfigError(f"output {target} is a folder; give a file name")
+    if any(folder.exists() and not folder.is_dir() for folder in target.parents):
+        raise ConfigError(f"cannot write the output {target}: a part of its folder is a file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        Path(tmp).unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the output {target}: {exc.strerror or exc}") from None
+
+
 @contextmanager
 def atomic_output(output: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
     """A handle on a temporary file beside ``output``, renamed to it on success and removed on failure; ``-`` is stdout."""

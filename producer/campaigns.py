@@ -66,6 +66,12 @@ def shards_to_resume(url: str, campaign_id: int) -> list[int]:
     return _shard_ids(url, and_(_SHARD.c.campaign_id == campaign_id, condition))
 
 
+def shards_unfinished(url: str, campaign_id: int) -> list[int]:
+    """Every shard not done or quarantined, those a live process holds included (``pisar run`` waits for them)."""
+    final = [ShardState.DONE.value, ShardState.QUARANTINED.value]
+    return _shard_ids(url, and_(_SHARD.c.campaign_id == campaign_id, _SHARD.c.state.not_in(final)))
+
+
 def _shard_ids(url: str, condition: ColumnElement[bool]) -> list[int]:
     with get_engine(url).connect() as conn:
         return list(conn.execute(select(_SHARD.c.id).where(condition).order_by(_SHARD.c.index)).scalars())

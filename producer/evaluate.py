@@ -19,6 +19,7 @@ import jiwer
 import numpy as np
 
 from pisar.catalog.models import Campaign
+from pisar.csv_cells import neutralise_row
 from pisar.groundtruth import normalizer, read_layout_transcriptions, read_transcription
 from pisar.producer.export import iter_records
 from pisar.storage import Storage
@@ -174,7 +175,7 @@ def write_outputs(report: EvalReport, scores: list[LineScore], out_dir: Path) ->
         writer = csv.DictWriter(handle, fieldnames=["key", "reference", "hypothesis", "cer", "confidence", "min_token_prob", "status"])
         writer.writeheader()
         for score in scores:
-            writer.writerow(asdict(score))
+            writer.writerow(neutralise_row(asdict(score)))  # keys and texts are data, never formulas
     paths["summary"].write_text(json.dumps(asdict(report), ensure_ascii=False, indent=2), encoding="utf-8")
     plot_calibration(report, paths["plot"])
     return paths

@@ -18,6 +18,7 @@ from sqlalchemy import Select, select
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineStatus, Shard
 from pisar.constants import EXPORT_FIELDS
+from pisar.csv_cells import neutralise_row
 from pisar.errors import ConfigError
 from pisar.layout import split_line_key
 from pisar.producer.atomic_output import atomic_output
@@ -136,7 +137,7 @@ def export(
             writer = csv.DictWriter(handle, fieldnames=EXPORT_FIELDS)
             writer.writeheader()
             for record in records:
-                writer.writerow({**record, "word_confidences": format_confidences(record["word_confidences"])})
+                writer.writerow(neutralise_row({**record, "word_confidences": format_confidences(record["word_confidences"])}))
                 count += 1
         else:
             for record in records:

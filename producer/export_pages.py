@@ -7,7 +7,7 @@ the unit these formats describe: ``scans/f1/op2/page_007/*.png`` becomes
 Pisar reads line images, not page scans, so there is no page geometry to report: the line images
 are placed one under the other in key order, each at its own size (``line.width``, ``line.height``),
 and the source key of every line is in the file (ALTO ``OtherTag``, PAGE ``UserAttribute``).
-Confidence (``geomean_text_token_prob_v2``): PAGE ``TextEquiv@conf`` on the line, and ALTO ``WC``
+Confidence (``geomean_text_token_prob_v3``): PAGE ``TextEquiv@conf`` on the line, and ALTO ``WC``
 on each word, the word's own (the geometric mean of its tokens' probabilities, ``pisar.words``) or,
 for a result stored without one, the line's, since ALTO has no line-level confidence.
 

@@ -13,7 +13,7 @@ sub-folders), and ``list_threads`` threads list them at once, writing as they go
 
 A range's last shard may be short. Shard indexes follow the order shards are written, not key
 order across ranges (a shard's own keys are always consecutive). Only one process lists a
-campaign at a time (a Postgres advisory lock).
+campaign at a time (``pisar/catalog/locks.py``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, func, insert, select, update
 
-from pisar.catalog import shards
+from pisar.catalog import locks, shards
 from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart, Shard, utcnow
@@ -46,7 +46,6 @@ _PART = ListingPart.__table__
 # large transactions while listing fast, and fresh shards for the feeder while listing slowly.
 WRITE_KEYS = 10_000
 WRITE_SECONDS = 2.0
-_LOCK_CLASS = 0x70697361  # "pisa": the advisory-lock namespace of listings; the campaign id is the object
 
 
 class ListingBusy(PisarError):
@@ -87,15 +86,23 @@ def plan_ranges(conn: Connection, campaign_id: int, ranges: list[KeyRange], skip
 
 
 def list_into_catalog(
-    url: str, campaign_id: int, storage: Storage, threads: int, every: float = 2.0, tick: Callable[[], None] | None = None
+    url: str,
+    campaign_id: int,
+    storage: Storage,
+    threads: int,
+    every: float = 2.0,
+    tick: Callable[[], None] | None = None,
+    *,
+    wait_turn: bool = False,
 ) -> Listed:
     """List every range not done yet into the catalog, then close the campaign's listing.
 
     ``tick`` runs every ``every`` seconds on the calling thread while the listers work (the
-    submit publishes the shards listed so far with it).
+    submit publishes the shards listed so far with it). Another process listing the campaign
+    makes this raise ``ListingBusy``, or with ``wait_turn`` wait for it and then list what it left.
     """
     started = time.monotonic()
-    with _listing_lock(url, campaign_id):
+    with _listing_lock(url, campaign_id, wait_turn):
         with get_engine(url).connect() as conn:
             shard_size, layout = conn.execute(select(_CAMPAIGN.c.shard_size, _CAMPAIGN.c.layout).where(_CAMPAIGN.c.id == campaign_id)).one()
             parts = conn.execute(select(_PART).where(_PART.c.campaign_id == campaign_id, ~_PART.c.done).order_by(_PART.c.ordinal)).all()
@@ -205,19 +212,13 @@ class _Indexes:
 
 
 @contextmanager
-def _listing_lock(url: str, campaign_id: int) -> Iterator[None]:
-    """Hold Postgres's advisory lock on this campaign's listing (SQLite: one process, nothing to hold)."""
-    engine = get_engine(url)
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    with engine.connect() as conn:
-        params = {"c": _LOCK_CLASS, "o": campaign_id}
-        if not conn.execute(text("SELECT pg_try_advisory_lock(:c, :o)"), params).scalar_one():
-            raise ListingBusy("another process is listing this campaign now; wait for it, or stop it and run `pisar resume`")
-        conn.commit()
-        try:
+def _listing_lock(url: str, campaign_id: int, wait_turn: bool) -> Iterator[None]:
+    """Hold this campaign's listing lock (``pisar/catalog/locks.py``): Postgres's advisory lock, a file lock on SQLite."""
+    try:
+        with locks.held(url, locks.LISTING, campaign_id, wait=wait_turn, on_wait=lambda: log.warning(_BUSY + "; waiting for it")):
             yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"), params)
-            conn.commit()
+    except locks.Busy:
+        raise ListingBusy(_BUSY + "; wait for it, or stop it and run `pisar resume`") from None
+
+
+_BUSY = "another process is listing this campaign now"

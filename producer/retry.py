@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import getpass
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import and_, false, func, insert, literal, or_, select, update
@@ -27,9 +27,10 @@ from pisar.catalog import shards
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Retry, Shard, ShardState, utcnow
 from pisar.catalog.shards import held_by_a_worker
-from pisar.errors import ConfigError, WorkerCrash
+from pisar.errors import ConfigError, WorkerCrash, line_error_classes
 from pisar.flags import KNOWN_FLAGS
 from pisar.model_ref import ModelRef
+from pisar.safe_text import printable
 
 _LINE = Line.__table__
 _SHARD = Shard.__table__
@@ -51,6 +52,12 @@ class RetrySelector:
         unknown = sorted(set(self.flags) - set(KNOWN_FLAGS))
         if unknown:
             raise ConfigError(f"unknown flag {', '.join(unknown)}: use {', '.join(KNOWN_FLAGS)}")
+        classes = line_error_classes()
+        unknown = sorted(set(self.errors) - set(classes))
+        if unknown:
+            raise ConfigError(f"unknown error class {', '.join(map(printable, unknown))}: use {', '.join(classes)}")
+        if any(index < 0 for index in self.shards):
+            raise ConfigError("--shard takes a shard's index in its campaign, 0 or more (see `pisar status NAME`)")
         if self.below_confidence is not None and not 0 < self.below_confidence <= 1:
             raise ConfigError(f"--below-confidence must be above 0 and at most 1, not {self.below_confidence}")
 
@@ -100,7 +107,6 @@ class RetryPlan:
     shard_indexes: list[int]
     examples: list[str]
     running: int  # selected lines in shards a live worker holds now: left alone
-    unknown_shards: list[int] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +148,10 @@ def _plan(url: str, campaign_id: int, selector: RetrySelector, selection: _Selec
         ).all()
         examples = list(conn.execute(select(_LINE.c.key).where(chosen).order_by(_LINE.c.key).limit(EXAMPLES)).scalars())
         known = set(conn.execute(select(_SHARD.c.index).where(_SHARD.c.campaign_id == campaign_id)).scalars())
+    unknown = sorted(set(selector.shards) - known)
+    if unknown:
+        have = f"0 to {max(known)}" if known else "none yet"
+        raise ConfigError(f"no shard with index {', '.join(map(str, unknown))} in this campaign (its shards: {have})")
     return RetryPlan(
         lines_by_reason=counts,
         lines=lines,
@@ -149,7 +159,6 @@ def _plan(url: str, campaign_id: int, selector: RetrySelector, selection: _Selec
         shard_indexes=[s.index for s in shards],
         examples=examples,
         running=running,
-        unknown_shards=sorted(set(selector.shards) - known),
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus
+from pisar.csv_cells import neutralise_row, restore
 from pisar.errors import ConfigError, LineError
 from pisar.groundtruth import gt_key
 from pisar.storage import Storage
@@ -92,7 +93,7 @@ def write_package(lines: list[Sampled], storage: Storage, folder: Path, campaign
     with (folder / "corrections.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(neutralise_row(row) for row in rows)  # keys and texts are data, never formulas
     (folder / "index.html").write_text(_page(rows, campaign), encoding="utf-8")
     return len(rows)
 
@@ -148,7 +149,8 @@ def import_corrections(csv_path: Path) -> Imported:
         missing = set(COLUMNS) - set(reader.fieldnames or ())
         if missing:
             raise ConfigError(f"{csv_path} is not a review sheet: no column {', '.join(sorted(missing))}")
-        for number, row in enumerate(reader, 2):
+        for number, cells in enumerate(reader, 2):
+            row = {name: restore(value or "") for name, value in cells.items() if name is not None}
             status = (row["status"] or "").strip().lower()
             if status not in (*REVIEWED, "todo", ""):
                 raise ConfigError(f"{csv_path}, line {number}: status {row['status']!r} is not ok, fixed or todo")

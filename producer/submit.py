@@ -21,6 +21,7 @@ from pisar.catalog.models import Campaign, ListingPart
 from pisar.constants import CONFIDENCE_FORMULA, DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
 from pisar.layout import is_layout_key
+from pisar.names import check_name
 from pisar.page_crop import CROPS
 from pisar.processor import check_model_files, describe_generation, describe_preprocessing, generation_overrides
 from pisar.producer.campaigns import find_campaign
@@ -52,14 +53,17 @@ class SubmitRequest:
     crop: str = "polygon"  # how a page line is cut from its scan: polygon (outside it white) or box
 
 
-def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[], None] | None = None) -> tuple[Campaign, Listed]:
+def create_campaign(
+    settings: Settings, request: SubmitRequest, tick: Callable[[], None] | None = None, *, wait_turn: bool = False
+) -> tuple[Campaign, Listed]:
     """Resolve the model, record the campaign and list its source into the catalog; refuses an existing name.
 
     ``tick`` runs every few seconds while the listing goes on (the submit publishes with it).
+    ``wait_turn``: should another process take up the new campaign's listing first (a second
+    `pisar run` of the same name), wait for it instead of failing.
     """
     url = settings.catalog_url
-    if not request.name.strip():
-        raise ConfigError("campaign name must not be empty")
+    check_name(request.name)
     if find_campaign(url, request.name) is not None:
         raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}` or another --name")
     if request.layout not in LAYOUTS:
@@ -97,11 +101,11 @@ def create_campaign(settings: Settings, request: SubmitRequest, tick: Callable[[
         campaign.id = row.scalar_one()
         plan_ranges(conn, campaign.id, ranges, dict(source.listing.skipped) if isinstance(source, ManifestKeys) else None)
     log.info("campaign %s: listing %s in %s key ranges", campaign.name, storage.url, len(ranges))
-    listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick)
+    listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn)
     if not listed.keys:
         _forget(url, campaign.id)
         wanted = "TextLines in PAGE/ALTO files" if request.layout == "xml" else "line images"
-        raise NotFound(f"no {wanted} under {storage.url} (skipped: {dict(listed.skipped) or 'nothing'})")
+        raise NotFound(f"no {wanted} under {storage.url} (skipped files: {listed.describe_skipped()})")
     campaign.line_count, campaign.shard_count, campaign.skipped_files = listed.keys, listed.shards, dict(listed.skipped)
     log.info("campaign %s: %s lines in %s shards from %s", campaign.name, campaign.line_count, campaign.shard_count, storage.url)
     return campaign, listed
@@ -133,11 +137,13 @@ def submit_and_publish(settings: Settings, request: SubmitRequest) -> Submitted:
     return Submitted(campaign, listing, describe_published(fed, campaign))
 
 
-def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], None] | None = None) -> Listed:
-    """Go on with a listing that was interrupted, from where each key range stopped."""
+def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], None] | None = None, *, wait_turn: bool = False) -> Listed:
+    """Go on with a listing that was interrupted, from where each key range stopped (``wait_turn``: see ``create_campaign``)."""
     storage = open_storage(campaign.source_url, settings)
     source = _key_source(storage, campaign.manifest, campaign.layout)
-    return list_into_catalog(settings.catalog_url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick)
+    return list_into_catalog(
+        settings.catalog_url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn
+    )
 
 
 def _key_source(storage: Storage, manifest: str | None, layout: str) -> Storage | ManifestKeys:

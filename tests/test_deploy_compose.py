@@ -98,7 +98,7 @@ def test_env_example_names_exactly_what_compose_reads() -> None:
     listed = set(env_file_values())
     assert used == listed, f"in compose only: {sorted(used - listed)}; in .env.example only: {sorted(listed - used)}"
     text = ENV_EXAMPLE.read_text()
-    wiring = {"PISAR_REDIS_URL", "PISAR_DATABASE_URL", "PISAR_METRICS_PORT"}  # compose builds these from service names
+    wiring = {"PISAR_REDIS_URL", "PISAR_DATABASE_URL", "PISAR_METRICS_PORT", "PISAR_METRICS_BIND"}  # compose fixes these for its network
     for name in Settings.model_fields:  # every other knob is in .env.example, most with its default beside it
         variable = f"PISAR_{name.upper()}"
         assert (variable in wiring) != bool(re.search(rf"^{variable}=", text, re.M)), variable
@@ -227,7 +227,7 @@ def test_prometheus_and_grafana_are_provisioned_from_infra() -> None:
     assert workers["names"] == services["worker"]["networks"]["default"]["aliases"]
     assert workers["port"] == Settings().metrics_port == int(services["worker"]["environment"]["PISAR_METRICS_PORT"])
     assert jobs["pisar-catalog"]["static_configs"][0]["targets"] == ["metrics:9809"]
-    assert services["metrics"]["command"] == ["metrics", "--port=9809"]
+    assert services["metrics"]["command"] == ["metrics", "--port=9809", "--bind=0.0.0.0"]  # the default is loopback only
 
     mounts = mounted(services["grafana"])
     provisioning = Path(mounts["/etc/grafana/provisioning"])

@@ -84,7 +84,7 @@ def test_campaign_end_to_end(
     assert sum(r.line_count for r in shard_rows) == total
     assert campaign.skipped_files == {".gt.txt": len(list(print_lines.glob("*.gt.txt")))}
     assert campaign.model_revision.startswith("sha256:")
-    assert campaign.confidence_formula == "geomean_text_token_prob_v2"
+    assert campaign.confidence_formula == "geomean_text_token_prob_v3"
     assert campaign.preprocessing["size"] == {"height": 182, "width": 1022}
     assert len({r.worker.rsplit(":", 1)[0] for r in shard_rows}) == 2, "both workers should have taken shards"
 

@@ -119,8 +119,10 @@ def test_flags_errors_and_shards_select_exactly_their_lines(campaign: dict[str, 
     assert "would re-run 6 lines in 1 shards" in said and "shards: 0" in said
     said = retry(campaign, "--shard", "0", "--errors", "NotAnImage", "--dry-run")
     assert "would re-run 0 lines in 0 shards" in said, "selectors within --shard intersect"
-    said = retry(campaign, "--shard", "9", "--dry-run")
-    assert "no shard with index 9" in said
+    for selector, said in (("--shard", "no shard with index 9 in this campaign (its shards: 0 to"), ("--errors", "unknown error class 9")):
+        refused = run_pisar(["retry", "lines", selector, "9"], campaign)  # a selector that names nothing is refused, not obeyed silently
+        assert (refused.returncode, refused.stderr.count("\n")) == (2, 1) and said in refused.stderr, refused.stderr
+    assert "NotAnImage" in refused.stderr and "WorkerCrash" in refused.stderr  # the known classes, listed
 
     retry(campaign, "--flag", "repetition")
     after = lines(campaign)

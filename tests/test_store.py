@@ -75,16 +75,20 @@ def results_for(settings: Settings, shard_id: int, text: str) -> list[LineResult
     return [ok_result(key, text) for key in shards.lines_to_do(settings.catalog_url, shard_id)]
 
 
-def test_second_delivery_is_skipped_and_counted(settings: Settings, campaign) -> None:
+def test_second_delivery_waits_for_a_live_lease_and_is_skipped_once_done(settings: Settings, campaign) -> None:
+    """A delivery that finds a live lease is told when that lease ends (it comes back then, in case the
+    holder died); one that finds the shard done is a duplicate, counted."""
     first = shard_ids(settings, campaign.id)[0]
     held = shards.claim(settings.catalog_url, first, "w1", lease_seconds=60, max_attempts=3)
-    assert held is not None and held.token == 1
-    assert shards.claim(settings.catalog_url, first, "w2", lease_seconds=60, max_attempts=3) is None
+    assert isinstance(held, shards.Claim) and held.token == 1 and held.name == "store-test shard 0"
+    busy = shards.claim(settings.catalog_url, first, "w2", lease_seconds=60, max_attempts=3)
+    assert isinstance(busy, shards.Skipped) and (busy.holder, busy.name) == ("w1", "store-test shard 0")
+    assert 55 < (busy.held_until - utcnow()).total_seconds() <= 60
     assert shards.finish(settings.catalog_url, held, results_for(settings, first, "a"), FACTS)
-    assert shards.claim(settings.catalog_url, first, "w2", lease_seconds=60, max_attempts=3) is None
+    assert shards.claim(settings.catalog_url, first, "w2", lease_seconds=60, max_attempts=3) == shards.Skipped(name="store-test shard 0")
     with get_engine(settings.catalog_url).connect() as conn:
         shard = conn.execute(select(Shard.__table__).where(Shard.__table__.c.id == first)).one()
-    assert (shard.state, shard.duplicate_deliveries, shard.engine) == ("done", 2, "cpu:float32")
+    assert (shard.state, shard.duplicate_deliveries, shard.engine) == ("done", 1, "cpu:float32")
 
 
 def test_shard_counters_follow_every_change_of_a_line_result(settings: Settings, campaign) -> None:
@@ -148,7 +152,7 @@ def test_failures_retry_then_quarantine(settings: Settings, campaign) -> None:
         assert held is not None
         states.append(shards.fail(url, held, "TransientError: S3 down", max_attempts=3))
     assert states == ["failed", "failed", "quarantined"]
-    assert shards.claim(url, first, "w", lease_seconds=60, max_attempts=3) is None
+    assert shards.claim(url, first, "w", lease_seconds=60, max_attempts=3) == shards.Skipped(name="store-test shard 0")
     assert first not in shards_to_resume(url, campaign.id)
     assert first in plan(url, campaign.id, RetrySelector()).shard_ids
 

@@ -1,19 +1,13 @@
 """The inference engine: one VisionEncoderDecoderModel, batched generate, per-line confidence.
 
-Confidence (``geomean_text_token_prob_v2``): for each line, the geometric mean over generated
-text tokens of the probability the model gave the chosen token (softmax of its raw logits,
-before logits processors), and the minimum of those probabilities. Special tokens (start, end,
-padding) are excluded. A line with no text token (an empty reading) takes the probability of the
-end token at the step it was chosen, the first, as both: how sure the model is that the line is
-empty, so `retry --below-confidence` and `export --min-confidence` see it (v1 left it ``None``).
-A model that never emits its end token leaves an empty line with no confidence.
+Confidence follows ``worker/confidence.py`` (the rule, in one place); this module gathers the
+log-probabilities it needs: the text tokens', the first end token's, and every generated token's.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +20,7 @@ from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
 from pisar.worker.attention import use_sdpa
 from pisar.worker.batch_size import MemoryCost
+from pisar.worker.confidence import line_confidence
 from pisar.worker.engine_options import DecodeOptions, prepare_encoder
 from pisar.worker.greedy import GreedyLoop
 from pisar.worker.preprocess import LinePreprocessor
@@ -55,8 +50,8 @@ class Recognition:
     """What the model read on one line, and how sure it was."""
 
     text: str
-    confidence: float | None
-    min_token_prob: float | None
+    confidence: float  # in (0, 1], for every reading (worker/confidence.py)
+    min_token_prob: float
     token_count: int
     flags: tuple[str, ...] = ()  # generation-failure signs (``worker/flags.py``): max_length, repetition
     word_confidences: tuple[float, ...] = ()  # one per word of ``pisar.words.words(text)`` (worker/word_confidence.py)
@@ -92,6 +87,47 @@ def pick_dtype(preference: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+#: Weights a checkpoint may lack: the encoder's pooler, which VisionEncoderDecoderModel never reads
+#: (the decoder attends to the encoder's last hidden state). Any other missing weight would be random.
+UNUSED_WEIGHTS = ("encoder.pooler.",)
+
+
+def load_model(ref: ModelRef, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
+    """The processor and the model in eval mode on ``device``; ``FatalError`` if they cannot be had whole.
+
+    Whatever goes wrong while loading is this node's failure, not a shard's: weights truncated or
+    corrupt (safetensors' own error), a tensor of the wrong shape, out of memory, a processor that
+    will not build. A checkpoint that lacks a weight the model reads loads in transformers with
+    that weight left random and a warning; here it is refused, since every line would read as noise.
+    """
+    from transformers import VisionEncoderDecoderModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per load floods worker logs
+    try:
+        processor = load_processor(ref)
+        name, revision = load_target(ref)
+        model, info = VisionEncoderDecoderModel.from_pretrained(
+            name,
+            revision=revision,
+            dtype=dtype,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # refused below, by name
+        )
+        missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(UNUSED_WEIGHTS))
+        mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
+        if missing or mismatched:
+            what = f"{len(missing)} weights missing" if missing else f"{len(mismatched)} weights of the wrong shape"
+            raise FatalError(f"cannot load model {ref}: its checkpoint is incomplete ({what}, e.g. {(missing or mismatched)[0]})")
+        model.to(device).eval()
+    except FatalError:
+        raise
+    except Exception as exc:  # any failure to load, by any library: the node cannot serve with this model
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise FatalError(f"cannot load model {ref}: {type(exc).__name__}: {reason}"[:1000]) from exc
+    return processor, model
+
+
 class Engine:
     """A loaded model and processor; ``recognize`` turns preprocessed pixels into text."""
 
@@ -102,18 +138,7 @@ class Engine:
         self.options = options or DecodeOptions(decoder=decoder)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        try:
-            from transformers import VisionEncoderDecoderModel
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # one bar per load floods worker logs
-
-            self.processor = load_processor(ref)
-            name, revision = load_target(ref)
-            self.model = VisionEncoderDecoderModel.from_pretrained(name, revision=revision, dtype=self.dtype)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise FatalError(f"cannot load model {ref}: {exc}") from exc
-        self.model.to(self.device).eval()
+        self.processor, self.model = load_model(ref, self.dtype, self.device)
         self.sdpa_layers = use_sdpa(self.model)  # TrOCR decoders run eager attention otherwise
         self.encoder_variant = prepare_encoder(self.model, self.device, self.options)
         static = self.options.graphs == "on" or (self.options.graphs == "auto" and self.device.type == "cuda")
@@ -270,9 +295,19 @@ class Engine:
         per_word = word_confidences(self._decode_ids, ids, [row.tolist() for row in row_log_probs], texts)
         results = []
         for i, text in enumerate(texts):
-            flags = generation_flags(text, ids[i], ended[i])
             end = float(end_log_prob[i]) if ended[i] else None
-            results.append(replace(_confidence(text, row_log_probs[i], end), flags=flags, word_confidences=per_word[i]))
+            text_logs = row_log_probs[i].tolist()
+            confidence, least = line_confidence(text_logs, end, [] if text_logs or ended[i] else log_probs[i].tolist())
+            results.append(
+                Recognition(
+                    text=text,
+                    confidence=confidence,
+                    min_token_prob=least,
+                    token_count=len(text_logs),
+                    flags=generation_flags(text, ids[i], ended[i]),
+                    word_confidences=per_word[i],
+                )
+            )
         return results
 
     def _decode_ids(self, rows: list[list[int]]) -> list[str]:
@@ -313,20 +348,6 @@ class Engine:
             dim=1,
         )
         return texts, chosen, log_probs, chosen.numel() if greedy else None
-
-
-def _confidence(text: str, log_probs: torch.Tensor, end_log_prob: float | None) -> Recognition:
-    """The line's confidence from its text tokens' log-probabilities; with none, the end token's (see the module docstring)."""
-    count = int(log_probs.numel())
-    if count == 0:
-        sure = math.exp(end_log_prob) if end_log_prob is not None else None
-        return Recognition(text=text, confidence=sure, min_token_prob=sure, token_count=0)
-    return Recognition(
-        text=text,
-        confidence=math.exp(float(log_probs.mean())),
-        min_token_prob=math.exp(float(log_probs.min())),
-        token_count=count,
-    )
 
 
 class EngineCache:

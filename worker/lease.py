@@ -1,6 +1,6 @@
 """The lease heartbeat: a running shard's lease is renewed while its worker lives.
 
-Leases can then be short (``lease_seconds``, minutes), so a killed worker's shard is reclaimed
+Leases can then be short (``lease_seconds``, a minute by default), so a killed worker's shard is reclaimed
 quickly, yet a shard that takes longer than one lease is never taken from a live worker. The
 heartbeat runs in a thread because ``generate()`` holds the worker's main thread for seconds at a
 time; torch releases the GIL while it computes, so the beat keeps time.
@@ -20,6 +20,9 @@ from pisar.catalog.shards import Claim
 from pisar.errors import is_outage
 
 log = logging.getLogger(__name__)
+
+
+OUTAGE_BEAT_SECONDS = 2.0
 
 
 class LeaseLost(Exception):
@@ -48,25 +51,31 @@ class LeaseKeeper:
     def check(self) -> None:
         """Raise ``LeaseLost`` if the heartbeat found the shard taken; called between batches."""
         if self.lost.is_set():
-            raise LeaseLost(f"shard {self.held.shard_id} was claimed again by another worker")
+            raise LeaseLost(f"{self.held.name} was claimed again by another worker")
 
     def renew_for(self, seconds: float) -> None:
         """Keep renewing for at most ``seconds`` more (the commit's timeout), then let the lease run out."""
         self._until = time.monotonic() + seconds
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = self.interval
+        while not self._stop.wait(wait):
             if self._until is not None and time.monotonic() > self._until:
-                log.warning("shard %s: the commit outlasted its timeout; the lease is no longer renewed", self.held.shard_id)
+                log.warning("%s: the commit outlasted its timeout; the lease is no longer renewed", self.held.name)
                 return
             try:
                 if not shards.renew(self.url, self.held, self.lease_seconds):
                     if not self._stop.is_set():  # (a beat that lands just after this run's own commit finds it done)
-                        log.warning("shard %s: the lease is no longer this run's (a newer claim, or its commit)", self.held.shard_id)
+                        log.warning("%s: the lease is no longer this run's (a newer claim, or its commit)", self.held.name)
                     self.lost.set()
                     return
+                wait = self.interval
             except Exception as exc:
                 if not is_outage(exc):
                     raise
-                # a catalog outage: two more beats fit in the lease, keep trying
-                log.warning("shard %s: lease renewal failed (%s); retrying", self.held.shard_id, type(exc).__name__)
+                # A catalog outage: nobody can claim the shard meanwhile, but once the catalog is back a
+                # reaper or a returning message could take it if its lease ran out. Beats come every
+                # OUTAGE_BEAT_SECONDS until one lands, so the lease is renewed within seconds of the
+                # catalog's return, well before a reaper's pass (PISAR_REAP_INTERVAL_SECONDS).
+                wait = min(self.interval, OUTAGE_BEAT_SECONDS)
+                log.warning("%s: lease renewal failed (%s); retrying in %.0fs", self.held.name, type(exc).__name__, wait)

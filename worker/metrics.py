@@ -30,18 +30,18 @@ GPU_MEMORY = Gauge("pisar_gpu_memory_bytes", "CUDA memory of this worker after i
 STAGES = ("fetch", "preprocess", "input_wait", "generate", "commit")
 
 
-def serve(port: int) -> None:
-    """Serve ``/metrics`` on ``port`` in a daemon thread; a busy port is logged, never fatal."""
+def serve(port: int, bind: str = "127.0.0.1") -> None:
+    """Serve ``/metrics`` on ``bind:port`` in a daemon thread; a busy port is logged, never fatal."""
     if not port:
         return
     for stage in STAGES:  # every stage shows from the first scrape, at 0
         STAGE_SECONDS.labels(stage)
     try:
-        start_http_server(port)
+        start_http_server(port, addr=bind)
     except OSError as exc:
         log.warning("metrics: cannot serve on port %s (%s); this worker runs without /metrics", port, exc)
         return
-    log.info("metrics on :%s/metrics", port)
+    log.info("metrics on %s:%s/metrics", bind, port)
 
 
 def record_lines(campaign: str, results: Iterable[tuple[str, str | None]]) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
@@ -50,13 +51,17 @@ class Outcome(StrEnum):
     """What became of one delivery of a shard, and so what its message needs."""
 
     DONE = "done"  # committed
-    SKIPPED = "skipped"  # a duplicate or stale delivery: the shard is done or a live worker holds it
+    SKIPPED = "skipped"  # a duplicate or stale delivery: nothing is owed to the shard (done, quarantined)
+    HELD = "held"  # a live lease holds the shard: looked at again when that lease ends (its holder may be dead)
     FENCED = "fenced"  # a newer claim took the shard; this run wrote nothing
     FAILED = "failed"  # an error of the shard's own: attempt spent, retried with backoff
     QUARANTINED = "quarantined"  # the same on the last attempt
     STALLED = "stalled"  # an outage (catalog, object store): released, retried after PISAR_OUTAGE_RETRY_SECONDS
     STOPPED = "stopped"  # the worker is stopping: released, sent again at once for another worker
     BROKEN = "broken"  # this node cannot serve (FatalError): released, sent again at once; the worker exits
+
+
+HELD_MARGIN_SECONDS = 2.0  # after a lease's end, before its shard is looked at again
 
 
 def retry_delay(attempts: int) -> int:
@@ -77,9 +82,17 @@ class ShardOutcome:
     generate_seconds: float = 0.0
     error: str | None = None
     attempts: int = 0
+    held_until: datetime | None = None  # HELD: when the holder's lease ends unless renewed
 
     def resend_after(self, settings: Settings) -> float | None:
-        """Seconds until the shard's message should be sent again; ``None`` when nothing more is owed to it."""
+        """Seconds until the shard's message should be sent again; ``None`` when nothing more is owed to it.
+
+        A held shard's message comes back just after the holder's lease would end: by then the
+        holder has finished (the delivery is skipped), renewed (it comes back again), or died
+        (it is claimed), so a shard whose only message found a live lease is never left behind.
+        """
+        if self.outcome is Outcome.HELD and self.held_until is not None:
+            return max(1.0, (self.held_until - utcnow()).total_seconds() + HELD_MARGIN_SECONDS)
         if self.outcome is Outcome.FAILED:
             return retry_delay(self.attempts)
         if self.outcome is Outcome.STALLED:
@@ -119,16 +132,19 @@ class ShardRunner:
             held = shards.claim(self.catalog_url, shard_id, self.worker, self.settings.lease_seconds, self.settings.max_attempts)
         except Exception as exc:  # nothing is held yet: an outage waits, anything else means this node cannot use its catalog
             if is_outage(exc):
-                log.warning("shard %s: catalog unreachable (%s); retrying later", shard_id, type(exc).__name__)
+                log.warning("shard with catalog id %s: catalog unreachable (%s); retrying later", shard_id, type(exc).__name__)
                 return ShardOutcome(shard_id, Outcome.STALLED, error=_describe(exc))
             self.broken = FatalError(f"cannot claim shards: {_describe(exc)}")
-            log.error("shard %s: %s; this worker stops taking work", shard_id, self.broken)
+            log.error("shard with catalog id %s: %s; this worker stops taking work", shard_id, self.broken)
             return ShardOutcome(shard_id, Outcome.BROKEN, error=str(self.broken))
-        if held is None:
-            log.info("shard %s: duplicate or stale delivery, skipped", shard_id)
+        if isinstance(held, shards.Skipped):
+            if held.held_until is not None:
+                log.info("%s: held by %s until %s; looked at again then", held.name, held.holder, f"{held.held_until:%H:%M:%S}")
+                return ShardOutcome(shard_id, Outcome.HELD, held_until=held.held_until)
+            log.info("%s: duplicate or stale delivery, skipped", held.name or f"shard with catalog id {shard_id} (not in the catalog)")
             return ShardOutcome(shard_id, Outcome.SKIPPED)
         if held.campaign_id != campaign_id:
-            log.warning("shard %s belongs to campaign %s, not %s as the message said", shard_id, held.campaign_id, campaign_id)
+            log.warning("%s belongs to campaign %s, not %s as the message said", held.name, held.campaign_id, campaign_id)
         try:
             return self._run_held(held)
         except LeaseLost as exc:
@@ -146,9 +162,9 @@ class ShardRunner:
         except BaseException:  # Ctrl-C, SystemExit: hand the shard back (one try: the process is leaving) instead of holding its lease
             try:
                 shards.release(self.catalog_url, held)
-                log.warning("shard %s interrupted and released", shard_id)
+                log.warning("%s interrupted and released", held.name)
             except Exception as exc:  # the lease expires and the reaper takes the shard
-                log.warning("shard %s interrupted; the release failed (%s)", shard_id, _describe(exc))
+                log.warning("%s interrupted; the release failed (%s)", held.name, _describe(exc))
             raise
 
     def _run_held(self, held: Claim) -> ShardOutcome:
@@ -160,7 +176,7 @@ class ShardRunner:
             engine = self.engines(campaign)  # FatalError (no device, weights that will not load): this node's, not the shard's
             keys = shards.lines_to_do(self.catalog_url, held.shard_id)
             if held.suspect:
-                log.warning("shard %s: its last worker died; reading it one line at a time", held.shard_id)
+                log.warning("%s: its last worker died; reading it one line at a time", held.name)
             probe = partial(shards.probe, self.catalog_url, held) if held.suspect else None
 
             def between_batches() -> None:
@@ -182,13 +198,13 @@ class ShardRunner:
             metrics.STAGE_SECONDS.labels("commit").inc(time.perf_counter() - started)
         metrics.record_gpu_memory()
         if not committed:
-            log.warning("shard %s: lease lost to a newer claim, %s results discarded", held.shard_id, len(results))
+            log.warning("%s: lease lost to a newer claim, %s results discarded", held.name, len(results))
             return ShardOutcome(held.shard_id, Outcome.FENCED, lines=len(results), attempts=held.attempts)
         metrics.record_lines(campaign.name, ((r.status, r.error_class) for r in results))
         ok = sum(1 for r in results if r.status == LineStatus.OK)
         log.info(
-            "shard %s done: %s lines (%s ok, %s error) load %.2fs generate %.2fs",
-            held.shard_id,
+            "%s done: %s lines (%s ok, %s error) load %.2fs generate %.2fs",
+            held.name,
             len(results),
             ok,
             len(results) - ok,
@@ -201,14 +217,14 @@ class ShardRunner:
         """Give the shard back (queued, attempt refunded) for its message to be sent again."""
         released = self._settle(partial(shards.release, self.catalog_url, held))
         after = "released for another run" if released else "a newer claim holds it" if released is False else "not released"
-        log.warning("shard %s: %s (%s); %s", held.shard_id, _describe(exc), outcome.value, after)
+        log.warning("%s: %s (%s); %s", held.name, _describe(exc), outcome.value, after)
         return ShardOutcome(held.shard_id, outcome, error=_describe(exc), attempts=held.attempts - 1)
 
     def _fail(self, held: Claim, exc: BaseException) -> ShardOutcome:
         """Record the shard's own failure: failed (retried) or quarantined at the last attempt."""
         message = _describe(exc)
         state = self._settle(partial(shards.fail, self.catalog_url, held, message, self.settings.max_attempts))
-        log.warning("shard %s attempt %s failed (%s): %s", held.shard_id, held.attempts, state or "fenced", message, exc_info=exc)
+        log.warning("%s attempt %s failed (%s): %s", held.name, held.attempts, state or "fenced", message, exc_info=exc)
         outcome = {shards.FAILED: Outcome.FAILED, shards.QUARANTINED: Outcome.QUARANTINED}.get(state, Outcome.FENCED)  # type: ignore[arg-type]
         return ShardOutcome(held.shard_id, outcome, error=message, attempts=held.attempts)
 

@@ -52,7 +52,7 @@ def _init_child(**_: Any) -> None:
     stopping.install_child(settings.stop_timeout_seconds)
     dispose_engines()
     apply_process_settings(settings)
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_bind)
     if settings.model:
         from pisar import model_ref
 

@@ -15,10 +15,10 @@ spans two words (a tokenizer whose tokens cross spaces) counts in both. The word
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 from pisar.words import word_spans
+from pisar.worker.confidence import FLOOR, geometric_mean, probability
 
 WINDOW = 4  # tokens decoded together to learn what the last one adds: a character spans at most 4 bytes
 Decoder = Callable[[list[list[int]]], list[str]]  # token id rows -> texts, special tokens skipped
@@ -70,11 +70,11 @@ def _token_words(spans: list[tuple[int, int]], ends: list[int], length: int) -> 
 
 
 def _per_word(spans: list[tuple[int, int]], owners: list[list[int]], log_probs: Sequence[float]) -> tuple[float, ...]:
-    """exp(mean log p) over each word's tokens; a word no token reached takes the line's geometric mean."""
+    """The geometric mean over each word's tokens (``worker/confidence.py``); a word no token reached takes the line's."""
     sums, counts = [0.0] * len(spans), [0] * len(spans)
     for words, log_p in zip(owners, log_probs, strict=True):
         for index in words:
             sums[index] += log_p
             counts[index] += 1
-    line = math.exp(sum(log_probs) / len(log_probs)) if len(log_probs) else None
-    return tuple(math.exp(s / c) if c else (line if line is not None else 0.0) for s, c in zip(sums, counts, strict=True))
+    line = geometric_mean(log_probs) if len(log_probs) else FLOOR
+    return tuple(probability(s / c) if c else line for s, c in zip(sums, counts, strict=True))

@@ -90,13 +90,20 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> str:
-    """Apply migrations up to ``revision``; returns the resulting revision."""
+    """Apply migrations up to ``revision``, one process at a time; returns the resulting revision.
+
+    Under the catalog's migration lock (``pisar/catalog/locks.py``): a second process waits, then
+    finds the schema already there and has nothing to do.
+    """
     from alembic import command
 
-    check_reachable(url)
+    from pisar.catalog import locks
+
     if url.startswith("sqlite:///"):
         Path(make_url(url).database or "pisar.db").parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), revision)
+    check_reachable(url)
+    with locks.held(url, locks.MIGRATION):
+        command.upgrade(alembic_config(url), revision)
     return current_revision(url) or "none"
 
 

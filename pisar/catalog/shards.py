@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Connection, Select, TextClause, Update, and_, insert, or_, select, text, update
@@ -30,6 +30,7 @@ from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, 
 from pisar.constants import WORKER_LOST
 from pisar.errors import WorkerCrash
 from pisar.flags import EMPTY
+from pisar.safe_text import printable
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
@@ -123,6 +124,8 @@ class Claim:
     suspect: bool = False  # its last run's worker died: run it one line at a time to find the line that kills
     model_id: str | None = None  # `retry --model` set another model for this shard
     model_revision: str | None = None
+    index: int = 0  # the shard's number within its campaign: what `status`, `retry --shard` and the logs show
+    name: str = ""  # ``shard_name``: how logs name it
 
 
 def _fenced(held: Claim) -> ColumnElement[bool]:
@@ -202,21 +205,64 @@ def unpublish(url: str, shard_ids: Sequence[int]) -> int:
 # --- claim and a run's own moves (the worker) ------------------------------------------------
 
 
-def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts: int) -> Claim | None:
-    """Take the shard if nobody holds a live lease on it; ``None`` means skip this delivery (counted).
+@dataclass(frozen=True)
+class Skipped:
+    """A delivery that claimed nothing. ``held_until`` set: a live worker holds the shard until then, so
+    the delivery should come back at that time (its holder may have died); unset: nothing is owed
+    to the shard (done, quarantined, out of attempts, or gone)."""
+
+    held_until: datetime | None = None
+    holder: str | None = None
+    name: str = ""  # ``shard_name``; empty if the shard is not in the catalog
+
+
+def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts: int) -> Claim | Skipped:
+    """Take the shard if nobody holds a live lease on it; otherwise say why not (``Skipped``).
 
     A shard still ``running`` under an expired lease goes through ``expire`` first, in the same
     transaction: its dead worker's line is set aside and the shard is suspect, whichever of the
-    reaper and a redelivered message gets there first.
+    reaper and a redelivered message gets there first. A delivery that finds nothing to do is
+    counted as a duplicate; one that finds a live lease is not: it is owed a later look.
     """
     now = utcnow()
     with get_engine(url).begin() as conn:
         _expire(conn, now, max_attempts, _SHARD.c.id == shard_id)
         row = conn.execute(claim_statement(shard_id, worker, lease_seconds, max_attempts, now)).first()
         if row is None:
+            found = conn.execute(
+                select(_SHARD.c.index, _SHARD.c.state, _SHARD.c.worker, _SHARD.c.lease_until, _CAMPAIGN.c.name)
+                .join(_CAMPAIGN, _CAMPAIGN.c.id == _SHARD.c.campaign_id)
+                .where(_SHARD.c.id == shard_id)
+            ).first()
+            if found is None:
+                return Skipped()
+            name = shard_name(found.name, found.index)
+            if found.state == RUNNING.value and found.lease_until is not None and _aware(found.lease_until) >= now:
+                return Skipped(_aware(found.lease_until), found.worker, name)
             conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
-            return None
-    return Claim(shard_id, row.campaign_id, row.token, row.attempts, bool(row.suspect), row.model_id, row.model_revision)
+            return Skipped(name=name)
+        campaign_name = conn.execute(select(_CAMPAIGN.c.name).where(_CAMPAIGN.c.id == row.campaign_id)).scalar_one()
+    return Claim(
+        shard_id,
+        row.campaign_id,
+        row.token,
+        row.attempts,
+        bool(row.suspect),
+        row.model_id,
+        row.model_revision,
+        row.index,
+        shard_name(campaign_name, row.index),
+    )
+
+
+def shard_name(campaign_name: str, index: int) -> str:
+    """``vol-1917 shard 3``: a shard as people name it (``status``, ``retry --shard``, logs), never by its row id."""
+    return f"{printable(campaign_name)} shard {index}"
+
+
+def _aware(moment: datetime) -> datetime:
+    """A catalog time as UTC-aware (SQLite hands times back without their zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def claim_statement(shard_id: int, worker: str, lease_seconds: int, max_attempts: int, now: datetime) -> Update:
@@ -231,7 +277,15 @@ def claim_statement(shard_id: int, worker: str, lease_seconds: int, max_attempts
             started_at=now,
             finished_at=None,
         )
-        .returning(_SHARD.c.campaign_id, _SHARD.c.token, _SHARD.c.attempts, _SHARD.c.suspect, _SHARD.c.model_id, _SHARD.c.model_revision)
+        .returning(
+            _SHARD.c.campaign_id,
+            _SHARD.c.token,
+            _SHARD.c.attempts,
+            _SHARD.c.suspect,
+            _SHARD.c.model_id,
+            _SHARD.c.model_revision,
+            _SHARD.c.index,
+        )
     )
 
 

@@ -156,8 +156,6 @@ def _print_plan(name: str, covered: RetryPlan, ref: ModelRef | None, dry_run: bo
         err.print(f"  e.g. {shown(key)}")
     if covered.running:
         err.print(f"  {covered.running} selected lines are in shards a worker holds now: left alone, retry again when they finish")
-    if covered.unknown_shards:
-        err.print(f"  no shard with index {', '.join(map(str, covered.unknown_shards))} in this campaign")
     if dry_run:
         err.print("  nothing changed (--dry-run)")
 
@@ -212,6 +210,7 @@ def review(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the package (default review-NAME)")] = None,
 ) -> None:
     """Write a review package (HTML + CSV) of sampled lines; `pisar review-import DIR/corrections.csv` reads it back."""
+    from pisar.names import output_folder
     from pisar.producer.campaigns import get_campaign
     from pisar.producer.review import sample as sample_lines
     from pisar.producer.review import write_package
@@ -220,7 +219,7 @@ def review(
     settings = get_settings()
     url = catalog(settings)
     campaign = get_campaign(url, name)
-    folder = output or Path(f"review-{name}")
+    folder = output or output_folder("review", campaign.name)
     lines = sample_lines(url, campaign.id, sample)
     written = write_package(lines, open_storage(campaign.source_url, settings), folder, campaign.name)
     err.print(f"{written} lines to review in {folder / 'index.html'}; fill in {folder / 'corrections.csv'}", markup=False)

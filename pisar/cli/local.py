@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from pisar.cli.app import CropOpt, LayoutOpt, ModelOpt, app, catalog, err
-from pisar.safe_text import shown
+from pisar.safe_text import printable, shown
 from pisar.settings import get_settings
 
 
@@ -24,25 +24,45 @@ def run(
     layout: LayoutOpt = "lines",
     crop: CropOpt = "polygon",
 ) -> None:
-    """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume."""
+    """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume.
+
+    Exits 0 only when OUTPUT holds every line's final record (a text or an error); 4 when shards
+    ended quarantined and their lines have none.
+    """
     from itertools import islice
 
     from pisar.embedded import transcribe
+    from pisar.errors import Incomplete
+    from pisar.names import check_name, default_name
+    from pisar.producer.atomic_output import check_writable
+    from pisar.producer.campaigns import get_campaign
     from pisar.producer.export import export as write_export
     from pisar.producer.export import iter_records
+    from pisar.storage import open_storage
 
+    name = default_name(source) if name is None else check_name(name)
+    check_writable(output)  # before any work: a read-only folder is found now, not after inference
     settings = get_settings()
+    open_storage(source, settings)  # a missing folder or bucket is refused before a catalog file is made
     url = catalog(settings)
     campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err, layout=layout, crop=crop)
+    campaign = get_campaign(url, campaign.name)  # its totals as the listing left them, whoever listed it
     fmt = "csv" if output.endswith(".csv") else "jsonl"
     count = write_export(url, campaign.id, fmt, output).records
     if show:
         _print_lines(list(islice(iter_records(url, campaign.id), show)))
-    quarantined = f"; {summary.quarantined} shards quarantined (see `pisar status {campaign.name}`)" if summary.quarantined else ""
+    shown_name = printable(campaign.name)
     err.print(
-        f"{campaign.name}: {count} results in {output}; recognized {summary.recognized} lines now "
-        f"({summary.errors} errors) in {summary.seconds:.1f}s{quarantined}"
+        f"{shown_name}: {count} results in {output}; recognized {summary.recognized} lines now "
+        f"({summary.errors} errors) in {summary.seconds:.1f}s",
+        markup=False,
     )
+    missing = campaign.line_count - count
+    if missing:
+        raise Incomplete(
+            f"{shown_name}: {missing} of {campaign.line_count} lines have no result: their shards are quarantined "
+            f"(`pisar status {shown_name}` says why; `pisar retry {shown_name} --failed` reads them again)"
+        )
 
 
 def _print_lines(records: list[dict]) -> None:
@@ -75,6 +95,7 @@ def evaluate(
 
     from pisar.errors import ConfigError
     from pisar.groundtruth import normalizer
+    from pisar.names import output_folder
     from pisar.producer.campaigns import get_campaign
     from pisar.producer.evaluate import score_lines, summarize, write_outputs
     from pisar.storage import open_storage
@@ -89,10 +110,10 @@ def evaluate(
     else:
         campaign = get_campaign(url, target)
     if gt_from_xml and campaign.layout != "xml":
-        raise ConfigError(f"campaign {campaign.name!r} reads line images; --gt-from-xml is for page campaigns (--layout xml)")
+        raise ConfigError(f"campaign {printable(campaign.name)!r} reads line images; --gt-from-xml is for page campaigns (--layout xml)")
     from_layouts = campaign.layout == "xml" and (gt_from_xml or gt is None)
     scores, missing = score_lines(url, campaign, open_storage(gt or campaign.source_url, settings), normalize, from_layouts)
     report = summarize(campaign, scores, missing, normalize)
-    paths = write_outputs(report, scores, Path(output or f"eval-{campaign.name}"))
+    paths = write_outputs(report, scores, Path(output) if output else output_folder("eval", campaign.name))
     print(json.dumps({k: v for k, v in report.__dict__.items() if k != "calibration"}, ensure_ascii=False))
     err.print(f"{report.lines_scored} lines scored ({missing} without ground truth); wrote {', '.join(str(p) for p in paths.values())}")

@@ -102,7 +102,7 @@ def feed(
 @app.command()
 def metrics(
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of /metrics")] = 9809,
-    bind: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+    bind: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface, as in a container)")] = "127.0.0.1",
 ) -> None:
     """Serve Prometheus metrics of the queues and the catalog: queue depth, shards and lines per campaign."""
     from prometheus_client import REGISTRY, start_http_server
