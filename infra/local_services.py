@@ -163,14 +163,14 @@ def ensure_postgres(port: int = 5432) -> Service:
 
 @contextmanager
 def throwaway_database(
-    postgres: Service, prefix: str = "pisar_test", *, keep: str | None = None, template: str | None = None
+    postgres: Service, prefix: str = "pisar_test", *, keep: str | None = None, template: str | None = None, migrate: bool = True
 ) -> Iterator[str]:
     """A new database on ``postgres``, migrated to head (Pisar's own ``upgrade``), dropped on exit.
 
     ``keep``: use (or create) the database of that name and leave it in place, for benchmarks whose
     data takes long to build. ``template``: a copy of that database (already migrated, and holding
     whatever was put in it; nobody may be connected to it), made by Postgres in a fraction of the
-    time the migrations take.
+    time the migrations take. ``migrate=False``: left empty, for a test of the migrations themselves.
     """
     import psycopg
 
@@ -183,7 +183,7 @@ def throwaway_database(
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     url = admin.rsplit("/", 1)[0] + f"/{name}"
-    if template is None:
+    if template is None and migrate:
         catalog_url = Settings(database_url=url).catalog_url  # the same URL normalisation users get
         upgrade(catalog_url)
         get_engine(catalog_url).dispose()  # no pooled connection left open: the database may serve as a template

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import run_pisar
+from tests.helpers.cli import read_jsonl, run_pisar
 
 pytestmark = pytest.mark.slow
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def test_run_twice_resumes_without_inference(tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,6 +11,7 @@ import pytest
 
 from infra.local_services import free_port, port_open, wait_for
 from tests.helpers.cli import PISAR, run_pisar, wait_until
+from tests.helpers.flower import fetch, fetch_json
 from tests.helpers.paths import BUILD
 from tests.helpers.s3 import upload
 
@@ -23,20 +21,11 @@ CREDENTIALS = "archivist:correct horse battery"
 
 
 def get(url: str, credentials: str | None = CREDENTIALS) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if credentials:
-        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # loopback test server
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return fetch(url, credentials)
 
 
 def get_json(url: str) -> object:
-    status, body = get(url)
-    assert status == 200, (url, status)
-    return json.loads(body)
+    return fetch_json(url, CREDENTIALS)
 
 
 def test_flower_shows_worker_and_tasks(s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path) -> None:

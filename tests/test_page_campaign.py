@@ -20,17 +20,13 @@ from pisar.layout import read_layout
 from pisar.producer.export_pages import ALTO_NS, PAGE_NS
 from pisar.settings import Settings
 from pisar.words import words
-from tests.helpers.cli import run_pisar, wait_until
+from tests.helpers.cli import read_jsonl, run_pisar, wait_until
 from tests.helpers.pages import page_schema, page_xml, pasted_page, rectangle
 from tests.helpers.paths import SCHEMAS
 
 pytestmark = pytest.mark.slow
 
 TRANSKRIBUS = "170025120000003,0074"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ states are final, and that the fault shows in the catalog where it should (attem
 
 - SIGKILL, twice, at two points of a shard: the lease expires, `pisar feed` re-queues the shard,
   another worker finishes it, and every line is written exactly once.
+- SIGKILL of one worker's pool process: its shard's own redelivered message waits for the lease to
+  end and takes the shard back, with no feeder as with one.
 - A Redis visibility timeout shorter than a shard: Redis redelivers running shards; the redelivery
-  is skipped, nothing runs twice.
+  waits for the lease, then finds the shard done and is skipped: nothing runs twice.
 - SIGTERM: warm shutdown finishes the running shard; nothing is left half-written or leased.
 - A line that kills the worker process (a simulated native crash, ``tests/crash_hook``) is found by
   running its shard line by line, set aside as ``WorkerCrash``, and the rest of the shard finishes.
@@ -284,6 +286,50 @@ def test_workers_killed_at_two_points_of_a_shard_lose_nothing(
     fault_free.assert_read_whole(campaign)
 
 
+@pytest.mark.parametrize("feeder", [False, True], ids=["no-feeder", "feeder"])
+def test_a_killed_pool_process_s_shard_comes_back_with_or_without_a_feeder(
+    feeder: bool,
+    s3,
+    distributed_env,
+    start_worker,
+    tiny_model: Path,
+    fault_free: FaultFree,
+    tmp_path: Path,
+) -> None:
+    """One worker's pool process SIGKILLed mid-shard (the OOM killer, a native crash), two workers, shards of 8.
+
+    Celery redelivers the shard's only message at once (reject on worker lost); the claim finds the
+    dead process's lease still live and, instead of dropping the message, sends it back for when the
+    lease ends. Then it is claimed: the campaign finishes with no feeder at all, and with one the
+    reaper and the message race harmlessly. Every line once, every text as without the fault.
+    """
+    env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_BATCH_SIZE": "4"}
+    objects = subset(fault_free, 64)
+    campaign = submit(s3, env, "killed-child" + ("-fed" if feeder else ""), objects, tiny_model, 8)
+    slow = with_hooks(env, slow_batch_seconds="1.0")  # ~2 s a shard
+    victim = start_worker(slow, "victim")
+    start_worker(slow, "other")
+    reaper = start_reaper(env, tmp_path / "reaper.log") if feeder else None
+    try:
+        wait_until(lambda: campaign.done() >= 1 and running_shard_of(campaign, "victim") is not None, 120, "the victim mid-shard", 0.05)
+        row = running_shard_of(campaign, "victim")
+        child = int(row.worker.rsplit(":", 1)[1])  # the runner's identity is host:pid of its pool process
+        killed_at = now()
+        os.kill(child, signal.SIGKILL)
+        wait_until(lambda: campaign.states() == {"done": len(objects) // 8}, 180, "every shard done")
+    finally:
+        if reaper is not None:
+            stop(reaper)
+    assert victim.poll() is None  # Celery replaced its pool process; the worker lives on
+    with campaign.engine.connect() as conn:
+        orphan = conn.execute(select(SHARDS).where(SHARDS.c.id == row.id)).one()
+    recovered_s = (orphan.finished_at - killed_at).total_seconds()
+    assert orphan.attempts == 2 and recovered_s < LEASE + 30, (orphan.attempts, recovered_s)
+    campaign.report(f"kill-pool-process-{'feeder' if feeder else 'no-feeder'}", len(objects), killed_at, recovered_s=round(recovered_s, 1))
+    campaign.assert_every_line_once(len(objects))
+    fault_free.assert_same_texts(campaign.texts())
+
+
 def test_a_visibility_timeout_shorter_than_a_shard_runs_nothing_twice(
     s3,
     distributed_env,
@@ -291,7 +337,7 @@ def test_a_visibility_timeout_shorter_than_a_shard_runs_nothing_twice(
     tiny_model: Path,
     fault_free: FaultFree,
 ) -> None:
-    """Redis redelivers a shard still running after 10 s (celery #5935); its lease makes the redelivery a no-op."""
+    """Redis redelivers a shard still running after 10 s (celery #5935); its lease makes the redelivery wait, then a no-op."""
     env = {**distributed_env, "PISAR_LEASE_SECONDS": str(LEASE), "PISAR_VISIBILITY_TIMEOUT_SECONDS": str(LEASE), "PISAR_BATCH_SIZE": "4"}
     campaign = submit(s3, env, "visibility", fault_free.objects(), tiny_model, SHARD_SIZE)
     slow = with_hooks(env, slow_batch_seconds="1.4")  # 15 batches: ~21 s a shard, twice the visibility timeout
@@ -303,7 +349,8 @@ def test_a_visibility_timeout_shorter_than_a_shard_runs_nothing_twice(
             return conn.execute(select(func.sum(SHARDS.c.duplicate_deliveries))).scalar_one()
 
     # Both shards outlive the timeout, so each message comes back once while its shard runs; a free
-    # worker takes it, finds a live lease (or a done shard) and skips it.
+    # worker takes it, finds a live lease and sends it back for when the lease ends (its holder may
+    # have died), and that last delivery finds the shard done and is skipped, once per shard.
     wait_until(
         lambda: campaign.states() == {"done": LINES // SHARD_SIZE} and skipped() == LINES // SHARD_SIZE, 180, "both redeliveries skipped"
     )

@@ -92,7 +92,9 @@ class ShardOutcome:
         (it is claimed), so a shard whose only message found a live lease is never left behind.
         """
         if self.outcome is Outcome.HELD and self.held_until is not None:
-            return max(1.0, (self.held_until - utcnow()).total_seconds() + HELD_MARGIN_SECONDS)
+            # Never longer than half the visibility timeout: Redis would hand a message held back longer to another worker too.
+            until_free = (self.held_until - utcnow()).total_seconds() + HELD_MARGIN_SECONDS
+            return max(1.0, min(until_free, settings.visibility_timeout_seconds / 2))
         if self.outcome is Outcome.FAILED:
             return retry_delay(self.attempts)
         if self.outcome is Outcome.STALLED:

@@ -31,6 +31,11 @@ LayoutOpt = Annotated[
 CropOpt = Annotated[str, typer.Option("--crop", help="How a page line is cut (--layout xml): polygon (outside it white) or box")]
 
 
+def examples(*commands: str) -> str:
+    """A command's ``--help`` epilog: its examples, kept as written (click rewraps paragraphs, not ``\\b`` blocks)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {command}" for command in commands)
+
+
 def catalog(settings: Settings) -> str:
     """The catalog URL, checked: SQLite (embedded) migrates itself, Postgres must be upgraded."""
     from pisar.catalog.db import ensure_ready

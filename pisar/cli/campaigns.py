@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from pisar.cli.app import CropOpt, LayoutOpt, NameArg, app, catalog, err, names, out
+from pisar.cli.app import CropOpt, LayoutOpt, NameArg, app, catalog, err, examples, names, out
 from pisar.constants import DEFAULT_PRIORITY, MAX_PRIORITY
 from pisar.errors import ConfigError
 from pisar.interrupt import stop_requested
@@ -21,7 +21,12 @@ if TYPE_CHECKING:  # imported by the commands that need them: `--help` stays ins
     from pisar.producer.retry import RetryPlan
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "pisar submit s3://scans/fond-1 --model models/mine --name fond-1",
+        "pisar submit s3://scans/fond-1 --model org/model@3f2a1c --name fond-1-pages --layout xml --priority 7",
+    )
+)
 def submit(
     source: Annotated[str, typer.Argument(help="s3://bucket/prefix or a folder")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model folder, or HUB_ID[@REVISION]")],
@@ -54,7 +59,7 @@ def submit(
     err.print(submit_and_publish(settings, request).describe(), markup=False)
 
 
-@app.command()
+@app.command(epilog=examples("pisar status fond-1", "pisar status fond-1 --watch", "pisar status fond-1 --json"))
 def status(
     name: NameArg,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys, see the README)")] = False,
@@ -91,7 +96,7 @@ def status(
                 out.print(status_view(report))
 
 
-@app.command()
+@app.command(epilog=examples("pisar resume fond-1"))
 def resume(name: NameArg) -> None:
     """Finish an interrupted listing, and re-publish every shard that is not done (after Redis lost its queue, or a crash)."""
     from pisar.embedded import resume_campaign
@@ -102,7 +107,12 @@ def resume(name: NameArg) -> None:
     resume_campaign(settings, campaign, err)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "pisar retry fond-1 --errors FetchFailed,MissingObject --dry-run",
+        "pisar retry fond-1 --below-confidence 0.6 --model models/better",
+    )
+)
 def retry(
     name: NameArg,
     failed: Annotated[bool, typer.Option("--failed", help="Lines not read yet in failed or quarantined shards")] = False,
@@ -160,7 +170,9 @@ def _print_plan(name: str, covered: RetryPlan, ref: ModelRef | None, dry_run: bo
         err.print("  nothing changed (--dry-run)")
 
 
-@app.command()
+@app.command(
+    epilog=examples("pisar export fond-1 -o fond-1.jsonl --min-confidence 0.9", "pisar export fond-1 --format page -o fond-1-pages/")
+)
 def export(
     name: NameArg,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv, parquet, or per source folder: txt, alto, page")] = "jsonl",
@@ -203,7 +215,7 @@ def _parse_since(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@app.command()
+@app.command(epilog=examples("pisar review fond-1 --sample 200", "pisar review fond-1 -o checks/fond-1"))
 def review(
     name: NameArg,
     sample: Annotated[int, typer.Option("--sample", min=1, max=100_000, help="Lines to sample, stratified by confidence")] = 100,
@@ -225,7 +237,7 @@ def review(
     err.print(f"{written} lines to review in {folder / 'index.html'}; fill in {folder / 'corrections.csv'}", markup=False)
 
 
-@app.command("review-import")
+@app.command("review-import", epilog=examples("pisar review-import review-fond-1/corrections.csv"))
 def review_import(sheet: Annotated[Path, typer.Argument(help="The filled-in corrections.csv of a review package")]) -> None:
     """Read a reviewed corrections.csv back as ground truth (NAME.png + NAME.gt.txt) for `pisar eval --gt` and `pisar train`."""
     from pisar.producer.review import import_corrections

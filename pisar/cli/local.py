@@ -8,12 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from pisar.cli.app import CropOpt, LayoutOpt, ModelOpt, app, catalog, err
+from pisar.cli.app import CropOpt, LayoutOpt, ModelOpt, app, catalog, err, examples
 from pisar.safe_text import printable, shown
 from pisar.settings import get_settings
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "pisar run samples/print-lines --model models/demo -o results.jsonl --show 20",
+        "pisar run s3://scans/fond-1 --model org/model@3f2a1c --name fond-1 -o fond-1.csv",
+    )
+)
 def run(
     source: Annotated[str, typer.Argument(help="A folder or s3://bucket/prefix")],
     model: ModelOpt,
@@ -79,7 +84,7 @@ def _print_lines(records: list[dict]) -> None:
     Console(width=max(100, widest + 24)).print(table)  # whole lines, never wrapped mid-word
 
 
-@app.command("eval")
+@app.command("eval", epilog=examples("pisar eval fond-1 --normalize naf", "pisar eval ./lines --model models/demo -o eval-lines"))
 def evaluate(
     target: Annotated[str, typer.Argument(help="A campaign name, or with --model a folder / s3://bucket/prefix to transcribe first")],
     gt: Annotated[Optional[str], typer.Option("--gt", help="Folder or s3:// prefix with NAME.gt.txt files (default: the source)")] = None,

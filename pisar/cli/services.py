@@ -9,13 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from pisar.cli.app import app, catalog, db_app, err
+from pisar.cli.app import app, catalog, db_app, err, examples
 from pisar.errors import ConfigError, FatalError
 from pisar.interrupt import stop_requested
 from pisar.settings import get_settings
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", epilog=examples("pisar db upgrade"))
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply Alembic migrations to the catalog."""
     from pisar.catalog.db import upgrade
@@ -25,7 +25,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     err.print(f"catalog at revision {now}")
 
 
-@app.command()
+@app.command(epilog=examples("pisar worker --model models/mine", "CUDA_VISIBLE_DEVICES=1 pisar worker --queue urgent"))
 def worker(
     queue: Annotated[Optional[str], typer.Option(help="Queue to consume (default PISAR_QUEUE)")] = None,
     hostname: Annotated[Optional[str], typer.Option(help="Celery node name (default pisar-<gpu or pid>@host)")] = None,
@@ -73,7 +73,7 @@ def worker(
         raise FatalError("this worker stopped taking work: it cannot serve (the reason is logged above); its shard was given back")
 
 
-@app.command()
+@app.command(epilog=examples("pisar feed", "pisar feed --once"))
 def feed(
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit (for cron or a test)")] = False,
     heartbeat: Annotated[
@@ -99,7 +99,7 @@ def feed(
         feed_forever(settings, stop, lambda line: err.print(line, markup=False), once=once, heartbeat=heartbeat)
 
 
-@app.command()
+@app.command(epilog=examples("pisar metrics --port 9809", "pisar metrics --bind 0.0.0.0"))
 def metrics(
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of /metrics")] = 9809,
     bind: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface, as in a container)")] = "127.0.0.1",
@@ -121,7 +121,7 @@ def metrics(
         stop.wait()
 
 
-@app.command()
+@app.command(epilog=examples("PISAR_FLOWER_BASIC_AUTH=archivist:secret pisar flower", "pisar flower --address 0.0.0.0 --port 5555"))
 def flower(
     port: Annotated[int, typer.Option(help="HTTP port")] = 5555,
     address: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",

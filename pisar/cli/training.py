@@ -6,12 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from pisar.cli.app import app, err
+from pisar.cli.app import app, err, examples
 from pisar.errors import ConfigError
 from pisar.settings import get_settings
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "pisar train ./gt-lines -o models/mine --from models/demo",
+        "pisar train ./gt-lines -o models/new --preset small --synthetic-from-train --steps 9000",
+    )
+)
 def train(
     data: Annotated[list[str], typer.Argument(help="Folders or s3:// prefixes of NAME.png + NAME.gt.txt pairs")],
     output: Annotated[str, typer.Option("--output", "-o", help="Model folder to write (checkpoints go in OUTPUT/checkpoint)")],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -9,6 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 PISAR = str(Path(sys.executable).with_name("pisar"))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL export, in order."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def run_pisar(args: list[str], env: dict[str, str], timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
