@@ -1,9 +1,13 @@
-"""`export --format alto` of a page campaign: an ALTO 4 input keeps everything it holds and gets the
-readings in its own TextLines; an ALTO 2 input is built afresh as ALTO 4.4. Both valid against the
-official schema. Driven through ``write_back`` with records as the catalog streams them."""
+"""`export --format alto|page` of a page campaign: an ALTO 4 input keeps everything it holds and gets
+the readings in its own TextLines; an ALTO 2 input is built afresh as ALTO 4.4; an ALTO input asked
+for as PAGE becomes PAGE 2019; files as real tools write them (Transkribus's https namespaces, a
+Metadata with only a Creator, eScriptorium's unlabelled tags) come out valid, the mends said. All
+checked against the official schemas. Driven through ``write_back`` with records as the catalog
+streams them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +16,12 @@ from lxml import etree
 from pisar.layout import read_layout
 from pisar.producer.export_writeback import write_back
 from pisar.storage import LocalStorage
-from tests.helpers.paths import SCHEMAS
+from tests.helpers.paths import SCHEMAS, TEST_DATA
 
 ALTO_4 = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_2 = "http://www.loc.gov/standards/alto/ns-v2#"
+PAGE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
+TRANSKRIBUS = "170025120000003,0074"
 ABOUT = {"model": "models/demo@sha256:abc", "campaign": "fond-12"}
 
 
@@ -101,7 +107,7 @@ def test_an_alto_2_input_is_built_afresh_as_alto_4(tmp_path: Path, alto_schema: 
     assert etree.QName(written).namespace == ALTO_4 and alto_schema.validate(written), alto_schema.error_log.last_error
     before, after = read_layout(alto_page(ALTO_2)), read_layout(etree.tostring(written))
     assert [(line.line_id, line.box) for line in after.lines] == [(line.line_id, line.box) for line in before.lines]
-    assert [line.text for line in after.lines] == ["Въ лѣто 7427", "строка", ""]  # the error line keeps its place, without text
+    assert [line.text for line in after.lines] == ["Въ лѣто 7427", "строка", "old text"]  # the error line keeps its place and its text
 
 
 def test_a_broken_input_is_left_out_and_said(tmp_path: Path) -> None:
@@ -128,3 +134,79 @@ def test_words_carry_their_own_confidence_and_an_empty_reading_the_lines(tmp_pat
     assert alto_schema.validate(written), alto_schema.error_log.last_error
     found = {line.get("ID"): strings(line) for line in written.iterfind(".//a:TextLine", {"a": ALTO_4})}
     assert found == {"l1": [("Въ", "0.9500"), ("лѣто", "0.6731")], "l2": [("", "0.9700")], "l3": [("два", "0.7000"), ("слова", "0.7000")]}
+
+
+@pytest.fixture(scope="module")
+def page_schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(SCHEMAS / "pagecontent-2019-07-15.xsd")))
+
+
+def transkribus_records(layout_key: str) -> list[dict]:
+    """The Transkribus page's first three lines read, as the catalog streams them."""
+    layout = read_layout((TEST_DATA / "pages" / f"{TRANSKRIBUS}.xml").read_bytes())
+    return [
+        {"key": f"{layout_key}#{line.line_id}", "status": "ok", "text": f"строка {n}", "confidence": 0.9, "word_confidences": [0.8, 0.95]}
+        for n, line in enumerate(layout.lines[:3])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "mended"),
+    [
+        (lambda xml: xml.replace(b"http://", b"https://"), "XML Schema instance namespace https:// made http://"),
+        (lambda xml: re.sub(rb"<Created>.*?</LastChange>", b"", xml, flags=re.S), "Metadata given its Created"),
+    ],
+    ids=["transkribus-https-namespaces", "metadata-only-creator"],
+)
+def test_page_files_as_tools_write_them_come_out_valid(change, mended: str, tmp_path: Path, page_schema: etree.XMLSchema) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    original = (TEST_DATA / "pages" / f"{TRANSKRIBUS}.xml").read_bytes()
+    (source / "p.xml").write_bytes(change(original))
+    assert change(original) != original
+    result = write_back(transkribus_records("p.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "page")
+    written = etree.fromstring((tmp_path / "out" / "p.xml").read_bytes())
+    assert page_schema.validate(written), page_schema.error_log.last_error
+    assert f"1 files repaired to be valid (p.xml: {mended}" in result.describe("out"), result.describe("out")
+    assert "still not valid" not in result.describe("out")
+    metadata = {etree.QName(child).localname: child.text for child in written.find(f"{{{PAGE}}}Metadata")}
+    assert metadata["LastChange"] >= "2026" and metadata["Created"]  # this rewrite changed it now
+    assert [line.text for line in read_layout(etree.tostring(written)).lines[:3]] == ["строка 0", "строка 1", "строка 2"]
+
+
+def test_an_escriptorium_alto_with_unlabelled_tags_comes_out_valid(tmp_path: Path, alto_schema: etree.XMLSchema) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    tagged = alto_page(ALTO_4).replace(
+        b'<Tags><NamedEntityTag ID="tag1" LABEL="place"/></Tags>',
+        b'<Tags><OtherTag ID="BT1" DESCRIPTION="block type Main"/><OtherTag ID="LT1" TYPE="line type"/></Tags>',
+    )
+    (source / "p1.xml").write_bytes(tagged)
+    result = write_back(records("p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "alto")
+    written = etree.fromstring((tmp_path / "out" / "p1.xml").read_bytes())
+    assert alto_schema.validate(written), alto_schema.error_log.last_error
+    labels = {tag.get("ID"): tag.get("LABEL") for tag in written.iter(f"{{{ALTO_4}}}OtherTag")}
+    assert labels == {"BT1": "block type Main", "LT1": "line type"}  # what each tag said of itself
+    assert "p1.xml: 2 tags given the LABEL ALTO requires" in (result.replaced or "")
+
+
+@pytest.mark.parametrize("namespace", [ALTO_4, ALTO_2])
+def test_an_alto_input_asked_for_as_page_becomes_page_2019(namespace: str, tmp_path: Path, page_schema: etree.XMLSchema) -> None:
+    """Every layout format in gives every layout format out: regions, ids, geometry and reading order
+    carried over, each read line's words and text, the error line its old text."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "p1.xml").write_bytes(alto_page(namespace))
+    result = write_back(records("p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "page")
+    assert (result.files, result.records) == (1, 2)
+    written = etree.fromstring((tmp_path / "out" / "p1.xml").read_bytes())
+    assert etree.QName(written).namespace == PAGE and page_schema.validate(written), page_schema.error_log.last_error
+    before, after = read_layout(alto_page(namespace)), read_layout(etree.tostring(written))
+    assert after.format == "page" and (after.image, after.width, after.height) == ("scan.png", 1200, 900)
+    assert [(line.line_id, line.region_id, line.polygon, line.baseline) for line in after.lines] == [
+        (line.line_id, line.region_id, line.polygon, line.baseline) for line in before.lines
+    ]
+    assert [line.text for line in after.lines] == ["Въ лѣто  7427", "строка", "old text"]  # the reading as read, spaces too
+    words = [w.findtext(f"{{{PAGE}}}TextEquiv/{{{PAGE}}}Unicode") for w in written.iter(f"{{{PAGE}}}Word")]
+    assert words == ["Въ", "лѣто", "7427", "строка"]
+    assert "repaired" not in (result.replaced or "")
