@@ -125,7 +125,7 @@ def canonical_url(url: str) -> str:
 
 
 def known_secrets(environ: dict[str, str] | None = None) -> tuple[str, ...]:
-    """Every secret this process was configured with (environment and ``.env``), longest first."""
+    """Every secret this process was configured with (environment and ``.env``, read once), longest first."""
     return _known_secrets(tuple(sorted((environ if environ is not None else _configured()).items())))
 
 
@@ -135,8 +135,10 @@ def _known_secrets(items: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
     return tuple(sorted(found, key=len, reverse=True))
 
 
+@lru_cache(maxsize=1)
 def _configured() -> dict[str, str]:
-    """The secret settings from the environment, and from ``.env`` where the environment lacks them."""
+    """The secret settings from the environment, and from ``.env`` where the environment lacks them
+    (read once per process: every log record is scrubbed with them)."""
     values = {name: os.environ[name] for name in SECRET_SETTINGS if os.environ.get(name)}
     if os.path.isfile(".env"):
         try:

@@ -70,11 +70,12 @@ def test_embedded_retry_reruns_errored_lines_in_process(
     assert len(records) == 11 and {r["status"] for r in records} == {"ok"}
 
 
-def test_changed_model_folder_is_refused_and_the_shard_quarantined(
+def test_changed_model_folder_is_refused_as_this_nodes_fault(
     tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Provenance holds: a model folder edited after submit is refused; the shard fails, is retried
-    with backoff and quarantined after PISAR_MAX_ATTEMPTS, and the operator is told."""
+    """Provenance holds: a model folder edited after submit is not the campaign's model, so this node
+    cannot serve the campaign: the command exits 3 saying why, the shard goes back unspent (nothing
+    failed or quarantined, since another node's copy may be right), earlier results are kept."""
     import shutil
 
     model = shutil.copytree(tiny_model, tmp_path / "model")
@@ -90,16 +91,12 @@ def test_changed_model_folder_is_refused_and_the_shard_quarantined(
 
     (model / "README.md").write_text("edited after submit\n")
     retried = run_pisar(["retry", "prov"], env)
-    assert retried.returncode == 0, retried.stderr
-    assert "1 shards quarantined" in retried.stderr
+    assert retried.returncode == 3, retried.stderr
+    assert "pisar: error: model folder" in retried.stderr and "changed since submit" in retried.stderr
     report = json.loads(run_pisar(["status", "prov", "--json"], env).stdout)
-    assert report["shards"]["quarantined"] == 1
+    assert report["shards"].get("quarantined", 0) == report["shards"].get("failed", 0) == 0
     assert report["lines"] == {"pending": 0, "ok": 3, "error": 1}  # earlier results are kept
-    [failure] = report["shard_errors"]
-    assert (failure["state"], failure["attempts"]) == ("quarantined", 2)
-    assert "changed since submit" in failure["error"]
-    table = run_pisar(["status", "prov"], env)
-    assert "quarantined" in table.stdout and "changed since submit" in table.stdout
+    assert not report["shard_errors"]
 
 
 def test_run_on_an_s3_prefix(s3, seaweedfs, tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path) -> None:
