@@ -135,7 +135,7 @@ def generate(url: str, lines: int, shard_size: int) -> int:
                     " CASE WHEN g < :done AND g % :every <> 7 THEN 0.5 + (g * 2654435761 % 1000) / 2000.0 END,"
                     " CASE WHEN g < :done AND g % :every <> 7 THEN 0.2 + (g * 40503 % 1000) / 1250.0 END,"
                     " CASE WHEN g < :done AND g % :every <> 7 THEN 40 END,"
-                    " CASE WHEN g < :done AND g % :every = 7 THEN 'DecodeError' END,"
+                    " CASE WHEN g < :done AND g % :every = 7 THEN 'UnreadableImage' END,"
                     " CASE WHEN g < :done AND g % :every = 7 THEN 'image file is truncated' END,"
                     " CASE WHEN g < :done THEN 'gpu-' || (g / :size % 16) || '@node' END,"
                     " CASE WHEN g < :done THEN now() - interval '1 day' END,"
@@ -246,7 +246,7 @@ def hot_queries(campaign_id: int, shard_id: int, queued_shard: int) -> dict[str,
         "export_first_page": sql(export_statement(campaign_id, ExportFilter()).limit(2000)),
     }
     for name, selector in (
-        ("retry_errors", RetrySelector(errors=("DecodeError",))),
+        ("retry_errors", RetrySelector(errors=("UnreadableImage",))),
         ("retry_below_confidence", RetrySelector(below_confidence=0.52)),
         ("retry_flag", RetrySelector(flags=("repetition",))),
         ("retry_failed_shards", RetrySelector(failed=True)),
