@@ -143,8 +143,11 @@ def test_a_model_that_will_not_load_is_the_nodes_fault(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("how", "said"), [("truncated", "SafetensorError"), ("corrupt", "SafetensorError"), ("shape", "of the wrong shape")]
+)
 def test_a_worker_whose_model_will_not_load_gives_its_shard_back_and_exits_3(
-    s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path
+    how: str, said: str, s3, distributed_env, start_worker, tiny_model: Path, print_lines: Path, tmp_path: Path
 ) -> None:
     """The same under `pisar worker`, with no preload: the first shard's load fails, the shard goes back
     queued with its attempt refunded, the worker stops consuming and exits 3."""
@@ -152,15 +155,16 @@ def test_a_worker_whose_model_will_not_load_gives_its_shard_back_and_exits_3(
 
     from tests.helpers.s3 import upload
 
-    model = broken_copy(tiny_model, tmp_path, "truncated")
-    s3.create_bucket(Bucket="halfload")
-    upload(s3, "halfload", {f"v/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:6]})
-    submitted = run_pisar(["submit", "s3://halfload/v", "--model", str(model), "--name", "halfload", "--shard-size", "3"], distributed_env)
+    model = broken_copy(tiny_model, tmp_path, how)
+    bucket = f"halfload-{how}"
+    s3.create_bucket(Bucket=bucket)
+    upload(s3, bucket, {f"v/{p.name}": p.read_bytes() for p in sorted(print_lines.glob("*.png"))[:6]})
+    submitted = run_pisar(["submit", f"s3://{bucket}/v", "--model", str(model), "--name", "halfload", "--shard-size", "3"], distributed_env)
     assert submitted.returncode == 0, submitted.stderr
     worker = start_worker(distributed_env, "halfload")
     assert worker.wait(timeout=90) == 3
     log = (tmp_path / "halfload.log").read_text(encoding="utf-8")
-    assert "cannot load model" in log and "SafetensorError" in log and "halfload shard 0" in log, log[-3000:]
+    assert "cannot load model" in log and said in log and "halfload shard 0" in log, log[-3000:]
     with create_engine(distributed_env["PISAR_DATABASE_URL"]).connect() as conn:
         rows = conn.execute(text("SELECT state, attempts FROM shard ORDER BY index")).all()
     assert [tuple(r) for r in rows] == [("queued", 0), ("queued", 0)]
