@@ -14,6 +14,7 @@ import pytest
 from lxml import etree
 
 from pisar.layout import read_layout
+from pisar.producer.export_pages import Export
 from pisar.producer.export_writeback import write_back
 from pisar.storage import LocalStorage
 from tests.helpers.paths import SCHEMAS, TEST_DATA
@@ -59,6 +60,15 @@ def records(layout_key: str) -> list[dict]:
     ]
 
 
+def write_one(tmp_path: Path, data: bytes, lines: list[dict], fmt: str, name: str = "p1.xml") -> tuple[Export, etree._Element]:
+    """``data`` as the campaign's one layout file ``name``, exported as ``fmt``: the summary and the file written."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / name).write_bytes(data)
+    result = write_back(lines, tmp_path / "out", ABOUT, LocalStorage(source), fmt)
+    return result, etree.fromstring((tmp_path / "out" / name).read_bytes())
+
+
 @pytest.fixture(scope="module")
 def alto_schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(SCHEMAS / "alto-4-4.xsd")))
@@ -98,12 +108,8 @@ def test_an_alto_4_input_keeps_all_it_holds_and_gets_the_readings_in_its_lines(t
 
 def test_an_alto_2_input_is_built_afresh_as_alto_4(tmp_path: Path, alto_schema: etree.XMLSchema) -> None:
     """ALTO 2's elements are not all 4.4's: the file is built from its layout, ids and geometry kept."""
-    source = tmp_path / "source"
-    source.mkdir()
-    (source / "p1.xml").write_bytes(alto_page(ALTO_2))
-    result = write_back(records("p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "alto")
+    result, written = write_one(tmp_path, alto_page(ALTO_2), records("p1.xml"), "alto")
     assert (result.files, result.records) == (1, 2)
-    written = etree.fromstring((tmp_path / "out" / "p1.xml").read_bytes())
     assert etree.QName(written).namespace == ALTO_4 and alto_schema.validate(written), alto_schema.error_log.last_error
     before, after = read_layout(alto_page(ALTO_2)), read_layout(etree.tostring(written))
     assert [(line.line_id, line.box) for line in after.lines] == [(line.line_id, line.box) for line in before.lines]
@@ -121,16 +127,12 @@ def test_a_broken_input_is_left_out_and_said(tmp_path: Path) -> None:
 def test_words_carry_their_own_confidence_and_an_empty_reading_the_lines(tmp_path: Path, alto_schema: etree.XMLSchema) -> None:
     """WC per word from the stored word confidences; an empty reading is one empty String with the
     line's confidence (the end token's probability); without stored ones, the line's on every word."""
-    source = tmp_path / "source"
-    source.mkdir()
-    (source / "p1.xml").write_bytes(alto_page(ALTO_4))
     lines = [
         {"key": "p1.xml#l1", "status": "ok", "text": "Въ лѣто", "confidence": 0.8, "word_confidences": [0.95, 0.6731]},
         {"key": "p1.xml#l2", "status": "ok", "text": "", "confidence": 0.97, "word_confidences": []},
         {"key": "p1.xml#l3", "status": "ok", "text": "два слова", "confidence": 0.7, "word_confidences": None},
     ]
-    write_back(lines, tmp_path / "out", ABOUT, LocalStorage(source), "alto")
-    written = etree.fromstring((tmp_path / "out" / "p1.xml").read_bytes())
+    _, written = write_one(tmp_path, alto_page(ALTO_4), lines, "alto")
     assert alto_schema.validate(written), alto_schema.error_log.last_error
     found = {line.get("ID"): strings(line) for line in written.iterfind(".//a:TextLine", {"a": ALTO_4})}
     assert found == {"l1": [("Въ", "0.9500"), ("лѣто", "0.6731")], "l2": [("", "0.9700")], "l3": [("два", "0.7000"), ("слова", "0.7000")]}
@@ -159,13 +161,9 @@ def transkribus_records(layout_key: str) -> list[dict]:
     ids=["transkribus-https-namespaces", "metadata-only-creator"],
 )
 def test_page_files_as_tools_write_them_come_out_valid(change, mended: str, tmp_path: Path, page_schema: etree.XMLSchema) -> None:
-    source = tmp_path / "source"
-    source.mkdir()
     original = (TEST_DATA / "pages" / f"{TRANSKRIBUS}.xml").read_bytes()
-    (source / "p.xml").write_bytes(change(original))
     assert change(original) != original
-    result = write_back(transkribus_records("p.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "page")
-    written = etree.fromstring((tmp_path / "out" / "p.xml").read_bytes())
+    result, written = write_one(tmp_path, change(original), transkribus_records("p.xml"), "page", "p.xml")
     assert page_schema.validate(written), page_schema.error_log.last_error
     assert f"1 files repaired to be valid (p.xml: {mended}" in result.describe("out"), result.describe("out")
     assert "still not valid" not in result.describe("out")
@@ -175,15 +173,11 @@ def test_page_files_as_tools_write_them_come_out_valid(change, mended: str, tmp_
 
 
 def test_an_escriptorium_alto_with_unlabelled_tags_comes_out_valid(tmp_path: Path, alto_schema: etree.XMLSchema) -> None:
-    source = tmp_path / "source"
-    source.mkdir()
     tagged = alto_page(ALTO_4).replace(
         b'<Tags><NamedEntityTag ID="tag1" LABEL="place"/></Tags>',
         b'<Tags><OtherTag ID="BT1" DESCRIPTION="block type Main"/><OtherTag ID="LT1" TYPE="line type"/></Tags>',
     )
-    (source / "p1.xml").write_bytes(tagged)
-    result = write_back(records("p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "alto")
-    written = etree.fromstring((tmp_path / "out" / "p1.xml").read_bytes())
+    result, written = write_one(tmp_path, tagged, records("p1.xml"), "alto")
     assert alto_schema.validate(written), alto_schema.error_log.last_error
     labels = {tag.get("ID"): tag.get("LABEL") for tag in written.iter(f"{{{ALTO_4}}}OtherTag")}
     assert labels == {"BT1": "block type Main", "LT1": "line type"}  # what each tag said of itself
@@ -194,12 +188,8 @@ def test_an_escriptorium_alto_with_unlabelled_tags_comes_out_valid(tmp_path: Pat
 def test_an_alto_input_asked_for_as_page_becomes_page_2019(namespace: str, tmp_path: Path, page_schema: etree.XMLSchema) -> None:
     """Every layout format in gives every layout format out: regions, ids, geometry and reading order
     carried over, each read line's words and text, the error line its old text."""
-    source = tmp_path / "source"
-    source.mkdir()
-    (source / "p1.xml").write_bytes(alto_page(namespace))
-    result = write_back(records("p1.xml"), tmp_path / "out", ABOUT, LocalStorage(source), "page")
+    result, written = write_one(tmp_path, alto_page(namespace), records("p1.xml"), "page")
     assert (result.files, result.records) == (1, 2)
-    written = etree.fromstring((tmp_path / "out" / "p1.xml").read_bytes())
     assert etree.QName(written).namespace == PAGE and page_schema.validate(written), page_schema.error_log.last_error
     before, after = read_layout(alto_page(namespace)), read_layout(etree.tostring(written))
     assert after.format == "page" and (after.image, after.width, after.height) == ("scan.png", 1200, 900)
