@@ -5,7 +5,7 @@
     python bench/pages.py --model DIR --device cuda --pages 32
 
 Real print lines (``../shared/data/print-lines`` by default) are pasted onto white page canvases
-(``tests/pages.py``, as the page tests do) with a PAGE 2019 file per page whose rectangles are the
+(``tests/helpers/pages.py``, as the page tests do) with a PAGE 2019 file per page whose rectangles are the
 pasted lines; the same lines are also written as line PNGs. One engine then reads both through the
 worker's own path (``ShardRunner._transcribe``; page mode through ``worker/page_lines.py``, which
 reads each XML and scan once per shard, a shard being one round's pages), alternating which goes

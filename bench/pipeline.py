@@ -161,7 +161,7 @@ def bare_part(keys: list[str], env: dict[str, str], batch_size: int, barrier, re
     from pisar.processor import generation_overrides
     from pisar.settings import Settings
     from pisar.storage import S3Storage
-    from pisar.worker.engine import apply_process_settings
+    from pisar.worker.process_settings import apply_process_settings
 
     settings = Settings(torch_threads=1)
     apply_process_settings(settings)

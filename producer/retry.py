@@ -1,7 +1,7 @@
 """`pisar retry`: choose lines precisely, say what will run, record who asked, keep every earlier result.
 
 A selector picks lines; their shards are sent back to the workers, which read only those lines
-(``store.lines_to_do``) and replace their results. Until then a line keeps its current result; the
+(``pisar/catalog/shards.py``: ``lines_to_do``) and replace their results. Until then a line keeps its current result; the
 commit of the new one moves the old one to ``line_history``. Each retry is a row in ``retry``.
 
 Selectors (any together):

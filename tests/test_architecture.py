@@ -158,3 +158,36 @@ def test_no_test_module_imports_another_or_the_conftest() -> None:
         if bad:
             wrong[str(path.relative_to(REPO))] = bad
     assert not wrong, wrong
+
+
+def test_the_celery_parent_the_runner_and_the_producer_import_no_torch() -> None:
+    """Only the pool child that reads loads a model: the worker's parent (``pisar.worker.tasks``), the
+    claim, lease and runner modules, the CLI and every producer module import neither torch nor
+    transformers (350 MB and seconds per process). Checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "import pisar.worker.tasks, pisar.worker.shard, pisar.worker.lease, pisar.catalog.shards, pisar.embedded, pisar.cli\n"
+        "import pisar.producer\n"
+        "for found in pkgutil.iter_modules(pisar.producer.__path__):\n"
+        "    importlib.import_module(f'pisar.producer.{found.name}')\n"
+        "print(sorted(name for name in ('torch', 'transformers') if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_file_the_code_names_exists() -> None:
+    """A docstring or comment that cites a module or page by its path must cite a file that is there:
+    a renamed or deleted module leaves no stale pointer behind."""
+    cited = re.compile(r"(?<![\w./-])((?:pisar|worker|producer|tests|bench|infra|docs)/[\w./-]+\.(?:py|md|sh|yaml|yml|json|xsd))")
+    stale = []
+    for folder in ("pisar", "worker", "producer", "tests", "bench", "infra"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for match in cited.finditer(path.read_text(encoding="utf-8")):
+                if not (REPO / match.group(1)).exists():
+                    stale.append(f"{path.relative_to(REPO)}: {match.group(1)}")
+    assert not stale, stale

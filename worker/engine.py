@@ -53,20 +53,8 @@ class Recognition:
     confidence: float  # in (0, 1], for every reading (worker/confidence.py)
     min_token_prob: float
     token_count: int
-    flags: tuple[str, ...] = ()  # generation-failure signs (``worker/flags.py``): max_length, repetition
+    flags: tuple[str, ...] = ()  # generation-failure signs (``pisar/flags.py``): max_length, repetition
     word_confidences: tuple[float, ...] = ()  # one per word of ``pisar.words.words(text)`` (worker/word_confidence.py)
-
-
-def apply_process_settings(settings: Any) -> None:
-    """Process-wide knobs, set once per process by whoever runs shards (Celery child or ``pisar run``).
-
-    PIL checks decompression bombs against a global, so the setting must be applied there too.
-    """
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
 
 
 def pick_device(preference: str) -> torch.device:

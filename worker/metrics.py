@@ -3,12 +3,13 @@
 A worker runs one Celery child (one per GPU), and that child serves ``/metrics`` on
 ``PISAR_METRICS_PORT`` (0 turns it off). Counters restart with the child; Prometheus' ``rate``
 handles that. The catalog-wide view (queue depth, shards per state) is ``pisar metrics``
-(``producer/metrics.py``). ``infra/grafana/pisar.json`` charts both.
+(``producer/metrics.py``). ``infra/grafana/dashboards/pisar.json`` charts both.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -51,10 +52,9 @@ def record_lines(campaign: str, results: Iterable[tuple[str, str | None]]) -> No
 
 
 def record_gpu_memory() -> None:
-    """Allocated, reserved and peak CUDA bytes, when this process uses CUDA."""
-    import torch
-
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+    """Allocated, reserved and peak CUDA bytes, when this process uses CUDA (a process without torch loaded does not)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return
     GPU_MEMORY.labels("allocated").set(torch.cuda.memory_allocated())
     GPU_MEMORY.labels("reserved").set(torch.cuda.memory_reserved())

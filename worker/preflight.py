@@ -5,7 +5,7 @@ first and refuses to start (one line, ``FatalError.exit_code``) instead of takin
 only give back: the device it is told to use, and the model folder's files. The device is asked
 in a fresh interpreter on a CUDA build, so the process that forks the pool never initialises CUDA.
 Without a preload model the first shard's engine load finds the same problems, and the worker
-stops taking work then (``pisar/worker/stopping.py``).
+stops taking work then (``worker/stopping.py``).
 """
 
 from __future__ import annotations

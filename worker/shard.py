@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from sqlmodel import Session
@@ -36,14 +36,17 @@ from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
 from pisar.words import format_confidences
 from pisar.worker import metrics, stopping
-from pisar.worker.engine import Engine, Recognition, apply_process_settings
 from pisar.worker.fetch import Prepared, prepare_lines, prepare_one
 from pisar.worker.lease import LeaseKeeper, LeaseLost
 from pisar.worker.page_lines import PageLines
+from pisar.worker.process_settings import apply_process_settings
+
+if TYPE_CHECKING:  # the runner only hands pixels to an engine: torch stays out of the Celery parent and the claim tests
+    from pisar.worker.engine import Engine, Recognition
 
 log = logging.getLogger(__name__)
 
-EngineProvider = Callable[[Campaign], Engine]
+EngineProvider = Callable[[Campaign], "Engine"]
 T = TypeVar("T")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_process_init
 
@@ -18,8 +18,11 @@ from pisar.errors import FatalError
 from pisar.queue import app
 from pisar.settings import get_settings
 from pisar.worker import metrics, stopping
-from pisar.worker.engine import EngineCache, apply_process_settings
+from pisar.worker.process_settings import apply_process_settings
 from pisar.worker.shard import Outcome, ShardRunner
+
+if TYPE_CHECKING:
+    from pisar.worker.engine import EngineCache
 
 log = logging.getLogger("pisar.worker")
 
@@ -32,6 +35,8 @@ def engines() -> EngineCache:
     """This process's model cache (one model at a time)."""
     global _engines
     if _engines is None:
+        from pisar.worker.engine import EngineCache  # torch: in the pool child only, never in the parent that forks it
+
         _engines = EngineCache.from_settings(get_settings())
     return _engines
 

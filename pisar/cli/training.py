@@ -87,7 +87,7 @@ def train(
         resume=resume,
     )
     settings = get_settings()
-    from pisar.worker.engine import apply_process_settings
+    from pisar.worker.process_settings import apply_process_settings
 
     apply_process_settings(settings)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
