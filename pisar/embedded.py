@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pisar.catalog.models import Campaign, Shard
 from pisar.catalog.shards import shard_name
-from pisar.names import check_name, default_name
+from pisar.names import default_name
 from pisar.safe_text import printable
 from pisar.settings import Settings
 
@@ -101,7 +101,7 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
                             f"{shard_name(campaign.name, facts[shard_id][0])} is being read by another process; waiting for it",
                             markup=False,
                         )
-                    waiting[shard_id] = time.monotonic() + min(HELD_POLL_SECONDS, delay or HELD_POLL_SECONDS)
+                    waiting[shard_id] = time.monotonic() + HELD_POLL_SECONDS
                     continue
                 if outcome.outcome is Outcome.SKIPPED:
                     summary.read_elsewhere += 1
@@ -156,7 +156,7 @@ def transcribe(
     from pisar.producer.submit import CampaignExists, SubmitRequest, continue_listing, create_campaign
 
     url = settings.catalog_url
-    name = default_name(source) if name is None else check_name(name)
+    name = default_name(source) if name is None else name  # a new campaign's name is checked by create_campaign
     campaign = find_campaign(url, name)
     if campaign is None:
         request = SubmitRequest(source, model, name, shard_size, settings.queue, layout=layout, crop=crop)
@@ -179,9 +179,9 @@ def transcribe(
     console.print(f"campaign {printable(name)} exists: resuming", markup=False)
     if campaign.listed_at is None:  # its listing was interrupted, or another process is listing it now
         listed = continue_listing(settings, campaign, wait_turn=True)
-        campaign = find_campaign(url, name) or campaign
         console.print(f"{printable(name)}: listing finished: {listed.keys} lines in {listed.shards} shards", markup=False)
-    return campaign, run_shards(settings, campaign, shards_unfinished(url, campaign.id), console)
+    summary = run_shards(settings, campaign, shards_unfinished(url, campaign.id), console)
+    return find_campaign(url, name) or campaign, summary  # with the totals of a listing another process finished
 
 
 def send_back(settings: Settings, campaign: Campaign, shard_ids: list[int], *, reset_attempts: bool, console: Console) -> str:

@@ -28,5 +28,6 @@ def first_problem(document: etree._Element, fmt: str) -> str | None:
     checker = schema(fmt)
     if checker.validate(document):
         return None
-    error = checker.error_log.filter_from_errors()[0] if checker.error_log.filter_from_errors() else checker.error_log.last_error
+    errors = checker.error_log.filter_from_errors()
+    error = errors[0] if errors else checker.error_log.last_error
     return f"line {error.line}: {error.message}" if error is not None else "not valid"

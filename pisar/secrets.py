@@ -37,8 +37,9 @@ MIN_SECRET_LENGTH = 3  # shorter values would mask ordinary words; they are no s
 def split_userinfo(url: str) -> tuple[str, str, str | None, str]:
     """``(head, user, password, tail)`` of a URL as a person meant it; ``password`` is ``None`` when there is none.
 
-    The user part ends at the *last* ``@`` before the query, so a password holding ``/``, ``@``
-    or ``#``-free text that a strict parser would cut short is still found whole.
+    The user part ends at the *last* ``@`` before the query (``?``) or fragment (``#``), so a
+    password holding an unencoded ``/``, ``@`` or ``:``, which a strict parser cuts short, is still
+    found whole.
     """
     scheme, sep, rest = url.partition("://")
     head, rest = (scheme + sep, rest) if sep else ("", url)

@@ -27,12 +27,20 @@ def check_writable(output: str | Path) -> None:
     if any(folder.exists() and not folder.is_dir() for folder in target.parents):
         raise ConfigError(f"cannot write the output {target}: a part of its folder is a file")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        Path(tmp).unlink()
+        fd, tmp = _temporary_beside(target)
     except OSError as exc:
         raise ConfigError(f"cannot write the output {target}: {exc.strerror or exc}") from None
+    os.close(fd)
+    Path(tmp).unlink()
+
+
+def _temporary_beside(target: Path) -> tuple[int, str]:
+    """A new temporary file in ``target``'s folder (made if missing); an ``OSError`` names ``target``, not the temporary file."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
 
 
 @contextmanager
@@ -42,11 +50,7 @@ def atomic_output(output: str | Path, binary: bool = False) -> Iterator[IO[Any]]
         yield sys.stdout
         return
     target = Path(output)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:  # said of the file the operator named, not of a temporary one
-        raise OSError(exc.errno, exc.strerror, str(target)) from None
+    fd, tmp = _temporary_beside(target)
     try:
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle

@@ -211,6 +211,9 @@ class _Indexes:
             return first
 
 
+_BUSY = "another process is listing this campaign now"
+
+
 @contextmanager
 def _listing_lock(url: str, campaign_id: int, wait_turn: bool) -> Iterator[None]:
     """Hold this campaign's listing lock (``pisar/catalog/locks.py``): Postgres's advisory lock, a file lock on SQLite."""
@@ -219,6 +222,3 @@ def _listing_lock(url: str, campaign_id: int, wait_turn: bool) -> Iterator[None]
             yield
     except locks.Busy:
         raise ListingBusy(_BUSY + "; wait for it, or stop it and run `pisar resume`") from None
-
-
-_BUSY = "another process is listing this campaign now"

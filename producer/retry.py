@@ -21,7 +21,7 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import and_, false, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, false, func, insert, literal, or_, select, update
 
 from pisar.catalog import shards
 from pisar.catalog.db import get_engine
@@ -139,6 +139,7 @@ def plan(url: str, campaign_id: int, selector: RetrySelector) -> RetryPlan:
 
 def _plan(url: str, campaign_id: int, selector: RetrySelector, selection: _Selection) -> RetryPlan:
     with get_engine(url).connect() as conn:
+        _check_shards(conn, campaign_id, selector.shards)
         counts = {name: conn.execute(select(func.count()).where(condition)).scalar_one() for name, condition in selection.reasons.items()}
         running = conn.execute(select(func.count()).where(selection.picked, _LINE.c.shard_id.in_(selection.live))).scalar_one()
         chosen = selection.chosen
@@ -147,11 +148,6 @@ def _plan(url: str, campaign_id: int, selector: RetrySelector, selection: _Selec
             select(_SHARD.c.id, _SHARD.c.index).where(_SHARD.c.id.in_(select(_LINE.c.shard_id).where(chosen))).order_by(_SHARD.c.index)
         ).all()
         examples = list(conn.execute(select(_LINE.c.key).where(chosen).order_by(_LINE.c.key).limit(EXAMPLES)).scalars())
-        known = set(conn.execute(select(_SHARD.c.index).where(_SHARD.c.campaign_id == campaign_id)).scalars())
-    unknown = sorted(set(selector.shards) - known)
-    if unknown:
-        have = f"0 to {max(known)}" if known else "none yet"
-        raise ConfigError(f"no shard with index {', '.join(map(str, unknown))} in this campaign (its shards: {have})")
     return RetryPlan(
         lines_by_reason=counts,
         lines=lines,
@@ -160,6 +156,19 @@ def _plan(url: str, campaign_id: int, selector: RetrySelector, selection: _Selec
         examples=examples,
         running=running,
     )
+
+
+def _check_shards(conn: Connection, campaign_id: int, indexes: tuple[int, ...]) -> None:
+    """``ConfigError`` naming the shard indexes the campaign does not have, before any line is counted."""
+    if not indexes:
+        return
+    in_campaign = _SHARD.c.campaign_id == campaign_id
+    known = set(conn.execute(select(_SHARD.c.index).where(in_campaign, _SHARD.c.index.in_(indexes))).scalars())
+    unknown = sorted(set(indexes) - known)
+    if unknown:
+        last = conn.execute(select(func.max(_SHARD.c.index)).where(in_campaign)).scalar_one()
+        have = "none yet" if last is None else f"0 to {last}"
+        raise ConfigError(f"no shard with index {', '.join(map(str, unknown))} in this campaign (its shards: {have})")
 
 
 def requested_by() -> str:

@@ -230,18 +230,17 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
         row = conn.execute(claim_statement(shard_id, worker, lease_seconds, max_attempts, now)).first()
         if row is None:
             found = conn.execute(
-                select(_SHARD.c.index, _SHARD.c.state, _SHARD.c.worker, _SHARD.c.lease_until, _CAMPAIGN.c.name)
+                select(_SHARD.c.index, _SHARD.c.worker, _SHARD.c.lease_until, _CAMPAIGN.c.name, held_by_a_worker(now).label("held"))
                 .join(_CAMPAIGN, _CAMPAIGN.c.id == _SHARD.c.campaign_id)
                 .where(_SHARD.c.id == shard_id)
             ).first()
             if found is None:
                 return Skipped()
             name = shard_name(found.name, found.index)
-            if found.state == RUNNING.value and found.lease_until is not None and _aware(found.lease_until) >= now:
+            if found.held:
                 return Skipped(_aware(found.lease_until), found.worker, name)
             conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(duplicate_deliveries=_SHARD.c.duplicate_deliveries + 1))
             return Skipped(name=name)
-        campaign_name = conn.execute(select(_CAMPAIGN.c.name).where(_CAMPAIGN.c.id == row.campaign_id)).scalar_one()
     return Claim(
         shard_id,
         row.campaign_id,
@@ -251,7 +250,7 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
         row.model_id,
         row.model_revision,
         row.index,
-        shard_name(campaign_name, row.index),
+        shard_name(row.campaign_name, row.index),
     )
 
 
@@ -285,6 +284,7 @@ def claim_statement(shard_id: int, worker: str, lease_seconds: int, max_attempts
             _SHARD.c.model_id,
             _SHARD.c.model_revision,
             _SHARD.c.index,
+            select(_CAMPAIGN.c.name).where(_CAMPAIGN.c.id == _SHARD.c.campaign_id).scalar_subquery().label("campaign_name"),
         )
     )
 

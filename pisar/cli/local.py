@@ -40,7 +40,6 @@ def run(
     from pisar.errors import Incomplete
     from pisar.names import check_name, default_name
     from pisar.producer.atomic_output import check_writable
-    from pisar.producer.campaigns import get_campaign
     from pisar.producer.export import export as write_export
     from pisar.producer.export import iter_records
     from pisar.storage import open_storage
@@ -51,7 +50,6 @@ def run(
     open_storage(source, settings)  # a missing folder or bucket is refused before a catalog file is made
     url = catalog(settings)
     campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err, layout=layout, crop=crop)
-    campaign = get_campaign(url, campaign.name)  # its totals as the listing left them, whoever listed it
     fmt = "csv" if output.endswith(".csv") else "jsonl"
     count = write_export(url, campaign.id, fmt, output).records
     if show:
