@@ -7,7 +7,7 @@
 buys. Here each line stops at its end token, and a batch runs until its longest line ends. Both
 ways read the same lines through the worker's path (``ShardRunner._transcribe``), alternating over
 ``--rounds``; the JSON gives lines/s, the speed-up, and the share of decoder row-steps spent on
-lines that had already ended (``Engine.steps``).
+lines that had already ended (``LineReader.steps``).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@
 The stand-in is a random model of the reference shape (``pisar.random_model`` ``bench-small`` or
 ``bench-large``: DINOv2 encoder, TrOCR decoder, a RoBERTa-sized vocabulary, 40 forced steps), built
 here. The encoder runs once; then each repeat decodes the same encoder states with generate() (as
-the engine calls it: greedy, logits kept for the confidence), with ``GreedyLoop`` (worker/greedy.py;
-on a CPU it takes the vocabulary in cache-sized chunks, worker/vocab_chunks.py), with the same loop
-over each step's full logits (``loop_full_logits``), and with its fixed-shape steps (worker/decode_steps.py: one CUDA graph replay per step on CUDA,
+the engine calls it: greedy, logits kept for the confidence), with ``GreedyLoop`` (pisar/reader/greedy.py;
+on a CPU it takes the vocabulary in cache-sized chunks, pisar/reader/vocab_chunks.py), with the same loop
+over each step's full logits (``loop_full_logits``), and with its fixed-shape steps (pisar/reader/decode_steps.py: one CUDA graph replay per step on CUDA,
 the same steps uncaptured elsewhere, where they only add the padding rows' work), in rotating order. On a CPU a step's wall time is the host's dispatch work, which on a GPU is
 launch cost (and the loop's dropped rows are work not done on either). The JSON has the medians
 and their ratio, and whether both chose the same tokens.
@@ -54,13 +54,13 @@ def main(argv: list[str]) -> int:
 
     from pisar import model_ref
     from pisar.random_model import build_random_model
-    from pisar.worker.engine import Engine
-    from pisar.worker.engine_options import DecodeOptions
+    from pisar.reader import DecodeOptions
+    from pisar.reader.torch_backend import TorchBackend
 
     torch.set_num_threads(args.threads)
     folder = build_random_model(Path(tempfile.mkdtemp(prefix="decode-step-")) / "standin", ["Въ лѣто"], preset=f"bench-{args.standin}")
     options = DecodeOptions(graphs="off")  # the plain loop; the fixed-shape one is built beside it in measure()
-    engine = Engine(model_ref.resolve(model_ref.parse(str(folder))), device=args.device, dtype="float32", options=options)
+    engine = TorchBackend(model_ref.resolve(model_ref.parse(str(folder))), device=args.device, dtype="float32", options=options)
     if engine.greedy is None:
         raise SystemExit("bench: the stand-in's decoder is not one the greedy loop knows")
     runs = [measure(engine, batch, args) for batch in args.batch]
@@ -73,7 +73,7 @@ def measure(engine, batch: int, args: argparse.Namespace) -> dict[str, object]:
     """generate() against the loop at one batch size, and optionally beside the input threads."""
     import torch
 
-    from pisar.worker.greedy import GreedyLoop
+    from pisar.reader.greedy import GreedyLoop
 
     generation = {"num_beams": 1, "do_sample": False}
     graphed = GreedyLoop(engine.model, static=True)
@@ -160,7 +160,7 @@ def beside_input(engine, run_loop, sync, args: argparse.Namespace) -> dict[str, 
     def prepare_forever() -> None:
         count = 0
         while not stop.is_set():
-            engine.preprocess(decode_line(files[count % len(files)], limits).line)
+            engine.prepare(decode_line(files[count % len(files)], limits).line)
             count += 1
         done.append(count)
 

@@ -4,7 +4,7 @@
     python bench/encoder.py --standin large --batch 128 512 --device cuda --dtype bfloat16 --fp8
 
 Each variant is its own engine on the same random stand-in (``pisar.random_model``), loaded through
-the engine's own code (worker/engine_options.py), timed on the same random pixels in rotating order
+the engine's own code (pisar/reader/encoder_variants.py), timed on the same random pixels in rotating order
 after a warm-up that pays for compilation (reported apart as ``compile_s``). The JSON has lines/s
 per variant and batch, each variant's ratio to eager, and the largest difference of its encoder
 states from eager's, relative to their largest magnitude. Whether a variant may become a default is
@@ -46,8 +46,8 @@ def main(argv: list[str]) -> int:
     from pisar import model_ref
     from pisar.errors import FatalError
     from pisar.random_model import build_random_model
-    from pisar.worker.engine import Engine
-    from pisar.worker.engine_options import DecodeOptions
+    from pisar.reader import DecodeOptions
+    from pisar.reader.torch_backend import TorchBackend
 
     folder = build_random_model(Path(tempfile.mkdtemp(prefix="encoder-")) / "standin", ["Въ лѣто"], preset=f"bench-{args.standin}")
     ref = model_ref.resolve(model_ref.parse(str(folder)))
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     engines, refused = {}, {}
     for name, options in variants.items():
         try:
-            engines[name] = Engine(ref, device=args.device, dtype=args.dtype, options=options)
+            engines[name] = TorchBackend(ref, device=args.device, dtype=args.dtype, options=options)
         except FatalError as exc:  # FP8 where the GPU or torchao lacks it: recorded, the rest measured
             refused[f"{name}_refused"] = str(exc)
     device = engines["eager"].device

@@ -166,7 +166,7 @@ def preprocessing_rate(model_dir: Path, files: list[Path]) -> dict[str, float]:
     from pisar.images import ImageLimits, decode_line
     from pisar.model_ref import ModelRef
     from pisar.processor import load_processor
-    from pisar.worker.preprocess import LinePreprocessor
+    from pisar.reader.preprocess import LinePreprocessor
 
     processor = load_processor(ModelRef(str(model_dir), None))
     fast = LinePreprocessor.build(processor.image_processor)
@@ -220,7 +220,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     import torch
 
-    from pisar.worker.engine import pick_device, pick_dtype
+    from pisar.reader.devices import pick_device, pick_dtype
 
     device = pick_device(args.device)
     dtype = str(pick_dtype("auto", device)).removeprefix("torch.")
@@ -245,9 +245,9 @@ def main(argv: list[str]) -> int:
         peak = peak_memory_mb(device)
         hf_rate, pisar_rate = len(files) / hf_s, len(files) / pisar_s
         texts = pisar.texts
-        engine_info = {"engine": pisar.engine.describe(), "fast_preprocessing": pisar.engine.fast_preprocess is not None}
+        engine_info = {"engine": pisar.engine.describe(), "fast_preprocessing": pisar.engine.backend.fast_preprocess is not None}
         engine_info["pisar_batch_size"] = pisar.batch_size
-        engine_info["sdpa_decoder_layers"] = pisar.engine.sdpa_layers
+        engine_info["sdpa_decoder_layers"] = pisar.engine.backend.sdpa_layers
         input_wait, generate_share = pisar.load_s / pisar_s, pisar.generate_s / pisar_s
         pisar.close()
         del hf, pisar

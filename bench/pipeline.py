@@ -158,14 +158,14 @@ def bare_part(keys: list[str], env: dict[str, str], batch_size: int, barrier, re
     os.environ.update(env)
     from worker_path import PisarRow
 
-    from pisar.processor import generation_overrides
+    from pisar.reader import GenerationOptions
+    from pisar.s3_storage import S3Storage
     from pisar.settings import Settings
-    from pisar.storage import S3Storage
     from pisar.worker.process_settings import apply_process_settings
 
     settings = Settings(torch_threads=1)
     apply_process_settings(settings)
-    row = PisarRow(DEMO_MODEL, S3Storage(BUCKET, "lines/", settings), "float32", batch_size, "cpu", 4, generation_overrides(None, 1))
+    row = PisarRow(DEMO_MODEL, S3Storage(BUCKET, "lines/", settings), "float32", batch_size, "cpu", 4, GenerationOptions.greedy())
     row.run(keys[: batch_size * 2])  # warm-up, as the workers have read a batch before their span starts
     barrier.wait()
     results.put(row.run(keys))

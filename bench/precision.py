@@ -52,9 +52,9 @@ def main(argv: list[str]) -> int:
 
     from pisar.errors import FatalError
     from pisar.groundtruth import read_transcription
+    from pisar.reader.devices import pick_device
     from pisar.storage import LocalStorage, list_images
     from pisar.train.data import is_held_out
-    from pisar.worker.engine import pick_device
 
     storage = LocalStorage(args.source)
     keys = [k for k in list_images(storage).keys if args.held_out is None or is_held_out(k, args.held_out)]

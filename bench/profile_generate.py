@@ -4,7 +4,7 @@
     python bench/profile_generate.py --standin small --batches 16
 
 For each batch size, on real lines preprocessed the worker's way, times (median of ``--repeats``):
-the encoder alone, plain ``generate``, and ``Engine.recognize`` (copy, generate, confidence and
+the encoder alone, plain ``generate``, and ``TorchBackend.read`` (copy, generate, confidence and
 flags). ``decoder_s`` is generate minus encoder. Prints one JSON object; with ``--trace`` the
 profiler's top operators for one engine batch go to ``<out>.ops.txt``.
 """
@@ -52,14 +52,15 @@ def main(argv: list[str]) -> int:
 
     from pisar.images import ImageLimits, decode_line
     from pisar.model_ref import ModelRef
-    from pisar.worker.engine import Engine
+    from pisar.reader import GenerationOptions
+    from pisar.reader.torch_backend import TorchBackend
 
     model_dir = args.model or standin(args.standin, REPO / "build")
-    engine = Engine(ModelRef(str(model_dir), None))
+    engine = TorchBackend(ModelRef(str(model_dir), None))
     generation = fixed_length(args.max_new_tokens)
     limits = ImageLimits(89_478_485, 4, 16_384)
     files = line_files(PRINT_LINES, max(args.batches))
-    pixels = np.stack([engine.preprocess(decode_line(p.read_bytes(), limits).line) for p in files])
+    pixels = np.stack([engine.prepare(decode_line(p.read_bytes(), limits).line) for p in files])
     rows = []
     with torch.inference_mode():
         for size in args.batches:
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> int:
             inputs = engine.to_device(batch)
             encoder_s = timed(lambda: engine.model.encoder(pixel_values=inputs), engine.device, args.repeats)  # noqa: B023 - called at once, inside the loop
             generate_s = timed(lambda: engine.model.generate(pixel_values=inputs, **generation), engine.device, args.repeats)  # noqa: B023 - called at once, inside the loop
-            engine_s = timed(lambda: engine.recognize(batch, generation), engine.device, args.repeats)  # noqa: B023 - called at once, inside the loop
+            engine_s = timed(lambda: engine.read(batch, GenerationOptions.from_overrides(generation)), engine.device, args.repeats)  # noqa: B023 - called at once, inside the loop
             rows.append(
                 {
                     "batch": size,
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> int:
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if engine.device.type == "cuda" else [])
         batch = pixels[: max(args.batches)]
         with profile(activities=activities) as prof:
-            engine.recognize(batch, generation)
+            engine.read(batch, GenerationOptions.from_overrides(generation))
             synchronize(engine.device)
         key = "cuda_time_total" if engine.device.type == "cuda" else "cpu_time_total"
         args.out.parent.mkdir(parents=True, exist_ok=True)

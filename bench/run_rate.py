@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     import torch
 
-    from pisar.worker.engine import pick_device
+    from pisar.reader.devices import pick_device
 
     if not PISAR.exists():
         raise SystemExit(f"bench: no {PISAR}; run it with the project's interpreter (make setup, then .venv/bin/python)")

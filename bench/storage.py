@@ -65,8 +65,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     from infra.local_services import start_seaweedfs
     from pisar import s3_fast
+    from pisar.s3_storage import S3Storage
     from pisar.settings import Settings
-    from pisar.storage import S3Storage
 
     paths = sorted(args.images.glob("*.png"))
     if not paths:

@@ -27,8 +27,8 @@ def seaweed_bucket(objects: dict[str, bytes], workdir: Path, prefix: str = "", *
 
     sys.path.insert(0, str(REPO))
     from infra.local_services import start_seaweedfs
+    from pisar.s3_storage import S3Storage
     from pisar.settings import Settings
-    from pisar.storage import S3Storage
 
     weed = start_seaweedfs(workdir / "weed")
     os.environ.update(weed.env)
@@ -48,7 +48,7 @@ def synchronize(device: Any) -> None:
 
 
 class PisarRow:
-    """The worker's own path, ``ShardRunner._transcribe``, on an engine loaded the worker's way."""
+    """The worker's own path (``worker/batches.py: read_lines``, then ``worker/rows.py``), on a reader loaded the worker's way."""
 
     def __init__(
         self,
@@ -62,23 +62,24 @@ class PisarRow:
         length_groups: int = 8,
         encoder_fp8: bool | None = None,
     ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
         from dataclasses import replace
 
+        from pisar.images import ImageLimits
         from pisar.model_ref import ModelRef
+        from pisar.reader import DecodeOptions, GenerationOptions, LineReader
         from pisar.settings import Settings
-        from pisar.worker.engine import Engine
-        from pisar.worker.engine_options import DecodeOptions
-        from pisar.worker.shard import ShardRunner
 
         settings = Settings(batch_size=batch_size, fetch_threads=fetch_threads, device=device, dtype=dtype, length_groups=length_groups)
         self.settings = settings
         options = DecodeOptions.from_settings(settings)  # PISAR_DECODE_GRAPHS and the encoder variants, as a worker reads them
         if encoder_fp8 is not None:
             options = replace(options, encoder_fp8=encoder_fp8)
-        self.engine = Engine(ModelRef(str(model_dir), None), device=device, dtype=dtype, options=options)
-        self.runner = ShardRunner(settings, lambda campaign: self.engine, worker="bench")
+        self.engine = LineReader(ModelRef(str(model_dir), None), device=device, dtype=dtype, options=options)
+        self.pool = ThreadPoolExecutor(max_workers=settings.fetch_threads, thread_name_prefix="pisar-fetch")
+        self.limits = ImageLimits.from_settings(settings)
         self.storage = storage
-        self.generation = generation
+        self.generation = GenerationOptions.from_overrides(generation)
         self.texts: dict[str, str | None] = {}
         self.load_s = self.generate_s = 0.0
 
@@ -91,11 +92,18 @@ class PisarRow:
     def run(self, keys: list[str], layout: str = "lines", crop: str = "polygon") -> float:
         """Seconds to read ``keys`` (``layout="xml"``: page lines, cut from their scans); texts and the
         input-wait and generate seconds accumulate."""
-        synchronize(self.engine.device)
+        from pisar.sources import Cutting, line_source
+        from pisar.worker.batches import read_lines
+        from pisar.worker.rows import shard_rows
+
+        synchronize(self.engine.backend.device)
         started = time.perf_counter()
-        prepare = self.runner.preparer(self.storage, self.engine, keys, layout, crop)
-        results, load_s, generate_s = self.runner._transcribe(keys, prepare, self.engine, self.generation, lambda: None)
-        synchronize(self.engine.device)
+        cutting = Cutting(self.limits, crop, self.settings.baseline_height)
+        prepare = line_source(layout).preparer(self.storage, keys, self.engine.prepare, cutting)
+        read = read_lines(keys, prepare, self.engine, self.generation, self.settings, self.pool)
+        results = shard_rows(read.lines, "bench", "bench-model")
+        load_s, generate_s = read.input_wait, read.generate
+        synchronize(self.engine.backend.device)
         elapsed = time.perf_counter() - started
         errors = [r for r in results if r.status != "ok"]
         if errors:
@@ -106,4 +114,4 @@ class PisarRow:
         return elapsed
 
     def close(self) -> None:
-        self.runner.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)

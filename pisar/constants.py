@@ -3,9 +3,6 @@
 TASK_RUN_SHARD = "pisar.run_shard"
 DEFAULT_QUEUE = "pisar"
 
-#: Name stored with every campaign so a reader knows how `confidence` was computed.
-CONFIDENCE_FORMULA = "geomean_text_token_prob_v3"  # the rule: worker/confidence.py (v3: an empty reading that never ended has one too)
-
 #: Image suffixes that are line images; matched case-insensitively.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".jp2", ".webp", ".bmp", ".gif"})
 

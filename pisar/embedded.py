@@ -61,11 +61,12 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
     summary = RunSummary()
     if not shard_ids:
         return summary
-    from pisar.worker.engine import EngineCache  # torch and transformers: only once there is work to do
-    from pisar.worker.shard import Outcome, ShardRunner
+    from pisar.reader import ReaderCache  # a back-end (torch, transformers) loads only once there is work to do
+    from pisar.worker.outcomes import Outcome
+    from pisar.worker.runner import ShardRunner
 
     console = console or Console(stderr=True)
-    runner = ShardRunner(settings, EngineCache.from_settings(settings), worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
+    runner = ShardRunner(settings, ReaderCache.from_settings(settings).get, worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
     started = time.perf_counter()
     facts = shard_facts(settings.catalog_url, shard_ids)
     todo = deque(shard_ids)
@@ -86,8 +87,8 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
                 shard_id = todo.popleft()
                 outcome = runner.run(campaign.id, shard_id)
                 while (delay := outcome.resend_after(settings)) is not None and outcome.outcome is not Outcome.HELD:
-                    if runner.broken is not None:
-                        raise runner.broken
+                    if runner.node.reason is not None:
+                        raise runner.node.reason
                     console.print(
                         f"{shard_name(campaign.name, facts[shard_id][0])} {outcome.outcome} ({outcome.error}); retrying in {delay:.0f}s",
                         markup=False,

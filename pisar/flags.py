@@ -7,7 +7,7 @@
   read. A run of one token counts from 6 in a row, so dotted leaders ("....") are flagged only
   when long.
 - ``empty``: the text is empty or blank. An empty reading of an inked line is among the likeliest
-  errors; its confidence is the probability the model gave the end token (``worker/engine.py``).
+  errors; its confidence is the probability the model gave the end token (``pisar/reader/confidence.py``).
 - ``unstorable_text``: the model emitted characters no catalog can hold (NUL, lone surrogates);
   they were replaced with U+FFFD (``pisar/catalog/storable.py``).
 
@@ -16,13 +16,21 @@ Flags do not make a line an error: the text is kept, and ``pisar retry --flag`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from enum import StrEnum
 
-MAX_LENGTH = "max_length"
-REPETITION = "repetition"
-EMPTY = "empty"
-UNSTORABLE_TEXT = "unstorable_text"
-KNOWN_FLAGS = (MAX_LENGTH, REPETITION, EMPTY, UNSTORABLE_TEXT)
+
+class Flag(StrEnum):
+    """One sign that a line's text is not a plain reading (the module docstring)."""
+
+    MAX_LENGTH = "max_length"
+    REPETITION = "repetition"
+    EMPTY = "empty"
+    UNSTORABLE_TEXT = "unstorable_text"
+
+
+MAX_LENGTH, REPETITION, EMPTY, UNSTORABLE_TEXT = Flag.MAX_LENGTH, Flag.REPETITION, Flag.EMPTY, Flag.UNSTORABLE_TEXT
+KNOWN_FLAGS = tuple(Flag)
 
 MAX_PERIOD = 8
 MIN_REPEATS = 3
@@ -42,7 +50,7 @@ def repeats_at_end(tokens: Sequence[int]) -> bool:
     return False
 
 
-def generation_flags(text: str, text_tokens: Sequence[int], ended: bool) -> tuple[str, ...]:
+def generation_flags(text: str, text_tokens: Sequence[int], ended: bool) -> tuple[Flag, ...]:
     """The flags of one generated line: its text, its text tokens, and whether it ended with an end token."""
     flags = []
     if not ended:
@@ -52,9 +60,3 @@ def generation_flags(text: str, text_tokens: Sequence[int], ended: bool) -> tupl
     if not text.strip():
         flags.append(EMPTY)
     return tuple(flags)
-
-
-def join_flags(flags: Iterable[str]) -> str | None:
-    """The catalog's form: comma-separated, each once, in order; ``None`` for none."""
-    kept = list(dict.fromkeys(f for f in flags if f))
-    return ",".join(kept) or None

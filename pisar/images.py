@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,8 +63,16 @@ def decode_line_image(data: bytes, limits: ImageLimits) -> Image.Image:
     return decode_line(data, limits).image
 
 
+#: Called with every image's bytes before it is decoded, line images and page scans alike: a
+#: deployment's content scanner, or the test suite's stand-in for a native crash in a decoder
+#: (``tests/helpers/fault_hooks``). An exception raised here is the line's, as a decoder's would be.
+BEFORE_DECODE: list[Callable[[bytes], None]] = []
+
+
 def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
     """``decode_line_image`` plus notes: which frame of a multi-frame file, orientation, bit depth, alpha."""
+    for observe in BEFORE_DECODE:
+        observe(data)
     if not data:
         raise EmptyFile("the object has zero bytes")
     with warnings.catch_warnings():

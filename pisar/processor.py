@@ -131,14 +131,6 @@ def _model_file(ref: ModelRef, name: str) -> Path | None:
         return None
 
 
-def generation_overrides(max_new_tokens: int | None, num_beams: int) -> dict[str, Any]:
-    """What a campaign changes in the model's own generation config (greedy by default)."""
-    overrides: dict[str, Any] = {"num_beams": num_beams, "do_sample": False}
-    if max_new_tokens is not None:
-        overrides["max_new_tokens"] = max_new_tokens
-    return overrides
-
-
 def describe_generation(ref: ModelRef, overrides: dict[str, Any]) -> dict[str, Any]:
     """The effective generation settings: the model's ``generation_config.json`` with the campaign's overrides."""
     base = dict(_json_file(ref, "generation_config.json") or {})

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU); unset = torch default")
     max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Override the model's generation config")
     num_beams: int = Field(1, ge=1, le=32, description="1 = greedy search")
+    reader_backend: str = Field(
+        "torch", description="What runs the model behind the line reader (pisar/reader/backends.py): torch, or a registered back-end"
+    )
     decoder: Literal["auto", "generate"] = Field(
         "auto", description="auto: Pisar's greedy loop for TrOCR decoders where the settings allow, generate() otherwise; generate: always"
     )

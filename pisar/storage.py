@@ -1,4 +1,4 @@
-"""Where line images live: S3-compatible buckets and local folders behind one small interface.
+"""Where line images live: S3-compatible buckets (``pisar/s3_storage.py``) and local folders behind one small interface.
 
 Keys are data, never paths: a local key is resolved under the root and refused if it escapes.
 """
@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Protocol
+from types import MappingProxyType
+from typing import Protocol
 from urllib.parse import urlparse
 
 from pisar.constants import IMAGE_SUFFIXES
-from pisar.errors import ConfigError, FetchFailed, MissingObject, NotFound, ServiceUnavailable, TransientError
+from pisar.errors import ConfigError, FetchFailed, MissingObject, NotFound
 from pisar.settings import Settings
-
-if TYPE_CHECKING:
-    import boto3
 
 
 @dataclass(frozen=True)
@@ -37,12 +35,15 @@ class KeyRange:
     folders: tuple[str, ...] = ()
 
 
-class Storage(Protocol):
-    """Lists keys under a root and reads one object's bytes."""
+#: No key was set aside before a listing began.
+NOTHING_SKIPPED: Mapping[str, int] = MappingProxyType({})
 
-    url: str
 
-    def iter_keys(self) -> Iterator[str]: ...
+class KeySource(Protocol):
+    """What a campaign's keys are listed from (``producer/listing.py``): a storage's own listing, or
+    a manifest's keys read through the storage (``producer/manifest.py: ManifestKeys``)."""
+
+    skipped_up_front: Mapping[str, int]  # keys set aside before the listing began (a manifest's), by label
 
     def read(self, key: str) -> bytes: ...
 
@@ -53,6 +54,15 @@ class Storage(Protocol):
     def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
         """The keys of ``part`` greater than ``after``, in byte order, a page at a time."""
         ...
+
+
+class Storage(KeySource, Protocol):
+    """Lists keys under a root and reads one object's bytes."""
+
+    url: str
+    prefix: str  # the keys' common start: an S3 prefix, "" for a folder (its keys are relative to it)
+
+    def iter_keys(self) -> Iterator[str]: ...
 
 
 @dataclass
@@ -130,6 +140,9 @@ def list_images(storage: Storage) -> Listing:
 class LocalStorage:
     """A folder; keys are POSIX paths relative to it."""
 
+    prefix = ""
+    skipped_up_front = NOTHING_SKIPPED
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.url = str(self.root)
@@ -169,12 +182,6 @@ class LocalStorage:
             raise FetchFailed(f"reading {key}: {exc}") from None
 
 
-def _runs(parent: str, folders: list[str], count: int) -> list[KeyRange]:
-    """``folders`` of ``parent`` cut into ``count`` runs of consecutive folders."""
-    size = -(-len(folders) // count)
-    return [KeyRange(parent, folders=tuple(folders[i : i + size])) for i in range(0, len(folders), size)]
-
-
 def _walk_in_byte_order(folder: Path, prefix: str) -> Iterator[str]:
     """Relative POSIX paths of the files under ``folder`` in the order S3 would list them.
 
@@ -195,210 +202,6 @@ def _walk_in_byte_order(folder: Path, prefix: str) -> Iterator[str]:
             yield prefix + name
 
 
-# Error codes that mean "try again later" whatever their HTTP status (botocore's own throttling list).
-_TRANSIENT_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable"}
-)
-
-
-class S3Storage:
-    """A bucket and prefix on any S3-compatible server: reads and listings through obstore, off the
-    GIL (``pisar/s3_fast.py``), and through one thread-safe boto3 client where obstore cannot go."""
-
-    def __init__(self, bucket: str, prefix: str, settings: Settings, page_size: int = 1000) -> None:
-        import boto3
-
-        from pisar import s3_fast
-
-        self.bucket = bucket
-        self.prefix = prefix
-        self.page_size = page_size
-        self.url = f"s3://{bucket}/{prefix}"
-        session = boto3.session.Session()
-        self.client = make_s3_client(settings, session)
-        self.store = s3_fast.open_store(bucket, settings, session) if settings.s3_client == "obstore" else None
-
-    def iter_keys(self) -> Iterator[str]:
-        for page in self.list_range(KeyRange(self.prefix), None):
-            yield from page
-
-    def key_ranges(self, wanted: int, max_depth: int = 4, flat_after: int = 10_000) -> list[KeyRange]:
-        """Split the prefix by its sub-folders ("common prefixes"), breadth first, until about
-        ``wanted`` ranges or ``max_depth`` levels; a level that would give far more than ``wanted``
-        is cut into ``wanted`` runs of consecutive sub-folders instead. A level with more than
-        ``flat_after`` objects of its own is listed whole by one range: a flat prefix cannot be
-        split by folders, and probing it further would cost as much as listing it.
-        """
-        ranges: list[KeyRange] = []
-        frontier = [self.prefix]
-        for _ in range(max_depth):
-            if not frontier or len(ranges) + len(frontier) >= wanted:
-                break
-            levels: list[tuple[str, list[str]]] = []
-            for prefix in frontier:
-                folders, objects = self._level(prefix, flat_after)
-                if objects > flat_after:
-                    ranges.append(KeyRange(prefix))
-                    continue
-                if objects:
-                    ranges.append(KeyRange(prefix, recursive=False))
-                levels.append((prefix, folders))
-            found = sum(len(folders) for _, folders in levels)
-            room = wanted - len(ranges)
-            if found > room:  # one level more is too many ranges: runs of folders instead, and stop
-                ranges.extend(
-                    run for parent, folders in levels if folders for run in _runs(parent, folders, max(1, room * len(folders) // found))
-                )
-                frontier = []
-                break
-            frontier = [folder for _, folders in levels for folder in folders]
-        ranges.extend(KeyRange(prefix) for prefix in frontier)
-        return sorted(ranges, key=lambda r: (r.folders[0] if r.folders else r.prefix, r.recursive))
-
-    def _level(self, prefix: str, flat_after: int) -> tuple[list[str], int]:
-        """Sub-folders directly under ``prefix`` and how many objects lie beside them (counted up to ``flat_after`` + 1)."""
-        folders: list[str] = []
-        objects = 0
-        for page in self._pages(Prefix=prefix, Delimiter="/"):
-            folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-            objects += len(page.get("Contents", []))
-            if objects > flat_after:
-                break
-        return folders, objects
-
-    def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
-        if part.folders:
-            yield from self._list_run(part, after)
-        elif part.recursive:
-            yield from self._keys(part.prefix, after)
-        else:  # the objects beside the sub-folders: one delimited listing
-            options = {"Prefix": part.prefix, "Delimiter": "/"} | ({"StartAfter": after} if after is not None else {})
-            for page in self._pages(**options):
-                if keys := [item["Key"] for item in page.get("Contents", [])]:
-                    yield keys
-
-    def _keys(self, prefix: str, after: str | None) -> Iterator[list[str]]:
-        """Every key under ``prefix`` greater than ``after``, a page at a time: obstore for a listing
-        from the start of a prefix it lists as S3 would, boto3 from the last key it gave where it
-        stops (a key it cannot name, an error) and for a resumed listing. ``after`` is a key S3's
-        StartAfter and object_store's offset treat alike only on some servers (SeaweedFS lists
-        folder by folder and reads it as a folder cursor), so resuming stays with boto3."""
-        from pisar import s3_fast
-
-        def boto3_keys(last: str | None) -> Iterator[list[str]]:
-            for page in self._pages(Prefix=prefix, **({"StartAfter": last} if last is not None else {})):
-                if keys := [item["Key"] for item in page.get("Contents", [])]:
-                    yield keys
-
-        if self.store is not None and after is None and s3_fast.lists_alike(prefix):
-            yield from self._obstore_first([prefix], boto3_keys)
-        else:
-            yield from boto3_keys(after)
-
-    def _list_run(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
-        """A run of sibling folders: fresh, each folder listed whole by obstore, in the run's order
-        (the order its folders came in, which is the order a server lists their keys); resumed, or
-        from where obstore stops, one boto3 listing of the parent (``_list_run_boto3``)."""
-        if self.store is not None and after is None:
-            yield from self._obstore_first(part.folders, lambda last: self._list_run_boto3(part, last))
-        else:
-            yield from self._list_run_boto3(part, after)
-
-    def _obstore_first(self, prefixes: Iterable[str], then: Callable[[str | None], Iterator[list[str]]]) -> Iterator[list[str]]:
-        """obstore's pages of each of ``prefixes`` in turn, whole; where it stops (a key it cannot
-        name, an error), ``then`` from the last key it gave, so no key is lost or given twice."""
-        from pisar import s3_fast
-
-        last = None
-        try:
-            for prefix in prefixes:
-                for keys in s3_fast.list_pages(self.store, prefix):
-                    last = keys[-1]
-                    yield keys
-            return
-        except s3_fast.failures():
-            pass
-        yield from then(last)
-
-    def _list_run_boto3(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
-        """One listing of the parent from the run's first folder, to the first key of a folder not
-        in the run. It relies only on a server listing keys in the order it lists their folders
-        (AWS: bytes; SeaweedFS: folder by folder); the parent's own objects, met on the way, are skipped."""
-        run = set(part.folders)
-        for page in self._pages(Prefix=part.prefix, StartAfter=after or part.folders[0]):
-            keys = []
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                folder, slash, _ = key[len(part.prefix) :].partition("/")
-                if not slash:
-                    continue  # an object beside the folders: the parent's own range lists it
-                if part.prefix + folder + "/" not in run:
-                    if keys:
-                        yield keys
-                    return
-                keys.append(key)
-            if keys:
-                yield keys
-
-    def _pages(self, **options: str) -> Iterator[dict]:
-        """ListObjectsV2 pages, with storage errors as one readable Pisar error."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            yield from paginator.paginate(Bucket=self.bucket, PaginationConfig={"PageSize": self.page_size}, **options)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "NoSuchBucket":
-                raise NotFound(f"bucket {self.bucket!r} does not exist at {self.client.meta.endpoint_url}") from None
-            raise ServiceUnavailable(f"listing {self.url}: {code or exc}") from None
-        except NoCredentialsError:
-            raise ConfigError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)") from None
-        except BotoCoreError as exc:
-            raise ServiceUnavailable(f"listing {self.url}: {exc}") from None
-
-    def read(self, key: str) -> bytes:
-        if self.store is not None:
-            from pisar import s3_fast
-
-            data = s3_fast.read(self.store, key)
-            if data is not None:
-                return data
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            return response["Body"].read()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise MissingObject(f"s3://{self.bucket}/{key} does not exist") from None
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES:
-                # Throttling and server errors outlived botocore's retries: the shard retries later.
-                raise TransientError(f"s3://{self.bucket}/{key}: {code or exc}") from None
-            # Any other refusal (access denied, archived, a key the server calls invalid) is this
-            # line's, and the same next time: recorded, never a shard that stalls forever.
-            raise FetchFailed(f"s3://{self.bucket}/{key}: {code or status}") from None
-        except BotoCoreError as exc:
-            raise TransientError(f"s3://{self.bucket}/{key}: {exc}") from None
-
-
-def make_s3_client(settings: Settings, session: boto3.session.Session | None = None):  # boto3 client types are generated
-    """A boto3 S3 client with botocore's ``standard`` retries and a pool sized for the fetch threads."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
-        s3={"addressing_style": settings.s3_addressing_style},
-        max_pool_connections=max(10, settings.fetch_threads, settings.list_threads),
-        connect_timeout=10,
-        read_timeout=60,
-    )
-    return (session or boto3.session.Session()).client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
-
-
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/prefix`` -> (bucket, prefix); anything else is a ``ConfigError``."""
     parsed = urlparse(url)
@@ -413,6 +216,8 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 def open_storage(url: str, settings: Settings) -> Storage:
     """Open an ``s3://bucket/prefix`` URL, a ``file://`` URL or a plain folder path."""
     if url.startswith("s3:"):
+        from pisar.s3_storage import S3Storage  # boto3 and obstore: only for a bucket
+
         bucket, prefix = parse_s3_url(url)
         return S3Storage(bucket, prefix, settings)
     if "://" in url and not url.startswith("file://"):

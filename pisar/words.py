@@ -27,20 +27,6 @@ def words(text: str) -> list[str]:
     return [text[start:end] for start, end in word_spans(text)]
 
 
-def format_confidences(values: list[float] | tuple[float, ...] | None) -> str | None:
-    """Per-word confidences as the catalog stores them: space-separated, four decimals."""
-    if values is None:
-        return None
-    return " ".join(f"{value:.4f}" for value in values)
-
-
-def parse_confidences(stored: str | None) -> list[float] | None:
-    """The catalog's per-word confidences as numbers (``None`` where none were stored)."""
-    if stored is None:
-        return None
-    return [float(value) for value in stored.split()]
-
-
 def confident_words(text: str, per_word: list[float] | None, line: float | None) -> list[tuple[str, float | None]]:
     """The words of ``text``, each with its confidence: the stored per-word one, or the line's where
     none was stored (a result from before per-word confidence) or the counts disagree."""

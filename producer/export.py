@@ -15,18 +15,18 @@ from typing import Any
 
 from sqlalchemy import Select, select
 
+from pisar.catalog.codecs import decode_word_confidences, encode_word_confidences
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineStatus, Shard
 from pisar.constants import EXPORT_FIELDS
 from pisar.csv_cells import neutralise_row
 from pisar.errors import ConfigError
-from pisar.layout import split_line_key
 from pisar.producer.atomic_output import atomic_output
 from pisar.producer.export_pages import PAGE_FORMATS, Export, write_pages
 from pisar.producer.export_parquet import write_parquet
 from pisar.producer.export_writeback import write_back
+from pisar.sources import line_source
 from pisar.storage import Storage
-from pisar.words import format_confidences, parse_confidences
 
 _LINE = Line.__table__
 _SHARD = Shard.__table__
@@ -95,8 +95,8 @@ def _record(row: Any) -> dict[str, Any]:
     record = {name: row[name] for name in EXPORT_FIELDS if name not in _FROM_KEY}
     if record["finished_at"] is not None:
         record["finished_at"] = record["finished_at"].isoformat()
-    record["word_confidences"] = parse_confidences(record["word_confidences"])
-    page, line_id = split_line_key(row["key"]) if row["layout"] == "xml" else (None, None)
+    record["word_confidences"] = decode_word_confidences(record["word_confidences"])
+    page, line_id = line_source(row["layout"]).page_and_line(row["key"])
     record |= {"page": page, "line_id": line_id or None}  # a page whose XML could not be read: its one line has no id
     return {name: record[name] for name in EXPORT_FIELDS}
 
@@ -137,7 +137,7 @@ def export(
             writer = csv.DictWriter(handle, fieldnames=EXPORT_FIELDS)
             writer.writeheader()
             for record in records:
-                writer.writerow(neutralise_row({**record, "word_confidences": format_confidences(record["word_confidences"])}))
+                writer.writerow(neutralise_row({**record, "word_confidences": encode_word_confidences(record["word_confidences"])}))
                 count += 1
         else:
             for record in records:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from pisar import __version__
-from pisar.constants import CONFIDENCE_FORMULA
 from pisar.producer.atomic_output import atomic_output
+from pisar.reader.confidence import FORMULA as CONFIDENCE_FORMULA
 from pisar.words import confident_words
 from pisar.xml_text import XmlScrubber
 

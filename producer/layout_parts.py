@@ -13,8 +13,8 @@ from typing import Any
 
 from lxml import etree
 
-from pisar.constants import CONFIDENCE_FORMULA
 from pisar.producer.export_pages import now_utc
+from pisar.reader.confidence import FORMULA as CONFIDENCE_FORMULA
 from pisar.words import confident_words
 from pisar.xml_text import XmlScrubber
 

@@ -34,8 +34,8 @@ from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart, Shard, utcnow
 from pisar.errors import PisarError
-from pisar.producer.page_listing import add_pages
-from pisar.storage import KeyRange, Storage, describe_skipped, skip_reason
+from pisar.sources import LineSource, line_source
+from pisar.storage import KeyRange, KeySource, describe_skipped
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def plan_ranges(conn: Connection, campaign_id: int, ranges: list[KeyRange], skip
 def list_into_catalog(
     url: str,
     campaign_id: int,
-    storage: Storage,
+    storage: KeySource,
     threads: int,
     every: float = 2.0,
     tick: Callable[[], None] | None = None,
@@ -111,7 +111,10 @@ def list_into_catalog(
         stop = threading.Event()  # one range failed: the others stop at their next page
         if parts:
             with ThreadPoolExecutor(max_workers=max(1, min(threads, len(parts))), thread_name_prefix="lister") as pool:
-                futures = [pool.submit(_list_range, url, campaign_id, shard_size, storage, part, indexes, stop, layout) for part in parts]
+                futures = [
+                    pool.submit(_list_range, url, campaign_id, shard_size, storage, part, indexes, stop, line_source(layout))
+                    for part in parts
+                ]
                 while True:
                     finished, running = wait(futures, timeout=every, return_when=FIRST_EXCEPTION)
                     failed = [f for f in finished if f.exception() is not None]
@@ -129,11 +132,11 @@ def _list_range(
     url: str,
     campaign_id: int,
     shard_size: int,
-    storage: Storage,
+    storage: KeySource,
     part,
     indexes: _Indexes,
     stop: threading.Event,  # a listing_part row
-    layout: str = "lines",
+    source: LineSource,
 ) -> None:
     carry: list[str] = list(part.carry)
     skipped: Counter[str] = Counter(part.skipped)
@@ -144,21 +147,9 @@ def _list_range(
     for page in storage.list_range(KeyRange(part.prefix, part.recursive, tuple(part.folders)), after):
         if stop.is_set():
             return
-        if layout == "xml":  # PAGE/ALTO files: read as listed, their TextLines the lines (producer/page_listing.py)
-            made, carry = add_pages(storage, page, carry, shard_size, skipped)
-            ready.extend(made)
-            keys += sum(len(shard) for shard in made)
-        else:
-            for key in page:
-                reason = skip_reason(key)
-                if reason is None:
-                    carry.append(key)
-                else:
-                    skipped[reason] += 1
-            full = len(carry) - len(carry) % shard_size
-            ready.extend(carry[i : i + shard_size] for i in range(0, full, shard_size))
-            carry = carry[full:]
-            keys += full
+        made, carry = source.add_listed(storage, page, carry, shard_size, skipped)  # line images, or a page file's TextLines
+        ready.extend(made)
+        keys += sum(len(shard) for shard in made)
         after = page[-1]
         if len(ready) * shard_size >= WRITE_KEYS or time.monotonic() - written_at >= WRITE_SECONDS:
             _write(url, campaign_id, part.id, ready, indexes, after=after, carry=carry, keys=keys, skipped=skipped, done=False)

@@ -73,7 +73,7 @@ def read_manifest(
 
 
 class ManifestKeys:
-    """A manifest's sorted keys as a listing source for ``producer/listing.py``: one key range,
+    """A manifest's sorted keys as a ``KeySource`` for ``producer/listing.py``: one key range,
     paged, resumable after any key. Its skipped counts are added to the campaign's when it is written.
     A page campaign's listing reads each layout file as it is listed: ``read`` is the source's."""
 
@@ -81,6 +81,11 @@ class ManifestKeys:
         self.listing = listing
         self.storage = storage
         self.page_size = page_size
+
+    @property
+    def skipped_up_front(self) -> dict[str, int]:
+        """The manifest's keys that are not inputs, by label: counted with the campaign's skipped files."""
+        return dict(self.listing.skipped)
 
     def read(self, key: str) -> bytes:
         if self.storage is None:

@@ -21,9 +21,10 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, false, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, false, func, insert, or_, select, update
 
 from pisar.catalog import shards
+from pisar.catalog.codecs import has_any_flag
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, LineStatus, Retry, Shard, ShardState, utcnow
 from pisar.catalog.shards import held_by_a_worker
@@ -85,9 +86,8 @@ class RetrySelector:
                 in_campaign, _LINE.c.status == LineStatus.OK.value, _LINE.c.confidence < self.below_confidence
             )
         if self.flags:
-            padded = literal(",") + func.coalesce(_LINE.c.flags, "") + literal(",")
             reasons[f"flags {','.join(self.flags)}"] = and_(
-                in_campaign, _LINE.c.status == LineStatus.OK.value, or_(*(padded.like(f"%,{flag},%") for flag in self.flags))
+                in_campaign, _LINE.c.status == LineStatus.OK.value, has_any_flag(_LINE.c.flags, self.flags)
             )
         if self.shards and not self.picks_lines:
             reasons[f"shards {','.join(map(str, self.shards))}"] = in_campaign

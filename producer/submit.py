@@ -18,20 +18,21 @@ from sqlalchemy.exc import IntegrityError
 from pisar import __version__, model_ref
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart
-from pisar.constants import CONFIDENCE_FORMULA, DEFAULT_PRIORITY
+from pisar.constants import DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
-from pisar.layout import is_layout_key
 from pisar.names import check_name
 from pisar.page_crop import CROPS
-from pisar.processor import check_model_files, describe_generation, describe_preprocessing, generation_overrides
+from pisar.processor import check_model_files, describe_generation, describe_preprocessing
 from pisar.producer.campaigns import find_campaign
 from pisar.producer.listing import Listed, list_into_catalog, plan_ranges
 from pisar.producer.manifest import ManifestKeys, read_manifest
+from pisar.reader.confidence import FORMULA as CONFIDENCE_FORMULA
+from pisar.reader.options import GenerationOptions
 from pisar.settings import Settings
-from pisar.storage import Storage, is_image_key, open_storage
+from pisar.sources import line_source
+from pisar.storage import KeySource, Storage, open_storage
 
 log = logging.getLogger(__name__)
-LAYOUTS = ("lines", "xml")
 
 
 class CampaignExists(PisarError):
@@ -49,7 +50,7 @@ class SubmitRequest:
     queue: str
     manifest: str | None = None  # keys from this file or s3:// S3 Inventory instead of a listing (``producer/manifest.py``)
     priority: int = DEFAULT_PRIORITY  # 0 (lowest) to 9 (most urgent): what the feeder publishes first
-    layout: str = "lines"  # lines: each image is a line; xml: PAGE/ALTO files, one line per TextLine (producer/page_listing.py)
+    layout: str = "lines"  # lines: each image is a line; xml: PAGE/ALTO files, one line per TextLine (pisar/sources/page_lines.py)
     crop: str = "polygon"  # how a page line is cut from its scan: polygon (outside it white) or box
 
 
@@ -66,8 +67,7 @@ def create_campaign(
     check_name(request.name)
     if find_campaign(url, request.name) is not None:
         raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}` or another --name")
-    if request.layout not in LAYOUTS:
-        raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}, not {request.layout!r}")
+    line_source(request.layout)  # a layout Pisar does not read is refused before anything is made
     if request.crop not in CROPS:
         raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, not {request.crop!r}")
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
@@ -82,7 +82,7 @@ def create_campaign(
         model_id=ref.source,
         model_revision=ref.revision or "",
         dtype=settings.dtype,
-        generation=describe_generation(ref, generation_overrides(settings.max_new_tokens, settings.num_beams)),
+        generation=describe_generation(ref, GenerationOptions.greedy(settings.max_new_tokens, settings.num_beams).overrides()),
         preprocessing=describe_preprocessing(ref),
         confidence_formula=CONFIDENCE_FORMULA,
         versions={"pisar": __version__, "transformers": _installed("transformers"), "torch": _installed("torch")},
@@ -99,13 +99,12 @@ def create_campaign(
         except IntegrityError:  # a concurrent submit of the same name won the race
             raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}`") from None
         campaign.id = row.scalar_one()
-        plan_ranges(conn, campaign.id, ranges, dict(source.listing.skipped) if isinstance(source, ManifestKeys) else None)
+        plan_ranges(conn, campaign.id, ranges, dict(source.skipped_up_front))
     log.info("campaign %s: listing %s in %s key ranges", campaign.name, storage.url, len(ranges))
     listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn)
     if not listed.keys:
         _forget(url, campaign.id)
-        wanted = "TextLines in PAGE/ALTO files" if request.layout == "xml" else "line images"
-        raise NotFound(f"no {wanted} under {storage.url} (skipped files: {listed.describe_skipped()})")
+        raise NotFound(f"no {line_source(request.layout).describes} under {storage.url} (skipped files: {listed.describe_skipped()})")
     campaign.line_count, campaign.shard_count, campaign.skipped_files = listed.keys, listed.shards, dict(listed.skipped)
     log.info("campaign %s: %s lines in %s shards from %s", campaign.name, campaign.line_count, campaign.shard_count, storage.url)
     return campaign, listed
@@ -146,13 +145,12 @@ def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], 
     )
 
 
-def _key_source(storage: Storage, manifest: str | None, layout: str) -> Storage | ManifestKeys:
-    """Where a campaign's keys come from: the storage's listing, or the manifest (its line images,
-    or for a page campaign its PAGE/ALTO files, read through ``storage``)."""
+def _key_source(storage: Storage, manifest: str | None, layout: str) -> KeySource:
+    """Where a campaign's keys come from: the storage's listing, or the manifest (the source's
+    input keys in it: line images, or a page campaign's PAGE/ALTO files, read through ``storage``)."""
     if manifest is None:
         return storage
-    wanted = is_layout_key if layout == "xml" else is_image_key
-    return ManifestKeys(read_manifest(manifest, getattr(storage, "prefix", ""), storage, wanted), storage)
+    return ManifestKeys(read_manifest(manifest, storage.prefix, storage, line_source(layout).is_input_key), storage)
 
 
 def _absolute(manifest: str) -> str:

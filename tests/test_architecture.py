@@ -64,7 +64,7 @@ ALL = list(modules())
 
 def test_the_package_is_read_whole() -> None:
     names = {name for name, _ in ALL}
-    assert {"pisar.catalog.shards", "pisar.worker.shard", "pisar.producer.feeder", "pisar.cli", "pisar.embedded"} <= names
+    assert {"pisar.catalog.shards", "pisar.worker.runner", "pisar.producer.feeder", "pisar.cli", "pisar.embedded", "pisar.reader"} <= names
 
 
 @pytest.mark.parametrize(("module", "tree"), [m for m in ALL if not side_of(m[0]) and not any(within(m[0], c) for c in COMPOSITION)])
@@ -162,14 +162,16 @@ def test_no_test_module_imports_another_or_the_conftest() -> None:
 
 def test_the_celery_parent_the_runner_and_the_producer_import_no_torch() -> None:
     """Only the pool child that reads loads a model: the worker's parent (``pisar.worker.tasks``), the
-    claim, lease and runner modules, the CLI and every producer module import neither torch nor
-    transformers (350 MB and seconds per process). Checked in a fresh interpreter."""
+    claim, lease and runner modules, the reader library's own interface (``pisar.reader``: its
+    back-ends load when a reader is made), the line sources, the CLI and every producer module import
+    neither torch nor transformers (350 MB and seconds per process). Checked in a fresh interpreter."""
     import subprocess
     import sys
 
     script = (
         "import importlib, pkgutil, sys\n"
-        "import pisar.worker.tasks, pisar.worker.shard, pisar.worker.lease, pisar.catalog.shards, pisar.embedded, pisar.cli\n"
+        "import pisar.worker.tasks, pisar.worker.runner, pisar.worker.lease, pisar.catalog.shards, pisar.embedded, pisar.cli\n"
+        "import pisar.reader, pisar.sources, pisar.worker.batches, pisar.worker.rows, pisar.worker.stopping\n"
         "import pisar.producer\n"
         "for found in pkgutil.iter_modules(pisar.producer.__path__):\n"
         "    importlib.import_module(f'pisar.producer.{found.name}')\n"

@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from pisar.images import ImageLimits
+from pisar.reader import GenerationOptions, LineReader
+from pisar.reader.memory import CPU_BATCH, MemoryCost
 from pisar.settings import Settings
+from pisar.sources import Cutting, line_source
 from pisar.storage import LocalStorage
-from pisar.worker.batch_size import MemoryCost
-from pisar.worker.engine import CPU_BATCH, Engine
-from pisar.worker.shard import ShardRunner
-from tests.helpers.engine import engine_for
+from pisar.worker.batches import read_lines
+from tests.helpers.engine import reader_for
 from tests.helpers.paths import DEMO_MODEL
 
 
-def read_shard(engine: Engine, storage: LocalStorage, keys: list[str], length_groups: int) -> tuple[dict[str, str | None], float]:
+def read_shard(engine: LineReader, storage: LocalStorage, keys: list[str], length_groups: int) -> tuple[dict[str, str | None], float]:
     """The worker's own path over ``keys``; returns texts and the share of decoder steps paid for finished lines."""
     settings = Settings(batch_size=8, fetch_threads=4, length_groups=length_groups, device="cpu", dtype="float32")
-    runner = ShardRunner(settings, lambda campaign: engine, worker="test")
+    prepare = line_source("lines").preparer(storage, keys, engine.prepare, Cutting(ImageLimits.from_settings(settings)))
     before_paid, before_useful = engine.steps.paid, engine.steps.useful
-    try:
-        results, _load, _generate = runner._transcribe(keys, runner.preparer(storage, engine, keys), engine, {}, lambda: None)
-    finally:
-        runner.close()
+    with ThreadPoolExecutor(settings.fetch_threads) as pool:
+        read = read_lines(keys, prepare, engine, GenerationOptions(), settings, pool)
     paid, useful = engine.steps.paid - before_paid, engine.steps.useful - before_useful
-    assert [r.key for r in results] == sorted(keys), "results go back to key order"
-    return {r.key: r.text for r in results}, 1 - useful / paid
+    assert [item.key for item, _ in read.lines] == sorted(keys), "results go back to key order"
+    return {item.key: outcome.text for item, outcome in read.lines}, 1 - useful / paid
 
 
 @pytest.mark.slow
@@ -38,7 +39,7 @@ def test_width_groups_cut_decoder_work_on_finished_lines_without_changing_a_text
     """
     storage = LocalStorage(print_lines)
     keys = sorted(k for k in storage.iter_keys() if k.endswith(".png"))[:128]
-    engine = engine_for(DEMO_MODEL, decoder="generate")
+    engine = reader_for(DEMO_MODEL, decoder="generate")
     in_key_order, waste_plain = read_shard(engine, storage, keys, length_groups=1)
     grouped, waste_grouped = read_shard(engine, storage, keys, length_groups=8)
     assert grouped == in_key_order
@@ -50,8 +51,8 @@ def test_the_greedy_loop_wastes_little_on_finished_lines_even_in_key_order(print
     and it reads the same texts as generate()."""
     storage = LocalStorage(print_lines)
     keys = sorted(k for k in storage.iter_keys() if k.endswith(".png"))[:32]
-    texts_loop, waste_loop = read_shard(engine_for(DEMO_MODEL), storage, keys, length_groups=1)
-    texts_generate, waste_generate = read_shard(engine_for(DEMO_MODEL, decoder="generate"), storage, keys, length_groups=1)
+    texts_loop, waste_loop = read_shard(reader_for(DEMO_MODEL), storage, keys, length_groups=1)
+    texts_generate, waste_generate = read_shard(reader_for(DEMO_MODEL, decoder="generate"), storage, keys, length_groups=1)
     assert texts_loop == texts_generate
     assert waste_loop < 0.5 * waste_generate, (waste_loop, waste_generate)
 
@@ -75,10 +76,11 @@ def test_memory_cost_is_solved_from_two_probe_batches() -> None:
 
 
 def test_batch_size_on_cpu_is_the_setting_or_the_cpu_default(tiny_model: Path) -> None:
-    engine = engine_for(tiny_model)
-    assert engine.batch_size({}, requested=None, cap=512, share=0.85) == CPU_BATCH
-    assert engine.batch_size({}, requested=48, cap=512, share=0.85) == 48
-    assert engine.batch_size({}, requested=None, cap=4, share=0.85) == 4
+    engine = reader_for(tiny_model)
+    greedy = GenerationOptions.greedy()
+    assert engine.batch_size(greedy, requested=None, cap=512, share=0.85) == CPU_BATCH
+    assert engine.batch_size(greedy, requested=48, cap=512, share=0.85) == 48
+    assert reader_for(tiny_model).batch_size(greedy, requested=None, cap=4, share=0.85) == 4
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "many"])

@@ -10,38 +10,38 @@ import numpy as np
 import pytest
 
 from pisar.images import ImageLimits, decode_line_image
-from pisar.worker.engine import Engine, Recognition
-from tests.helpers.engine import engine_for
+from pisar.reader import LineReader, Reading
+from tests.helpers.engine import reader_for, recognize
 from tests.helpers.reference import CardLoop
 
 LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)
 
 
-def before_decoding(engine: Engine, check) -> None:
+def before_decoding(engine: LineReader, check) -> None:
     """Run ``check`` on every batch the engine decodes, through whichever loop it uses (Pisar's, or generate())."""
-    if engine.decoder_for({}) == "greedy-loop":
-        run = engine.greedy.run
+    if engine.backend.decoder_for() == "greedy-loop":
+        run = engine.backend.greedy.run
 
         def checked_run(pixel_values, overrides):  # wraps the real loop
             check(pixel_values)
             return run(pixel_values, overrides)
 
-        engine.greedy.run = checked_run
+        engine.backend.greedy.run = checked_run
         return
-    generate = engine.model.generate
+    generate = engine.backend.model.generate
 
     def checked_generate(pixel_values, **kwargs):  # wraps the real generate
         check(pixel_values)
         return generate(pixel_values=pixel_values, **kwargs)
 
-    engine.model.generate = checked_generate
+    engine.backend.model.generate = checked_generate
 
 
-def recognize_files(engine: Engine, paths: list[Path], batch_size: int) -> list[Recognition]:
-    pixels = [engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths]
-    results: list[Recognition] = []
+def recognize_files(engine: LineReader, paths: list[Path], batch_size: int) -> list[Reading]:
+    pixels = [engine.prepare(decode_line_image(p.read_bytes(), LIMITS)) for p in paths]
+    results: list[Reading] = []
     for start in range(0, len(pixels), batch_size):
-        results.extend(engine.recognize(np.stack(pixels[start : start + batch_size])))
+        results.extend(recognize(engine, np.stack(pixels[start : start + batch_size])))
     return results
 
 
@@ -50,15 +50,15 @@ def test_batched_engine_matches_card_loop(tiny_model: Path, print_lines: Path, r
     paths = sorted(print_lines.glob("*.png"))[:64] + sorted(rgb_scans.glob("*.jpg"))
     card = CardLoop(tiny_model)
     expected = [card.read(p).text for p in paths]
-    got = recognize_files(engine_for(tiny_model), paths, batch_size=16)
+    got = recognize_files(reader_for(tiny_model), paths, batch_size=16)
     assert [r.text for r in got] == expected
     assert all(r.text for r in got), "min_new_tokens should force non-empty texts"
 
 
 def test_confidence_is_a_probability_summary(tiny_model: Path, print_lines: Path) -> None:
-    results = recognize_files(engine_for(tiny_model), sorted(print_lines.glob("*.png"))[:16], batch_size=8)
+    results = recognize_files(reader_for(tiny_model), sorted(print_lines.glob("*.png"))[:16], batch_size=8)
     for r in results:
-        assert isinstance(r, Recognition)
+        assert isinstance(r, Reading)
         assert r.token_count >= 4  # min_new_tokens of the test model
         assert 0.0 < r.min_token_prob <= r.confidence <= 1.0
     # Different lines get different confidences: the figure depends on the input.
@@ -77,8 +77,8 @@ def test_confidence_is_geometric_mean_of_chosen_token_probabilities(tiny_model: 
     with torch.no_grad():
         ids = card.model.generate(pixel_values, num_beams=num_beams)[0].tolist()
         logits = card.model(pixel_values=pixel_values, decoder_input_ids=torch.tensor([ids[:-1]])).logits[0]
-    engine = engine_for(tiny_model)
-    [got] = engine.recognize(np.stack([engine.preprocess(decode_line_image(path.read_bytes(), LIMITS))]), {"num_beams": num_beams})
+    engine = reader_for(tiny_model)
+    [got] = recognize(engine, np.stack([engine.prepare(decode_line_image(path.read_bytes(), LIMITS))]), {"num_beams": num_beams})
     log_probs = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
     special = set(card.processor.tokenizer.all_special_ids)
     text_lp = [float(lp) for tok, lp in zip(ids[1:], log_probs, strict=True) if tok not in special]
@@ -111,12 +111,12 @@ def test_legacy_layouts_load_and_read_the_same(tiny_model: Path, print_lines: Pa
             config["processor_class"] = processor_class
             (legacy / name).write_text(json.dumps(config))
     paths = sorted(print_lines.glob("*.png"))[:8]
-    modern = recognize_files(engine_for(tiny_model), paths, batch_size=8)
-    engine = engine_for(legacy)
+    modern = recognize_files(reader_for(tiny_model), paths, batch_size=8)
+    engine = reader_for(legacy)
     old = recognize_files(engine, paths, batch_size=8)
     assert [r.text for r in old] == [r.text for r in modern]
-    assert engine.processor.image_processor.size == {"height": 182, "width": 1022}
-    assert type(engine.processor).__name__ == ("LineProcessor" if processor_class else "TrOCRProcessor")
+    assert engine.backend.processor.image_processor.size == {"height": 182, "width": 1022}
+    assert type(engine.backend.processor).__name__ == ("LineProcessor" if processor_class else "TrOCRProcessor")
 
 
 @pytest.mark.parametrize("decoder", ["auto", "generate"])
@@ -124,10 +124,10 @@ def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_
     """A batch that raises is bisected; only the line that still fails alone is an error."""
     from pisar.errors import GenerationFailed
 
-    engine = engine_for(tiny_model, decoder)
+    engine = reader_for(tiny_model, decoder)
     paths = sorted(print_lines.glob("*.png"))[:4]
-    pixels = engine.to_device(np.stack([engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])).numpy()
-    good = engine.recognize(pixels)  # float input (already normalized) is accepted as it is
+    pixels = engine.backend.to_device(np.stack([engine.prepare(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])).numpy()
+    good = recognize(engine, pixels)  # float input (already normalized) is accepted as it is
     pixels[2, 0, 0, 0] = np.nan  # a poisoned input: decoding is made to raise on it below
 
     def poisoned(pixel_values) -> None:
@@ -135,7 +135,7 @@ def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_
             raise RuntimeError("poisoned line")
 
     before_decoding(engine, poisoned)
-    results = engine.recognize(pixels)
+    results = recognize(engine, pixels)
     assert isinstance(results[2], GenerationFailed)
     assert [r.text for i, r in enumerate(results) if i != 2] == [r.text for i, r in enumerate(good) if i != 2]
 
@@ -145,10 +145,10 @@ def test_out_of_memory_halves_the_batch_for_good_and_loses_no_line(tiny_model: P
     """An injected OOM (no GPU here to run out of) above 4 lines: the batch goes on in fours, and so do the next ones."""
     import torch
 
-    engine = engine_for(tiny_model, decoder)
+    engine = reader_for(tiny_model, decoder)
     paths = sorted(print_lines.glob("*.png"))[:16]
-    pixels = np.stack([engine.preprocess(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])
-    expected = [r.text for r in engine.recognize(pixels)]
+    pixels = np.stack([engine.prepare(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])
+    expected = [r.text for r in recognize(engine, pixels)]
     sizes = []
 
     def fits(pixel_values) -> None:
@@ -157,8 +157,8 @@ def test_out_of_memory_halves_the_batch_for_good_and_loses_no_line(tiny_model: P
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
 
     before_decoding(engine, fits)
-    assert [r.text for r in engine.recognize(pixels)] == expected  # 16 -> OOM, 8 -> OOM, then 4 x 4
-    assert engine.max_batch == 4 and sizes == [16, 8, 4, 4, 4, 4]
+    assert [r.text for r in recognize(engine, pixels)] == expected  # 16 -> OOM, 8 -> OOM, then 4 x 4
+    assert engine.limit.max_batch == 4 and sizes == [16, 8, 4, 4, 4, 4]
     sizes.clear()
-    assert [r.text for r in engine.recognize(pixels)] == expected
+    assert [r.text for r in recognize(engine, pixels)] == expected
     assert sizes == [4, 4, 4, 4]  # the next batch no longer tries what did not fit

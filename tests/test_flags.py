@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from pisar import model_ref
-from pisar.flags import EMPTY, MAX_LENGTH, REPETITION, generation_flags, join_flags, repeats_at_end
+from pisar.catalog.codecs import encode_flags
+from pisar.flags import EMPTY, MAX_LENGTH, REPETITION, generation_flags, repeats_at_end
 from pisar.images import ImageLimits, decode_line
-from pisar.worker.engine import Engine
+from pisar.reader import LineReader
+from tests.helpers.engine import recognize
 
 
 def test_repetition_means_one_ngram_repeated_at_the_end() -> None:
@@ -26,16 +28,16 @@ def test_repetition_means_one_ngram_repeated_at_the_end() -> None:
 
 
 def test_flags_are_stored_once_each_in_order() -> None:
-    assert join_flags(["max_length", "", "empty", "max_length"]) == "max_length,empty"
-    assert join_flags([]) is None
+    assert encode_flags(["max_length", "", "empty", "max_length"]) == "max_length,empty"
+    assert encode_flags([]) is None
 
 
 def test_engine_flags_lines_that_hit_the_token_limit(tiny_model: Path, print_lines: Path) -> None:
     """The random test model never writes its end token within 24 tokens: every line is cut at the limit."""
-    engine = Engine(model_ref.resolve(model_ref.parse(str(tiny_model))), device="cpu", dtype="float32")
+    engine = LineReader(model_ref.resolve(model_ref.parse(str(tiny_model))), device="cpu", dtype="float32")
     limits = ImageLimits(89_478_485, 4, 16_384)
-    pixels = np.stack([engine.preprocess(decode_line(p.read_bytes(), limits).line) for p in sorted(print_lines.glob("*.png"))[:4]])
-    capped = engine.recognize(pixels, {"max_new_tokens": 6})
+    pixels = np.stack([engine.prepare(decode_line(p.read_bytes(), limits).line) for p in sorted(print_lines.glob("*.png"))[:4]])
+    capped = recognize(engine, pixels, {"max_new_tokens": 6})
     assert all(MAX_LENGTH in r.flags for r in capped)
 
 
@@ -44,14 +46,14 @@ def test_an_empty_reading_has_the_end_tokens_probability_as_its_confidence(tiny_
     the line ends at once) and the ``empty`` flag, so confidence filters and `retry --flag empty` find it."""
     import torch
 
-    engine = Engine(model_ref.resolve(model_ref.parse(str(tiny_model))), device="cpu", dtype="float32")
+    engine = LineReader(model_ref.resolve(model_ref.parse(str(tiny_model))), device="cpu", dtype="float32")
     limits = ImageLimits(89_478_485, 4, 16_384)
-    pixels = np.stack([engine.preprocess(decode_line(p.read_bytes(), limits).line) for p in sorted(print_lines.glob("*.png"))[:3]])
-    config = engine.model.generation_config
-    empty = engine.recognize(pixels, {"max_new_tokens": 1, "min_new_tokens": 0, "forced_eos_token_id": config.eos_token_id})
+    pixels = np.stack([engine.prepare(decode_line(p.read_bytes(), limits).line) for p in sorted(print_lines.glob("*.png"))[:3]])
+    config = engine.backend.model.generation_config
+    empty = recognize(engine, pixels, {"max_new_tokens": 1, "min_new_tokens": 0, "forced_eos_token_id": config.eos_token_id})
     with torch.inference_mode():  # the same probability, from one teacher-forced step of the model
         start = torch.full((len(pixels), 1), config.decoder_start_token_id)
-        logits = engine.model(pixel_values=engine.to_device(pixels), decoder_input_ids=start).logits[:, -1].float()
+        logits = engine.backend.model(pixel_values=engine.backend.to_device(pixels), decoder_input_ids=start).logits[:, -1].float()
         expected = torch.softmax(logits, dim=-1)[:, config.eos_token_id].tolist()
     for reading, probability in zip(empty, expected, strict=True):
         assert (reading.text, reading.token_count, reading.flags) == ("", 0, (EMPTY,))

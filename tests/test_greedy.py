@@ -1,4 +1,4 @@
-"""Pisar's greedy loop (worker/greedy.py) chooses exactly what generate() chooses, on real lines, for
+"""Pisar's greedy loop (pisar/reader/greedy.py) chooses exactly what generate() chooses, on real lines, for
 the demo model and both random test models; settings it does not follow go to generate()."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 from pisar import model_ref
 from pisar.errors import FatalError
 from pisar.images import ImageLimits, decode_line
-from pisar.worker import vocab_chunks
-from pisar.worker.engine import Engine
-from pisar.worker.engine_options import DecodeOptions
-from pisar.worker.greedy import Decoded, GreedyLoop
+from pisar.reader import DecodeOptions, LineOutcome, LineReader, vocab_chunks
+from pisar.reader.greedy import Decoded, GreedyLoop
+from pisar.reader.torch_backend import TorchBackend
+from tests.helpers.engine import options
 from tests.helpers.paths import DEMO_MODEL
 from tests.helpers.reference import CardLoop, assert_same_texts
 
@@ -23,14 +23,18 @@ GREEDY = {"num_beams": 1, "do_sample": False}  # what a campaign's generation ov
 LIMITS = ImageLimits(89_478_485, 4, 16_384)
 
 
-def engine(folder: Path, decoder: str, graphs: str = "auto") -> Engine:
-    """An fp32 CPU engine; ``graphs="on"``: the fixed-shape steps a CUDA graph captures, run uncaptured."""
-    options = DecodeOptions(decoder=decoder, graphs=graphs)
-    return Engine(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32", options=options)
+def engine(folder: Path, decoder: str, graphs: str = "auto") -> TorchBackend:
+    """An fp32 CPU torch back-end; ``graphs="on"``: the fixed-shape steps a CUDA graph captures, run uncaptured."""
+    decode = DecodeOptions(decoder=decoder, graphs=graphs)
+    return TorchBackend(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32", options=decode)
 
 
-def batch(engine: Engine, paths: list[Path]) -> np.ndarray:
-    return np.stack([engine.preprocess(decode_line(p.read_bytes(), LIMITS).line) for p in paths])
+def read(backend: TorchBackend, pixels: np.ndarray, overrides: dict) -> list[LineOutcome]:
+    return list(backend.read(pixels, options(overrides)))
+
+
+def batch(engine: TorchBackend, paths: list[Path]) -> np.ndarray:
+    return np.stack([engine.prepare(decode_line(p.read_bytes(), LIMITS).line) for p in paths])
 
 
 def until_the_end(tokens: torch.Tensor, eos: int) -> list[list[int]]:
@@ -41,7 +45,7 @@ def until_the_end(tokens: torch.Tensor, eos: int) -> list[list[int]]:
     return rows
 
 
-def read_alike(ours: Engine, theirs: Engine, pixels: np.ndarray, settings: dict) -> tuple[Decoded, int]:
+def read_alike(ours: TorchBackend, theirs: TorchBackend, pixels: np.ndarray, settings: dict) -> tuple[Decoded, int]:
     """The loop's reading of ``pixels``, checked token for token against generate()'s; and the end token."""
     with torch.inference_mode():
         decoded = ours.greedy.run(ours.to_device(pixels), settings)
@@ -61,8 +65,8 @@ def models(request: pytest.FixtureRequest) -> tuple[str, Path]:
 def test_the_loop_chooses_what_generate_chooses_on_real_lines(models: tuple[str, Path], print_lines: Path) -> None:
     name, folder = models
     ours, theirs = engine(folder, "auto"), engine(folder, "generate")
-    assert ours.decoder_for(GREEDY) == "greedy-loop" and theirs.decoder_for(GREEDY) == "generate"
-    assert ours.describe(GREEDY).endswith(":greedy-loop")
+    assert ours.decoder_for(options(GREEDY)) == "greedy-loop" and theirs.decoder_for(options(GREEDY)) == "generate"
+    assert ours.describe(options(GREEDY)).endswith(":greedy-loop")
     paths = sorted(print_lines.glob("*.png"))[:32]
     eos = ours.model.generation_config.eos_token_id
     for start in range(0, len(paths), 16):
@@ -71,7 +75,7 @@ def test_the_loop_chooses_what_generate_chooses_on_real_lines(models: tuple[str,
             decoded = ours.greedy.run(ours.to_device(pixels), GREEDY)
             generated = theirs.model.generate(pixel_values=theirs.to_device(pixels), **GREEDY)
         assert until_the_end(decoded.tokens, eos) == until_the_end(generated[:, 1:], eos), name
-        for mine, reference in zip(ours.recognize(pixels, GREEDY), theirs.recognize(pixels, GREEDY), strict=True):
+        for mine, reference in zip(read(ours, pixels, GREEDY), read(theirs, pixels, GREEDY), strict=True):
             assert (mine.text, mine.token_count, mine.flags) == (reference.text, reference.token_count, reference.flags)
             assert mine.confidence == pytest.approx(reference.confidence, rel=1e-5, abs=1e-9)
             assert mine.min_token_prob == pytest.approx(reference.min_token_prob, rel=1e-5, abs=1e-9)
@@ -82,7 +86,7 @@ def test_the_loop_reads_like_the_model_cards_loop(print_lines: Path) -> None:
     """The demo model's real reading (it ends its lines), one image at a time in fp32, against the loop's batches."""
     ours = engine(DEMO_MODEL, "auto")
     paths = sorted(print_lines.glob("*.png"))[:24]
-    texts = [r.text for start in range(0, 24, 12) for r in ours.recognize(batch(ours, paths[start : start + 12]), GREEDY)]
+    texts = [r.text for start in range(0, 24, 12) for r in read(ours, batch(ours, paths[start : start + 12]), GREEDY)]
     card = CardLoop(DEMO_MODEL)
     keys = {p.name: p for p in paths}
     assert_same_texts(card, {p.name: card.read(p) for p in paths}, dict(zip(keys, texts, strict=True)), keys)
@@ -108,7 +112,7 @@ def test_fixed_shape_steps_choose_what_the_plain_loop_chooses(models: tuple[str,
     across batches, rows moved into smaller buckets as lines end."""
     name, folder = models
     plain, fixed = engine(folder, "auto", "off"), engine(folder, "auto", "on")
-    assert fixed.describe(GREEDY).endswith(":greedy-loop+static") and plain.describe(GREEDY).endswith(":greedy-loop")
+    assert fixed.describe(options(GREEDY)).endswith(":greedy-loop+static") and plain.describe(options(GREEDY)).endswith(":greedy-loop")
     paths = sorted(print_lines.glob("*.png"))[:22]
     eos = plain.model.generation_config.eos_token_id
     kept = []
@@ -132,9 +136,10 @@ def test_fixed_shape_steps_choose_what_the_plain_loop_chooses(models: tuple[str,
 def test_the_encoder_variants_refuse_a_device_that_cannot_run_them(tiny_model: Path) -> None:
     """FP8 needs a CUDA GPU of compute capability 8.9+ (and torchao): on this CPU the engine refuses
     to load, as a FatalError that stops the node, instead of reading with another model."""
-    options = DecodeOptions(encoder_fp8=True)
     with pytest.raises(FatalError, match="PISAR_ENCODER_FP8 needs a CUDA GPU"):
-        Engine(model_ref.resolve(model_ref.parse(str(tiny_model))), device="cpu", dtype="float32", options=options)
+        LineReader(
+            model_ref.resolve(model_ref.parse(str(tiny_model))), device="cpu", dtype="float32", options=DecodeOptions(encoder_fp8=True)
+        )
 
 
 @pytest.mark.parametrize(
@@ -202,7 +207,7 @@ def test_settings_the_loop_does_not_follow_go_to_generate(tiny_model: Path, over
     ours = engine(tiny_model, "auto")
     settings = {**GREEDY, **overrides}
     assert not ours.greedy.serves(settings)
-    assert ours.decoder_for(settings) == "generate" and ours.describe(settings).endswith(":generate")
+    assert ours.decoder_for(options(settings)) == "generate" and ours.describe(options(settings)).endswith(":generate")
 
 
 def test_a_decoder_the_loop_does_not_know_is_left_to_generate() -> None:

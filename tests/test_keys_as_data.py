@@ -12,8 +12,9 @@ import pytest
 
 from pisar.csv_cells import restore
 from pisar.errors import LineError
+from pisar.s3_storage import S3Storage
 from pisar.settings import Settings
-from pisar.storage import UNSTORABLE_KEY, S3Storage, list_images
+from pisar.storage import UNSTORABLE_KEY, list_images
 from tests.helpers.cli import run_pisar
 
 pytestmark = pytest.mark.slow

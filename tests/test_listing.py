@@ -15,8 +15,9 @@ from pisar.producer import listing as listing_module
 from pisar.producer import submit as submit_module
 from pisar.producer.listing import ListingBusy, list_into_catalog
 from pisar.producer.submit import SubmitRequest, continue_listing, create_campaign
+from pisar.s3_storage import S3Storage
 from pisar.settings import Settings
-from pisar.storage import KeyRange, LocalStorage, S3Storage
+from pisar.storage import KeyRange, LocalStorage
 from tests.helpers.paths import DEMO_MODEL
 
 # Folders two deep, objects beside folders, names that sort tightly ("f1/" vs "f1.png" vs "f10/").
@@ -89,6 +90,7 @@ class FailingStorage:
 
     def __init__(self, real: S3Storage, failing_prefix: str) -> None:
         self.real, self.failing_prefix, self.url, self.prefix = real, failing_prefix, real.url, real.prefix
+        self.skipped_up_front = real.skipped_up_front
 
     def key_ranges(self, wanted: int) -> list[KeyRange]:
         return self.real.key_ranges(wanted)

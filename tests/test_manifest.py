@@ -160,8 +160,8 @@ def put_inventory(s3, kind: str, corrupt: bool = False) -> str:  # boto3 client
 
 @pytest.mark.parametrize("kind", ["CSV", "PARQUET", "ORC"])
 def test_an_s3_inventory_gives_the_current_objects_keys(kind: str, s3, s3_env, seaweedfs) -> None:
+    from pisar.s3_storage import S3Storage
     from pisar.settings import Settings
-    from pisar.storage import S3Storage
 
     storage = S3Storage("inv-source", "v/", Settings(s3_endpoint_url=seaweedfs.url))
     listing = read_manifest(put_inventory(s3, kind), "v/", storage)
@@ -170,8 +170,9 @@ def test_an_s3_inventory_gives_the_current_objects_keys(kind: str, s3, s3_env, s
 
 
 def test_a_damaged_or_foreign_inventory_is_refused(s3, s3_env, seaweedfs, tmp_path: Path) -> None:
+    from pisar.s3_storage import S3Storage
     from pisar.settings import Settings
-    from pisar.storage import LocalStorage, S3Storage
+    from pisar.storage import LocalStorage
 
     settings = Settings(s3_endpoint_url=seaweedfs.url)
     url = put_inventory(s3, "CSV", corrupt=True)

@@ -1,4 +1,4 @@
-"""A page campaign's shard input (worker/page_lines.py) on a real SeaweedFS: each PAGE file and its scan read
+"""A page campaign's shard input (pisar/sources/page_lines.py) on a real SeaweedFS: each PAGE file and its scan read
 once per shard however many threads cut its lines, each line cut exactly, every bad page or line a
 recorded line error."""
 
@@ -15,10 +15,10 @@ from PIL import Image
 from pisar.errors import LineNotInLayout, MissingObject, NoGeometry, NoLineId, UnreadableLayout
 from pisar.images import ImageLimits
 from pisar.layout import line_key, split_line_key
+from pisar.s3_storage import S3Storage
 from pisar.settings import Settings
-from pisar.storage import S3Storage
-from pisar.worker.fetch import prepare_lines
-from pisar.worker.page_lines import PageLines, scan_key
+from pisar.sources.page_lines import ShardPages, scan_key
+from pisar.worker.batches import prepare_ahead
 from tests.helpers.pages import page_xml, pasted_page, rectangle
 
 LIMITS = ImageLimits(89_478_485, 4, 16_384)
@@ -44,9 +44,9 @@ def png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def prepare_all(lines: PageLines, keys: list[str], threads: int = 8) -> list:
+def prepare_all(lines: ShardPages, keys: list[str], threads: int = 8) -> list:
     with ThreadPoolExecutor(threads) as pool:
-        return list(prepare_lines(keys, lines.prepare, pool, window=64))
+        return list(prepare_ahead(keys, lines.prepare, pool, window=64))
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_a_pasted_page_gives_back_each_real_line_and_is_read_once(bucket: str, s
     keys = [line_key("fond/vol/p1.xml", line_id) for line_id in ids]
     for crop in ("polygon", "box"):  # a rectangle's polygon whitens nothing: both crops give the line back
         storage.reads.clear()
-        lines = PageLines(storage, LIMITS, np.asarray, keys, crop=crop)
+        lines = ShardPages(storage, LIMITS, np.asarray, keys, crop=crop)
         prepared = prepare_all(lines, keys)
         assert [p.key for p in prepared] == keys and all(p.error is None for p in prepared)
         for item, (path, _) in zip(prepared, placed, strict=True):
@@ -90,7 +90,7 @@ def test_the_transkribus_page_cuts_all_44_lines_from_one_read(bucket: str, s3, s
     layout = read_layout((folder / "170025120000003,0074.xml").read_bytes())
     keys = [line_key("archive/170025120000003,0074.xml", line.line_id) for line in layout.lines]
     storage = storage_of(bucket, seaweedfs)
-    prepared = prepare_all(PageLines(storage, LIMITS, np.asarray, keys), keys)
+    prepared = prepare_all(ShardPages(storage, LIMITS, np.asarray, keys), keys)
     assert all(p.error is None for p in prepared), [p.error for p in prepared if p.error]
     assert [p.size for p in prepared] == [(r - left, b - t) for left, t, r, b in (line.box for line in layout.lines)]
     assert all(p.pixels.ndim == 2 for p in prepared)  # a grey-scale scan gives grey-scale lines (one channel to resize)
@@ -119,7 +119,7 @@ def test_bad_pages_and_lines_are_recorded_per_line(bucket: str, s3, seaweedfs, p
         line_key("v/escape.xml", "a"),
         line_key("v/missing.xml", "a"),
     ]
-    prepared = {p.key: p for p in prepare_all(PageLines(storage_of(bucket, seaweedfs), LIMITS, np.asarray, keys), keys)}
+    prepared = {p.key: p for p in prepare_all(ShardPages(storage_of(bucket, seaweedfs), LIMITS, np.asarray, keys), keys)}
     assert prepared["v/ok.xml#a"].error is None
     kinds = {key: type(p.error) for key, p in prepared.items() if p.error is not None}
     assert kinds == {
@@ -141,7 +141,7 @@ def test_a_line_without_an_id_or_geometry_is_its_own_error(bucket: str, s3, seaw
     s3.put_object(Bucket=bucket, Key="s.png", Body=png(canvas))
     s3.put_object(Bucket=bucket, Key="s.xml", Body=xml)
     keys = [line_key("s.xml", "kept"), line_key("s.xml", "(no id: line 2)"), line_key("s.xml", "bare")]
-    prepared = prepare_all(PageLines(storage_of(bucket, seaweedfs), LIMITS, np.asarray, keys), keys)
+    prepared = prepare_all(ShardPages(storage_of(bucket, seaweedfs), LIMITS, np.asarray, keys), keys)
     assert prepared[0].error is None and prepared[0].size == (200, 30)
     assert isinstance(prepared[1].error, NoLineId) and isinstance(prepared[2].error, NoGeometry)
 

@@ -11,7 +11,7 @@ import torch
 from pisar import model_ref
 from pisar.images import ImageLimits, decode_line
 from pisar.processor import load_processor
-from pisar.worker.preprocess import LinePreprocessor
+from pisar.reader.preprocess import LinePreprocessor
 from tests.helpers.paths import DEMO_MODEL
 
 LIMITS = ImageLimits(89_478_485, 4, 16_384)

@@ -19,14 +19,15 @@ from pisar.catalog.bulk import LineResult
 from pisar.catalog.db import ensure_ready, get_engine
 from pisar.catalog.models import Line, Shard, utcnow
 from pisar.catalog.shards import RunFacts
+from pisar.flags import Flag
 from pisar.producer.campaigns import shards_to_resume
 from pisar.producer.retry import RetrySelector, plan
 from pisar.producer.submit import SubmitRequest, create_campaign
 from pisar.settings import Settings
 
 if TYPE_CHECKING:
-    from pisar.worker.engine import EngineCache
-    from pisar.worker.shard import ShardOutcome
+    from pisar.reader import ReaderCache
+    from pisar.worker.outcomes import ShardOutcome
 
 FACTS = RunFacts("cpu:float32", 0.1, 0.2)
 
@@ -42,9 +43,9 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def engines():  # one loaded test model for the runners of this module
-    from pisar.worker.engine import EngineCache
+    from pisar.reader import ReaderCache
 
-    return EngineCache("cpu")
+    return ReaderCache("cpu")
 
 
 @pytest.fixture
@@ -174,9 +175,9 @@ def test_errored_lines_make_a_done_shard_retryable(settings: Settings, campaign)
 
 def test_interrupted_run_releases_its_shard(settings: Settings, campaign) -> None:
     """Ctrl-C (or SystemExit) mid-shard hands the shard back at once instead of holding the lease."""
-    from pisar.worker.shard import ShardRunner
+    from pisar.worker.runner import ShardRunner
 
-    def interrupted(_campaign):  # an engine provider that is interrupted
+    def interrupted(_ref, _dtype):  # a reader provider that is interrupted
         raise KeyboardInterrupt
 
     url = settings.catalog_url
@@ -354,11 +355,11 @@ def test_a_redelivery_that_beats_the_reaper_takes_over_the_way_the_reaper_would(
     assert (line.status, line.error_class) == ("error", "WorkerCrash")
 
 
-def run_here(settings: Settings, engines: EngineCache, campaign_id: int, shard_id: int, times: int = 1) -> list[ShardOutcome]:
+def run_here(settings: Settings, engines: ReaderCache, campaign_id: int, shard_id: int, times: int = 1) -> list[ShardOutcome]:
     """Run one shard ``times`` in this process, as a worker would, through the real ``ShardRunner``."""
-    from pisar.worker.shard import ShardRunner
+    from pisar.worker.runner import ShardRunner
 
-    runner = ShardRunner(settings, engines, worker="w")
+    runner = ShardRunner(settings, engines.get, worker="w")
     try:
         return [runner.run(campaign_id, shard_id) for _ in range(times)]
     finally:
@@ -428,9 +429,9 @@ def test_a_node_that_cannot_serve_gives_the_shard_back_and_takes_no_more(setting
     """FatalError (no device, a model that will not load) is the node's: the shard goes back unspent,
     and the runner refuses every later shard without claiming it."""
     from pisar.errors import FatalError
-    from pisar.worker.shard import ShardRunner
+    from pisar.worker.runner import ShardRunner
 
-    def no_device(_campaign):  # an engine provider on a node without its GPU
+    def no_device(_ref, _dtype):  # a reader provider on a node without its GPU
         raise FatalError("PISAR_DEVICE=cuda but no CUDA device is visible")
 
     first, second, _ = shard_ids(settings, campaign.id)
@@ -453,7 +454,7 @@ def test_texts_no_catalog_can_hold_are_stored_alike_in_both_backends(settings: S
     held = shards.claim(url, first, "w", lease_seconds=60, max_attempts=3)
     keys = shards.lines_to_do(url, first)
     results = [
-        replace(ok_result(keys[0], "a\x00b\ud800c"), flags="max_length", error=None),
+        replace(ok_result(keys[0], "a\x00b\ud800c"), flags=(Flag.MAX_LENGTH,), error=None),
         replace(ok_result(keys[1], "plain \x1b text"), note="read \x00 as is"),
     ]
     assert shards.finish(url, held, results, FACTS)
@@ -464,27 +465,20 @@ def test_texts_no_catalog_can_hold_are_stored_alike_in_both_backends(settings: S
 
 
 def test_without_the_replacement_postgres_refuses_a_nul_and_the_shard_fails(
-    settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch, engines
+    settings: Settings, campaign, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fault of issue 17, on the real server: COPY refuses NUL with a DataError inside the commit.
     The shard fails with that message and is retried, instead of staying running under its lease."""
     if not settings.catalog_url.startswith("postgresql"):
         pytest.skip("SQLite stores NUL as it is")
     from pisar.catalog.bulk import LineResult
-    from pisar.worker.engine import Recognition
-    from pisar.worker.shard import ShardRunner
+    from pisar.reader import ReaderCache, register_backend
+    from tests.helpers.reader_backends import nul_tail
 
-    monkeypatch.setattr(LineResult, "storable", lambda self: self)
-    original = ShardRunner._result
-
-    def with_nul(self, item, outcome):  # ShardRunner._result
-        if isinstance(outcome, Recognition):
-            outcome = replace(outcome, text=outcome.text + "\x00")
-        return original(self, item, outcome)
-
-    monkeypatch.setattr(ShardRunner, "_result", with_nul)
+    monkeypatch.setattr(LineResult, "storable", lambda self: self)  # what PISAR_TEST_KEEP_UNSTORABLE does in a worker
+    register_backend("nul-tail", nul_tail)  # every reading ends in NUL
     first = shard_ids(settings, campaign.id)[0]
-    [result] = run_here(settings, engines, campaign.id, first)
+    [result] = run_here(settings, ReaderCache("cpu", backend="nul-tail"), campaign.id, first)
     row = shard_row(settings, first)
     assert (result.outcome, row.state, row.attempts, row.lease_until) == ("failed", "failed", 1, None)
     assert row.error.startswith("DataError") and "NUL" in row.error

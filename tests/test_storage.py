@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from pisar.errors import ConfigError, MissingObject, NotFound
+from pisar.s3_storage import S3Storage
 from pisar.settings import Settings
-from pisar.storage import LocalStorage, S3Storage, list_images, open_storage, parse_s3_url
+from pisar.storage import LocalStorage, list_images, open_storage, parse_s3_url
 
 
 def make_tree(root: Path) -> None:

@@ -1,4 +1,4 @@
-"""The greedy choice taken over vocabulary chunks (worker/vocab_chunks.py) is the choice over the whole
+"""The greedy choice taken over vocabulary chunks (pisar/reader/vocab_chunks.py) is the choice over the whole
 logits: the same token, ties to the first index, masks across chunk edges, the raw normaliser."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pisar.worker.vocab_chunks import ChunkedChoice, chunk_columns
+from pisar.reader.vocab_chunks import ChunkedChoice, chunk_columns
 
 
 def whole(projection: torch.nn.Linear, hidden: torch.Tensor, banned: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:

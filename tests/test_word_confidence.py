@@ -1,4 +1,4 @@
-"""Per-word confidence (worker/word_confidence.py): each word's confidence is the geometric mean of
+"""Per-word confidence (pisar/reader/confidence.py): each word's confidence is the geometric mean of
 the probabilities of exactly the tokens that spell it, for byte-level and letter vocabularies, with
 the words the exports write (``pisar.words``)."""
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from pisar.words import confident_words, format_confidences, parse_confidences, word_spans, words
-from pisar.worker.word_confidence import word_confidences
+from pisar.catalog.codecs import decode_word_confidences as parse_confidences
+from pisar.catalog.codecs import encode_word_confidences as format_confidences
+from pisar.reader.confidence import word_confidences
+from pisar.words import confident_words, word_spans, words
 
 LINES = [
     "Въ лѣто 7128 году",  # Cyrillic: two bytes a letter, several tokens a word in a byte-level vocabulary
@@ -97,13 +99,14 @@ def test_the_engine_stores_a_confidence_per_word(byte_model: Path, print_lines: 
 
     from pisar import model_ref
     from pisar.images import ImageLimits, decode_line
-    from pisar.worker.engine import Engine
+    from pisar.reader import LineReader
+    from tests.helpers.engine import recognize
 
-    engine = Engine(model_ref.resolve(model_ref.parse(str(byte_model))), device="cpu", dtype="float32")
+    engine = LineReader(model_ref.resolve(model_ref.parse(str(byte_model))), device="cpu", dtype="float32")
     paths = sorted(print_lines.glob("*.png"))[:8]
     limits = ImageLimits(89_478_485, 4, 16_384)
-    pixels = np.stack([engine.preprocess(decode_line(p.read_bytes(), limits).line) for p in paths])
-    for result in engine.recognize(pixels):
+    pixels = np.stack([engine.prepare(decode_line(p.read_bytes(), limits).line) for p in paths])
+    for result in recognize(engine, pixels):
         assert len(result.word_confidences) == len(words(result.text))
         assert all(0 < c <= 1 for c in result.word_confidences)
         if len(result.word_confidences) == 1 and result.text == result.text.strip():

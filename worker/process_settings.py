@@ -1,6 +1,6 @@
 """Process-wide knobs, set once per process by whoever runs shards (a Celery pool child, ``pisar run``, ``pisar train``).
 
-Kept apart from the engine so that setting them imports no torch: PIL's decompression-bomb limit is
+Kept apart from the reader so that setting them imports no torch: PIL's decompression-bomb limit is
 a global, and torch's thread count is set only where torch is (or is about to be) loaded.
 """
 
@@ -15,6 +15,6 @@ def apply_process_settings(settings: Any) -> None:
 
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     if settings.torch_threads:
-        import torch
+        from pisar.reader.devices import set_threads  # torch: only where it is about to read or train
 
-        torch.set_num_threads(settings.torch_threads)
+        set_threads(settings.torch_threads)

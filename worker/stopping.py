@@ -9,8 +9,8 @@ worker takes it at once. The platform's grace period is ``PISAR_STOP_TIMEOUT_SEC
 
 A worker that cannot serve (``FatalError``: no device, a model that will not load) stops the same
 way, on its own: its pool child releases the shard, sends its message again and signals the parent
-(``CANNOT_SERVE_SIGNAL``), which stops consuming, shuts down warm and exits with
-``FatalError.exit_code``, so compose's restart policy or Kubernetes decides what comes next.
+(``CANNOT_SERVE_SIGNAL``), which records it in its own ``this_node`` (``worker/serving.py``),
+stops consuming, shuts down warm and exits with ``FatalError.exit_code``, so compose's restart policy or Kubernetes decides what comes next.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ import signal
 import time
 from typing import Any
 
+from pisar.errors import FatalError
+from pisar.worker.serving import this_node
+
 log = logging.getLogger(__name__)
 
 STOP_SIGNAL = signal.SIGUSR2  # parent -> pool child: a warm shutdown began
 CANNOT_SERVE_SIGNAL = signal.SIGRTMIN + 1  # pool child -> parent: this node cannot serve, stop taking work
 _give_back_at: float | None = None  # monotonic time, set in a pool child once its parent is stopping
 _pool: Any = None  # the parent's Celery TaskPool, once the worker is ready
-_exit_code = 0  # the parent's, once a child said it cannot serve
 
 
 class WorkerStopping(Exception):
@@ -59,30 +61,24 @@ def install_parent() -> None:
     worker_shutting_down.connect(_tell_children, weak=False)
 
 
-def stop_taking_work() -> None:
+def tell_parent(reason: FatalError) -> None:
     """In a pool child that cannot serve: ask the parent to stop consuming and exit non-zero."""
     os.kill(os.getppid(), CANNOT_SERVE_SIGNAL)
 
 
-def exit_code() -> int:
-    """In the parent, after the worker returned: non-zero when it stopped because it cannot serve."""
-    return _exit_code
-
-
 def _stop_consuming(signum: int, frame: Any) -> None:  # signal handler signature
     """Celery's own warm shutdown, with the exit code of a node that cannot serve."""
-    global _exit_code
     from celery.worker import state
 
-    from pisar.errors import FatalError
-
-    _exit_code = FatalError.exit_code
-    state.should_stop = _exit_code
+    this_node.cannot_serve(FatalError("a pool process of this worker cannot serve"))
+    state.should_stop = this_node.exit_code()
 
 
 def install_child(stop_timeout: float) -> None:
-    """In a pool child: on the parent's word, start counting down to the give-back point."""
+    """In a pool child: on the parent's word, start counting down to the give-back point; tell the
+    parent when this process finds it cannot serve."""
     signal.signal(CANNOT_SERVE_SIGNAL, signal.SIG_IGN)  # the parent's handler is not the child's
+    this_node.when_failed(tell_parent)
 
     def started_stopping(signum: int, frame: Any) -> None:  # signal handler signature
         global _give_back_at

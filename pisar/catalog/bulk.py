@@ -13,9 +13,10 @@ from datetime import datetime
 from sqlalchemy import Connection, insert, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from pisar.catalog.codecs import encode_flags, encode_word_confidences
 from pisar.catalog.models import Line, LineStatus
 from pisar.catalog.storable import storable
-from pisar.flags import UNSTORABLE_TEXT, join_flags
+from pisar.flags import UNSTORABLE_TEXT, Flag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,11 +34,11 @@ class LineResult:
     error_class: str | None = None
     error: str | None = None
     note: str | None = None  # how the file was read, when not as it is
-    flags: str | None = None  # comma-separated (``pisar.flags``)
+    flags: tuple[Flag, ...] = ()  # stored through ``pisar/catalog/codecs.py``
     width: int | None = None  # the image as decoded; None when it could not be read
     height: int | None = None
     model: str | None = None  # id@revision of the model that read it
-    word_confidences: str | None = None  # per word, space-separated (``pisar.words.format_confidences``)
+    word_confidences: tuple[float, ...] | None = None  # per word of ``pisar.words.words(text)``; None: not read
     region_id: str | None = None  # a page line's TextLine region, scan and reading-order place
     image: str | None = None
     reading_order: int | None = None
@@ -49,7 +50,7 @@ class LineResult:
             clean, count = storable(self.text)
             if count:
                 changes["text"] = clean
-                changes["flags"] = join_flags([*(self.flags or "").split(","), UNSTORABLE_TEXT])
+                changes["flags"] = tuple(dict.fromkeys((*self.flags, UNSTORABLE_TEXT)))
         # Pisar's own messages may quote a decoder's bytes, and a page's ids and names hold what its file holds: cleaned, not flagged
         for name in ("error", "note", "region_id", "image"):
             value = getattr(self, name)
@@ -58,8 +59,9 @@ class LineResult:
         return replace(self, **changes) if changes else self
 
     def as_row(self) -> tuple[object, ...]:
-        """The values in ``RESULT_COLUMNS`` order (a COPY row)."""
-        return tuple(getattr(self, name) for name in RESULT_COLUMNS)
+        """The values in ``RESULT_COLUMNS`` order, as the catalog stores them (a COPY row)."""
+        stored = {"flags": encode_flags(self.flags), "word_confidences": encode_word_confidences(self.word_confidences)}
+        return tuple(stored[name] if name in stored else getattr(self, name) for name in RESULT_COLUMNS)
 
 
 RESULT_COLUMNS = tuple(f.name for f in fields(LineResult))

@@ -66,7 +66,7 @@ class Campaign(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     listed_at: datetime | None = None  # every key range listed; until then shards keep arriving
     manifest: str | None = Field(default=None, sa_column=Column(Text))  # keys from this file instead of a listing
-    # lines: every image is a line; xml: PAGE/ALTO files whose TextLines are cut from their scans (worker/page_lines.py)
+    # lines: every image is a line; xml: PAGE/ALTO files whose TextLines are cut from their scans (pisar/sources/page_lines.py)
     layout: str = Field(default="lines", max_length=20, sa_column_kwargs={"server_default": "lines"})
     crop: str = Field(default="polygon", max_length=20, sa_column_kwargs={"server_default": "polygon"})  # page lines: polygon or box
 
@@ -171,7 +171,7 @@ class Line(SQLModel, table=True):
     width: int | None = None  # the line image's size as decoded, in pixels (ALTO/PAGE geometry)
     height: int | None = None
     model: str | None = Field(default=None, sa_column=Column(Text))  # id@revision of the model that wrote this result
-    # Per-word confidence, one per word of ``pisar.words.words(text)``, space-separated (worker/word_confidence.py).
+    # Per-word confidence, one per word of ``pisar.words.words(text)``, space-separated (pisar/reader/confidence.py).
     word_confidences: str | None = Field(default=None, sa_column=Column(Text))
     # A page campaign's line: its TextLine's region, the scan it was cut from, its place in the page's reading order.
     region_id: str | None = Field(default=None, sa_column=Column(Text))

@@ -25,6 +25,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, Connection, Select, TextClause, Update, and_, insert, or_, select, text, update
 
 from pisar.catalog.bulk import LineResult, upsert_line_results
+from pisar.catalog.codecs import flag_pattern, has_flag_sql
 from pisar.catalog.db import get_engine, limit_transaction
 from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
 from pisar.constants import WORKER_LOST
@@ -483,9 +484,9 @@ def count_lines_statement(shard_id: int) -> TextClause:
         "UPDATE shard SET"
         f" ok_lines = (SELECT count(*) {mine} = :ok),"
         f" error_lines = (SELECT count(*) {mine} = :error),"
-        f" empty_lines = (SELECT count(*) {mine} = :ok AND (',' || line.flags || ',') LIKE :empty)"
+        f" empty_lines = (SELECT count(*) {mine} = :ok AND {has_flag_sql('line.flags', 'empty')})"
         " WHERE id = :id"
-    ).bindparams(id=shard_id, ok=LineStatus.OK.value, error=LineStatus.ERROR.value, empty=f"%,{EMPTY},%")
+    ).bindparams(id=shard_id, ok=LineStatus.OK.value, error=LineStatus.ERROR.value, empty=flag_pattern(EMPTY))
 
 
 def override_model(conn: Connection, shard_ids: Sequence[int], model_id: str | None, model_revision: str | None) -> None:

@@ -188,6 +188,7 @@ def export(
     from pisar.producer.campaigns import get_campaign
     from pisar.producer.export import ExportFilter
     from pisar.producer.export import export as write_export
+    from pisar.sources import line_source
     from pisar.storage import open_storage
 
     only = ExportFilter(names(status), min_confidence, _parse_since(since))
@@ -195,7 +196,9 @@ def export(
     url = catalog(settings)
     campaign = get_campaign(url, name)
     about = {"campaign": campaign.name, "model": str(model_ref.ModelRef.of(campaign.model_id, campaign.model_revision))}
-    pages_from = open_storage(campaign.source_url, settings) if campaign.layout == "xml" else None  # the PAGE files to write back into
+    pages_from = (
+        open_storage(campaign.source_url, settings) if line_source(campaign.layout).writes_back else None
+    )  # the files to write back into
     written = write_export(url, campaign.id, fmt, output, only, about, pages_from)
     pending = campaign.line_count - written.records - written.error_lines
     note = f"; {pending} lines pending or filtered out" if pending else ""

@@ -101,6 +101,7 @@ def evaluate(
     from pisar.names import output_folder
     from pisar.producer.campaigns import get_campaign
     from pisar.producer.evaluate import score_lines, summarize, write_outputs
+    from pisar.sources import line_source
     from pisar.storage import open_storage
 
     normalizer(normalize)  # a bad choice fails before any work
@@ -112,9 +113,12 @@ def evaluate(
         campaign, _ = transcribe(settings, target, model, name, settings.shard_size, err)
     else:
         campaign = get_campaign(url, target)
-    if gt_from_xml and campaign.layout != "xml":
-        raise ConfigError(f"campaign {printable(campaign.name)!r} reads line images; --gt-from-xml is for page campaigns (--layout xml)")
-    from_layouts = campaign.layout == "xml" and (gt_from_xml or gt is None)
+    source = line_source(campaign.layout)
+    if gt_from_xml and not source.ground_truth_inside:
+        raise ConfigError(
+            f"campaign {printable(campaign.name)!r} reads {source.describes}; --gt-from-xml is for page campaigns (--layout xml)"
+        )
+    from_layouts = source.ground_truth_inside and (gt_from_xml or gt is None)
     scores, missing = score_lines(url, campaign, open_storage(gt or campaign.source_url, settings), normalize, from_layouts)
     report = summarize(campaign, scores, missing, normalize)
     paths = write_outputs(report, scores, Path(output) if output else output_folder("eval", campaign.name))

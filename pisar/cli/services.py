@@ -50,6 +50,7 @@ def worker(
     celery_app = configure(settings)
     import pisar.worker.tasks  # noqa: F401 - registers run_shard
     from pisar.worker import stopping
+    from pisar.worker.serving import this_node
 
     problems = delivery_problems(celery_app.conf, settings)
     if problems:
@@ -69,7 +70,7 @@ def worker(
             "--without-mingle",
         ]
     )
-    if stopping.exit_code():
+    if not this_node.serving:
         raise FatalError("this worker stopped taking work: it cannot serve (the reason is logged above); its shard was given back")
 
 

@@ -10,7 +10,7 @@ as argmax does, and the running normaliser combines the chunks' logsumexps of th
 confidence formula's, taken before any mask). No batch x vocabulary tensor exists at any point.
 
 The rules that need the whole row (a repetition penalty, repeated n-grams) and the forced tokens
-stay with ``_Rules.choose`` in worker/greedy.py on full logits; on CUDA one GEMM over the whole
+stay with ``_Rules.choose`` in pisar/reader/greedy.py on full logits; on CUDA one GEMM over the whole
 vocabulary beats many small ones, so the loop keeps the full logits there (and in CUDA graphs).
 """
 

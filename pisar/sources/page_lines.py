@@ -1,5 +1,16 @@
-"""Lines of segmented page scans as a shard's input: each PAGE/ALTO file and its scan read once, each line cut from the scan.
+"""Lines of segmented page scans: PAGE/ALTO files listed, each TextLine a line cut from its page's scan.
 
+Listing. The lister thread that lists a layout file reads and parses it (``pisar.layout``: no
+entities, no DTDs, a size limit), so the catalog knows every line before a worker starts, and
+`status`, `retry` and `export` count lines, not pages. A file that cannot be read as a layout
+(broken XML, neither PAGE nor ALTO, gone between the listing and the read) becomes one line keyed
+``<layout key>#`` whose worker records why, so a bad page is a recorded outcome, not a failed
+listing; an outage still stops the listing, which resumes. A layout without any TextLine adds no
+line and is counted among the skipped files. A page's lines stay in one shard unless the page
+alone holds more than a shard: then it fills whole shards and its rest starts the next one. So a
+worker reads each scan once per shard.
+
+Reading.
 A page campaign's line key is ``<layout key>#<line id>`` (``pisar.layout.line_key``): the XML's key
 in the source, then the ``TextLine`` id.
 The fetch pool prepares a shard's lines in parallel and in key order, so the lines of one page
@@ -24,15 +35,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-from PIL import Image
-
 from pisar.errors import ImageTooSmall, LineError, LineNotInLayout, UnreadableImage, UnreadableLayout
 from pisar.images import DecodedLine, ImageLimits, decode_line
-from pisar.layout import LayoutLine, PageLayout, read_layout, split_line_key
+from pisar.layout import LayoutLine, PageLayout, is_layout_key, line_key, read_layout, split_line_key
 from pisar.page_crop import crop_line
-from pisar.storage import Storage
-from pisar.worker.fetch import LinePlace, Prepared
+from pisar.sources.prepared import Cutting, LinePlace, Prepared, PrepareImage
+from pisar.storage import KeySource, Storage, is_storable_key, skip_reason, skipped_label
+
+NO_LINES = "(a layout without lines)"
 
 
 def scan_key(layout_key: str, image_name: str) -> str:
@@ -69,14 +79,14 @@ class _Page:
     decode_seconds: float = 0.0
 
 
-class PageLines:
+class ShardPages:
     """The ``prepare`` of a page campaign's shard: each key's line cut from its page's scan and preprocessed."""
 
     def __init__(
         self,
         storage: Storage,
         limits: ImageLimits,
-        preprocess: Callable[[Image.Image], np.ndarray],
+        preprocess: PrepareImage,
         keys: Iterable[str],
         crop: str = "polygon",
         baseline_height: int = 60,
@@ -151,3 +161,59 @@ class PageLines:
             page.fetch_seconds, page.decode_seconds = fetched - started, time.perf_counter() - fetched
         except LineError as exc:
             page.error = exc
+
+
+def page_line_keys(storage: KeySource, key: str) -> list[str]:
+    """The catalog keys of the layout file ``key``'s TextLines, in reading order; ``[key#]`` when it cannot be read."""
+    try:
+        layout = read_layout(storage.read(key), key)
+    except LineError:
+        return [line_key(key, "")]
+    return [line_key(key, line.line_id) for line in layout.lines]
+
+
+def add_pages(
+    storage: KeySource, keys: Iterable[str], carry: list[str], shard_size: int, skipped: Counter[str]
+) -> tuple[list[list[str]], list[str]]:
+    """The listed ``keys``' layout files as lines added to ``carry``: the full shards made, and the new carry."""
+    ready: list[list[str]] = []
+    for key in keys:
+        if not is_storable_key(key) or not is_layout_key(key):
+            skipped[skip_reason(key) or skipped_label(key)] += 1  # a scan: read through its layout, counted as skipped
+            continue
+        lines = page_line_keys(storage, key)
+        if not lines:
+            skipped[NO_LINES] += 1
+            continue
+        if carry and len(carry) + len(lines) > shard_size:  # the page would straddle two shards: it starts the next
+            ready.append(carry)
+            carry = []
+        carry = carry + lines
+        while len(carry) >= shard_size:  # full, or a page larger than a shard
+            ready.append(carry[:shard_size])
+            carry = carry[shard_size:]
+    return ready, carry
+
+
+class PageLines:
+    """PAGE/ALTO files and their scans: a layout file lists its TextLines, a line is ``<layout key>#<line id>``."""
+
+    describes = "TextLines in PAGE/ALTO files"
+    writes_back = True  # the results go back into the same files (``pisar export --format page|alto``)
+    ground_truth_inside = True  # a TextLine's TextEquiv / String CONTENT, when a person transcribed it
+
+    @staticmethod
+    def page_and_line(key: str) -> tuple[str | None, str | None]:
+        """The layout file's key and the TextLine id (``""`` for a page whose file could not be read)."""
+        return split_line_key(key)
+
+    @staticmethod
+    def is_input_key(key: str) -> bool:
+        return is_layout_key(key)
+
+    add_listed = staticmethod(add_pages)
+
+    @staticmethod
+    def preparer(storage: Storage, keys: list[str], preprocess: PrepareImage, cutting: Cutting) -> Callable[[str], Prepared]:
+        """Each of a shard's ``keys`` cut from its page's scan, each layout and scan read once for the shard."""
+        return ShardPages(storage, cutting.limits, preprocess, keys, cutting.crop, cutting.baseline_height).prepare

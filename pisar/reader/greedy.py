@@ -12,7 +12,7 @@ projections and feed-forward, ``output_projection``) with less around them:
 - each step chooses the token on the device and keeps only its log-probability (logit minus
   logsumexp over the raw logits, the confidence formula's), never the step's logits; on a CPU the
   plain steps take the vocabulary in cache-sized chunks and never form the logits at all
-  (worker/vocab_chunks.py);
+  (pisar/reader/vocab_chunks.py);
 - the end-of-text check stays on the device; every ``SYNC_EVERY`` steps the host asks once whether
   rows have ended, stops when all have, and drops the ended ones from the batch, so they cost no
   more steps;
@@ -23,7 +23,7 @@ projections and feed-forward, ``output_projection``) with less around them:
   last, ``suppress_tokens`` at every step and ``begin_suppress_tokens`` at the first.
 
 Any other generation setting (beams, sampling, bad words, sequence biases) or another decoder than
-TrOCR's leaves ``GreedyLoop.serves`` False, and the engine uses generate().
+TrOCR's leaves ``GreedyLoop.serves`` False, and the back-end uses generate().
 The same token ids as generate() and as the model card's loop (fp32, every real line): tests/test_greedy.py.
 """
 
@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from pisar.worker.decode_steps import EagerSteps, StaticBuffers, StaticSteps, bucket
-from pisar.worker.vocab_chunks import ChunkedChoice, chunk_columns
+from pisar.reader.decode_steps import EagerSteps, StaticBuffers, StaticSteps, bucket
+from pisar.reader.vocab_chunks import ChunkedChoice, chunk_columns
 
 SYNC_EVERY = 4  # steps between the host's looks at which rows have ended
 
@@ -102,8 +102,8 @@ class GreedyLoop:
 
     def __init__(self, model: Any, *, static: bool = False, chunked: bool = True) -> None:
         self.model = model
-        self.static = static  # fixed-shape steps, kept buffers, CUDA graphs on CUDA (worker/decode_steps.py)
-        self.chunked = chunked  # the plain loop on a CPU takes the vocabulary in cache-sized chunks (worker/vocab_chunks.py)
+        self.static = static  # fixed-shape steps, kept buffers, CUDA graphs on CUDA (pisar/reader/decode_steps.py)
+        self.chunked = chunked  # the plain loop on a CPU takes the vocabulary in cache-sized chunks (pisar/reader/vocab_chunks.py)
         self.buffers: StaticBuffers | None = None
         self.causal_lm = model.decoder  # TrOCRForCausalLM
         self.decoder = self.causal_lm.model.decoder  # TrOCRDecoder: embeddings and layers
@@ -214,7 +214,7 @@ class GreedyLoop:
         return Decoded(tokens[:batch, :done], log_probs[:batch, :done], row_steps)
 
     def _chunks(self, runner: EagerSteps | StaticSteps, width: int) -> ChunkedChoice | None:
-        """The vocabulary in cache-sized chunks for the plain loop on a CPU (worker/vocab_chunks.py); ``None``: full logits."""
+        """The vocabulary in cache-sized chunks for the plain loop on a CPU (pisar/reader/vocab_chunks.py); ``None``: full logits."""
         if not self.chunked or not isinstance(runner, EagerSteps) or self.causal_lm.output_projection.weight.device.type != "cpu":
             return None
         return ChunkedChoice(self.causal_lm.output_projection, chunk_columns(width, self.config.vocab_size))

@@ -1,6 +1,6 @@
-"""How an engine runs its model beyond device and dtype: which decode loop, fixed-shape steps, encoder variants.
+"""The encoder variants of the torch back-end: a compiled encoder, FP8 linears.
 
-Each choice is recorded in the engine's description, which every shard stores, so a reading can be
+Each is recorded in the back-end's description, which every shard stores, so a reading can be
 traced to the code path that made it. The encoder variants are off by default: compilation has to
 pay for its warm-up on the campaign's batch sizes, and FP8 changes the numbers, so each waits for
 figures from a GPU (bench/gpu.sh) before it becomes a default.
@@ -8,29 +8,14 @@ figures from a GPU (bench/gpu.sh) before it becomes a default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from pisar.errors import FatalError
+from pisar.reader.options import DecodeOptions
 
 FP8_CAPABILITY = (8, 9)  # the first CUDA compute capability with FP8 tensor cores (Ada); Hopper is 9.0
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """``decoder``: auto (Pisar's greedy loop where it serves) or generate; ``graphs``: auto, on or off
-    (worker/decode_steps.py); ``compile_encoder`` and ``encoder_fp8``: the encoder variants."""
-
-    decoder: str = "auto"
-    graphs: str = "auto"
-    compile_encoder: bool = False
-    encoder_fp8: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> DecodeOptions:
-        return cls(settings.decoder, settings.decode_graphs, settings.compile_encoder, settings.encoder_fp8)
 
 
 def prepare_encoder(model: Any, device: torch.device, options: DecodeOptions) -> str:
