@@ -5,7 +5,7 @@
 
 ``bench/engine.py`` forces every line to the same token count, so it cannot show what grouping
 buys. Here each line stops at its end token, and a batch runs until its longest line ends. Both
-ways read the same lines through the worker's path (``ShardRunner._transcribe``), alternating over
+ways read the same lines through the worker's path (``read_lines`` in worker/batches.py), alternating over
 ``--rounds``; the JSON gives lines/s, the speed-up, and the share of decoder row-steps spent on
 lines that had already ended (``LineReader.steps``).
 """

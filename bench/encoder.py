@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     from pisar import model_ref
     from pisar.errors import FatalError
     from pisar.random_model import build_random_model
-    from pisar.reader import DecodeOptions
+    from pisar.reader import DecodeOptions, GenerationOptions
     from pisar.reader.torch_backend import TorchBackend
 
     folder = build_random_model(Path(tempfile.mkdtemp(prefix="encoder-")) / "standin", ["Въ лѣто"], preset=f"bench-{args.standin}")
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
             row[f"{name}_lines_per_s"] = round(batch / statistics.median(runs), 1)
             row[f"{name}_vs_eager"] = round(row[f"{name}_lines_per_s"] / row["eager_lines_per_s"], 3)
             row[f"{name}_max_rel_diff"] = round(float((states[name] - states["eager"]).abs().max()) / scale, 6)
-            row[f"{name}_describe"] = engines[name].describe({"num_beams": 1})
+            row[f"{name}_describe"] = engines[name].describe(GenerationOptions(num_beams=1))
         figures["runs"].append(row)
     report(figures, args.out)
     return 0

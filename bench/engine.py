@@ -10,7 +10,7 @@ Rows, on the same real line images (``../shared/data/print-lines``, repeated to 
   (b) plain HF batching as a competent user writes it: processor on a list of PIL images, generate
       on batches of B, bf16 on GPU (fp32 on CPU);
   (c) Pisar's engine as a worker runs it: fetch, decode, preprocess in the thread pool, overlapped
-      with batched generate (``ShardRunner._transcribe``).
+      with batched generate (``read_lines`` in worker/batches.py).
 Every row decodes the same number of tokens (min = max new tokens) with greedy search, so random
 weights cannot stop early. Rows (b) and (c) alternate over ``--rounds`` slices of the lines, so a
 shared machine's drifting speed hits both alike. Prints one JSON object (also written to ``--out``).

@@ -7,7 +7,7 @@
 Real print lines (``../shared/data/print-lines`` by default) are pasted onto white page canvases
 (``tests/helpers/pages.py``, as the page tests do) with a PAGE 2019 file per page whose rectangles are the
 pasted lines; the same lines are also written as line PNGs. One engine then reads both through the
-worker's own path (``ShardRunner._transcribe``; page mode through ``pisar/sources/page_lines.py``, which
+worker's own path (``read_lines`` in worker/batches.py; page mode through ``pisar/sources/page_lines.py``, which
 reads each XML and scan once per shard, a shard being one round's pages), alternating which goes
 first each round. The JSON has each mode's lines/s (median over rounds), their ratio, the input
 wait of each, and the share of lines whose text is identical in both (a box crop of a pasted line

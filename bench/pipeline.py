@@ -12,7 +12,7 @@ Three rows in one run, on the same lines:
   (``bench/stub_engine``). Everything else is real: delivery, claim, lease, S3 fetch, PIL decode,
   preprocessing, the catalog commit. This is the system's own ceiling (issue 8: >= 2,000 lines/s).
 - (b) ``model``: the same two workers running the demo model (``models/demo``, real weights).
-- (c) ``bare``: the same model on the worker's read path (``ShardRunner._transcribe``: fetch,
+- (c) ``bare``: the same model on the worker's read path (``read_lines`` in worker/batches.py: fetch,
   decode, preprocess, generate) in two plain processes, half the lines each: no Celery, no
   Redis, no catalog. ``model_vs_bare`` = (b) / (c) (issue 8: >= 0.9).
 
@@ -159,13 +159,15 @@ def bare_part(keys: list[str], env: dict[str, str], batch_size: int, barrier, re
     from worker_path import PisarRow
 
     from pisar.reader import GenerationOptions
+    from pisar.reader.devices import set_threads
     from pisar.s3_storage import S3Storage
     from pisar.settings import Settings
     from pisar.worker.process_settings import apply_process_settings
 
     settings = Settings(torch_threads=1)
     apply_process_settings(settings)
-    row = PisarRow(DEMO_MODEL, S3Storage(BUCKET, "lines/", settings), "float32", batch_size, "cpu", 4, GenerationOptions.greedy())
+    set_threads(1)  # as each worker of the distributed row runs (PISAR_TORCH_THREADS=1)
+    row = PisarRow(DEMO_MODEL, S3Storage(BUCKET, "lines/", settings), "float32", batch_size, "cpu", 4, GenerationOptions.greedy().overrides())
     row.run(keys[: batch_size * 2])  # warm-up, as the workers have read a batch before their span starts
     barrier.wait()
     results.put(row.run(keys))

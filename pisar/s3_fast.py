@@ -1,8 +1,8 @@
 """The GIL-free S3 path: obstore (Rust ``object_store``) for the hot GETs and LISTs, boto3 for the rest.
 
-boto3 spends 1.5 ms of Python CPU per object read and about 100 µs per key listed, under the GIL
-that also drives the decoder; obstore does the HTTP, signing and XML in Rust (measured in
-docs/performance.md). What users rely on is kept: credentials come from boto3's own chain
+boto3 spends its CPU per object read and per key listed in Python, under the GIL that also drives
+the decoder; obstore does the HTTP, signing and XML in Rust (the figures: docs/performance.md,
+"S3 reads and listings"). What users rely on is kept: credentials come from boto3's own chain
 (environment, profiles, roles, instance metadata: ``Boto3CredentialProvider`` asks the same session),
 path or virtual addressing and the endpoint come from the same settings, and object_store retries
 5xx, timeouts and dropped connections with backoff.

@@ -1,7 +1,7 @@
 """Back-pressure: Redis holds a bounded window of shard messages; the rest wait in the catalog.
 
-A 100 M-line campaign is ~400,000 shards, ~510 MB of Redis if published at once (1.3 kB per
-queued message, `bench/listing.py`), and Redis must never evict (an evicted message is a lost
+A 100 M-line campaign is ~400,000 shards, hundreds of MB of Redis if published at once (the bytes
+per queued message: docs/performance.md, from `bench/listing.py`), and Redis must never evict (an evicted message is a lost
 shard). So shards start ``pending`` in the catalog and the feeder publishes them in windows:
 
 - per queue and campaign priority, the messages a new one would wait behind ("ahead": those of its

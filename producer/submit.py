@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pisar import __version__, model_ref
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, ListingPart
+from pisar.catalog.models import Campaign, ListingPart, SourceKind
 from pisar.constants import DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
 from pisar.names import check_name
@@ -90,7 +90,7 @@ def create_campaign(
         priority=request.priority,
         shard_size=request.shard_size,
         manifest=manifest,
-        layout=request.layout,
+        layout=SourceKind(request.layout),
         crop=request.crop,
     )
     with get_engine(url).begin() as conn:

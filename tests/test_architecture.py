@@ -120,17 +120,17 @@ def test_the_import_contracts_name_every_core_module() -> None:
 
 def test_the_reliability_page_shows_the_table_of_moves_as_it_is() -> None:
     """docs/reliability.md draws the lifecycle from ``MOVES``; a change to the table must change the page."""
-    from pisar.catalog import shards
+    from pisar.catalog import shard_moves
 
     page = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
-    assert f"```mermaid\n{shards.diagram()}\n```" in page
-    assert shards.moves_table() in page
+    assert f"```mermaid\n{shard_moves.diagram()}\n```" in page
+    assert shard_moves.moves_table() in page
 
 
 def test_every_state_is_reachable_and_every_shard_can_end() -> None:
     """The table is whole: each state is some move's target, and from each a final state is reachable."""
     from pisar.catalog.models import ShardState
-    from pisar.catalog.shards import MOVES
+    from pisar.catalog.shard_moves import MOVES
 
     targets = {t.target for t in MOVES.values()}
     assert targets == set(ShardState)
@@ -193,3 +193,18 @@ def test_every_file_the_code_names_exists() -> None:
                 if not (REPO / match.group(1)).exists():
                     stale.append(f"{path.relative_to(REPO)}: {match.group(1)}")
     assert not stale, stale
+
+
+def test_no_module_decides_by_a_layouts_name() -> None:
+    """What a campaign reads is decided once, by ``pisar.sources.line_source``: nothing else compares a
+    ``layout`` with a name (``layout == "xml"``), so a new line source is a module and a registration."""
+    found = []
+    for module, tree in ALL:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare) and any(
+                isinstance(n, ast.Constant) and isinstance(n.value, str) for n in (node.left, *node.comparators)
+            ):
+                names = [n.attr if isinstance(n, ast.Attribute) else getattr(n, "id", "") for n in (node.left, *node.comparators)]
+                if any(name == "layout" for name in names):
+                    found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found

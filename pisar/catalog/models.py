@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, false, text
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 from pisar.constants import DEFAULT_PRIORITY
@@ -32,6 +32,26 @@ class ShardState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     QUARANTINED = "quarantined"
+
+
+class SourceKind(StrEnum):
+    """What a campaign reads (``campaign.layout``, ``--layout``): ``pisar.sources.line_source`` picks its source."""
+
+    LINE_IMAGES = "lines"  # every image is a line
+    PAGE_LINES = "xml"  # PAGE/ALTO files whose TextLines are cut from their scans
+
+
+class SourceKindType(TypeDecorator):
+    """``campaign.layout`` as the enum in Python, the same short text in the database as always."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else SourceKind(value).value
+
+    def process_result_value(self, value: Any, dialect: Any) -> SourceKind | None:
+        return None if value is None else SourceKind(value)
 
 
 class LineStatus(StrEnum):
@@ -66,8 +86,7 @@ class Campaign(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     listed_at: datetime | None = None  # every key range listed; until then shards keep arriving
     manifest: str | None = Field(default=None, sa_column=Column(Text))  # keys from this file instead of a listing
-    # lines: every image is a line; xml: PAGE/ALTO files whose TextLines are cut from their scans (pisar/sources/page_lines.py)
-    layout: str = Field(default="lines", max_length=20, sa_column_kwargs={"server_default": "lines"})
+    layout: SourceKind = Field(default=SourceKind.LINE_IMAGES, sa_type=SourceKindType, sa_column_kwargs={"server_default": "lines"})
     crop: str = Field(default="polygon", max_length=20, sa_column_kwargs={"server_default": "polygon"})  # page lines: polygon or box
 
 

@@ -1,7 +1,7 @@
 """The shard lifecycle: its states, the one table of allowed moves, and one function per move.
 
 This module is the only writer of ``shard`` rows (``tests/test_architecture.py`` checks it). Each
-move's SQL is built from ``MOVES``: the ``UPDATE`` matches only rows in one of the move's source
+move's SQL is built from ``MOVES`` (``pisar/catalog/shard_moves.py``): the ``UPDATE`` matches only rows in one of the move's source
 states and sets its target, so a move the table does not allow matches nothing. ``docs/reliability.md``
 shows the table as a diagram (``diagram()``; a test keeps the two equal).
 
@@ -18,9 +18,7 @@ shows the table as a diagram (``diagram()``; a test keeps the two equal).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Connection, Select, TextClause, Update, and_, insert, or_, select, text, update
 
@@ -28,83 +26,25 @@ from pisar.catalog.bulk import LineResult, upsert_line_results
 from pisar.catalog.codecs import flag_pattern, has_flag_sql
 from pisar.catalog.db import get_engine, limit_transaction
 from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
+from pisar.catalog.shard_moves import MOVES, Move
+from pisar.catalog.shard_values import Claim, Expired, Published, RunFacts, Skipped, shard_name
 from pisar.constants import WORKER_LOST
 from pisar.errors import WorkerCrash
 from pisar.flags import EMPTY
-from pisar.safe_text import printable
 
 _SHARD = Shard.__table__
 _LINE = Line.__table__
 _CAMPAIGN = Campaign.__table__
 _CHUNK = 1000  # shard ids per statement in bulk moves
 
-PENDING, QUEUED, RUNNING = ShardState.PENDING, ShardState.QUEUED, ShardState.RUNNING
-DONE, FAILED, QUARANTINED = ShardState.DONE, ShardState.FAILED, ShardState.QUARANTINED
-
-
-class Move(StrEnum):
-    """Every way a shard's state changes."""
-
-    LIST = "list"
-    PUBLISH = "publish"
-    UNPUBLISH = "unpublish"
-    CLAIM = "claim"
-    FINISH = "finish"
-    FAIL = "fail"
-    QUARANTINE = "quarantine"
-    RELEASE = "release"
-    EXPIRE = "expire"
-    REOPEN = "reopen"
-
-
-@dataclass(frozen=True)
-class Transition:
-    """Where a move may start, where it ends, and who makes it."""
-
-    sources: frozenset[ShardState]  # empty: the move creates the row
-    target: ShardState
-    by: str
-
-
-#: The table of allowed moves; the move functions below build their SQL from it.
-MOVES: dict[Move, Transition] = {
-    Move.LIST: Transition(frozenset(), PENDING, "the listing writes a new shard with its lines"),
-    Move.PUBLISH: Transition(frozenset({PENDING}), QUEUED, "the feeder, just before it sends the shard's message"),
-    Move.UNPUBLISH: Transition(frozenset({QUEUED}), PENDING, "the feeder, when the message could not be sent"),
-    Move.CLAIM: Transition(
-        frozenset({PENDING, QUEUED, FAILED}), RUNNING, "a worker: new fencing token and lease, one more attempt (below the limit)"
-    ),
-    Move.FINISH: Transition(frozenset({RUNNING}), DONE, "the worker, in the transaction that writes every line's result"),
-    Move.FAIL: Transition(frozenset({RUNNING}), FAILED, "the worker: a deterministic error, attempts left; retried with backoff"),
-    Move.QUARANTINE: Transition(
-        frozenset({RUNNING}), QUARANTINED, "the worker (an error) or the reaper (a dead worker) on the last attempt"
-    ),
-    Move.RELEASE: Transition(
-        frozenset({RUNNING}), QUEUED, "the worker: an outage, a stopping or broken worker; attempt refunded, message re-sent"
-    ),
-    Move.EXPIRE: Transition(frozenset({RUNNING}), PENDING, "the reaper or a claim: the lease ran out, its worker is gone"),
-    Move.REOPEN: Transition(
-        frozenset({PENDING, QUEUED, DONE, FAILED, QUARANTINED}), PENDING, "`pisar resume` or `pisar retry`: back in line for the feeder"
-    ),
-}
-
-
-def diagram() -> str:
-    """``MOVES`` as a Mermaid state diagram (what docs/reliability.md shows)."""
-    lines = ["stateDiagram-v2"]
-    for move, transition in MOVES.items():
-        for source in sorted(transition.sources) or ["[*]"]:
-            lines.append(f"    {source} --> {transition.target}: {move}")
-    return "\n".join(lines)
-
-
-def moves_table() -> str:
-    """``MOVES`` as a Markdown table (docs/reliability.md shows it beside the diagram)."""
-    rows = ["| move | from | to | made by |", "| --- | --- | --- | --- |"]
-    for move, transition in MOVES.items():
-        sources = ", ".join(sorted(transition.sources)) or "(a new row)"
-        rows.append(f"| `{move}` | {sources} | {transition.target} | {transition.by} |")
-    return "\n".join(rows)
+PENDING, QUEUED, RUNNING, DONE, FAILED, QUARANTINED = (
+    ShardState.PENDING,
+    ShardState.QUEUED,
+    ShardState.RUNNING,
+    ShardState.DONE,
+    ShardState.FAILED,
+    ShardState.QUARANTINED,
+)
 
 
 def _move(move: Move, *where: ColumnElement[bool]) -> Update:
@@ -112,21 +52,6 @@ def _move(move: Move, *where: ColumnElement[bool]) -> Update:
     transition = MOVES[move]
     sources = sorted(s.value for s in transition.sources)
     return update(_SHARD).where(_SHARD.c.state.in_(sources), *where).values(state=transition.target.value)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A held shard: the token proves the lease at commit time."""
-
-    shard_id: int
-    campaign_id: int
-    token: int
-    attempts: int
-    suspect: bool = False  # its last run's worker died: run it one line at a time to find the line that kills
-    model_id: str | None = None  # `retry --model` set another model for this shard
-    model_revision: str | None = None
-    index: int = 0  # the shard's number within its campaign: what `status`, `retry --shard` and the logs show
-    name: str = ""  # ``shard_name``: how logs name it
 
 
 def _fenced(held: Claim) -> ColumnElement[bool]:
@@ -151,17 +76,6 @@ def insert_listed(conn: Connection, campaign_id: int, first_index: int, line_cou
 
 
 # --- publish / unpublish (the feeder) --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Published:
-    """A shard the feeder just marked queued: what its message and its label in Flower need."""
-
-    shard_id: int
-    campaign_id: int
-    campaign_name: str
-    index: int
-    line_count: int
 
 
 def publish_next(url: str, queue: str, priority: int, limit: int) -> list[Published]:
@@ -206,17 +120,6 @@ def unpublish(url: str, shard_ids: Sequence[int]) -> int:
 # --- claim and a run's own moves (the worker) ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """A delivery that claimed nothing. ``held_until`` set: a live worker holds the shard until then, so
-    the delivery should come back at that time (its holder may have died); unset: nothing is owed
-    to the shard (done, quarantined, out of attempts, or gone)."""
-
-    held_until: datetime | None = None
-    holder: str | None = None
-    name: str = ""  # ``shard_name``; empty if the shard is not in the catalog
-
-
 def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts: int) -> Claim | Skipped:
     """Take the shard if nobody holds a live lease on it; otherwise say why not (``Skipped``).
 
@@ -253,11 +156,6 @@ def claim(url: str, shard_id: int, worker: str, lease_seconds: int, max_attempts
         row.index,
         shard_name(row.campaign_name, row.index),
     )
-
-
-def shard_name(campaign_name: str, index: int) -> str:
-    """``vol-1917 shard 3``: a shard as people name it (``status``, ``retry --shard``, logs), never by its row id."""
-    return f"{printable(campaign_name)} shard {index}"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -304,15 +202,6 @@ def lines_to_do(url: str, shard_id: int) -> list[str]:
     """
     with get_engine(url).connect() as conn:
         return [r.key for r in conn.execute(lines_to_do_statement(shard_id))]
-
-
-@dataclass(frozen=True)
-class RunFacts:
-    """How a run went, stored with its shard."""
-
-    engine: str  # device and dtype, e.g. ``cuda:bfloat16``
-    load_seconds: float
-    generate_seconds: float
 
 
 def finish(url: str, held: Claim, results: Sequence[LineResult], facts: RunFacts, timeout_seconds: float | None = None) -> bool:
@@ -380,15 +269,6 @@ def probe(url: str, held: Claim, key: str) -> bool:
 
 
 # --- expire (the reaper) ---------------------------------------------------------------------
-
-
-@dataclass
-class Expired:
-    """What one pass did: shards back in line, shards quarantined, lines set aside."""
-
-    returned: list[int] = field(default_factory=list)  # back to pending: the feeder publishes them
-    quarantined: list[int] = field(default_factory=list)
-    poisoned: list[str] = field(default_factory=list)  # keys set aside as WorkerCrash
 
 
 def expire_leases(url: str, max_attempts: int, campaign_id: int | None = None) -> Expired:

@@ -87,9 +87,12 @@ def train(
         resume=resume,
     )
     settings = get_settings()
+    from pisar.reader.devices import set_threads
     from pisar.worker.process_settings import apply_process_settings
 
     apply_process_settings(settings)
+    if settings.torch_threads:
+        set_threads(settings.torch_threads)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err) as progress:
         result = run_training(config, settings, progress)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from pisar.errors import ConfigError
+from pisar.errors import FatalError
 from pisar.model_ref import ModelRef
 from pisar.reader.options import DecodeOptions, GenerationOptions
 from pisar.reader.reading import DecodeSteps, Reading
@@ -63,12 +63,17 @@ def backend_names() -> tuple[str, ...]:
 
 
 def load_backend(name: str, ref: ModelRef, *, device: str, dtype: str, options: DecodeOptions) -> Backend:
-    """Load ``ref`` with the back-end called ``name``."""
-    factory = _BACKENDS.get(name)
+    """Load ``ref`` with the back-end called ``name``: a registered name, or a ``module:Class`` path
+    (a back-end in a package of its own, named in ``PISAR_READER_BACKEND`` with no code changed).
+    A back-end that is not there is this node's failure (``FatalError``), never a shard's."""
+    factory = _BACKENDS.get(name, name if ":" in name else None)
     if factory is None:
-        raise ConfigError(f"unknown reader back-end {name!r}; known: {', '.join(_BACKENDS)}")
+        raise FatalError(f"unknown reader back-end {name!r}; known: {', '.join(_BACKENDS)}, or a module:Class path")
     if isinstance(factory, str):
         module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
+        try:
+            factory = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise FatalError(f"reader back-end {name!r} cannot be imported: {exc}") from None
     made: Any = factory(ref, device=device, dtype=dtype, options=options)
     return made

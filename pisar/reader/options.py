@@ -59,13 +59,15 @@ class GenerationOptions:
 @dataclass(frozen=True)
 class DecodeOptions:
     """``decoder``: auto (Pisar's greedy loop where it serves) or generate; ``graphs``: auto, on or off
-    (``decode_steps.py``); ``compile_encoder`` and ``encoder_fp8``: the encoder variants (``encoder_variants.py``)."""
+    (``decode_steps.py``); ``compile_encoder`` and ``encoder_fp8``: the encoder variants
+    (``encoder_variants.py``); ``threads``: torch's intra-op threads on a CPU (unset: torch's default)."""
 
     decoder: str = "auto"
     graphs: str = "auto"
     compile_encoder: bool = False
     encoder_fp8: bool = False
+    threads: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> DecodeOptions:
-        return cls(settings.decoder, settings.decode_graphs, settings.compile_encoder, settings.encoder_fp8)
+        return cls(settings.decoder, settings.decode_graphs, settings.compile_encoder, settings.encoder_fp8, settings.torch_threads)

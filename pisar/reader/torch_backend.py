@@ -21,7 +21,7 @@ from pisar.model_ref import ModelRef, load_target
 from pisar.processor import load_processor
 from pisar.reader.attention import use_sdpa
 from pisar.reader.confidence import line_confidence, word_confidences
-from pisar.reader.devices import pick_device, pick_dtype
+from pisar.reader.devices import pick_device, pick_dtype, set_threads
 from pisar.reader.encoder_variants import prepare_encoder
 from pisar.reader.greedy import GreedyLoop
 from pisar.reader.memory import MemoryCost
@@ -79,6 +79,8 @@ class TorchBackend:
     def __init__(self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto", options: DecodeOptions | None = None) -> None:
         self.ref = ref
         self.options = options or DecodeOptions()
+        if self.options.threads:
+            set_threads(self.options.threads)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.processor, self.model = load_model(ref, self.dtype, self.device)

@@ -1,7 +1,7 @@
 """The greedy token and its log-probability from the decoder's last hidden state, the vocabulary taken in cache-sized chunks.
 
-On a CPU a step's logits are the largest thing it touches: batch 64 x a RoBERTa vocabulary of
-50,265 in fp32 is 12.9 MB, several times a core's L2. Taken whole, the projection writes them out
+On a CPU a step's logits are the largest thing it touches: a batch of 64 lines over a RoBERTa-sized
+vocabulary in fp32 is several times a core's L2. Taken whole, the projection writes them out
 and logsumexp, the masks, argmax and the gather each stream them back from L3 or memory, and
 those passes cost more than the decoder's layers (docs/performance.md). Here the projection writes
 one chunk of columns that fits in L2 (``CACHE_BYTES``) and the chunk's logsumexp, masks and maximum

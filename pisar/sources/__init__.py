@@ -19,21 +19,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from enum import StrEnum
 from typing import Protocol
 
+from pisar.catalog.models import SourceKind
 from pisar.errors import ConfigError
 from pisar.sources.line_images import LineImages
 from pisar.sources.page_lines import PageLines
 from pisar.sources.prepared import Cutting, LinePlace, Prepared, PrepareImage
 from pisar.storage import KeySource, Storage
-
-
-class SourceKind(StrEnum):
-    """A campaign's kind of input, as the catalog stores it (``campaign.layout``) and ``--layout`` names it."""
-
-    LINE_IMAGES = "lines"
-    PAGE_LINES = "xml"
 
 
 class LineSource(Protocol):

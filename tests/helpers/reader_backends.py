@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -45,7 +46,8 @@ class Scripted:
         self.batches: list[int] = []
 
     def describe(self, options: GenerationOptions) -> str:
-        return f"scripted:{self.dtype}:{options.max_new_tokens}"
+        """Also says whether torch is in the process: a back-end that needs none must not bring it."""
+        return f"scripted:{self.dtype}:{'torch' if 'torch' in sys.modules else 'no-torch'}"
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         return np.asarray(image.convert("L").resize((16, 4)), dtype=np.float32)[None] / 255.0
