@@ -167,7 +167,9 @@ def bare_part(keys: list[str], env: dict[str, str], batch_size: int, barrier, re
     settings = Settings(torch_threads=1)
     apply_process_settings(settings)
     set_threads(1)  # as each worker of the distributed row runs (PISAR_TORCH_THREADS=1)
-    row = PisarRow(DEMO_MODEL, S3Storage(BUCKET, "lines/", settings), "float32", batch_size, "cpu", 4, GenerationOptions.greedy().overrides())
+    row = PisarRow(
+        DEMO_MODEL, S3Storage(BUCKET, "lines/", settings), "float32", batch_size, "cpu", 4, GenerationOptions.greedy().overrides()
+    )
     row.run(keys[: batch_size * 2])  # warm-up, as the workers have read a batch before their span starts
     barrier.wait()
     results.put(row.run(keys))
