@@ -65,7 +65,8 @@ def decode_line_image(data: bytes, limits: ImageLimits) -> Image.Image:
 
 #: Called with every image's bytes before it is decoded, line images and page scans alike: a
 #: deployment's content scanner, or the test suite's stand-in for a native crash in a decoder
-#: (``tests/helpers/fault_hooks``). An exception raised here is the line's, as a decoder's would be.
+#: (``tests/helpers/fault_hooks``). An observer refuses a file by raising a ``LineError``: it becomes
+#: the error of the line (or of every line cut from the scan), as a decoder's would.
 BEFORE_DECODE: list[Callable[[bytes], None]] = []
 
 

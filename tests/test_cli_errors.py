@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import assert_one_line_error, run_pisar
+from tests.helpers.paths import lines_folder
 
 
 def test_unknown_campaign(embedded_env: dict[str, str]) -> None:
@@ -113,10 +114,7 @@ def test_embedded_run_on_a_device_it_lacks_is_one_line_and_gives_the_shard_back(
     embedded_env: dict[str, str], tiny_model, print_lines, tmp_path
 ) -> None:
     """In `pisar run` a node that cannot serve is the command's error: one line, exit 3, the shard left unspent."""
-    source = tmp_path / "lines"
-    source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:2]:
-        (source / path.name).write_bytes(path.read_bytes())
+    source = lines_folder(tmp_path, print_lines, 2)
     env = {**embedded_env, "PISAR_DEVICE": "cuda"}
     result = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "nogpu"], env, timeout=120)
     said = [line for line in result.stderr.splitlines() if line.strip()]

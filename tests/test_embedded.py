@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import read_jsonl, run_pisar
+from tests.helpers.paths import lines_folder
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +50,7 @@ def test_run_twice_resumes_without_inference(tiny_model: Path, print_lines: Path
 def test_embedded_retry_reruns_errored_lines_in_process(
     tiny_model: Path, print_lines: Path, embedded_env: dict[str, str], tmp_path: Path
 ) -> None:
-    source = tmp_path / "lines"
-    source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:10]:
-        (source / path.name).write_bytes(path.read_bytes())
+    source = lines_folder(tmp_path, print_lines, 10)
     (source / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "r.jsonl"
     run = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "small", "-o", str(out), "--shard-size", "4"], embedded_env)
@@ -79,10 +77,7 @@ def test_changed_model_folder_is_refused_as_this_nodes_fault(
     import shutil
 
     model = shutil.copytree(tiny_model, tmp_path / "model")
-    source = tmp_path / "lines"
-    source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:3]:
-        (source / path.name).write_bytes(path.read_bytes())
+    source = lines_folder(tmp_path, print_lines, 3)
     (source / "broken.png").write_bytes(b"")
     env = {**embedded_env, "PISAR_MAX_ATTEMPTS": "2"}
     out = tmp_path / "r.jsonl"
@@ -138,10 +133,7 @@ def test_empty_readings_are_found_by_confidence_flag_and_status(
     """An empty reading of an inked line is a likely miss: it has a confidence (the end token's
     probability), so confidence filters see it; it is flagged ``empty`` for `retry --flag empty`;
     and `status` counts it."""
-    source = tmp_path / "lines"
-    source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:4]:
-        (source / path.name).write_bytes(path.read_bytes())
+    source = lines_folder(tmp_path, print_lines, 4)
     out = tmp_path / "r.jsonl"
     ran = run_pisar(["run", str(source), "--model", str(empty_model), "--name", "blank", "-o", str(out)], embedded_env)
     assert ran.returncode == 0, ran.stderr

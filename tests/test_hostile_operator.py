@@ -27,16 +27,9 @@ import pytest
 
 from infra.local_services import free_port, port_open, start_redis, throwaway_database, wait_for
 from tests.helpers.cli import PISAR, assert_one_line_error, read_jsonl, run_pisar, wait_until
+from tests.helpers.paths import lines_folder
 
 SENTINEL = "Sentinel7Pw"  # planted as a password; must never appear in anything the tools print or serve
-
-
-def lines_folder(tmp_path: Path, print_lines: Path, count: int, name: str = "lines") -> Path:
-    folder = tmp_path / name
-    folder.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:count]:
-        shutil.copy(path, folder / path.name)
-    return folder
 
 
 def start_pisar(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:

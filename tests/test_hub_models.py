@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import assert_one_line_error, run_pisar
+from tests.helpers.paths import lines_folder
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +32,7 @@ def hub_env(tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path) -> d
 def test_hub_id_is_pinned_to_its_commit_and_reads_like_the_folder(
     hub_env: dict[str, str], tiny_model: Path, print_lines: Path, tmp_path: Path
 ) -> None:
-    source = tmp_path / "lines"
-    source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:6]:
-        (source / path.name).write_bytes(path.read_bytes())
+    source = lines_folder(tmp_path, print_lines, 6)
     by_hub, by_folder = tmp_path / "hub.jsonl", tmp_path / "folder.jsonl"
     hub = run_pisar(["run", str(source), "--model", "archive/tiny-htr@main", "--name", "hub", "-o", str(by_hub)], hub_env)
     assert hub.returncode == 0, hub.stderr

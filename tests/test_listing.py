@@ -18,7 +18,7 @@ from pisar.producer.submit import SubmitRequest, continue_listing, create_campai
 from pisar.s3_storage import S3Storage
 from pisar.settings import Settings
 from pisar.storage import KeyRange, LocalStorage
-from tests.helpers.paths import DEMO_MODEL
+from tests.helpers.paths import DEMO_MODEL, lines_folder
 
 # Folders two deep, objects beside folders, names that sort tightly ("f1/" vs "f1.png" vs "f10/").
 IMAGES = (
@@ -167,14 +167,10 @@ def test_one_lister_per_campaign(bucket: str, seaweedfs, s3_env, postgres_url: s
 def test_the_producer_describes_the_model_from_its_files_and_never_imports_torch(tmp_path: Path, print_lines: Path) -> None:
     """`submit` records preprocessing and generation from the model's JSON files: torch would cost it 350 MB."""
     import json
-    import shutil
     import subprocess
     import sys
 
-    source = tmp_path / "lines"
-    source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:3]:
-        shutil.copy(path, source)
+    source = lines_folder(tmp_path, print_lines, 3)
     script = f"""
 import json, sys
 from pisar.settings import Settings

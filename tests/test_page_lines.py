@@ -78,7 +78,7 @@ def test_a_pasted_page_gives_back_each_real_line_and_is_read_once(bucket: str, s
         for item, (path, _) in zip(prepared, placed, strict=True):
             assert np.array_equal(item.pixels, np.asarray(Image.open(path).convert("L"))), path.name
         assert storage.reads == {"fond/vol/p1.xml": 1, "fond/vol/p1.png": 1}  # eight threads, twelve lines: one read each
-        assert lines._pages == {}  # the page is let go after its last line
+        assert lines.pages_in_memory == 0  # the page is let go after its last line
 
 
 def test_the_transkribus_page_cuts_all_44_lines_from_one_read(bucket: str, s3, seaweedfs, kraken_page: Path) -> None:
@@ -95,6 +95,33 @@ def test_the_transkribus_page_cuts_all_44_lines_from_one_read(bucket: str, s3, s
     assert [p.size for p in prepared] == [(r - left, b - t) for left, t, r, b in (line.box for line in layout.lines)]
     assert all(p.pixels.ndim == 2 for p in prepared)  # a grey-scale scan gives grey-scale lines (one channel to resize)
     assert sorted(storage.reads.values()) == [1, 1]
+
+
+def test_a_scans_bytes_meet_the_decode_observers_once_and_a_refusal_is_every_lines(bucket: str, s3, seaweedfs, kraken_page: Path) -> None:
+    """``pisar.images.BEFORE_DECODE`` (where the fault hooks and a deployment's scanner sit) sees a page
+    campaign's scans as it sees line images: once per page, and a refusal is the error of each line."""
+    from pisar.errors import UnreadableImage
+    from pisar.images import BEFORE_DECODE
+    from pisar.layout import read_layout
+
+    scan = (kraken_page / "170025120000003,0074.jpg").read_bytes()
+    for name in ("170025120000003,0074.xml", "170025120000003,0074.jpg"):
+        s3.put_object(Bucket=bucket, Key=f"seen/{name}", Body=(kraken_page / name).read_bytes())
+    layout = read_layout((kraken_page / "170025120000003,0074.xml").read_bytes())
+    keys = [line_key("seen/170025120000003,0074.xml", line.line_id) for line in layout.lines]
+    seen: list[bytes] = []
+
+    def refuse(data: bytes) -> None:
+        seen.append(data)
+        raise UnreadableImage("refused by the scanner")
+
+    BEFORE_DECODE.append(refuse)
+    try:
+        prepared = prepare_all(ShardPages(storage_of(bucket, seaweedfs), LIMITS, np.asarray, keys), keys)
+    finally:
+        BEFORE_DECODE.remove(refuse)
+    assert seen == [scan]
+    assert [str(p.error) for p in prepared] == ["refused by the scanner"] * len(keys)
 
 
 def test_bad_pages_and_lines_are_recorded_per_line(bucket: str, s3, seaweedfs, print_lines: Path) -> None:

@@ -16,6 +16,7 @@ from pisar.errors import FatalError, GenerationFailed
 from pisar.model_ref import ModelRef
 from pisar.reader import GenerationOptions, LineReader, Reading, register_backend
 from tests.helpers.cli import read_jsonl, run_pisar
+from tests.helpers.paths import lines_folder
 from tests.helpers.reader_backends import Scripted
 
 SCRIPTED = "tests.helpers.reader_backends:Scripted"
@@ -94,10 +95,7 @@ def test_a_campaign_runs_whole_on_a_backend_named_in_a_setting(
     change to Pisar, and a back-end that needs no torch runs in a process that never imports it."""
     env = {k: v for k, v in embedded_env.items() if k != "PISAR_TORCH_THREADS"}
     env |= {"PISAR_READER_BACKEND": SCRIPTED, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
-    source = tmp_path / "lines"
-    source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:6]:
-        (source / path.name).write_bytes(path.read_bytes())
+    source = lines_folder(tmp_path, print_lines, 6)
     out = tmp_path / "out.jsonl"
     done = run_pisar(["run", str(source), "--model", str(tiny_model), "--name", "scripted", "--output", str(out)], env)
     assert done.returncode == 0, done.stderr

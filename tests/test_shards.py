@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from pisar.producer.campaigns import shards_to_resume
 from pisar.producer.retry import RetrySelector, plan
 from pisar.producer.submit import SubmitRequest, create_campaign
 from pisar.settings import Settings
+from tests.helpers.paths import lines_folder
 
 if TYPE_CHECKING:
     from pisar.reader import ReaderCache
@@ -50,10 +50,7 @@ def engines():  # one loaded test model for the runners of this module
 
 @pytest.fixture
 def campaign(settings: Settings, tiny_model: Path, print_lines: Path, tmp_path: Path):
-    source = tmp_path / "lines"
-    source.mkdir()
-    for path in sorted(print_lines.glob("*.png"))[:5]:
-        shutil.copy(path, source)
+    source = lines_folder(tmp_path, print_lines, 5)
     request = SubmitRequest(str(source), str(tiny_model), "store-test", shard_size=2, queue="q")
     created, listing = create_campaign(settings, request)
     assert created.shard_count == 3 and listing.keys == 5

@@ -1,1 +1,1 @@
-"""The GPU side: the Celery task, the image pipeline and the inference engine (``pisar.worker``)."""
+"""The GPU side: the Celery task, the shard runner and its input pipeline (``pisar.worker``); the model itself is read through ``pisar.reader``."""

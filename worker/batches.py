@@ -80,10 +80,10 @@ class WidthGroups:
 
 @dataclass
 class ShardReading:
-    """A shard's lines, each with its outcome, in key order; where the time went; how they were read."""
+    """A shard's lines, each with its outcome, in key order; how they were read; where the time went."""
 
+    provenance: Provenance  # the last batch's (every batch of a shard is read alike)
     lines: list[tuple[Prepared, LineOutcome]] = field(default_factory=list)
-    provenance: Provenance | None = None
     input_wait: float = 0.0  # the reader waiting for the pool
     generate: float = 0.0
     fetch: float = 0.0  # summed over the pool's threads
@@ -113,7 +113,7 @@ def read_lines(
     else:
         batch_size = group = 1
         items = one_at_a_time(keys, prepare, probe)
-    shard = ShardReading()
+    shard = ShardReading(Provenance(reader.describe(options), options))  # a shard of unreadable lines is described too
     groups = WidthGroups(batch_size, group)
     paid, useful = reader.steps.paid, reader.steps.useful
 

@@ -135,7 +135,7 @@ class ShardRunner:
             results = shard_rows(read.lines, self.worker, str(ModelRef.of(campaign.model_id, campaign.model_revision)))
             lease.renew_for(self.settings.commit_timeout_seconds)  # a commit that hangs past its timeout stops being renewed
             started = time.perf_counter()
-            facts = RunFacts(reader.describe(options), read.input_wait, read.generate)
+            facts = RunFacts(read.provenance.reader, read.input_wait, read.generate)
             committed = shards.finish(self.catalog_url, held, results, facts, self.settings.commit_timeout_seconds)
             metrics.STAGE_SECONDS.labels("commit").inc(time.perf_counter() - started)
         metrics.record_gpu_memory()

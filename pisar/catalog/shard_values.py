@@ -54,7 +54,7 @@ def shard_name(campaign_name: str, index: int) -> str:
 class RunFacts:
     """How a run went, stored with its shard."""
 
-    engine: str  # device and dtype, e.g. ``cuda:bfloat16``
+    engine: str  # the reader's provenance: device, dtype, decode loop, e.g. ``cuda:bfloat16:greedy-loop+graphs``
     load_seconds: float
     generate_seconds: float
 

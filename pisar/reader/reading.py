@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pisar.errors import LineError
 from pisar.flags import Flag
 from pisar.reader.options import GenerationOptions
+from pisar.words import words
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,11 @@ class Reading:
     token_count: int
     flags: tuple[Flag, ...] = ()  # signs that the text is not a plain reading (``pisar/flags.py``)
     word_confidences: tuple[float, ...] = ()  # one per word of ``pisar.words.words(text)``
+
+    @property
+    def words(self) -> list[tuple[str, float]]:
+        """Each word of the text with its confidence, as the exports write them."""
+        return list(zip(words(self.text), self.word_confidences, strict=False))
 
 
 #: A line's outcome: its reading, or the error that kept it from one (``GenerationFailed``).

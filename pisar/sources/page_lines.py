@@ -10,10 +10,8 @@ line and is counted among the skipped files. A page's lines stay in one shard un
 alone holds more than a shard: then it fills whole shards and its rest starts the next one. So a
 worker reads each scan once per shard.
 
-Reading.
-A page campaign's line key is ``<layout key>#<line id>`` (``pisar.layout.line_key``): the XML's key
-in the source, then the ``TextLine`` id.
-The fetch pool prepares a shard's lines in parallel and in key order, so the lines of one page
+Reading. A page campaign's line key is ``<layout key>#<line id>`` (``pisar.layout.line_key``): the
+XML's key in the source, then the ``TextLine`` id. The fetch pool prepares a shard's lines in parallel and in key order, so the lines of one page
 arrive together: the first of them reads and parses the XML and reads and decodes the scan
 (``decode_line``: the same hostile-image limits as a line image, which a 4,000 x 5,000 scan is far
 inside), the others wait on that page's lock and reuse both, and the scan is let go when the
@@ -136,6 +134,12 @@ class ShardPages:
             return Prepared(key, error=exc, place=place)
         finally:
             self._done(layout_key)
+
+    @property
+    def pages_in_memory(self) -> int:
+        """Pages whose XML and scan are held: only those with lines still to cut in this shard."""
+        with self._lock:
+            return len(self._pages)
 
     def _page(self, layout_key: str) -> _Page:
         with self._lock:
