@@ -96,9 +96,10 @@ class ShardRunner:
             return ShardOutcome(shard_id, Outcome.FENCED, error=str(exc), attempts=held.attempts)
         except stopping.WorkerStopping as exc:  # not the shard's fault: no attempt is spent
             return self._release(held, Outcome.STOPPED, exc)
-        except FatalError as exc:  # this node, not the shard: give it back and stop taking work
+        except FatalError as exc:  # this node, not the shard: give it back, then stop taking work
+            released = self._release(held, Outcome.BROKEN, exc)
             self.node.cannot_serve(exc)
-            return self._release(held, Outcome.BROKEN, exc)
+            return released
         except Exception as exc:  # every failure of a held shard ends in a recorded state
             if is_outage(exc):
                 return self._release(held, Outcome.STALLED, exc)
