@@ -14,8 +14,8 @@ from pisar.settings import Settings
 from pisar.sources import Cutting, line_source
 from pisar.storage import LocalStorage
 from pisar.worker.batches import read_lines
-from tests.helpers.engine import reader_for
 from tests.helpers.paths import DEMO_MODEL
+from tests.helpers.reading import reader_for
 
 
 def read_shard(engine: LineReader, storage: LocalStorage, keys: list[str], length_groups: int) -> tuple[dict[str, str | None], float]:

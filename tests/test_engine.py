@@ -11,7 +11,7 @@ import pytest
 
 from pisar.images import ImageLimits, decode_line_image
 from pisar.reader import LineReader, Reading
-from tests.helpers.engine import reader_for, recognize
+from tests.helpers.reading import read_outcomes, reader_for
 from tests.helpers.reference import CardLoop
 
 LIMITS = ImageLimits(max_pixels=89_478_485, min_side=4, max_side=16_384)
@@ -41,7 +41,7 @@ def recognize_files(engine: LineReader, paths: list[Path], batch_size: int) -> l
     pixels = [engine.prepare(decode_line_image(p.read_bytes(), LIMITS)) for p in paths]
     results: list[Reading] = []
     for start in range(0, len(pixels), batch_size):
-        results.extend(recognize(engine, np.stack(pixels[start : start + batch_size])))
+        results.extend(read_outcomes(engine, np.stack(pixels[start : start + batch_size])))
     return results
 
 
@@ -78,7 +78,7 @@ def test_confidence_is_geometric_mean_of_chosen_token_probabilities(tiny_model: 
         ids = card.model.generate(pixel_values, num_beams=num_beams)[0].tolist()
         logits = card.model(pixel_values=pixel_values, decoder_input_ids=torch.tensor([ids[:-1]])).logits[0]
     engine = reader_for(tiny_model)
-    [got] = recognize(engine, np.stack([engine.prepare(decode_line_image(path.read_bytes(), LIMITS))]), {"num_beams": num_beams})
+    [got] = read_outcomes(engine, np.stack([engine.prepare(decode_line_image(path.read_bytes(), LIMITS))]), {"num_beams": num_beams})
     log_probs = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
     special = set(card.processor.tokenizer.all_special_ids)
     text_lp = [float(lp) for tok, lp in zip(ids[1:], log_probs, strict=True) if tok not in special]
@@ -127,7 +127,7 @@ def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_
     engine = reader_for(tiny_model, decoder)
     paths = sorted(print_lines.glob("*.png"))[:4]
     pixels = engine.backend.to_device(np.stack([engine.prepare(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])).numpy()
-    good = recognize(engine, pixels)  # float input (already normalized) is accepted as it is
+    good = read_outcomes(engine, pixels)  # float input (already normalized) is accepted as it is
     pixels[2, 0, 0, 0] = np.nan  # a poisoned input: decoding is made to raise on it below
 
     def poisoned(pixel_values) -> None:
@@ -135,7 +135,7 @@ def test_failing_batch_is_split_to_isolate_the_bad_line(tiny_model: Path, print_
             raise RuntimeError("poisoned line")
 
     before_decoding(engine, poisoned)
-    results = recognize(engine, pixels)
+    results = read_outcomes(engine, pixels)
     assert isinstance(results[2], GenerationFailed)
     assert [r.text for i, r in enumerate(results) if i != 2] == [r.text for i, r in enumerate(good) if i != 2]
 
@@ -148,7 +148,7 @@ def test_out_of_memory_halves_the_batch_for_good_and_loses_no_line(tiny_model: P
     engine = reader_for(tiny_model, decoder)
     paths = sorted(print_lines.glob("*.png"))[:16]
     pixels = np.stack([engine.prepare(decode_line_image(p.read_bytes(), LIMITS)) for p in paths])
-    expected = [r.text for r in recognize(engine, pixels)]
+    expected = [r.text for r in read_outcomes(engine, pixels)]
     sizes = []
 
     def fits(pixel_values) -> None:
@@ -157,8 +157,8 @@ def test_out_of_memory_halves_the_batch_for_good_and_loses_no_line(tiny_model: P
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
 
     before_decoding(engine, fits)
-    assert [r.text for r in recognize(engine, pixels)] == expected  # 16 -> OOM, 8 -> OOM, then 4 x 4
+    assert [r.text for r in read_outcomes(engine, pixels)] == expected  # 16 -> OOM, 8 -> OOM, then 4 x 4
     assert engine.limit.max_batch == 4 and sizes == [16, 8, 4, 4, 4, 4]
     sizes.clear()
-    assert [r.text for r in recognize(engine, pixels)] == expected
+    assert [r.text for r in read_outcomes(engine, pixels)] == expected
     assert sizes == [4, 4, 4, 4]  # the next batch no longer tries what did not fit

@@ -12,7 +12,7 @@ from pisar.catalog.codecs import encode_flags
 from pisar.flags import EMPTY, MAX_LENGTH, REPETITION, generation_flags, repeats_at_end
 from pisar.images import ImageLimits, decode_line
 from pisar.reader import LineReader
-from tests.helpers.engine import recognize
+from tests.helpers.reading import read_outcomes
 
 
 def test_repetition_means_one_ngram_repeated_at_the_end() -> None:
@@ -37,7 +37,7 @@ def test_engine_flags_lines_that_hit_the_token_limit(tiny_model: Path, print_lin
     engine = LineReader(model_ref.resolve(model_ref.parse(str(tiny_model))), device="cpu", dtype="float32")
     limits = ImageLimits(89_478_485, 4, 16_384)
     pixels = np.stack([engine.prepare(decode_line(p.read_bytes(), limits).line) for p in sorted(print_lines.glob("*.png"))[:4]])
-    capped = recognize(engine, pixels, {"max_new_tokens": 6})
+    capped = read_outcomes(engine, pixels, {"max_new_tokens": 6})
     assert all(MAX_LENGTH in r.flags for r in capped)
 
 
@@ -50,7 +50,7 @@ def test_an_empty_reading_has_the_end_tokens_probability_as_its_confidence(tiny_
     limits = ImageLimits(89_478_485, 4, 16_384)
     pixels = np.stack([engine.prepare(decode_line(p.read_bytes(), limits).line) for p in sorted(print_lines.glob("*.png"))[:3]])
     config = engine.backend.model.generation_config
-    empty = recognize(engine, pixels, {"max_new_tokens": 1, "min_new_tokens": 0, "forced_eos_token_id": config.eos_token_id})
+    empty = read_outcomes(engine, pixels, {"max_new_tokens": 1, "min_new_tokens": 0, "forced_eos_token_id": config.eos_token_id})
     with torch.inference_mode():  # the same probability, from one teacher-forced step of the model
         start = torch.full((len(pixels), 1), config.decoder_start_token_id)
         logits = engine.backend.model(pixel_values=engine.backend.to_device(pixels), decoder_input_ids=start).logits[:, -1].float()

@@ -13,7 +13,7 @@ import torch
 from pisar import model_ref
 from pisar.images import ImageLimits, decode_line
 from pisar.reader import DecodeOptions, LineReader
-from tests.helpers.engine import options, recognize
+from tests.helpers.reading import options, read_outcomes
 from tests.helpers.reference import CardLoop, assert_same_texts
 
 pytestmark = pytest.mark.gpu
@@ -36,7 +36,7 @@ def test_the_engine_on_cuda_reads_as_the_card_loop_on_the_cpu(tiny_model: Path, 
     assert engine.describe(options(GREEDY)).endswith(":greedy-loop+graphs")  # CUDA graphs are the default on a GPU
     got = []
     for start in range(0, len(paths), 16):
-        got.extend(recognize(engine, pixels_of(engine, paths[start : start + 16]), GREEDY))
+        got.extend(read_outcomes(engine, pixels_of(engine, paths[start : start + 16]), GREEDY))
     card = CardLoop(tiny_model)
     keyed = {p.name: p for p in paths}
     assert_same_texts(card, {p.name: card.read(p) for p in paths}, {p.name: r.text for p, r in zip(paths, got, strict=True)}, keyed)

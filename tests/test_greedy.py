@@ -15,8 +15,8 @@ from pisar.images import ImageLimits, decode_line
 from pisar.reader import DecodeOptions, LineOutcome, LineReader, vocab_chunks
 from pisar.reader.greedy import Decoded, GreedyLoop
 from pisar.reader.torch_backend import TorchBackend
-from tests.helpers.engine import options
 from tests.helpers.paths import DEMO_MODEL
+from tests.helpers.reading import options
 from tests.helpers.reference import CardLoop, assert_same_texts
 
 GREEDY = {"num_beams": 1, "do_sample": False}  # what a campaign's generation overrides hold by default

@@ -100,13 +100,13 @@ def test_the_engine_stores_a_confidence_per_word(byte_model: Path, print_lines: 
     from pisar import model_ref
     from pisar.images import ImageLimits, decode_line
     from pisar.reader import LineReader
-    from tests.helpers.engine import recognize
+    from tests.helpers.reading import read_outcomes
 
     engine = LineReader(model_ref.resolve(model_ref.parse(str(byte_model))), device="cpu", dtype="float32")
     paths = sorted(print_lines.glob("*.png"))[:8]
     limits = ImageLimits(89_478_485, 4, 16_384)
     pixels = np.stack([engine.prepare(decode_line(p.read_bytes(), limits).line) for p in paths])
-    for result in recognize(engine, pixels):
+    for result in read_outcomes(engine, pixels):
         assert len(result.word_confidences) == len(words(result.text))
         assert all(0 < c <= 1 for c in result.word_confidences)
         if len(result.word_confidences) == 1 and result.text == result.text.strip():

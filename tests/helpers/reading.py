@@ -16,7 +16,7 @@ def reader_for(folder: Path, decoder: str = "auto", graphs: str = "auto") -> Lin
     return LineReader(model_ref.resolve(model_ref.parse(str(folder))), device="cpu", dtype="float32", options=options)
 
 
-def recognize(reader: LineReader, pixels: np.ndarray, overrides: dict[str, Any] | None = None) -> list[LineOutcome]:
+def read_outcomes(reader: LineReader, pixels: np.ndarray, overrides: dict[str, Any] | None = None) -> list[LineOutcome]:
     """One batch read with generation ``overrides`` (as a campaign stores them): an outcome per line."""
     return reader.read(pixels, GenerationOptions.from_overrides(overrides)).outcomes
 
