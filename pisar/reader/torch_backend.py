@@ -98,6 +98,7 @@ class TorchBackend:
         self._eos_ids = torch.tensor(eos_ids, dtype=torch.long, device=self.device)
         self._special_ids = torch.tensor(sorted(special), device=self.device)
         self.steps = DecodeSteps()
+        self._loops: dict[str, str] = {}  # decoder_for's answers, by the options' repr
         self.fast_preprocess = LinePreprocessor.build(self.processor.image_processor)
         log.info("reader ready: %s on %s, %s preprocessing", ref, self.describe(), "table" if self.fast_preprocess else "processor")
 
@@ -109,10 +110,14 @@ class TorchBackend:
         return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}:{loop}{self.encoder_variant}"
 
     def decoder_for(self, options: GenerationOptions | None = None) -> str:
-        """Which decode loop reads with these options: Pisar's greedy loop where it serves, else generate()."""
-        if self.greedy is not None and self.greedy.serves(_overrides(options)):
-            return "greedy-loop"
-        return "generate"
+        """Which decode loop reads with these options: Pisar's greedy loop where it serves, else generate().
+
+        Asked per batch (the loop, the provenance); answered once per set of options, since checking
+        them copies the model's generation config."""
+        key = repr(options)
+        if key not in self._loops:
+            self._loops[key] = "greedy-loop" if self.greedy is not None and self.greedy.serves(_overrides(options)) else "generate"
+        return self._loops[key]
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One line image (``L`` or ``RGB``) to model input (C, H, W); thread-safe, runs in the fetch pool.
