@@ -80,7 +80,7 @@ def test_batch_size_on_cpu_is_the_setting_or_the_cpu_default(tiny_model: Path) -
     greedy = GenerationOptions.greedy()
     assert engine.batch_size(greedy, requested=None, cap=512, share=0.85) == CPU_BATCH
     assert engine.batch_size(greedy, requested=48, cap=512, share=0.85) == 48
-    assert reader_for(tiny_model).batch_size(greedy, requested=None, cap=4, share=0.85) == 4
+    assert engine.batch_size(greedy, requested=None, cap=4, share=0.85) == 4
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "many"])

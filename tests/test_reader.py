@@ -40,6 +40,8 @@ def test_a_backend_is_one_class_and_one_registration(reader: LineReader) -> None
     assert [r.text for r in batch] == ["0.000", "0.502", "1.000"]
     assert all(isinstance(r, Reading) for r in batch)
     assert batch.provenance.options == options and batch.provenance.reader.startswith("scripted:float32:")
+    assert batch.outcomes[1].words == [("0.502", 0.5)]  # no per-word confidence from this back-end: the line's
+    assert Reading("a bc", 0.9, 0.8, 3, word_confidences=(0.7, 0.95)).words == [("a", 0.7), ("bc", 0.95)]
     assert reader.batch_size(options) == 32  # what the back-end fitted to its device
 
 

@@ -6,10 +6,13 @@ back-end's to set, when it loads (``DecodeOptions.threads``), so setting these i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pisar.settings import Settings
 
 
-def apply_process_settings(settings: Any) -> None:
+def apply_process_settings(settings: Settings) -> None:
     """PIL's pixel limit from ``PISAR_MAX_IMAGE_PIXELS``."""
     from PIL import Image
 

@@ -12,19 +12,11 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import ColumnElement, func, literal, or_
 
-from pisar.flags import Flag
-
 
 def encode_flags(flags: Iterable[str]) -> str | None:
     """The stored form: comma-separated, each once, in order; ``None`` for none."""
     kept = list(dict.fromkeys(str(f) for f in flags if f))
     return ",".join(kept) or None
-
-
-def decode_flags(stored: str | None) -> tuple[Flag, ...]:
-    """The flags of a stored value; a name this version does not know is left out."""
-    known = {flag.value for flag in Flag}
-    return tuple(Flag(name) for name in (stored or "").split(",") if name in known)
 
 
 def has_any_flag(column: ColumnElement[str], flags: Sequence[str]) -> ColumnElement[bool]:

@@ -58,10 +58,6 @@ def register_backend(name: str, factory: str | BackendFactory) -> None:
     _BACKENDS[name] = factory
 
 
-def backend_names() -> tuple[str, ...]:
-    return tuple(_BACKENDS)
-
-
 def load_backend(name: str, ref: ModelRef, *, device: str, dtype: str, options: DecodeOptions) -> Backend:
     """Load ``ref`` with the back-end called ``name``: a registered name, or a ``module:Class`` path
     (a back-end in a package of its own, named in ``PISAR_READER_BACKEND`` with no code changed).

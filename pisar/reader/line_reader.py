@@ -9,7 +9,6 @@ No catalog, Celery or storage here, and no torch until a back-end that needs it 
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,8 +22,6 @@ from pisar.reader.reading import DecodeSteps, Provenance, ReadBatch
 
 if TYPE_CHECKING:
     from pisar.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 class LineReader:

@@ -63,13 +63,16 @@ class BatchLimit:
 
     def batch_size(self, options: GenerationOptions, requested: int | None, cap: int, share: float) -> int:
         """``requested`` when set; on an accelerator what fits in ``share`` of its free memory at the
-        full token budget, at most ``cap`` (measured once per budget and beam count); else ``CPU_BATCH``."""
+        full token budget, at most ``cap`` (measured once per budget and beam count); else ``CPU_BATCH``,
+        at most ``cap``."""
         if requested:
             return requested
         key = options.budget_key()
         if key not in self._fitted:
             fitted = self.backend.fitted_batch(options, cap, share)
-            self._fitted[key] = min(cap, CPU_BATCH) if fitted is None else fitted
+            if fitted is None:  # no device memory to measure: nothing worth keeping
+                return min(cap, CPU_BATCH)
+            self._fitted[key] = fitted
         return self._fitted[key]
 
     def read(self, pixels: np.ndarray, options: GenerationOptions) -> list[LineOutcome]:

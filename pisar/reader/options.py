@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pisar.settings import Settings
 
 _NAMED = ("num_beams", "do_sample", "max_new_tokens")
 
@@ -69,5 +72,5 @@ class DecodeOptions:
     threads: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DecodeOptions:
+    def from_settings(cls, settings: Settings) -> DecodeOptions:
         return cls(settings.decoder, settings.decode_graphs, settings.compile_encoder, settings.encoder_fp8, settings.torch_threads)

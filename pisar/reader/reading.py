@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pisar.errors import LineError
 from pisar.flags import Flag
 from pisar.reader.options import GenerationOptions
-from pisar.words import words
+from pisar.words import confident_words
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,10 @@ class Reading:
     word_confidences: tuple[float, ...] = ()  # one per word of ``pisar.words.words(text)``
 
     @property
-    def words(self) -> list[tuple[str, float]]:
-        """Each word of the text with its confidence, as the exports write them."""
-        return list(zip(words(self.text), self.word_confidences, strict=False))
+    def words(self) -> list[tuple[str, float | None]]:
+        """Each word of the text with its confidence, as the exports write them (the line's where a
+        back-end gave none per word)."""
+        return confident_words(self.text, list(self.word_confidences) or None, self.confidence)
 
 
 #: A line's outcome: its reading, or the error that kept it from one (``GenerationFailed``).
