@@ -28,12 +28,16 @@ class NodeHealth:
     def serving(self) -> bool:
         return self.reason is None
 
-    def cannot_serve(self, reason: FatalError) -> None:
-        """Record that this node cannot serve; the first reason is kept and announced once."""
+    def cannot_serve(self, reason: FatalError, *, announce: bool = True) -> None:
+        """Record that this node cannot serve; the first reason is kept and, with ``announce``, logged once.
+
+        A signal handler passes ``announce=False``: logging there could re-enter a stream the
+        interrupted code was writing (and the process that found the failure has logged it)."""
         if self.reason is not None:
             return
         self.reason = reason
-        log.error("this worker cannot serve: %s; it stops taking work", reason)
+        if announce:
+            log.error("this worker cannot serve: %s; it stops taking work", reason)
         for listener in self._on_failure:
             listener(reason)
 

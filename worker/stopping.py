@@ -10,7 +10,8 @@ worker takes it at once. The platform's grace period is ``PISAR_STOP_TIMEOUT_SEC
 A worker that cannot serve (``FatalError``: no device, a model that will not load) stops the same
 way, on its own: its pool child releases the shard, sends its message again and signals the parent
 (``CANNOT_SERVE_SIGNAL``), which records it in its own ``this_node`` (``worker/serving.py``),
-stops consuming, shuts down warm and exits with ``FatalError.exit_code``, so compose's restart policy or Kubernetes decides what comes next.
+stops consuming, shuts down warm and exits with ``FatalError.exit_code``, so compose's restart
+policy or Kubernetes decides what comes next.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _stop_consuming(signum: int, frame: Any) -> None:  # signal handler signatur
     """Celery's own warm shutdown, with the exit code of a node that cannot serve."""
     from celery.worker import state
 
-    this_node.cannot_serve(FatalError("a pool process of this worker cannot serve"))
+    this_node.cannot_serve(FatalError("a pool process of this worker cannot serve"), announce=False)
     state.should_stop = this_node.exit_code()
 
 
