@@ -401,14 +401,20 @@ def test_a_campaign_submitted_twice_and_published_twice_is_written_once(
     resumed = run_pisar(["resume", "twice"], env)  # every shard published a second time while still queued
     assert resumed.returncode == 0 and f"{LINES // SHARD_SIZE} shards not done" in resumed.stderr
 
+    seen: list[tuple[dict, int]] = []  # the last look, for the failure message
+
     def finished() -> bool:
         with campaign.engine.connect() as conn:
             skipped = conn.execute(select(func.sum(SHARDS.c.duplicate_deliveries))).scalar_one()
-        return campaign.states() == {"done": LINES // SHARD_SIZE} and skipped == LINES // SHARD_SIZE
+        seen[:] = [(campaign.states(), skipped)]
+        return seen[0][0] == {"done": LINES // SHARD_SIZE} and skipped == LINES // SHARD_SIZE
 
     start_worker(env, "w1")
     start_worker(env, "w2")
-    wait_until(finished, 180, "every shard done and every second message skipped")
+    try:
+        wait_until(finished, 180, "every shard done and every second message skipped")
+    except AssertionError as exc:  # say which half never came: the shards, or the second deliveries
+        raise AssertionError(f"{exc}; last seen: states {seen[0][0]}, duplicate deliveries {seen[0][1]}") from None
     with campaign.engine.connect() as conn:
         attempts = {a for (a,) in conn.execute(select(SHARDS.c.attempts)).all()}
     campaign.report("submitted-and-published-twice", LINES, duplicates_skipped=LINES // SHARD_SIZE, attempts=sorted(attempts))
