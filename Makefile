@@ -10,7 +10,8 @@ SOURCES := pisar worker producer infra tests bench
 # A virtual environment with Pisar installed; torch pinned by constraints.txt (CPU wheel here).
 $(BIN)/pisar: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,detect]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt kraken
 	touch $@
 
 setup: $(BIN)/pisar

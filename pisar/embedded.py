@@ -118,6 +118,47 @@ def run_shards(settings: Settings, campaign: Campaign, shard_ids: list[int], con
     return summary
 
 
+def detect_pages(settings: Settings, campaign: Campaign, console: Console | None = None) -> int:
+    """Detect every scan of a detect campaign not settled yet, here; returns how many this process detected.
+
+    A scan another live process holds is waited for (its lease may run out and it is taken over),
+    so when this returns every scan is settled and every read shard has left ``detecting``.
+    """
+    from pisar.catalog import pages
+    from pisar.worker.detection import PageRunner, detector_from_settings
+    from pisar.worker.outcomes import Outcome, retry_delay
+
+    console = console or Console(stderr=True)
+    todo = pages.to_detect(settings.catalog_url, campaign.id)
+    if not todo:
+        return 0
+    runner = PageRunner(settings, lambda: detector_from_settings(settings), worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
+    detected = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+            task = progress.add_task(f"{printable(campaign.name)}: scans", total=len(todo))
+            queue = deque(todo)
+            while queue:
+                page_id = queue.popleft()
+                outcome = runner.run(page_id)
+                if outcome is Outcome.BROKEN:
+                    raise runner.node.reason or RuntimeError("the detector cannot serve")
+                if outcome in (Outcome.HELD, Outcome.STALLED, Outcome.FENCED):
+                    time.sleep(HELD_POLL_SECONDS if outcome is not Outcome.STALLED else settings.outage_retry_seconds)
+                    queue.append(page_id)
+                    continue
+                if outcome is Outcome.FAILED:
+                    time.sleep(retry_delay(1))
+                    queue.append(page_id)
+                    continue
+                detected += outcome is Outcome.DONE
+                progress.advance(task)
+    finally:
+        runner.close()
+    return detected
+
+
 def shard_facts(url: str, shard_ids: list[int]) -> dict[int, tuple[int, int]]:
     """Each shard's index in its campaign (how the operator knows it) and number of lines (the progress bar)."""
     from sqlalchemy import select
@@ -166,12 +207,15 @@ def transcribe(
         except CampaignExists:  # another process created it a moment ago: join it
             campaign = find_campaign(url, name)
         else:
+            listed = f"{listing.scans} scans to detect" if listing.scans else f"{campaign.line_count} lines"
             console.print(
-                f"campaign {printable(name)}: {campaign.line_count} lines in {campaign.shard_count} shards "
-                f"(skipped files: {listing.describe_skipped()})",
+                f"campaign {printable(name)}: {listed} in {campaign.shard_count} shards (skipped files: {listing.describe_skipped()})",
                 markup=False,
             )
-            return campaign, run_shards(settings, campaign, shards_unfinished(url, campaign.id), console)
+            if listing.scans:
+                detect_pages(settings, campaign, console)
+            summary = run_shards(settings, campaign, shards_unfinished(url, campaign.id), console)
+            return find_campaign(url, name) or campaign, summary  # with the lines its detection found
     if campaign is None:  # created and removed again (its source held nothing) while this process looked
         raise ConfigError(f"campaign {printable(name)!r} vanished while starting; run again")
     wanted = model_ref.resolve(model_ref.parse(model))
@@ -181,6 +225,7 @@ def transcribe(
     if campaign.listed_at is None:  # its listing was interrupted, or another process is listing it now
         listed = continue_listing(settings, campaign, wait_turn=True)
         console.print(f"{printable(name)}: listing finished: {listed.keys} lines in {listed.shards} shards", markup=False)
+    detect_pages(settings, campaign, console)
     summary = run_shards(settings, campaign, shards_unfinished(url, campaign.id), console)
     return find_campaign(url, name) or campaign, summary  # with the totals of a listing another process finished
 

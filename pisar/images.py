@@ -85,6 +85,8 @@ def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
             raise NotAnImage(f"not a recognised image format ({len(data)} bytes starting {data[:8]!r})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DecompressionBomb(str(exc)) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a known format whose header breaks off (a JPEG's, at open)
+            raise TruncatedImage(f"{len(data)} bytes: the header cannot be read: {exc}") from None
         width, height = image.size
         if width * height > limits.max_pixels:
             raise DecompressionBomb(f"{width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}")

@@ -130,6 +130,22 @@ class Settings(BaseSettings):
         60, ge=4, le=2000, description="Page lines with only a baseline: pixels of the box above it (a quarter of that below)"
     )
 
+    # Line detection (``--layout detect``: page scans with no layout)
+    detector: str = Field("blla", description="Line detector (pisar/detect): blla (kraken's baseline segmenter), or a module:Class path")
+    detector_model: str | None = Field(
+        None, description="The detector's model file; unset = its default (blla: the one in the kraken wheel)"
+    )
+    detect_pages_per_shard: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Scans whose detected lines make one read shard: it is read once its scans are detected, so fewer means "
+        "reading starts sooner, more means larger batches on the GPU (a page holds about 30 lines)",
+    )
+    detect_polygon_workers: int = Field(
+        1, ge=1, le=256, description="Processes that grow the polygons of one page's lines (a GPU detect node: its cores)"
+    )
+
     @field_validator("queue_low_water")
     @classmethod
     def _below_high_water(cls, value: int, info: ValidationInfo) -> int:

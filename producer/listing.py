@@ -29,10 +29,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from pisar.catalog import locks, shards
-from pisar.catalog.bulk import insert_pending_lines
+from pisar.catalog import locks
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, ListingPart, Shard, utcnow
+from pisar.catalog.models import Campaign, ListingPart, Page, Shard, utcnow
 from pisar.errors import PisarError
 from pisar.sources import LineSource, line_source
 from pisar.storage import KeyRange, KeySource, describe_skipped
@@ -42,6 +41,7 @@ log = logging.getLogger(__name__)
 _CAMPAIGN = Campaign.__table__
 _SHARD = Shard.__table__
 _PART = ListingPart.__table__
+_PAGE = Page.__table__
 # A range writes its shards every WRITE_KEYS keys or WRITE_SECONDS, whichever comes first: few,
 # large transactions while listing fast, and fresh shards for the feeder while listing slowly.
 WRITE_KEYS = 10_000
@@ -60,6 +60,7 @@ class Listed:
     shards: int
     skipped: Counter[str]
     seconds: float  # this run's listing time (a resumed listing counts only its own part)
+    scans: int = 0  # a detect campaign's scans (its lines are counted as they are detected)
 
     def describe_skipped(self) -> str:
         return describe_skipped(self.skipped)
@@ -152,20 +153,21 @@ def _list_range(
         keys += sum(len(shard) for shard in made)
         after = page[-1]
         if len(ready) * shard_size >= WRITE_KEYS or time.monotonic() - written_at >= WRITE_SECONDS:
-            _write(url, campaign_id, part.id, ready, indexes, after=after, carry=carry, keys=keys, skipped=skipped, done=False)
+            _write(url, campaign_id, part.id, ready, indexes, source, after=after, carry=carry, keys=keys, skipped=skipped, done=False)
             ready, written_at = [], time.monotonic()
     if carry:
         ready.append(carry)
-    _write(url, campaign_id, part.id, ready, indexes, after=after, carry=[], keys=keys + len(carry), skipped=skipped, done=True)
+    _write(url, campaign_id, part.id, ready, indexes, source, after=after, carry=[], keys=keys + len(carry), skipped=skipped, done=True)
 
 
-def _write(url: str, campaign_id: int, part_id: int, listed: list[list[str]], indexes: _Indexes, **progress: object) -> None:
-    """Full shards listed since the last write, with their lines, and the range's progress: one transaction."""
+def _write(
+    url: str, campaign_id: int, part_id: int, listed: list[list[str]], indexes: _Indexes, source: LineSource, **progress: object
+) -> None:
+    """Full shards listed since the last write, with their lines (or scans to detect), and the range's progress: one transaction."""
     progress["skipped"] = dict(progress["skipped"])  # type: ignore[call-overload]
     with get_engine(url).begin() as conn:
         if listed:
-            ids = shards.insert_listed(conn, campaign_id, indexes.take(len(listed)), [len(keys) for keys in listed])
-            insert_pending_lines(conn, campaign_id, ((shard_id, key) for shard_id, keys in zip(ids, listed, strict=True) for key in keys))
+            source.write_listed(conn, campaign_id, indexes.take(len(listed)), listed)
         conn.execute(update(_PART).where(_PART.c.id == part_id).values(**progress))
 
 
@@ -175,6 +177,7 @@ def _close(url: str, campaign_id: int, seconds: float) -> Listed:
         keys, shard_total = conn.execute(
             select(func.coalesce(func.sum(_SHARD.c.line_count), 0), func.count()).where(_SHARD.c.campaign_id == campaign_id)
         ).one()
+        scans = conn.execute(select(func.count()).where(_PAGE.c.campaign_id == campaign_id)).scalar_one()
         skipped: Counter[str] = Counter()
         for part_skipped in conn.execute(select(_PART.c.skipped).where(_PART.c.campaign_id == campaign_id)).scalars():
             skipped.update(part_skipped)
@@ -185,7 +188,7 @@ def _close(url: str, campaign_id: int, seconds: float) -> Listed:
                 line_count=int(keys), shard_count=int(shard_total), skipped_files=dict(skipped), listed_at=utcnow(), updated_at=utcnow()
             )
         )
-    return Listed(keys=int(keys), shards=int(shard_total), skipped=skipped, seconds=seconds)
+    return Listed(keys=int(keys), shards=int(shard_total), skipped=skipped, seconds=seconds, scans=int(scans))
 
 
 class _Indexes:

@@ -67,7 +67,11 @@ def create_campaign(
     check_name(request.name)
     if find_campaign(url, request.name) is not None:
         raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}` or another --name")
-    line_source(request.layout)  # a layout Pisar does not read is refused before anything is made
+    source_kind = line_source(request.layout)  # a layout Pisar does not read is refused before anything is made
+    if source_kind.detects:  # one line naming what to install, before anything is made
+        from pisar.detect import check_available
+
+        check_available(settings.detector)
     if request.crop not in CROPS:
         raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, not {request.crop!r}")
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
@@ -88,7 +92,7 @@ def create_campaign(
         versions={"pisar": __version__, "transformers": _installed("transformers"), "torch": _installed("torch")},
         queue=request.queue,
         priority=request.priority,
-        shard_size=request.shard_size,
+        shard_size=settings.detect_pages_per_shard if source_kind.detects else request.shard_size,  # scans to a shard
         manifest=manifest,
         layout=SourceKind(request.layout),
         crop=request.crop,
@@ -102,7 +106,7 @@ def create_campaign(
         plan_ranges(conn, campaign.id, ranges, dict(source.skipped_up_front))
     log.info("campaign %s: listing %s in %s key ranges", campaign.name, storage.url, len(ranges))
     listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn)
-    if not listed.keys:
+    if not listed.keys and not listed.scans:
         _forget(url, campaign.id)
         raise NotFound(f"no {line_source(request.layout).describes} under {storage.url} (skipped files: {listed.describe_skipped()})")
     campaign.line_count, campaign.shard_count, campaign.skipped_files = listed.keys, listed.shards, dict(listed.skipped)

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from sqlmodel import Session
 
-from pisar.catalog import shards
+from pisar.catalog import pages, shards
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, LineStatus
 from pisar.catalog.shards import Claim, RunFacts
@@ -129,7 +129,8 @@ class ShardRunner:
                 stopping.check()
 
             source = line_source(campaign.layout)
-            cutting = Cutting(self.limits, campaign.crop, self.settings.baseline_height)
+            stored = partial(pages.stored_layouts, self.catalog_url, campaign.id)
+            cutting = Cutting(self.limits, campaign.crop, self.settings.baseline_height, stored)
             prepare = source.preparer(self._storage(campaign.source_url), keys, reader.prepare, cutting)
             probe = partial(shards.probe, self.catalog_url, held) if held.suspect else None
             read = read_lines(keys, prepare, reader, options, self.settings, self.pool, between_batches, probe)

@@ -32,6 +32,7 @@ class ShardState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     QUARANTINED = "quarantined"
+    DETECTING = "detecting"  # a detect campaign's read shard, waiting for its scans' lines (``page``)
 
 
 class SourceKind(StrEnum):
@@ -39,6 +40,7 @@ class SourceKind(StrEnum):
 
     LINE_IMAGES = "lines"  # every image is a line
     PAGE_LINES = "xml"  # PAGE/ALTO files whose TextLines are cut from their scans
+    DETECTED_PAGES = "detect"  # page scans with no layout: their lines detected first (``page`` rows)
 
 
 class SourceKindType(TypeDecorator):
@@ -153,6 +155,43 @@ class Shard(SQLModel, table=True):
     empty_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # ok lines flagged ``empty``
     # Lines its last run wrote: the recent throughput counts a retry's re-read lines, not the whole shard.
     run_lines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class Page(SQLModel, table=True):
+    """A detect campaign's scan: detected once, as its own fenced unit of work (``pisar/catalog/pages.py``).
+
+    Its lines join ``shard_id``, the read shard made for it and its neighbours at listing, which
+    leaves ``detecting`` once every one of its scans is settled. ``layout`` is what the detector
+    found, as PAGE XML (``pisar/detect/page_xml.py``), read back like an archive's own PAGE file.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "key", name="uq_page_campaign_key"),
+        Index("ix_page_campaign_state", "campaign_id", "state"),
+        Index("ix_page_shard", "shard_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    shard_id: int = Field(foreign_key="shard.id")
+    key: str = Field(sa_column=Column(Text().with_variant(Text(collation="C"), "postgresql"), nullable=False))  # the scan's key
+    state: str = Field(default=ShardState.PENDING, max_length=20)
+    attempts: int = 0
+    token: int = 0
+    lease_until: datetime | None = None
+    worker: str | None = Field(default=None, max_length=300)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    error_class: str | None = Field(default=None, max_length=100)
+    flags: str | None = Field(default=None, sa_column=Column(Text))  # ``no_lines``: detected, nothing found
+    line_count: int | None = None
+    width: int | None = None
+    height: int | None = None
+    detector: str | None = Field(default=None, sa_column=Column(Text))  # what found its lines (``Detector.describe``)
+    layout: str | None = Field(default=None, sa_column=Column(Text))  # PAGE XML
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    detect_seconds: float | None = None
 
 
 class Line(SQLModel, table=True):

@@ -13,12 +13,15 @@ from pisar.catalog.models import ShardState
 
 PENDING, QUEUED, RUNNING = ShardState.PENDING, ShardState.QUEUED, ShardState.RUNNING
 DONE, FAILED, QUARANTINED = ShardState.DONE, ShardState.FAILED, ShardState.QUARANTINED
+DETECTING = ShardState.DETECTING
 
 
 class Move(StrEnum):
     """Every way a shard's state changes."""
 
     LIST = "list"
+    LIST_SCANS = "list_scans"
+    DETECTED = "detected"
     PUBLISH = "publish"
     UNPUBLISH = "unpublish"
     CLAIM = "claim"
@@ -42,6 +45,10 @@ class Transition:
 #: The table of allowed moves; the move functions below build their SQL from it.
 MOVES: dict[Move, Transition] = {
     Move.LIST: Transition(frozenset(), PENDING, "the listing writes a new shard with its lines"),
+    Move.LIST_SCANS: Transition(frozenset(), DETECTING, "the listing of a detect campaign: a shard for its scans' lines to come"),
+    Move.DETECTED: Transition(
+        frozenset({DETECTING}), PENDING, "the detect worker, in the transaction that settles the last of the shard's scans"
+    ),
     Move.PUBLISH: Transition(frozenset({PENDING}), QUEUED, "the feeder, just before it sends the shard's message"),
     Move.UNPUBLISH: Transition(frozenset({QUEUED}), PENDING, "the feeder, when the message could not be sent"),
     Move.CLAIM: Transition(

@@ -75,6 +75,31 @@ def insert_listed(conn: Connection, campaign_id: int, first_index: int, line_cou
     return list(conn.execute(insert(_SHARD).returning(_SHARD.c.id, sort_by_parameter_order=True), rows).scalars())
 
 
+def insert_detecting(conn: Connection, campaign_id: int, first_index: int, count: int) -> list[int]:
+    """New empty shards of a detect campaign, waiting for their scans' lines; their ids, in order (caller's transaction)."""
+    state = MOVES[Move.LIST_SCANS].target.value
+    rows = [{"campaign_id": campaign_id, "index": first_index + i, "state": state, "line_count": 0} for i in range(count)]
+    return list(conn.execute(insert(_SHARD).returning(_SHARD.c.id, sort_by_parameter_order=True), rows).scalars())
+
+
+def lock_detecting(conn: Connection, shard_id: int) -> None:
+    """Hold the shard's row until the caller's transaction ends: its scans' commits take turns
+    (Postgres), so the one that settles the last scan sees every other and moves the shard."""
+    conn.execute(select(_SHARD.c.id).where(_SHARD.c.id == shard_id).with_for_update())
+
+
+def add_detected(conn: Connection, shard_id: int, lines: int, last_scan: bool) -> None:
+    """A scan's ``lines`` joined the shard (caller's transaction); after its ``last_scan`` it is read."""
+    conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(line_count=_SHARD.c.line_count + lines))
+    campaign_id = select(_SHARD.c.campaign_id).where(_SHARD.c.id == shard_id).scalar_subquery()
+    conn.execute(
+        update(_CAMPAIGN).where(_CAMPAIGN.c.id == campaign_id).values(line_count=_CAMPAIGN.c.line_count + lines, updated_at=utcnow())
+    )
+    if last_scan:
+        conn.execute(_move(Move.DETECTED, _SHARD.c.id == shard_id))
+        count_lines(conn, shard_id)
+
+
 # --- publish / unpublish (the feeder) --------------------------------------------------------
 
 

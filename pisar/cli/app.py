@@ -26,7 +26,12 @@ out = Console(soft_wrap=True)
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model folder, or HUB_ID[@REVISION]")]
 NameArg = Annotated[str, typer.Argument(help="Campaign name")]
 LayoutOpt = Annotated[
-    str, typer.Option("--layout", help="lines: every image is a line; xml: PAGE/ALTO files, their TextLines cut from the scans they name")
+    str,
+    typer.Option(
+        "--layout",
+        help="lines: every image is a line; xml: PAGE/ALTO files, their TextLines cut from the scans they name; "
+        "detect: page scans with no layout, their lines detected first (PISAR_DETECTOR)",
+    ),
 ]
 CropOpt = Annotated[str, typer.Option("--crop", help="How a page line is cut (--layout xml): polygon (outside it white) or box")]
 

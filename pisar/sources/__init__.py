@@ -10,8 +10,8 @@ Each kind of input is one module whose class answers the same few questions:
   read (``writes_back``) and whether those files may hold ground truth (``ground_truth_inside``):
   the exports and `pisar eval` ask.
 
-``line_images.py`` (a key is a line image) and ``page_lines.py`` (PAGE/ALTO files and their scans)
-today. A new kind (pages with no layout, IIIF canvases) is a new module and one entry in
+``line_images.py`` (a key is a line image), ``page_lines.py`` (PAGE/ALTO files and their scans)
+and ``detected_pages.py`` (scans whose lines are detected first) today. A new kind (IIIF canvases) is a new module and one entry in
 ``_SOURCES``; nothing that uses a source compares its name.
 """
 
@@ -21,8 +21,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from sqlalchemy import Connection
+
 from pisar.catalog.models import SourceKind
 from pisar.errors import ConfigError
+from pisar.sources.detected_pages import DetectedPages
 from pisar.sources.line_images import LineImages
 from pisar.sources.page_lines import PageLines
 from pisar.sources.prepared import Cutting, LinePlace, Prepared, PrepareImage
@@ -35,6 +38,7 @@ class LineSource(Protocol):
     describes: str  # what it reads, for messages: "line images"
     writes_back: bool
     ground_truth_inside: bool
+    detects: bool  # its lines are found by a detector after listing (``pisar/catalog/pages.py``)
 
     def page_and_line(self, key: str) -> tuple[str | None, str | None]: ...
 
@@ -44,10 +48,16 @@ class LineSource(Protocol):
         self, storage: KeySource, keys: Iterable[str], carry: list[str], shard_size: int, skipped: Counter[str]
     ) -> tuple[list[list[str]], list[str]]: ...
 
+    def write_listed(self, conn: Connection, campaign_id: int, first_index: int, listed: list[list[str]]) -> None: ...
+
     def preparer(self, storage: Storage, keys: list[str], preprocess: PrepareImage, cutting: Cutting) -> Callable[[str], Prepared]: ...
 
 
-_SOURCES: dict[SourceKind, LineSource] = {SourceKind.LINE_IMAGES: LineImages(), SourceKind.PAGE_LINES: PageLines()}
+_SOURCES: dict[SourceKind, LineSource] = {
+    SourceKind.LINE_IMAGES: LineImages(),
+    SourceKind.PAGE_LINES: PageLines(),
+    SourceKind.DETECTED_PAGES: DetectedPages(),
+}
 
 
 def line_source(kind: str | SourceKind) -> LineSource:

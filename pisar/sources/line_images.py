@@ -6,6 +6,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from sqlalchemy import Connection
+
+from pisar.catalog import shards
+from pisar.catalog.bulk import insert_pending_lines
 from pisar.errors import LineError, UnreadableImage
 from pisar.images import ImageLimits, decode_line
 from pisar.sources.prepared import Cutting, Prepared, PrepareImage
@@ -35,6 +39,7 @@ class LineImages:
     describes = "line images"
     writes_back = False  # nothing to write into: exports only
     ground_truth_inside = False  # ground truth lies beside an image (``*.gt.txt``), not in it
+    detects = False  # its lines are known at listing
 
     @staticmethod
     def page_and_line(key: str) -> tuple[str | None, str | None]:
@@ -57,6 +62,12 @@ class LineImages:
                 skipped[reason] += 1
         full = len(carry) - len(carry) % shard_size
         return [carry[i : i + shard_size] for i in range(0, full, shard_size)], carry[full:]
+
+    @staticmethod
+    def write_listed(conn: Connection, campaign_id: int, first_index: int, listed: list[list[str]]) -> None:
+        """Listed shards of line keys as pending shards with their pending lines (the caller's transaction)."""
+        ids = shards.insert_listed(conn, campaign_id, first_index, [len(keys) for keys in listed])
+        insert_pending_lines(conn, campaign_id, ((shard_id, key) for shard_id, keys in zip(ids, listed, strict=True) for key in keys))
 
     @staticmethod
     def preparer(storage: Storage, keys: list[str], preprocess: PrepareImage, cutting: Cutting) -> Callable[[str], Prepared]:

@@ -37,6 +37,7 @@ from pisar.errors import ImageTooSmall, LineError, LineNotInLayout, UnreadableIm
 from pisar.images import DecodedLine, ImageLimits, decode_line
 from pisar.layout import LayoutLine, PageLayout, is_layout_key, line_key, read_layout, split_line_key
 from pisar.page_crop import crop_line
+from pisar.sources.line_images import LineImages
 from pisar.sources.prepared import Cutting, LinePlace, Prepared, PrepareImage
 from pisar.storage import KeySource, Storage, is_storable_key, skip_reason, skipped_label
 
@@ -88,8 +89,10 @@ class ShardPages:
         keys: Iterable[str],
         crop: str = "polygon",
         baseline_height: int = 60,
+        read_layout_file: Callable[[str], bytes] | None = None,
     ) -> None:
         self.storage, self.limits, self.preprocess = storage, limits, preprocess
+        self.read_layout_file = read_layout_file or storage.read  # detected pages: the layout the catalog holds
         self.crop, self.baseline_height = crop, baseline_height
         self._left = Counter(split_line_key(key)[0] for key in keys)  # lines of each page still to cut in this shard
         self._pages: dict[str, _Page] = {}
@@ -156,7 +159,7 @@ class ShardPages:
         """Read and parse the XML, then read and decode its scan; a line-level problem is kept as the page's error."""
         started = time.perf_counter()
         try:
-            layout = read_layout(self.storage.read(layout_key), layout_key)
+            layout = read_layout(self.read_layout_file(layout_key), layout_key)
             page.layout, page.lines = layout, {line.line_id: line for line in layout.lines}
             page.image_key = scan_key(layout_key, layout.image)
             data = self.storage.read(page.image_key)
@@ -205,6 +208,8 @@ class PageLines:
     describes = "TextLines in PAGE/ALTO files"
     writes_back = True  # the results go back into the same files (``pisar export --format page|alto``)
     ground_truth_inside = True  # a TextLine's TextEquiv / String CONTENT, when a person transcribed it
+    detects = False
+    write_listed = staticmethod(LineImages.write_listed)
 
     @staticmethod
     def page_and_line(key: str) -> tuple[str | None, str | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,3 +53,5 @@ class Cutting:
     limits: ImageLimits
     crop: str = "polygon"
     baseline_height: int = 60
+    # Detected pages: the layouts the catalog holds for some scans' keys (``pisar.catalog.pages.stored_layouts``).
+    stored_layouts: Callable[[Iterable[str]], dict[str, bytes]] | None = None

@@ -1,0 +1,234 @@
+"""A detect campaign's scans: their lifecycle, one table of allowed moves, one function per move.
+
+This module is the only writer of ``page`` rows. A scan is detected once, as its own unit of work,
+fenced like a shard: ``claim`` sets a lease and a new token, ``finish`` writes its layout and its
+lines only under that token, so a scan detected twice is written once. Its lines join the read
+shard the listing made for it and its neighbours (``shard_id``); the commit that settles the last
+of that shard's scans moves the shard from ``detecting`` to ``pending``, and reading begins.
+
+A scan that cannot be decoded (a ``LineError``: unreadable, over the pixel limit) is quarantined
+at once, as the same bytes would fail again; any other failure (the detector crashing, out of
+memory) is retried until the last attempt. A quarantined scan leaves one error line ``<scan>#``
+in its shard with the error's class and message, so `status`, exports and `retry` see it like any
+line's error, and its neighbours are read as usual. A scan where nothing is found is ``done`` with
+no lines and the flag ``no_lines``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from pisar.catalog import shards
+from pisar.catalog.bulk import insert_pending_lines
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Line, LineStatus, Page, ShardState, utcnow
+from pisar.catalog.shard_moves import Transition
+from pisar.layout import line_key
+
+_PAGE = Page.__table__
+_LINE = Line.__table__
+PENDING, QUEUED, RUNNING = ShardState.PENDING, ShardState.QUEUED, ShardState.RUNNING
+DONE, FAILED, QUARANTINED = ShardState.DONE, ShardState.FAILED, ShardState.QUARANTINED
+SETTLED = (DONE.value, QUARANTINED.value)
+NO_LINES = "no_lines"
+
+#: The table of allowed moves of a scan's state; the functions below build their SQL from it.
+MOVES: dict[str, Transition] = {
+    "list": Transition(frozenset(), PENDING, "the listing of a detect campaign"),
+    "publish": Transition(frozenset({PENDING}), QUEUED, "the feeder, just before it sends the scan's message"),
+    "claim": Transition(frozenset({PENDING, QUEUED, FAILED}), RUNNING, "a detect worker: new token and lease, one more attempt"),
+    "finish": Transition(frozenset({RUNNING}), DONE, "the detect worker, in the transaction that writes the scan's layout and lines"),
+    "fail": Transition(frozenset({RUNNING}), FAILED, "the detect worker: the detector failed, attempts left"),
+    "quarantine": Transition(
+        frozenset({RUNNING}), QUARANTINED, "the detect worker: the scan cannot be decoded, or the last attempt failed"
+    ),
+    "release": Transition(frozenset({RUNNING}), QUEUED, "the detect worker: an outage or a stopping worker; attempt refunded"),
+    "expire": Transition(frozenset({RUNNING}), PENDING, "a claim: the lease ran out, its worker is gone"),
+}
+
+
+@dataclass(frozen=True)
+class PageClaim:
+    page_id: int
+    campaign_id: int
+    shard_id: int
+    key: str
+    token: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class PageFacts:
+    """What the detector found, as stored: the PAGE XML and the ids of its lines in reading order."""
+
+    layout: str
+    line_ids: Sequence[str]
+    width: int
+    height: int
+    detector: str
+    seconds: float
+
+
+def _move(move: str, *where: object):
+    transition = MOVES[move]
+    return update(_PAGE).where(_PAGE.c.state.in_(sorted(s.value for s in transition.sources)), *where).values(state=transition.target.value)
+
+
+def _fenced(held: PageClaim):
+    return and_(_PAGE.c.id == held.page_id, _PAGE.c.token == held.token, _PAGE.c.state == RUNNING.value)
+
+
+def insert_listed(conn: Connection, campaign_id: int, rows: Iterable[tuple[int, str]]) -> int:
+    """``(shard_id, scan key)`` rows as pending scans (caller's transaction); returns the count."""
+    values = [{"campaign_id": campaign_id, "shard_id": s, "key": k, "state": MOVES["list"].target.value} for s, k in rows]
+    if values:
+        conn.execute(insert(_PAGE), values)
+    return len(values)
+
+
+def claim(url: str, page_id: int, worker: str, lease_seconds: int, max_attempts: int) -> PageClaim | None:
+    """Take the scan unless a live lease holds it or it is settled; ``None`` when there is nothing to take."""
+    now = utcnow()
+    with get_engine(url).begin() as conn:
+        conn.execute(_move("expire", _PAGE.c.id == page_id, _PAGE.c.lease_until < now).values(lease_until=None))
+        row = conn.execute(
+            _move("claim", _PAGE.c.id == page_id, _PAGE.c.attempts < max_attempts)
+            .values(
+                token=_PAGE.c.token + 1,
+                attempts=_PAGE.c.attempts + 1,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                worker=worker,
+                started_at=now,
+                finished_at=None,
+            )
+            .returning(_PAGE.c.campaign_id, _PAGE.c.shard_id, _PAGE.c.key, _PAGE.c.token, _PAGE.c.attempts)
+        ).first()
+    if row is None:
+        return None
+    return PageClaim(page_id, row.campaign_id, row.shard_id, row.key, row.token, row.attempts)
+
+
+def renew(url: str, held: PageClaim, lease_seconds: int) -> bool:
+    with get_engine(url).begin() as conn:
+        until = utcnow() + timedelta(seconds=lease_seconds)
+        return conn.execute(update(_PAGE).where(_fenced(held)).values(lease_until=until)).rowcount == 1
+
+
+def finish(url: str, held: PageClaim, facts: PageFacts) -> bool:
+    """Write the scan's layout and its lines and mark it done, in one transaction; False if a newer claim holds it."""
+    with get_engine(url).begin() as conn:
+        shards.lock_detecting(conn, held.shard_id)
+        done = conn.execute(
+            _move("finish", _fenced(held)).values(
+                layout=facts.layout,
+                line_count=len(facts.line_ids),
+                flags=None if facts.line_ids else NO_LINES,
+                width=facts.width,
+                height=facts.height,
+                detector=facts.detector,
+                detect_seconds=facts.seconds,
+                lease_until=None,
+                error=None,
+                error_class=None,
+                finished_at=utcnow(),
+            )
+        ).rowcount
+        if not done:
+            conn.rollback()
+            return False
+        insert_pending_lines(conn, held.campaign_id, ((held.shard_id, line_key(held.key, line_id)) for line_id in facts.line_ids))
+        shards.add_detected(conn, held.shard_id, len(facts.line_ids), _last_scan(conn, held.shard_id))
+    return True
+
+
+def fail(url: str, held: PageClaim, error: BaseException, max_attempts: int, *, final: bool) -> ShardState | None:
+    """The scan's detection failed: ``failed`` (retried), or ``quarantined`` (``final``, or the last
+    attempt) with one error line ``<scan>#`` in its shard; ``None`` if a newer claim holds it."""
+    move = "quarantine" if final or held.attempts >= max_attempts else "fail"
+    message = f"{type(error).__name__}: {error}"[:4000]
+    with get_engine(url).begin() as conn:
+        shards.lock_detecting(conn, held.shard_id)
+        changed = conn.execute(
+            _move(move, _fenced(held)).values(error=message, error_class=type(error).__name__, lease_until=None, finished_at=utcnow())
+        ).rowcount
+        if not changed:
+            conn.rollback()
+            return None
+        if move == "quarantine":
+            conn.execute(
+                insert(_LINE).values(
+                    campaign_id=held.campaign_id,
+                    shard_id=held.shard_id,
+                    key=line_key(held.key, ""),
+                    status=LineStatus.ERROR.value,
+                    error_class=type(error).__name__,
+                    error=str(error)[:4000],
+                    image=held.key,
+                    finished_at=utcnow(),
+                )
+            )
+            shards.add_detected(conn, held.shard_id, 1, _last_scan(conn, held.shard_id))
+    return MOVES[move].target
+
+
+def release(url: str, held: PageClaim) -> bool:
+    """Give the scan back (``queued``, attempt refunded); False if a newer claim holds it."""
+    with get_engine(url).begin() as conn:
+        changed = conn.execute(
+            _move("release", _fenced(held)).values(lease_until=None, attempts=_PAGE.c.attempts - 1, worker=None, queued_at=utcnow())
+        ).rowcount
+    return changed == 1
+
+
+def _last_scan(conn: Connection, shard_id: int) -> bool:
+    """Whether every scan of the shard is settled, the caller's own move included."""
+    unsettled = conn.execute(select(func.count()).where(_PAGE.c.shard_id == shard_id, _PAGE.c.state.not_in(SETTLED))).scalar_one()
+    return unsettled == 0
+
+
+def to_detect(url: str, campaign_id: int) -> list[int]:
+    """The campaign's scans not settled yet, in key order."""
+    with get_engine(url).connect() as conn:
+        query = select(_PAGE.c.id).where(_PAGE.c.campaign_id == campaign_id, _PAGE.c.state.not_in(SETTLED)).order_by(_PAGE.c.key)
+        return list(conn.execute(query).scalars())
+
+
+def held_until(url: str, page_id: int) -> datetime | None:
+    """When the live lease on a running scan ends; ``None`` when no live worker holds it."""
+    with get_engine(url).connect() as conn:
+        row = conn.execute(select(_PAGE.c.state, _PAGE.c.lease_until).where(_PAGE.c.id == page_id)).first()
+    if row is None or row.state != RUNNING.value or row.lease_until is None:
+        return None
+    until = row.lease_until if row.lease_until.tzinfo else row.lease_until.replace(tzinfo=UTC)
+    return until if until > utcnow() else None
+
+
+def stored_layouts(url: str, campaign_id: int, keys: Iterable[str]) -> dict[str, bytes]:
+    """The detected layouts (PAGE XML) of the scans ``keys``, where they have one."""
+    wanted = sorted(set(keys))
+    found: dict[str, bytes] = {}
+    with get_engine(url).connect() as conn:
+        for start in range(0, len(wanted), 500):
+            query = select(_PAGE.c.key, _PAGE.c.layout).where(
+                _PAGE.c.campaign_id == campaign_id, _PAGE.c.key.in_(wanted[start : start + 500]), _PAGE.c.layout.is_not(None)
+            )
+            found.update((row.key, row.layout.encode()) for row in conn.execute(query))
+    return found
+
+
+def counts(url: str, campaign_id: int) -> dict[str, int]:
+    """Scans by state, and those detected with no line (``no_lines``)."""
+    with get_engine(url).connect() as conn:
+        by_state = dict(
+            conn.execute(select(_PAGE.c.state, func.count()).where(_PAGE.c.campaign_id == campaign_id).group_by(_PAGE.c.state)).all()
+        )
+        empty = conn.execute(
+            select(func.count()).where(
+                _PAGE.c.campaign_id == campaign_id, or_(_PAGE.c.flags == NO_LINES, _PAGE.c.flags.like(f"%{NO_LINES}%"))
+            )
+        ).scalar_one()
+    return {**{str(k): int(v) for k, v in by_state.items()}, NO_LINES: int(empty)}

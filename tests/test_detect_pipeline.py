@@ -1,0 +1,102 @@
+"""`--layout detect` end to end in one process, with a stored detection result (tests/helpers/stored_detector.py).
+
+The real listing, catalog (``page`` rows, fenced commits, shards leaving ``detecting``), scan
+decoding, line cutting by the detected polygons and reading; only the detector's network is
+replaced, so this runs in seconds. blla itself: tests/test_detect_blla.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, select
+
+from pisar.catalog import pages
+from pisar.catalog.models import Page, Shard
+from pisar.detect.segmentation import DetectedLine, PageSegmentation
+from tests.helpers.cli import read_jsonl, run_pisar
+from tests.helpers.stored_detector import CRASH_SIZE
+
+STORED = "tests.helpers.stored_detector:StoredDetector"
+
+
+@pytest.fixture
+def scans(tmp_path: Path, kraken_page: Path) -> Path:
+    """The real scan twice (two read shards of one scan each), a blank page, a corrupt file and one the detector fails on."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a-page.jpg", "b-page.jpg"):
+        shutil.copy(kraken_page / "170025120000003,0074.jpg", folder / name)
+    Image.new("L", (800, 1200), 255).save(folder / "c-blank.png")
+    (folder / "d-corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.new("L", CRASH_SIZE, 128).save(folder / "e-crash.png")
+    return folder
+
+
+def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
+    scans: Path, embedded_env: dict[str, str], tiny_model: Path, tmp_path: Path
+) -> None:
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
+    env = {**embedded_env, "PISAR_DETECTOR": STORED, "PISAR_DETECT_PAGES_PER_SHARD": "2", "PISAR_MAX_ATTEMPTS": "2", "PYTHONPATH": path}
+    out = tmp_path / "out.jsonl"
+    result = run_pisar(["run", str(scans), "--layout", "detect", "--model", str(tiny_model), "-o", str(out)], env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "5 scans to detect in 3 shards" in result.stderr
+    records = read_jsonl(out)
+    by_key = {record["key"]: record for record in records}
+    for scan in ("a-page.jpg", "b-page.jpg"):
+        lines = [record for record in records if record["key"].startswith(f"{scan}#l")]
+        assert len(lines) == 44  # the PAGE file's lines, keyed by the detector's ids in reading order
+        assert all(record["status"] == "ok" and record["page"] == scan for record in lines)
+        assert sorted(record["reading_order"] for record in lines) == list(range(44))
+    assert by_key["d-corrupt.jpg#"]["status"] == "error" and by_key["d-corrupt.jpg#"]["error_class"] in ("NotAnImage", "TruncatedImage")
+    assert by_key["e-crash.png#"]["error_class"] == "DetectorCrash"
+    assert not any(key.startswith("c-blank.png") for key in by_key)  # a scan with no line adds none...
+
+    engine = create_engine(f"sqlite:///{embedded_env['PISAR_CATALOG_PATH']}")
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(Page.__table__.c.key, Page.__table__.c.state)).all())
+        flags = dict(conn.execute(select(Page.__table__.c.key, Page.__table__.c.flags)).all())
+        attempts = dict(conn.execute(select(Page.__table__.c.key, Page.__table__.c.attempts)).all())
+        shard_states = set(conn.execute(select(Shard.__table__.c.state)).scalars())
+    assert states == {
+        "a-page.jpg": "done",
+        "b-page.jpg": "done",
+        "c-blank.png": "done",
+        "d-corrupt.jpg": "quarantined",
+        "e-crash.png": "quarantined",
+    }
+    assert flags["c-blank.png"] == pages.NO_LINES  # ...but is a recorded outcome with its flag
+    assert attempts["d-corrupt.jpg"] == 1 and attempts["e-crash.png"] == 2  # a bad file is not retried; a detector failure is
+    assert shard_states == {"done"}
+
+
+def test_a_scan_detected_twice_is_written_once(tmp_path: Path, embedded_env: dict[str, str], tiny_model: Path, scans: Path) -> None:
+    """Two claims of one scan: the older run's commit is fenced off and writes nothing."""
+    from pisar.catalog.db import ensure_ready
+    from pisar.catalog.pages import PageFacts
+    from pisar.detect.page_xml import page_xml
+    from pisar.producer.submit import SubmitRequest, create_campaign
+    from pisar.settings import Settings
+
+    settings = Settings(catalog_path=tmp_path / "fenced.db", detector=STORED, detect_pages_per_shard=1)
+    url = settings.catalog_url
+    ensure_ready(url, auto_upgrade=True)
+    create_campaign(settings, SubmitRequest(str(scans), str(tiny_model), "fenced", 256, "q", layout="detect"))
+    page_id = pages.to_detect(url, 1)[0]
+    first = pages.claim(url, page_id, "w1", lease_seconds=0, max_attempts=5)  # a lease that has already run out
+    second = pages.claim(url, page_id, "w2", lease_seconds=60, max_attempts=5)
+    assert first is not None and second is not None and second.token > first.token
+    found = PageSegmentation(100, 100, (), (DetectedLine("l1", None, ((0, 0), (50, 0), (50, 20), (0, 20)), ((0, 18), (50, 18))),), "t")
+    facts = PageFacts(page_xml(found, first.key).decode(), ["l1"], 100, 100, "t", 1.0)
+    assert pages.finish(url, first, facts) is False
+    assert pages.finish(url, second, facts) is True
+    assert pages.finish(url, second, facts) is False  # done: a replay of the same commit changes nothing
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        shard = conn.execute(select(Shard.__table__).where(Shard.__table__.c.id == second.shard_id)).one()
+    assert (shard.line_count, shard.state) == (1, "pending")

@@ -1,0 +1,159 @@
+"""Detecting one scan: claim, fetch, decode, detect, commit; every way it ends sorted here, by type.
+
+The detect counterpart of ``runner.py``, shared by the embedded ``pisar run --layout detect`` and
+(next) the Celery detect task. A scan that cannot be decoded (a ``LineError``) is quarantined at
+once with its error; a detector failure spends an attempt and is retried; an outage or a stopping
+worker gives the scan back without spending one; a node whose detector cannot load
+(``FatalError``) gives it back and stops taking work. The lease is renewed while the detector runs
+(tens of seconds a page on a CPU), and the commit is fenced (``pisar/catalog/pages.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from pisar.catalog import pages
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import Campaign
+from pisar.catalog.pages import PageClaim, PageFacts
+from pisar.detect import Detector, load_detector
+from pisar.errors import FatalError, LineError, is_outage
+from pisar.images import ImageLimits, decode_line
+from pisar.settings import Settings
+from pisar.storage import Storage, open_storage
+from pisar.worker.outcomes import Outcome
+from pisar.worker.serving import NodeHealth
+
+log = logging.getLogger(__name__)
+
+
+def detector_from_settings(settings: Settings) -> Detector:
+    """The configured detector, on the GPU where there is one."""
+    return load_detector(settings.detector, model=settings.detector_model, device="auto", polygon_workers=settings.detect_polygon_workers)
+
+
+class PageRunner:
+    """Detects scans for one worker identity against one catalog."""
+
+    def __init__(self, settings: Settings, detector: Callable[[], Detector], worker: str, node: NodeHealth | None = None) -> None:
+        self.settings = settings
+        self.url = settings.catalog_url
+        self.worker = worker
+        self.node = node or NodeHealth()
+        self.limits = ImageLimits.from_settings(settings)
+        self._make_detector = detector
+        self._detector: Detector | None = None
+        self._storages: dict[str, Storage] = {}
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+
+    def run(self, page_id: int) -> Outcome:
+        """One delivery of a scan; never raises for a bad scan or a failed detection."""
+        if self.node.reason is not None:
+            return Outcome.BROKEN
+        try:
+            held = pages.claim(self.url, page_id, self.worker, self.settings.lease_seconds, self.settings.max_attempts)
+        except Exception as exc:
+            if is_outage(exc):
+                return Outcome.STALLED
+            self.node.cannot_serve(FatalError(f"cannot claim scans: {type(exc).__name__}: {exc}"))
+            return Outcome.BROKEN
+        if held is None:
+            return Outcome.HELD if pages.held_until(self.url, page_id) is not None else Outcome.SKIPPED
+        try:
+            return self._detect_and_commit(held)
+        except LineError as exc:  # the scan itself: the same bytes would fail again
+            return self._fail(held, exc, final=True)
+        except FatalError as exc:
+            pages.release(self.url, held)
+            self.node.cannot_serve(exc)
+            return Outcome.BROKEN
+        except Exception as exc:
+            if is_outage(exc):
+                pages.release(self.url, held)
+                return Outcome.STALLED
+            return self._fail(held, exc, final=False)
+        except BaseException:
+            try:
+                pages.release(self.url, held)
+            except Exception:  # the lease expires and a later claim takes the scan
+                log.warning("%s interrupted; the release failed", held.key)
+            raise
+
+    def _detect_and_commit(self, held: PageClaim) -> Outcome:
+        source_url = self._source_url(held.campaign_id)
+        started = time.perf_counter()
+        data = self._storage(source_url).read(held.key)
+        scan = decode_line(data, self.limits)
+        detector = self._loaded()
+        with _Renewing(self.url, held, self.settings.lease_seconds):
+            found = detector.detect(scan.line)
+        from pisar.detect.page_xml import page_xml
+
+        facts = PageFacts(
+            layout=page_xml(found, held.key).decode(),
+            line_ids=[line.line_id for line in found.lines],
+            width=found.width,
+            height=found.height,
+            detector=found.detector,
+            seconds=time.perf_counter() - started,
+        )
+        if not pages.finish(self.url, held, facts):
+            log.warning("%s: a newer claim holds the scan; its detection is discarded", held.key)
+            return Outcome.FENCED
+        log.info("%s: %s lines detected in %.1fs", held.key, len(facts.line_ids), facts.seconds)
+        return Outcome.DONE
+
+    def _fail(self, held: PageClaim, exc: BaseException, *, final: bool) -> Outcome:
+        state = pages.fail(self.url, held, exc, self.settings.max_attempts, final=final)
+        log.warning("%s: detection failed (%s): %s: %s", held.key, state or "fenced", type(exc).__name__, exc)
+        if state is None:
+            return Outcome.FENCED
+        return Outcome.QUARANTINED if state == pages.QUARANTINED else Outcome.FAILED
+
+    def _loaded(self) -> Detector:
+        if self._detector is None:
+            self._detector = self._make_detector()
+        return self._detector
+
+    def _source_url(self, campaign_id: int) -> str:
+        table = Campaign.__table__
+        with get_engine(self.url).connect() as conn:
+            return conn.execute(select(table.c.source_url).where(table.c.id == campaign_id)).scalar_one()
+
+    def _storage(self, url: str) -> Storage:
+        if url not in self._storages:
+            self._storages[url] = open_storage(url, self.settings)
+        return self._storages[url]
+
+
+class _Renewing:
+    """Renews a scan's lease every third of it while the detector runs."""
+
+    def __init__(self, url: str, held: PageClaim, lease_seconds: int) -> None:
+        self.url, self.held, self.every = url, held, lease_seconds / 3
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pisar-page-lease", daemon=True)
+
+    def __enter__(self) -> _Renewing:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                if not pages.renew(self.url, self.held, int(self.every * 3)):
+                    return
+            except Exception as exc:  # an outage: the next tick tries again
+                log.warning("%s: lease renewal failed (%s)", self.held.key, type(exc).__name__)
