@@ -1,6 +1,8 @@
 """Names shared by the producer, the worker and Flower; one place so they never drift."""
 
 TASK_RUN_SHARD = "pisar.run_shard"
+TASK_DETECT_PAGE = "pisar.detect_page"
+DETECT_QUEUE_SUFFIX = ".detect"  # a campaign's scans go to ``<its queue>.detect``: detect workers consume it
 DEFAULT_QUEUE = "pisar"
 
 #: Image suffixes that are line images; matched case-insensitively.

@@ -126,7 +126,7 @@ def detect_pages(settings: Settings, campaign: Campaign, console: Console | None
     """
     from pisar.catalog import pages
     from pisar.worker.detection import PageRunner, detector_from_settings
-    from pisar.worker.outcomes import Outcome, retry_delay
+    from pisar.worker.outcomes import Outcome
 
     console = console or Console(stderr=True)
     todo = pages.to_detect(settings.catalog_url, campaign.id)
@@ -141,18 +141,19 @@ def detect_pages(settings: Settings, campaign: Campaign, console: Console | None
             queue = deque(todo)
             while queue:
                 page_id = queue.popleft()
-                outcome = runner.run(page_id)
-                if outcome is Outcome.BROKEN:
+                ran = runner.run(page_id)
+                if ran.outcome is Outcome.BROKEN:
                     raise runner.node.reason or RuntimeError("the detector cannot serve")
-                if outcome in (Outcome.HELD, Outcome.STALLED, Outcome.FENCED):
-                    time.sleep(HELD_POLL_SECONDS if outcome is not Outcome.STALLED else settings.outage_retry_seconds)
+                if ran.outcome in (Outcome.HELD, Outcome.FENCED):  # another process has it: look again soon
+                    time.sleep(HELD_POLL_SECONDS)
                     queue.append(page_id)
                     continue
-                if outcome is Outcome.FAILED:
-                    time.sleep(retry_delay(1))
+                delay = ran.resend_after(settings)
+                if delay is not None:  # failed (retried with backoff), an outage, a stop
+                    time.sleep(delay)
                     queue.append(page_id)
                     continue
-                detected += outcome is Outcome.DONE
+                detected += ran.outcome is Outcome.DONE
                 progress.advance(task)
     finally:
         runner.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from pisar.constants import MAX_PRIORITY, TASK_RUN_SHARD
+from pisar.constants import DETECT_QUEUE_SUFFIX, MAX_PRIORITY, TASK_DETECT_PAGE, TASK_RUN_SHARD
 from pisar.errors import ConfigError, ServiceUnavailable
 from pisar.settings import Settings, redact_url
 
@@ -21,6 +21,11 @@ app = Celery("pisar")
 # in step order, so step 0 is served first: a campaign's priority p is sent as step 9 - p.
 PRIORITY_STEPS = tuple(range(MAX_PRIORITY + 1))
 _KOMBU_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
+
+
+def detect_queue(queue: str) -> str:
+    """The queue that carries the scans to detect of the campaigns on ``queue`` (read shards stay on ``queue``)."""
+    return f"{queue}{DETECT_QUEUE_SUFFIX}"
 
 
 def message_priority(campaign_priority: int) -> int:
@@ -66,7 +71,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.queue,
-        "task_routes": {TASK_RUN_SHARD: {"queue": settings.queue}},
+        "task_routes": {TASK_RUN_SHARD: {"queue": settings.queue}, TASK_DETECT_PAGE: {"queue": detect_queue(settings.queue)}},
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,

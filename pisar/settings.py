@@ -143,7 +143,12 @@ class Settings(BaseSettings):
         "reading starts sooner, more means larger batches on the GPU (a page holds about 30 lines)",
     )
     detect_polygon_workers: int = Field(
-        1, ge=1, le=256, description="Processes that grow the polygons of one page's lines (a GPU detect node: its cores)"
+        0, ge=0, le=256, description="Processes that grow the polygons of a page's lines in parallel; 0 = one per CPU core"
+    )
+    detect_lines_ahead: int = Field(
+        50_000,
+        ge=1,
+        description="Back-pressure: `pisar feed` sends no more scans to detect while this many detected lines wait to be read",
     )
 
     @field_validator("queue_low_water")

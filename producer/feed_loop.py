@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from threading import Event
 
-from pisar.catalog import shards
+from pisar.catalog import pages, shards
 from pisar.errors import ServiceUnavailable
 from pisar.producer.feeder import feed
 from pisar.safe_text import printable
@@ -55,6 +55,9 @@ def feed_forever(settings: Settings, stop: Event, say: Say, *, once: bool = Fals
 def reap_once(settings: Settings, say: Say) -> shards.Expired:
     """Shards whose lease expired go back in line (the same pass publishes them) or to quarantine."""
     reaped = shards.expire_leases(settings.catalog_url, settings.max_attempts)
+    scans = pages.expire_leases(settings.catalog_url)
+    if scans:
+        say(f"reaped {scans} scans back in line for detection: their workers' leases ran out")
     for key in reaped.poisoned:
         say(f"set aside {printable(key)}: its worker died reading it (WorkerCrash)")
     if reaped.returned or reaped.quarantined:

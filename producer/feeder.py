@@ -25,19 +25,21 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import Exists, select
+from sqlalchemy import Exists, func, select
 
-from pisar.catalog import shards
+from pisar.catalog import pages, shards
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Shard, ShardState
-from pisar.producer.publish import send, shard_label
-from pisar.queue import require_redis, waiting_by_priority
+from pisar.catalog.models import Campaign, Page, Shard, ShardState
+from pisar.constants import TASK_DETECT_PAGE
+from pisar.producer.publish import scan_label, send, shard_label
+from pisar.queue import detect_queue, require_redis, waiting_by_priority
 from pisar.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _SHARD = Shard.__table__
 _CAMPAIGN = Campaign.__table__
+_PAGE = Page.__table__
 LOCK_SECONDS = 120  # a feeder that dies holding the lock frees it after this
 
 
@@ -69,8 +71,91 @@ def queues_with_pending(url: str) -> list[str]:
 
 
 def feed(settings: Settings) -> list[TopUp]:
-    """Top up every queue that has pending shards; what each top-up did."""
-    return [top_up(settings, queue) for queue in queues_with_pending(settings.catalog_url)]
+    """Top up every queue that has pending shards, and every detect queue that has scans to send; what each top-up did."""
+    url = settings.catalog_url
+    return [top_up(settings, queue) for queue in queues_with_pending(url)] + [
+        top_up_detect(settings, queue) for queue in queues_with_scans(url)
+    ]
+
+
+# --- scans to detect: their own queue, and back-pressure from the lines detected but not yet read ---
+
+
+def _has_pending_scan() -> Exists:
+    return select(_PAGE.c.id).where(_PAGE.c.campaign_id == _CAMPAIGN.c.id, _PAGE.c.state == ShardState.PENDING.value).exists()
+
+
+def queues_with_scans(url: str) -> list[str]:
+    """Every (read) queue whose campaigns have scans waiting to be sent to detection."""
+    with get_engine(url).connect() as conn:
+        return sorted(conn.execute(select(_CAMPAIGN.c.queue).where(_has_pending_scan()).distinct()).scalars())
+
+
+def lines_waiting_to_be_read(url: str, queue: str) -> int:
+    """Lines detected on ``queue``'s detect campaigns whose shards wait to be read (pending or queued)."""
+    has_scans = select(_PAGE.c.id).where(_PAGE.c.campaign_id == _CAMPAIGN.c.id).exists()
+    query = (
+        select(func.coalesce(func.sum(_SHARD.c.line_count), 0))
+        .join(_CAMPAIGN, _CAMPAIGN.c.id == _SHARD.c.campaign_id)
+        .where(_CAMPAIGN.c.queue == queue, _SHARD.c.state.in_([ShardState.PENDING.value, ShardState.QUEUED.value]), has_scans)
+    )
+    with get_engine(url).connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def top_up_detect(settings: Settings, queue: str) -> TopUp:
+    """Send pending scans of ``queue``'s campaigns to its detect queue, in the same windows as shards,
+    unless ``detect_lines_ahead`` detected lines already wait to be read: detection then waits for
+    reading (the GPUs), instead of piling detected lines up in the catalog."""
+    import redis
+
+    target = detect_queue(queue)
+    result = TopUp(target)
+    waiting_lines = lines_waiting_to_be_read(settings.catalog_url, queue)
+    if waiting_lines >= settings.detect_lines_ahead:
+        log.info("queue %s: %s detected lines wait to be read; no scans sent to detection", queue, waiting_lines)
+        return result
+    client = redis.Redis.from_url(require_redis(settings), socket_connect_timeout=5, socket_timeout=30)
+    lock = client.lock(f"pisar:feeder:{target}", timeout=LOCK_SECONDS)
+    if not lock.acquire(blocking=False):
+        client.close()
+        return TopUp(target, busy=True)
+    try:
+        waiting = waiting_by_priority(client, target)
+        result.waiting = sum(waiting.values())
+        sent_ahead = 0
+        for priority in _scan_priorities(settings.catalog_url, queue):
+            ahead = sum(n for p, n in waiting.items() if p >= priority) + sent_ahead
+            if ahead >= settings.queue_low_water:
+                continue
+            picked = pages.publish_next(settings.catalog_url, queue, priority, settings.queue_high_water - ahead)
+            by_campaign: dict[int, list] = defaultdict(list)
+            for page in picked:
+                by_campaign[page.campaign_id].append(page)
+            for campaign_id, chosen in by_campaign.items():
+                labels = [(page.page_id, scan_label(page.campaign_name, page.key)) for page in chosen]
+                try:
+                    send(settings, campaign_id, target, priority, labels, task=TASK_DETECT_PAGE)
+                except Exception:
+                    pages.unpublish(settings.catalog_url, [page.page_id for page in chosen])
+                    raise
+                name = chosen[0].campaign_name
+                result.by_campaign[name] = result.by_campaign.get(name, 0) + len(labels)
+                result.sent += len(labels)
+                sent_ahead += len(labels)
+        return result
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("feeder lock of queue %s expired before release", target)
+        client.close()
+
+
+def _scan_priorities(url: str, queue: str) -> list[int]:
+    query = select(_CAMPAIGN.c.priority).where(_CAMPAIGN.c.queue == queue, _has_pending_scan()).distinct()
+    with get_engine(url).connect() as conn:
+        return sorted(conn.execute(query).scalars(), reverse=True)
 
 
 def top_up(settings: Settings, queue: str) -> TopUp:

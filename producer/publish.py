@@ -14,13 +14,16 @@ from pisar.safe_text import printable
 from pisar.settings import Settings
 
 
-def send(settings: Settings, campaign_id: int, queue: str, priority: int, labels: Sequence[tuple[int, str]]) -> int:
-    """Send one message per ``(shard_id, label)``; the label is what Flower shows as the task's arguments."""
+def send(
+    settings: Settings, campaign_id: int, queue: str, priority: int, labels: Sequence[tuple[int, str]], task: str = TASK_RUN_SHARD
+) -> int:
+    """Send one ``task`` message per ``(shard_id, label)`` (a scan's id for ``TASK_DETECT_PAGE``); the label is what
+    Flower shows as the task's arguments."""
     app = configure(settings)
     with app.producer_or_acquire() as producer:
         for shard_id, label in labels:
             app.send_task(
-                TASK_RUN_SHARD,
+                task,
                 args=[campaign_id, shard_id],
                 argsrepr=label,
                 queue=queue,
@@ -35,3 +38,8 @@ def send(settings: Settings, campaign_id: int, queue: str, priority: int, labels
 def shard_label(campaign_name: str, index: int, lines: int) -> str:
     """``campaign 'vol-1917' shard 3 (256 lines)``: a readable task argument in Flower."""
     return f"campaign {printable(campaign_name)!r} shard {index} ({lines} lines)"
+
+
+def scan_label(campaign_name: str, key: str) -> str:
+    """``campaign 'vol-1917' scan 'f/0001.jpg'``: a detect task's readable argument in Flower."""
+    return f"campaign {printable(campaign_name)!r} scan {printable(key)!r}"

@@ -124,19 +124,27 @@ class Submitted:
 
     def describe(self) -> str:
         campaign = self.campaign
+        listed = f"{self.listing.scans} scans" if self.listing.scans else f"{campaign.line_count} lines"
         return (
-            f"campaign {campaign.name}: {campaign.line_count} lines in {campaign.shard_count} shards, {self.published} "
+            f"campaign {campaign.name}: {listed} in {campaign.shard_count} shards, {self.published} "
             f"(skipped files: {self.listing.describe_skipped()})"
         )
 
 
 def submit_and_publish(settings: Settings, request: SubmitRequest) -> Submitted:
     """`pisar submit`: create the campaign, publishing the shards listed so far every few seconds, and once more at the end."""
-    from pisar.producer.feeder import describe_published, top_up
+    from pisar.producer.feeder import describe_published, top_up, top_up_detect
 
     fed = []
-    campaign, listing = create_campaign(settings, request, tick=lambda: fed.append(top_up(settings, request.queue)))
-    fed.append(top_up(settings, campaign.queue))
+    detects = line_source(request.layout).detects
+    publish = top_up_detect if detects else top_up  # a detect campaign's scans first; its read shards follow as they are detected
+    campaign, listing = create_campaign(settings, request, tick=lambda: fed.append(publish(settings, request.queue)))
+    fed.append(publish(settings, campaign.queue))
+    if detects:
+        sent = sum(f.by_campaign.get(campaign.name, 0) for f in fed)
+        rest = "" if sent >= listing.scans else "; `pisar feed` sends the rest as detection drains"
+        published = f"{sent} of {listing.scans} scans sent to detection on '{fed[-1].queue}'{rest}"
+        return Submitted(campaign, listing, published + "; `pisar feed` publishes their read shards as they are detected")
     return Submitted(campaign, listing, describe_published(fed, campaign))
 
 

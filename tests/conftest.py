@@ -207,10 +207,10 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Factory: start `pisar worker` subprocesses; all are stopped (warm, then hard) at teardown."""
     procs: list[tuple[subprocess.Popen, Path]] = []
 
-    def start(env: dict[str, str], name: str) -> subprocess.Popen:
+    def start(env: dict[str, str], name: str, *args: str) -> subprocess.Popen:
         log = tmp_path / f"{name}.log"
         proc = subprocess.Popen(
-            [PISAR, "worker", f"--hostname={name}@%h"],
+            [PISAR, "worker", f"--hostname={name}@%h", *args],
             env=env,
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,17 @@ from PIL import Image
 from sqlalchemy import create_engine, select
 
 from pisar.catalog import pages
+from pisar.catalog.db import get_engine
 from pisar.catalog.models import Page, Shard
 from pisar.detect.segmentation import DetectedLine, PageSegmentation
-from tests.helpers.cli import read_jsonl, run_pisar
+from pisar.settings import Settings
+from tests.helpers.cli import PISAR, read_jsonl, run_pisar, wait_until
+from tests.helpers.s3 import upload
 from tests.helpers.stored_detector import CRASH_SIZE
 
 STORED = "tests.helpers.stored_detector:StoredDetector"
+REPO_PATH = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
+DETECT_ENV = {"PISAR_DETECTOR": STORED, "PISAR_DETECT_PAGES_PER_SHARD": "2", "PISAR_MAX_ATTEMPTS": "2", "PYTHONPATH": REPO_PATH}
 
 
 @pytest.fixture
@@ -40,8 +46,7 @@ def scans(tmp_path: Path, kraken_page: Path) -> Path:
 def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
     scans: Path, embedded_env: dict[str, str], tiny_model: Path, tmp_path: Path
 ) -> None:
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
-    env = {**embedded_env, "PISAR_DETECTOR": STORED, "PISAR_DETECT_PAGES_PER_SHARD": "2", "PISAR_MAX_ATTEMPTS": "2", "PYTHONPATH": path}
+    env = {**embedded_env, **DETECT_ENV}
     out = tmp_path / "out.jsonl"
     result = run_pisar(["run", str(scans), "--layout", "detect", "--model", str(tiny_model), "-o", str(out)], env, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -100,3 +105,52 @@ def test_a_scan_detected_twice_is_written_once(tmp_path: Path, embedded_env: dic
     with engine.connect() as conn:
         shard = conn.execute(select(Shard.__table__).where(Shard.__table__.c.id == second.shard_id)).one()
     assert (shard.line_count, shard.state) == (1, "pending")
+
+
+@pytest.mark.slow
+def test_separate_detect_and_read_workers_give_the_embedded_run_s_records(
+    scans: Path, s3, distributed_env: dict[str, str], embedded_env: dict[str, str], start_worker, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A detect-only worker and a read-only worker (subprocesses), `pisar feed` between them, scans in
+    SeaweedFS, the catalog in Postgres: the records equal those of `pisar run` on the same scans."""
+    s3.create_bucket(Bucket="scans")
+    upload(s3, "scans", {f"fond/{path.name}": path.read_bytes() for path in scans.iterdir()})
+    env = {**distributed_env, **DETECT_ENV, "PISAR_FEED_INTERVAL_SECONDS": "1"}
+    submitted = run_pisar(["submit", "s3://scans/fond", "--model", str(tiny_model), "--name", "fond", "--layout", "detect"], env)
+    assert submitted.returncode == 0, submitted.stderr
+    assert "5 scans in 3 shards" in submitted.stderr and "5 of 5 scans sent to detection" in submitted.stderr
+    start_worker(env, "det", "--queues", "detect")
+    start_worker(env, "read", "--queues", "read")
+    feeder = subprocess.Popen([PISAR, "feed"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    engine = get_engine(Settings(database_url=distributed_env["PISAR_DATABASE_URL"]).catalog_url)
+    try:
+
+        def shard_states() -> set[str]:
+            with engine.connect() as conn:
+                return set(conn.execute(select(Shard.__table__.c.state)).scalars())
+
+        wait_until(lambda: shard_states() == {"done"}, 300, "every shard read")
+    finally:
+        feeder.terminate()
+        feeder.wait(timeout=30)
+    with engine.connect() as conn:
+        page_workers = set(conn.execute(select(Page.__table__.c.worker)).scalars())
+        shard_workers = set(conn.execute(select(Shard.__table__.c.worker)).scalars())
+    assert {worker.split("@")[0] for worker in page_workers if worker} == {"det"}
+    assert {worker.split("@")[0] for worker in shard_workers} == {"read"}
+    exported = run_pisar(["export", "fond", "--format", "jsonl", "-o", str(tmp_path / "distributed.jsonl")], env)
+    assert exported.returncode == 0, exported.stderr
+
+    embedded = tmp_path / "embedded.jsonl"
+    ran = run_pisar(
+        ["run", str(scans), "--layout", "detect", "--model", str(tiny_model), "-o", str(embedded)], {**embedded_env, **DETECT_ENV}
+    )
+    assert ran.returncode == 0, ran.stderr
+    fields = ("key", "status", "text", "error_class", "region_id", "reading_order")
+
+    def essentials(path: Path, prefix: str = "") -> list[tuple]:
+        return [tuple(record.get(f) for f in fields) for record in read_jsonl(path)]
+
+    distributed_records = [(key.removeprefix("fond/"), *rest) for key, *rest in essentials(tmp_path / "distributed.jsonl")]
+    assert distributed_records == essentials(embedded)
+    assert len(distributed_records) == 2 * 44 + 2

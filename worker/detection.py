@@ -26,7 +26,8 @@ from pisar.errors import FatalError, LineError, is_outage
 from pisar.images import ImageLimits, decode_line
 from pisar.settings import Settings
 from pisar.storage import Storage, open_storage
-from pisar.worker.outcomes import Outcome
+from pisar.worker import stopping
+from pisar.worker.outcomes import Outcome, ShardOutcome
 from pisar.worker.serving import NodeHealth
 
 log = logging.getLogger(__name__)
@@ -54,32 +55,37 @@ class PageRunner:
         if self._detector is not None:
             self._detector.close()
 
-    def run(self, page_id: int) -> Outcome:
-        """One delivery of a scan; never raises for a bad scan or a failed detection."""
+    def run(self, page_id: int) -> ShardOutcome:
+        """One delivery of a scan; never raises for a bad scan or a failed detection. What its message
+        needs is the outcome's ``resend_after``, as for a shard."""
         if self.node.reason is not None:
-            return Outcome.BROKEN
+            return ShardOutcome(page_id, Outcome.BROKEN, error=str(self.node.reason))
         try:
             held = pages.claim(self.url, page_id, self.worker, self.settings.lease_seconds, self.settings.max_attempts)
         except Exception as exc:
             if is_outage(exc):
-                return Outcome.STALLED
+                return ShardOutcome(page_id, Outcome.STALLED, error=f"{type(exc).__name__}: {exc}")
             self.node.cannot_serve(FatalError(f"cannot claim scans: {type(exc).__name__}: {exc}"))
-            return Outcome.BROKEN
+            return ShardOutcome(page_id, Outcome.BROKEN, error=str(self.node.reason))
         if held is None:
-            return Outcome.HELD if pages.held_until(self.url, page_id) is not None else Outcome.SKIPPED
+            until = pages.held_until(self.url, page_id)
+            return ShardOutcome(page_id, Outcome.HELD if until is not None else Outcome.SKIPPED, held_until=until)
         try:
-            return self._detect_and_commit(held)
+            return ShardOutcome(page_id, self._detect_and_commit(held), attempts=held.attempts)
         except LineError as exc:  # the scan itself: the same bytes would fail again
-            return self._fail(held, exc, final=True)
+            return ShardOutcome(page_id, self._fail(held, exc, final=True), error=str(exc), attempts=held.attempts)
+        except stopping.WorkerStopping as exc:
+            pages.release(self.url, held)
+            return ShardOutcome(page_id, Outcome.STOPPED, error=str(exc))
         except FatalError as exc:
             pages.release(self.url, held)
             self.node.cannot_serve(exc)
-            return Outcome.BROKEN
+            return ShardOutcome(page_id, Outcome.BROKEN, error=str(exc))
         except Exception as exc:
             if is_outage(exc):
                 pages.release(self.url, held)
-                return Outcome.STALLED
-            return self._fail(held, exc, final=False)
+                return ShardOutcome(page_id, Outcome.STALLED, error=f"{type(exc).__name__}: {exc}")
+            return ShardOutcome(page_id, self._fail(held, exc, final=False), error=str(exc), attempts=held.attempts)
         except BaseException:
             try:
                 pages.release(self.url, held)

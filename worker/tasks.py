@@ -1,4 +1,4 @@
-"""Celery wiring, kept thin: process setup, the ``run_shard`` task, and what each outcome asks of its message.
+"""Celery wiring, kept thin: process setup, the ``run_shard`` and ``detect_page`` tasks, and what each outcome asks of its message.
 
 One prefork child per GPU (concurrency 1): the child builds its reader and database pool
 after the fork, so the parent never touches CUDA or shares sockets with it.
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from celery.signals import worker_process_init
 
 from pisar.catalog.db import dispose_engines
-from pisar.constants import TASK_RUN_SHARD
+from pisar.constants import TASK_DETECT_PAGE, TASK_RUN_SHARD
 from pisar.errors import FatalError
 from pisar.queue import app
 from pisar.settings import get_settings
@@ -23,11 +23,13 @@ from pisar.worker.serving import this_node
 
 if TYPE_CHECKING:
     from pisar.reader import ReaderCache
+    from pisar.worker.detection import PageRunner
 
 log = logging.getLogger("pisar.worker")
 
 _readers: ReaderCache | None = None
 _runner: ShardRunner | None = None
+_page_runner: PageRunner | None = None
 
 
 def readers() -> ReaderCache:
@@ -46,6 +48,17 @@ def runner(hostname: str) -> ShardRunner:
     if _runner is None:
         _runner = ShardRunner(get_settings(), readers().get, worker=f"{hostname}:{os.getpid()}", node=this_node)
     return _runner
+
+
+def page_runner(hostname: str) -> PageRunner:
+    """This process's scan runner; its detector loads with the first scan (after the fork)."""
+    global _page_runner
+    if _page_runner is None:
+        from pisar.worker.detection import PageRunner, detector_from_settings
+
+        settings = get_settings()
+        _page_runner = PageRunner(settings, lambda: detector_from_settings(settings), worker=f"{hostname}:{os.getpid()}", node=this_node)
+    return _page_runner
 
 
 @worker_process_init.connect
@@ -75,6 +88,18 @@ def run_shard(self: Any, campaign_id: int, shard_id: int) -> None:
     if not this_node.serving:  # reached this process before its worker stopped consuming: pass it on untouched
         raise self.retry(countdown=0)
     outcome = runner(self.request.hostname or "pisar").run(campaign_id, shard_id)
+    delay = outcome.resend_after(get_settings())
+    if delay is not None:
+        raise self.retry(countdown=delay)
+
+
+@app.task(name=TASK_DETECT_PAGE, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def detect_page(self: Any, campaign_id: int, page_id: int) -> None:
+    """Detect one scan's lines; the catalog records the outcome (and moves its read shard on), the
+    message is sent again when the outcome asks."""
+    if not this_node.serving:
+        raise self.retry(countdown=0)
+    outcome = page_runner(self.request.hostname or "pisar").run(page_id)
     delay = outcome.resend_after(get_settings())
     if delay is not None:
         raise self.retry(countdown=delay)

@@ -25,12 +25,14 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from pisar.catalog import shards
 from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Line, LineStatus, Page, ShardState, utcnow
+from pisar.catalog.models import Campaign, Line, LineStatus, Page, ShardState, utcnow
 from pisar.catalog.shard_moves import Transition
+from pisar.errors import WorkerCrash
 from pisar.layout import line_key
 
 _PAGE = Page.__table__
 _LINE = Line.__table__
+_CAMPAIGN = Campaign.__table__
 PENDING, QUEUED, RUNNING = ShardState.PENDING, ShardState.QUEUED, ShardState.RUNNING
 DONE, FAILED, QUARANTINED = ShardState.DONE, ShardState.FAILED, ShardState.QUARANTINED
 SETTLED = (DONE.value, QUARANTINED.value)
@@ -40,6 +42,7 @@ NO_LINES = "no_lines"
 MOVES: dict[str, Transition] = {
     "list": Transition(frozenset(), PENDING, "the listing of a detect campaign"),
     "publish": Transition(frozenset({PENDING}), QUEUED, "the feeder, just before it sends the scan's message"),
+    "unpublish": Transition(frozenset({QUEUED}), PENDING, "the feeder, when the message could not be sent"),
     "claim": Transition(frozenset({PENDING, QUEUED, FAILED}), RUNNING, "a detect worker: new token and lease, one more attempt"),
     "finish": Transition(frozenset({RUNNING}), DONE, "the detect worker, in the transaction that writes the scan's layout and lines"),
     "fail": Transition(frozenset({RUNNING}), FAILED, "the detect worker: the detector failed, attempts left"),
@@ -47,7 +50,8 @@ MOVES: dict[str, Transition] = {
         frozenset({RUNNING}), QUARANTINED, "the detect worker: the scan cannot be decoded, or the last attempt failed"
     ),
     "release": Transition(frozenset({RUNNING}), QUEUED, "the detect worker: an outage or a stopping worker; attempt refunded"),
-    "expire": Transition(frozenset({RUNNING}), PENDING, "a claim: the lease ran out, its worker is gone"),
+    "expire": Transition(frozenset({RUNNING}), PENDING, "the reaper or a claim: the lease ran out, its worker is gone"),
+    "give_up": Transition(frozenset({PENDING, QUEUED, FAILED}), QUARANTINED, "a claim: every attempt is spent (its workers died on it)"),
 }
 
 
@@ -90,6 +94,58 @@ def insert_listed(conn: Connection, campaign_id: int, rows: Iterable[tuple[int, 
     return len(values)
 
 
+@dataclass(frozen=True)
+class PublishedPage:
+    page_id: int
+    campaign_id: int
+    campaign_name: str
+    key: str
+
+
+def publish_next(url: str, queue: str, priority: int, limit: int) -> list[PublishedPage]:
+    """Mark the next ``limit`` pending scans of ``queue``'s campaigns at ``priority`` queued (oldest
+    campaign, then key order); two feeders never pick the same scan (``FOR UPDATE SKIP LOCKED``)."""
+    if limit <= 0:
+        return []
+    candidates = (
+        select(_PAGE.c.id)
+        .join(_CAMPAIGN, _CAMPAIGN.c.id == _PAGE.c.campaign_id)
+        .where(_CAMPAIGN.c.queue == queue, _CAMPAIGN.c.priority == priority, _PAGE.c.state == PENDING.value)
+        .order_by(_PAGE.c.campaign_id, _PAGE.c.key)
+        .limit(limit)
+        .with_for_update(of=_PAGE, skip_locked=True)
+    )
+    with get_engine(url).begin() as conn:
+        ids = list(conn.execute(candidates).scalars())
+        if not ids:
+            return []
+        conn.execute(_move("publish", _PAGE.c.id.in_(ids)).values(queued_at=utcnow()))
+        rows = conn.execute(
+            select(_PAGE.c.id, _PAGE.c.campaign_id, _CAMPAIGN.c.name, _PAGE.c.key)
+            .join(_CAMPAIGN, _CAMPAIGN.c.id == _PAGE.c.campaign_id)
+            .where(_PAGE.c.id.in_(ids), _PAGE.c.state == QUEUED.value)
+            .order_by(_PAGE.c.campaign_id, _PAGE.c.key)
+        ).all()
+    return [PublishedPage(*row) for row in rows]
+
+
+def unpublish(url: str, page_ids: Sequence[int]) -> int:
+    """Scans whose message could not be sent: back to ``pending``."""
+    if not page_ids:
+        return 0
+    with get_engine(url).begin() as conn:
+        return conn.execute(_move("unpublish", _PAGE.c.id.in_(list(page_ids))).values(queued_at=None)).rowcount
+
+
+def expire_leases(url: str) -> int:
+    """Running scans whose lease ran out (their worker died) back to ``pending``, for the feeder to send again.
+
+    No attempt is refunded: a scan that kills its worker every time ends quarantined at the next
+    claim past the limit (``claim`` refuses it, ``quarantine_exhausted`` records it)."""
+    with get_engine(url).begin() as conn:
+        return conn.execute(_move("expire", _PAGE.c.lease_until < utcnow()).values(lease_until=None)).rowcount
+
+
 def claim(url: str, page_id: int, worker: str, lease_seconds: int, max_attempts: int) -> PageClaim | None:
     """Take the scan unless a live lease holds it or it is settled; ``None`` when there is nothing to take."""
     now = utcnow()
@@ -107,9 +163,25 @@ def claim(url: str, page_id: int, worker: str, lease_seconds: int, max_attempts:
             )
             .returning(_PAGE.c.campaign_id, _PAGE.c.shard_id, _PAGE.c.key, _PAGE.c.token, _PAGE.c.attempts)
         ).first()
-    if row is None:
-        return None
+        if row is None:
+            _give_up(conn, page_id, max_attempts)
+            return None
     return PageClaim(page_id, row.campaign_id, row.shard_id, row.key, row.token, row.attempts)
+
+
+def _give_up(conn: Connection, page_id: int, max_attempts: int) -> None:
+    """A scan waiting with no attempt left (its workers died on it, lease after lease) is quarantined, not left waiting."""
+    found = conn.execute(
+        select(_PAGE.c.campaign_id, _PAGE.c.shard_id, _PAGE.c.key).where(
+            _PAGE.c.id == page_id, _PAGE.c.attempts >= max_attempts, _PAGE.c.state.in_(sorted(s.value for s in MOVES["give_up"].sources))
+        )
+    ).first()
+    if found is None:
+        return
+    shards.lock_detecting(conn, found.shard_id)
+    error = WorkerCrash(f"the detect worker died on this scan {max_attempts} times")
+    if conn.execute(_move("give_up", _PAGE.c.id == page_id).values(error=str(error), error_class=type(error).__name__)).rowcount:
+        _error_line(conn, found.campaign_id, found.shard_id, found.key, error)
 
 
 def renew(url: str, held: PageClaim, lease_seconds: int) -> bool:
@@ -159,20 +231,25 @@ def fail(url: str, held: PageClaim, error: BaseException, max_attempts: int, *, 
             conn.rollback()
             return None
         if move == "quarantine":
-            conn.execute(
-                insert(_LINE).values(
-                    campaign_id=held.campaign_id,
-                    shard_id=held.shard_id,
-                    key=line_key(held.key, ""),
-                    status=LineStatus.ERROR.value,
-                    error_class=type(error).__name__,
-                    error=str(error)[:4000],
-                    image=held.key,
-                    finished_at=utcnow(),
-                )
-            )
-            shards.add_detected(conn, held.shard_id, 1, _last_scan(conn, held.shard_id))
+            _error_line(conn, held.campaign_id, held.shard_id, held.key, error)
     return MOVES[move].target
+
+
+def _error_line(conn: Connection, campaign_id: int, shard_id: int, scan_key: str, error: BaseException) -> None:
+    """A quarantined scan's one line ``<scan>#``, an error from the start, joined to its shard (settling it if last)."""
+    conn.execute(
+        insert(_LINE).values(
+            campaign_id=campaign_id,
+            shard_id=shard_id,
+            key=line_key(scan_key, ""),
+            status=LineStatus.ERROR.value,
+            error_class=type(error).__name__,
+            error=str(error)[:4000],
+            image=scan_key,
+            finished_at=utcnow(),
+        )
+    )
+    shards.add_detected(conn, shard_id, 1, _last_scan(conn, shard_id))
 
 
 def release(url: str, held: PageClaim) -> bool:

@@ -25,9 +25,22 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     err.print(f"catalog at revision {now}")
 
 
-@app.command(epilog=examples("pisar worker --model models/mine", "CUDA_VISIBLE_DEVICES=1 pisar worker --queue urgent"))
+@app.command(
+    epilog=examples(
+        "pisar worker --model models/mine",
+        "CUDA_VISIBLE_DEVICES=1 pisar worker --queue urgent",
+        "pisar worker --queues detect          # a CPU node that only detects lines",
+        "pisar worker --queues read,detect     # a GPU node that does both",
+    )
+)
 def worker(
     queue: Annotated[Optional[str], typer.Option(help="Queue to consume (default PISAR_QUEUE)")] = None,
+    queues: Annotated[
+        str,
+        typer.Option(
+            "--queues", help="What to take: read (shards of lines), detect (scans to find lines in, on QUEUE.detect), or read,detect"
+        ),
+    ] = "read",
     hostname: Annotated[Optional[str], typer.Option(help="Celery node name (default pisar-<gpu or pid>@host)")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Preload this model at start (default PISAR_MODEL)")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
@@ -37,13 +50,24 @@ def worker(
     It exits non-zero when it cannot serve: at start with a preload model it cannot serve here, or
     after giving back the shard whose model would not load (no device, a broken model folder).
     """
-    from pisar.queue import configure, delivery_problems, require_redis
+    from pisar.queue import configure, delivery_problems, detect_queue, require_redis
     from pisar.worker.preflight import check_node
 
+    roles = {role.strip() for role in queues.split(",") if role.strip()}
+    if not roles or roles - {"read", "detect"}:
+        raise ConfigError(f"--queues takes read, detect or read,detect, not {queues!r}")
+    if "detect" in roles:
+        from pisar.detect import check_available
+
+        check_available(get_settings().detector)  # one line naming what to install, before any message is taken
     if model:
         os.environ["PISAR_MODEL"] = model  # the forked child reads it in worker_process_init
         get_settings.cache_clear()
     settings = get_settings()
+    if "read" not in roles and settings.model:  # a detect-only node reads nothing: no model to preload
+        os.environ.pop("PISAR_MODEL", None)
+        get_settings.cache_clear()
+        settings = get_settings()
     check_node(settings)  # with a preload model: the device and the model's files, before any message is taken
     require_redis(settings)
     catalog(settings)
@@ -64,7 +88,12 @@ def worker(
             f"--loglevel={loglevel}",
             "--pool=prefork",
             "--concurrency=1",
-            f"--queues={queue or settings.queue}",
+            "--queues="
+            + ",".join(
+                name
+                for role, name in (("read", queue or settings.queue), ("detect", detect_queue(queue or settings.queue)))
+                if role in roles
+            ),
             f"--hostname={node}",
             "--events",
             "--without-mingle",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -86,7 +87,7 @@ def load_detector(name: str, *, model: str | None = None, device: str = "cpu", p
             factory = getattr(importlib.import_module(module), attribute)
         except (ImportError, AttributeError) as exc:
             raise FatalError(f"detector {name!r} cannot be imported: {exc}") from None
-    made: Any = factory(model=model, device=device, polygon_workers=polygon_workers)
+    made: Any = factory(model=model, device=device, polygon_workers=polygon_workers or os.cpu_count() or 1)
     return made
 
 
