@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -109,13 +109,15 @@ def export(
     only: ExportFilter | None = None,
     about: dict[str, str] | None = None,
     pages_from: Storage | None = None,
+    name_of: Callable[[str], str] | None = None,
 ) -> Export:
     """Write the campaign's finished lines (as ``only`` selects) to ``output``; returns what was written.
 
     ``jsonl`` and ``csv`` write one file (``-`` = stdout), ``parquet`` one file, and ``txt``,
     ``alto`` and ``page`` a folder with one file per source folder (``producer/export_pages.py``).
     ``about`` (model, campaign) goes into the XML formats' metadata. ``pages_from``: a page
-    campaign's source, whose PAGE files ``page`` rewrites with the readings (``producer/export_writeback.py``).
+    campaign's source, whose PAGE files ``page`` rewrites with the readings (``producer/export_writeback.py``),
+    or a detect campaign's stored layouts (``producer/detected_layouts.py``, ``name_of`` naming their files).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -124,7 +126,7 @@ def export(
         if output == "-":
             raise ConfigError(f"--format {fmt} writes one file per source folder: give a folder with -o")
         if pages_from is not None and fmt in ("page", "alto"):
-            return write_back(records, Path(output), about or {}, pages_from, fmt)
+            return write_back(records, Path(output), about or {}, pages_from, fmt, name_of)
         return write_pages(records, fmt, Path(output), about or {})
     if fmt == "parquet":
         if output == "-":

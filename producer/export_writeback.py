@@ -67,9 +67,17 @@ Readings = dict[str, dict[str, Any]]
 Writer = Callable[[bytes, str, Readings, dict[str, str], XmlScrubber, Repairs], etree._Element]
 
 
-def write_back(records: Iterable[dict[str, Any]], root: Path, about: dict[str, str], storage: Storage, fmt: str = "page") -> Export:
-    """One file per input layout under ``root``, at the input's own relative path, as ``fmt`` (``page``
-    or ``alto``): the input rewritten where it is of that format, built afresh from its layout otherwise."""
+def write_back(
+    records: Iterable[dict[str, Any]],
+    root: Path,
+    about: dict[str, str],
+    storage: Storage,
+    fmt: str = "page",
+    name_of: Callable[[str], str] | None = None,
+) -> Export:
+    """One file per input layout under ``root``, at the input's own relative path (``name_of`` the
+    layout's key: a detected scan's layout is named after the scan), as ``fmt`` (``page`` or
+    ``alto``): the input rewritten where it is of that format, built afresh from its layout otherwise."""
     scrub = XmlScrubber()
     repairs = Repairs()
     result = Export()
@@ -86,7 +94,7 @@ def write_back(records: Iterable[dict[str, Any]], root: Path, about: dict[str, s
             left_out.append(f"{layout_key}: {exc}")
             continue
         repairs.check(layout_key, document, fmt)
-        with atomic_output(_target(root, layout_key), binary=True) as handle:
+        with atomic_output(_target(root, name_of(layout_key) if name_of else layout_key), binary=True) as handle:
             handle.write(etree.tostring(document, xml_declaration=True, encoding="UTF-8", standalone=True if fmt == "page" else None))
         result.files += 1
         result.records += len(readings)

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lxml import etree
 from PIL import Image
 from sqlalchemy import create_engine, select
 
@@ -20,6 +21,8 @@ from pisar.catalog import pages
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Page, Shard
 from pisar.detect.segmentation import DetectedLine, PageSegmentation
+from pisar.layout import read_layout
+from pisar.layout_schemas import schema
 from pisar.settings import Settings
 from tests.helpers.cli import PISAR, read_jsonl, run_pisar, wait_until
 from tests.helpers.s3 import upload
@@ -78,6 +81,23 @@ def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
     assert flags["c-blank.png"] == pages.NO_LINES  # ...but is a recorded outcome with its flag
     assert attempts["d-corrupt.jpg"] == 1 and attempts["e-crash.png"] == 2  # a bad file is not retried; a detector failure is
     assert shard_states == {"done"}
+
+    # The detected layout goes out as PAGE and ALTO, valid, with the readings in the detector's reading order.
+    for fmt in ("page", "alto"):
+        folder = tmp_path / fmt
+        exported = run_pisar(["export", "scans", "--format", fmt, "-o", str(folder)], env)
+        assert exported.returncode == 0, exported.stderr
+        written = sorted(path.name for path in folder.rglob("*.xml"))
+        assert written == ["a-page.xml", "b-page.xml"], written  # a scan with no line has no record to write back
+        for path in folder.rglob("*.xml"):
+            document = etree.parse(str(path))
+            assert schema(fmt).validate(document), (path, schema(fmt).error_log)
+        layout = read_layout((folder / "a-page.xml").read_bytes())
+        assert [line.line_id for line in layout.lines] == [f"l{n}" for n in range(1, 45)]
+        assert all(line.baseline and len(line.polygon) >= 3 for line in layout.lines)
+        words = [(line.text or "").split() for line in layout.lines]  # written as words: runs of spaces become one
+        assert words == [by_key[f"a-page.jpg#l{n}"]["text"].split() for n in range(1, 45)]
+        assert layout.image == "a-page.jpg"
 
 
 def test_a_scan_detected_twice_is_written_once(tmp_path: Path, embedded_env: dict[str, str], tiny_model: Path, scans: Path) -> None:

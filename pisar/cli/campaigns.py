@@ -196,10 +196,15 @@ def export(
     url = catalog(settings)
     campaign = get_campaign(url, name)
     about = {"campaign": campaign.name, "model": str(model_ref.ModelRef.of(campaign.model_id, campaign.model_revision))}
-    pages_from = (
-        open_storage(campaign.source_url, settings) if line_source(campaign.layout).writes_back else None
-    )  # the files to write back into
-    written = write_export(url, campaign.id, fmt, output, only, about, pages_from)
+    source = line_source(campaign.layout)
+    pages_from, name_of = None, None  # the layout files to write the readings back into
+    if source.detects:
+        from pisar.producer.detected_layouts import DetectedLayouts
+
+        pages_from, name_of = DetectedLayouts(url, campaign.id), DetectedLayouts.file_name
+    elif source.writes_back:
+        pages_from = open_storage(campaign.source_url, settings)
+    written = write_export(url, campaign.id, fmt, output, only, about, pages_from, name_of)
     pending = campaign.line_count - written.records - written.error_lines
     note = f"; {pending} lines pending or filtered out" if pending else ""
     err.print(written.describe(output if output != "-" else "stdout") + note, markup=False)

@@ -31,7 +31,7 @@ class DetectedPages:
     """Scans whose lines Pisar detects (``pisar/detect``) before it reads them."""
 
     describes = "page scans to detect lines in"
-    writes_back = False  # the detected layout lives in the catalog, not beside the scans (exports: next step)
+    writes_back = True  # into the layouts detected for its scans, kept in the catalog (producer/detected_layouts.py)
     ground_truth_inside = False
     detects = True
 

@@ -1,0 +1,31 @@
+"""A detect campaign's layouts, read like layout files: what `export --format page|alto` writes back.
+
+A detected scan's layout lives in the catalog (``page.layout``, PAGE XML), not beside the scan, so
+the write-back reads it from there; the file it writes is named after the scan (``f/0001.jpg`` ->
+``f/0001.xml``), beside where the scan lies, as Transkribus and eScriptorium exports are.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from pisar.catalog import pages
+from pisar.errors import UnreadableLayout
+
+
+class DetectedLayouts:
+    """``read(scan key)``: the PAGE XML detected for that scan."""
+
+    def __init__(self, url: str, campaign_id: int) -> None:
+        self.url, self.campaign_id = url, campaign_id
+
+    def read(self, key: str) -> bytes:
+        found = pages.stored_layouts(self.url, self.campaign_id, [key])
+        if key not in found:
+            raise UnreadableLayout(f"{key}: no layout was detected for this scan (see `pisar status`)")
+        return found[key]
+
+    @staticmethod
+    def file_name(scan_key: str) -> str:
+        """The layout file's key for a scan: the scan's, with ``.xml`` for its suffix."""
+        return str(PurePosixPath(scan_key).with_suffix(".xml"))
