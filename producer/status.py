@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 
+from pisar.catalog import pages
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineStatus, Retry, Shard, ShardState, utcnow
+from pisar.catalog.pages import NO_LINES
 from pisar.catalog.shards import held_by_a_worker
 from pisar.producer.campaigns import line_counts
 
@@ -44,10 +46,16 @@ class CampaignStatus:
     workers_recent: list[str] = field(default_factory=list)
     lines_awaiting_retry: int = 0
     retries: list[dict[str, Any]] = field(default_factory=list)
+    # A detect campaign's scans by state, and ``no_lines`` (detected, nothing found); empty for other campaigns.
+    scans: dict[str, int] = field(default_factory=dict)
+    scan_problems: list[dict[str, Any]] = field(default_factory=list)  # failed, quarantined or without lines
 
     @property
     def finished(self) -> bool:
-        return self.lines.get(LineStatus.PENDING.value, 0) == 0
+        scans_left = sum(
+            n for state, n in self.scans.items() if state not in (ShardState.DONE.value, ShardState.QUARANTINED.value, NO_LINES)
+        )
+        return self.lines.get(LineStatus.PENDING.value, 0) == 0 and not scans_left
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,4 +160,6 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
             {"retry": i, "at": at.isoformat(), "by": by, "selector": sel, "model": model, "lines": n}
             for i, at, by, sel, model, n in retries
         ],
+        scans=pages.counts(url, cid),
+        scan_problems=pages.problem_scans(url, cid),
     )

@@ -298,14 +298,25 @@ def stored_layouts(url: str, campaign_id: int, keys: Iterable[str]) -> dict[str,
 
 
 def counts(url: str, campaign_id: int) -> dict[str, int]:
-    """Scans by state, and those detected with no line (``no_lines``)."""
+    """Scans by state (every state, zeros included) and those detected with no line (``no_lines``); empty without scans."""
     with get_engine(url).connect() as conn:
-        by_state = dict(
-            conn.execute(select(_PAGE.c.state, func.count()).where(_PAGE.c.campaign_id == campaign_id).group_by(_PAGE.c.state)).all()
-        )
-        empty = conn.execute(
-            select(func.count()).where(
-                _PAGE.c.campaign_id == campaign_id, or_(_PAGE.c.flags == NO_LINES, _PAGE.c.flags.like(f"%{NO_LINES}%"))
-            )
-        ).scalar_one()
-    return {**{str(k): int(v) for k, v in by_state.items()}, NO_LINES: int(empty)}
+        query = select(_PAGE.c.state, func.count()).where(_PAGE.c.campaign_id == campaign_id).group_by(_PAGE.c.state)
+        by_state = {str(state): int(n) for state, n in conn.execute(query).all()}
+        empty = conn.execute(select(func.count()).where(_PAGE.c.campaign_id == campaign_id, _PAGE.c.flags == NO_LINES)).scalar_one()
+    if not by_state:
+        return {}
+    states = [state.value for state in ShardState if state is not ShardState.DETECTING]
+    return {**{state: by_state.get(state, 0) for state in states}, NO_LINES: int(empty)}
+
+
+def problem_scans(url: str, campaign_id: int, limit: int = 20) -> list[dict[str, object]]:
+    """Scans that failed or were quarantined, and scans where nothing was found: what `status` lists."""
+    problem = or_(_PAGE.c.state.in_([FAILED.value, QUARANTINED.value]), _PAGE.c.flags == NO_LINES)
+    query = (
+        select(_PAGE.c.key, _PAGE.c.state, _PAGE.c.attempts, _PAGE.c.flags, _PAGE.c.error_class, _PAGE.c.error)
+        .where(_PAGE.c.campaign_id == campaign_id, problem)
+        .order_by(_PAGE.c.key)
+        .limit(limit)
+    )
+    with get_engine(url).connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]

@@ -25,6 +25,19 @@ def status_view(report: CampaignStatus) -> Group:
         f"lines {done}/{report.lines_total} done{share}: {report.lines['ok']} ok, {report.lines['error']} error, "
         f"{report.lines['pending']} pending" + ("" if report.listing_done else " (still listing: more lines to come)")
     )
+    if report.scans:
+        settled = report.scans.get("done", 0) + report.scans.get("quarantined", 0)
+        total = sum(n for state, n in report.scans.items() if state != "no_lines")
+        left = {state: n for state, n in report.scans.items() if n and state not in ("done", "no_lines")}
+        shown_left = ", ".join(f"{n} {state}" for state, n in left.items())
+        line(
+            f"scans {settled}/{total} detected: {report.scans.get('no_lines', 0)} without lines" + (f", {shown_left}" if shown_left else "")
+        )
+    if report.scan_problems:
+        problems = Table("scan", "state", "attempts", "flags", "error")
+        for row in report.scan_problems:
+            problems.add_row(shown(row["key"]), row["state"], str(row["attempts"]), row["flags"] or "", shown(row["error"] or ""))
+        parts.append(problems)
     shards = Table("shard state", "count")
     for state, count in report.shards.items():
         if count:
