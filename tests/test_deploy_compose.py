@@ -30,7 +30,7 @@ from tests.helpers.deploy import (
 )
 from tests.helpers.paths import REPO
 
-CORE = {"redis", "postgres", "seaweedfs", "buckets", "migrate", "worker", "feeder", "flower", "metrics"}
+CORE = {"redis", "postgres", "seaweedfs", "buckets", "migrate", "worker", "worker-detect", "feeder", "flower", "metrics"}
 BY_PROFILE = {"cpu": {"worker-cpu"}, "monitoring": {"prometheus", "grafana"}, "tools": {"producer"}}
 
 
@@ -60,7 +60,7 @@ def test_missing_secrets_stop_compose_with_their_names(tmp_path: Path) -> None:
 def test_every_setting_is_passed_and_every_variable_is_read() -> None:
     """Both ways: each Settings field reaches the services from compose, and each variable compose sets is read."""
     services = pisar_services(resolved(PROFILES))
-    assert set(services) == {"migrate", "worker", "worker-cpu", "feeder", "producer", "flower", "metrics"}
+    assert set(services) == {"migrate", "worker", "worker-cpu", "worker-detect", "feeder", "producer", "flower", "metrics"}
     fields = {f"PISAR_{name.upper()}" for name in Settings.model_fields}
     passed: set[str] = set()
     for name, service in services.items():
@@ -196,7 +196,7 @@ def test_image_is_multi_stage_non_root_pinned_and_carries_no_weights() -> None:
     assert not any(op == "RUN" and "pip install" in args for op, args in runtime)  # nothing built in the final stage
     runs = " ".join(args for op, args in instructions if op == "RUN")
     assert 'pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"' in runs  # the variant's own torch
-    assert "pip install -c constraints.txt ." in runs
+    assert 'pip install -c constraints.txt ".[detect]"' in runs and "pip install --no-deps -c constraints.txt kraken" in runs
     copied = {args.split()[0] for op, args in instructions[: starts[2]] if op == "COPY" and not args.startswith("--from")}
     packaged = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
     assert packaged <= copied, packaged - copied
@@ -268,3 +268,11 @@ def test_only_services_with_a_login_listen_beyond_loopback() -> None:
         "127.0.0.1:6379:6379/tcp",
         "127.0.0.1:9090:9090/tcp",
     ]
+
+
+def test_a_cpu_worker_detects_lines_apart_from_the_gpu_worker() -> None:
+    services = resolved(PROFILES)["services"]
+    detect = services["worker-detect"]
+    assert detect["command"][:3] == ["worker", "--queues", "detect"]
+    assert detect["build"]["args"]["TORCH_VARIANT"] == "cpu" and detect["environment"]["PISAR_DEVICE"] == "cpu"
+    assert "--queues" not in services["worker"]["command"]  # the GPU worker reads (the default role)

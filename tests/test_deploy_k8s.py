@@ -143,3 +143,16 @@ def test_the_validator_refuses_what_a_cluster_would() -> None:
     for bad in (misspelt, wrong_type):
         with pytest.raises(kubernetes_validate.ValidationError):
             kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+def test_detect_workers_run_on_cpu_nodes_and_keda_scales_them_on_the_detect_queue() -> None:
+    from pisar.queue import detect_queue
+
+    worker = by_kind("Deployment")["pisar-detect-worker"]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:3] == ["worker", "--queues", "detect"] and container["image"].endswith("-cpu")
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    scaled = by_kind("ScaledObject")["pisar-detect-worker"]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "pisar-detect-worker" and scaled["minReplicaCount"] == 0
+    queue = by_kind("ConfigMap")["pisar-settings"]["data"]["PISAR_QUEUE"]
+    assert {t["metadata"]["listName"] for t in scaled["triggers"]} == {name for _, name in priority_lists(detect_queue(queue))}
