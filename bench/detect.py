@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     try:
         row.run(keys[: args.batch_size], layout="xml")  # warm-up: the model's first batch
         wall, cpu = time.perf_counter(), time.process_time()
-        row.run(keys, layout="xml", crop="polygon")
+        row.run(keys, layout="xml", crop="box")  # the detect campaigns' default cut (pisar/sources/detected_pages.py)
         read_wall, read_cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
         row.close()

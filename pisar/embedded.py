@@ -184,7 +184,7 @@ def transcribe(
     console: Console,
     *,
     layout: str = "lines",
-    crop: str = "polygon",
+    crop: str | None = None,
 ) -> tuple[Campaign, RunSummary]:
     """Create the campaign (or resume it, same model only) and run every shard not done, here.
 

@@ -58,6 +58,7 @@ class EvalReport:
     spearman: dict[str, float | None] = field(default_factory=dict)
     better_error_predictor: str | None = None
     calibration: list[dict[str, Any]] = field(default_factory=list)
+    layout: dict[str, Any] | None = None  # a detect campaign: its lines against the true layouts (producer/evaluate_pages.py)
 
 
 def score_lines(url: str, campaign: Campaign, gt: Storage, normalization: str, from_layouts: bool = False) -> tuple[list[LineScore], int]:

@@ -51,7 +51,7 @@ class SubmitRequest:
     manifest: str | None = None  # keys from this file or s3:// S3 Inventory instead of a listing (``producer/manifest.py``)
     priority: int = DEFAULT_PRIORITY  # 0 (lowest) to 9 (most urgent): what the feeder publishes first
     layout: str = "lines"  # lines: each image is a line; xml: PAGE/ALTO files, one line per TextLine (pisar/sources/page_lines.py)
-    crop: str = "polygon"  # how a page line is cut from its scan: polygon (outside it white) or box
+    crop: str | None = None  # how a page line is cut from its scan: polygon (outside it white) or box; None: the source's default
 
 
 def create_campaign(
@@ -72,8 +72,9 @@ def create_campaign(
         from pisar.detect import check_available
 
         check_available(settings.detector)
-    if request.crop not in CROPS:
-        raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, not {request.crop!r}")
+    crop = request.crop or source_kind.default_crop
+    if crop not in CROPS:
+        raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, not {crop!r}")
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
     ref = model_ref.resolve(model_ref.parse(request.model))
     check_model_files(ref)  # from its files: the producer never imports torch
@@ -95,7 +96,7 @@ def create_campaign(
         shard_size=settings.detect_pages_per_shard if source_kind.detects else request.shard_size,  # scans to a shard
         manifest=manifest,
         layout=SourceKind(request.layout),
-        crop=request.crop,
+        crop=crop,
     )
     with get_engine(url).begin() as conn:
         try:

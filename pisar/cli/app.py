@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -33,7 +33,10 @@ LayoutOpt = Annotated[
         "detect: page scans with no layout, their lines detected first (PISAR_DETECTOR)",
     ),
 ]
-CropOpt = Annotated[str, typer.Option("--crop", help="How a page line is cut (--layout xml): polygon (outside it white) or box")]
+CropOpt = Annotated[
+    Optional[str],
+    typer.Option("--crop", help="How a page line is cut: polygon (outside it white; default for xml) or box (default for detect)"),
+]
 
 
 def examples(*commands: str) -> str:

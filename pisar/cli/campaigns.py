@@ -41,7 +41,7 @@ def submit(
         int, typer.Option("--priority", min=0, max=MAX_PRIORITY, help="0 (lowest) to 9 (most urgent): an urgent campaign overtakes others")
     ] = DEFAULT_PRIORITY,
     layout: LayoutOpt = "lines",
-    crop: CropOpt = "polygon",
+    crop: CropOpt = None,
 ) -> None:
     """List SOURCE (or read --manifest), write a campaign to the catalog and publish its first shards to the workers.
 

@@ -27,7 +27,7 @@ def run(
     shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
     show: Annotated[int, typer.Option(min=0, help="Also print the first N lines' text and confidence")] = 0,
     layout: LayoutOpt = "lines",
-    crop: CropOpt = "polygon",
+    crop: CropOpt = None,
 ) -> None:
     """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume.
 
@@ -91,7 +91,12 @@ def evaluate(
     normalize: Annotated[str, typer.Option("--normalize", help="Label normalization for both sides: none or naf")] = "none",
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for lines.csv, summary.json, calibration.png")] = None,
     gt_from_xml: Annotated[
-        bool, typer.Option("--gt-from-xml", help="A page campaign: the text its PAGE/ALTO files already hold (the default for one)")
+        bool,
+        typer.Option(
+            "--gt-from-xml",
+            help="A page campaign: the text its PAGE/ALTO files already hold (the default for one); a detect campaign: "
+            "NAME.xml beside each scan (or in --gt), its lines matched to the detected ones by overlap",
+        ),
     ] = False,
 ) -> None:
     """CER/WER against ground truth, and how well confidence predicts errors."""
@@ -114,13 +119,21 @@ def evaluate(
     else:
         campaign = get_campaign(url, target)
     source = line_source(campaign.layout)
-    if gt_from_xml and not source.ground_truth_inside:
+    if gt_from_xml and not (source.ground_truth_inside or source.detects):
         raise ConfigError(
-            f"campaign {printable(campaign.name)!r} reads {source.describes}; --gt-from-xml is for page campaigns (--layout xml)"
+            f"campaign {printable(campaign.name)!r} reads {source.describes}; --gt-from-xml is for page campaigns (--layout xml or detect)"
         )
-    from_layouts = source.ground_truth_inside and (gt_from_xml or gt is None)
-    scores, missing = score_lines(url, campaign, open_storage(gt or campaign.source_url, settings), normalize, from_layouts)
+    gt_storage = open_storage(gt or campaign.source_url, settings)
+    layout_scores = None
+    if source.detects:  # lines found by detection: matched to the true layout's lines first
+        from pisar.producer.evaluate_pages import score_detected
+
+        scores, missing, layout_scores = score_detected(url, campaign, gt_storage, normalize)
+    else:
+        from_layouts = source.ground_truth_inside and (gt_from_xml or gt is None)
+        scores, missing = score_lines(url, campaign, gt_storage, normalize, from_layouts)
     report = summarize(campaign, scores, missing, normalize)
+    report.layout = layout_scores.as_dict() if layout_scores else None
     paths = write_outputs(report, scores, Path(output) if output else output_folder("eval", campaign.name))
     print(json.dumps({k: v for k, v in report.__dict__.items() if k != "calibration"}, ensure_ascii=False))
     err.print(f"{report.lines_scored} lines scored ({missing} without ground truth); wrote {', '.join(str(p) for p in paths.values())}")

@@ -39,6 +39,7 @@ class LineSource(Protocol):
     writes_back: bool
     ground_truth_inside: bool
     detects: bool  # its lines are found by a detector after listing (``pisar/catalog/pages.py``)
+    default_crop: str  # how its page lines are cut unless --crop says (``pisar/page_crop.py``)
 
     def page_and_line(self, key: str) -> tuple[str | None, str | None]: ...
 

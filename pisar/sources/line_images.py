@@ -40,6 +40,7 @@ class LineImages:
     writes_back = False  # nothing to write into: exports only
     ground_truth_inside = False  # ground truth lies beside an image (``*.gt.txt``), not in it
     detects = False  # its lines are known at listing
+    default_crop = "polygon"  # (line images are not cut)
 
     @staticmethod
     def page_and_line(key: str) -> tuple[str | None, str | None]:

@@ -209,6 +209,7 @@ class PageLines:
     writes_back = True  # the results go back into the same files (``pisar export --format page|alto``)
     ground_truth_inside = True  # a TextLine's TextEquiv / String CONTENT, when a person transcribed it
     detects = False
+    default_crop = "polygon"  # an archive's polygons are drawn around the text, ascenders and descenders included
     write_listed = staticmethod(LineImages.write_listed)
 
     @staticmethod

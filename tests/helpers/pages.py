@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from PIL import Image
 
@@ -30,10 +31,20 @@ def rectangle(left: int, top: int, width: int, height: int) -> tuple[tuple[int, 
     return ((left, top), (right, top), (right, bottom), (left, bottom))
 
 
-def page_xml(image_name: str, size: tuple[int, int], lines: list[tuple[str, tuple[tuple[int, int], ...]]]) -> bytes:
-    """A PAGE 2019 file naming ``image_name``: one TextRegion holding these (id, polygon) lines, in order."""
+def page_xml(
+    image_name: str, size: tuple[int, int], lines: list[tuple[str, tuple[tuple[int, int], ...]]], texts: dict[str, str] | None = None
+) -> bytes:
+    """A PAGE 2019 file naming ``image_name``: one TextRegion holding these (id, polygon) lines, in order,
+    each with its ground truth from ``texts`` where given."""
+
+    def text_equiv(line_id: str) -> str:
+        if not texts or line_id not in texts:
+            return ""
+        return f"<TextEquiv><Unicode>{escape(texts[line_id])}</Unicode></TextEquiv>"
+
     body = "".join(
-        f'<TextLine id="{line_id}"><Coords points="{" ".join(f"{x},{y}" for x, y in polygon)}"/></TextLine>' for line_id, polygon in lines
+        f'<TextLine id="{line_id}"><Coords points="{" ".join(f"{x},{y}" for x, y in polygon)}"/>{text_equiv(line_id)}</TextLine>'
+        for line_id, polygon in lines
     )
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><PcGts xmlns="{PAGE_2019}"><Metadata><Creator>tests</Creator><Created>2026-12-01T00:00:00</Created><LastChange>2026-12-01T00:00:00</LastChange></Metadata>'
