@@ -39,6 +39,8 @@ else
     standin=large lines=4096 seed=64 small=1024 limit=200 batches='64 512' decode_batches='128 256 512' device=cuda encoder_batches='128 512' half=bfloat16
 fi
 # The default steps' limits add up to 700 s: one prepared run of under 12 minutes of device time.
+# `detect` (line detection: blla's network on the GPU, its polygons on the CPU cores) needs the detect
+# extra and kraken (--no-deps) on that machine: STEPS=detect bash bench/gpu.sh.
 STEPS=${STEPS:-engine engine-s3 decode-step encoder precision engine-b64}
 step() {  # name, seconds, command...: run one step under its own limit, keep its output
     local name=$1 seconds=$2
@@ -61,3 +63,4 @@ step decode-step 120 "$PYTHON" bench/decode_step.py --standin $standin --batch $
 step encoder 100 "$PYTHON" bench/encoder.py --standin $standin --batch $encoder_batches --device $device --dtype $half --fp8 \
     --out "$OUT/encoder.json"
 step profile 100 "$PYTHON" bench/profile_generate.py --standin $standin --batches $batches --repeats 2 --trace --out "$OUT/profile.json"
+step detect 240 "$PYTHON" bench/detect.py --device $device --pasted 4 --out "$OUT/detect.json"

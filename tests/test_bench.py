@@ -193,3 +193,14 @@ def test_pipeline_benchmark_runs_the_whole_path_and_reports(tmp_path: Path) -> N
     assert printed["shards"] == 5  # folders of 40, 40 and 16 lines in shards of 24
     assert printed["model_vs_bare"] == pytest.approx(printed["model_lines_per_s"] / printed["bare_engine_lines_per_s"], abs=0.01)
     assert printed["redis_bytes_per_queued_shard"] > 0 and printed["queued_shards_measured"] == 96  # one-line shards, all queued
+
+
+def test_detect_benchmark_reports_detection_against_reading_per_page(tmp_path: Path) -> None:
+    """`bench/detect.py` on the Transkribus page alone: both costs per page, their ratio, the sizing rule, the quality."""
+    printed, _ = run_bench("detect.py", ["--pasted", "0"], tmp_path / "detect.json")
+    assert printed["pages"] == 1 and printed["lines"] == 51
+    assert printed["detect_cpu_s_per_page"] > printed["read_cpu_s_per_page"] > 0
+    ratio = printed["detect_cpu_s_per_page"] / printed["read_cpu_s_per_page"]
+    assert printed["detect_to_read_cpu_ratio"] == pytest.approx(ratio, rel=0.01)
+    assert printed["detect_network_s_per_page"] > 0 and printed["detect_postprocess_s_per_page"] > 0
+    assert printed["quality"]["transkribus.jpg"]["matched"] >= 40
