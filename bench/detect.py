@@ -4,8 +4,9 @@
     python bench/detect.py --pasted 4 --device cuda --model DIR   # on a GPU node (bench/gpu.sh runs it)
 
 Each page is detected by the configured detector (blla by default) through ``pisar.detect``, timed
-in wall and CPU seconds (this process's, all its threads), with blla's split between the network
-and the post-processing (vectorising, polygons, reading order). The detected layouts are then
+in wall and CPU seconds (this process's threads and its polygon pool's processes), with blla's
+split between the network and the post-processing (vectorising, polygons, reading order), once per
+polygon pool size (``--polygon-workers 1 0``: one process, then one per core), side by side. The detected layouts are then
 written as PAGE files beside their scans and read by the worker's own path (``PisarRow``, as
 bench/pages.py), timed the same way. The JSON gives both per page, their ratio, and the sizing
 rule: detect cores per GPU = (GPU lines/s / lines per page) x detect CPU-s per page. Quality is
@@ -16,6 +17,7 @@ IoU >= 0.5, reading order as Kendall's tau) and the rectangles the lines were pa
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -36,6 +38,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lines-per-page", type=int, default=16)
     parser.add_argument("--source", type=Path, default=PRINT_LINES, help="folder of real line PNGs to paste")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    parser.add_argument("--polygon-workers", type=int, nargs="+", default=[1, 0], help="pool sizes to compare (0: one per core)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--gpu-lines-per-s", type=float, default=500.0, help="a GPU's reading rate, for the sizing rule")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-detect.json")
@@ -66,6 +69,21 @@ def pages(source: Path, count: int, per_page: int) -> list[tuple[str, bytes, lis
     return made
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its live children (the polygon pool's workers), from /proc."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[1] == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     import io
@@ -82,33 +100,41 @@ def main(argv: list[str]) -> int:
     device = pick_device(args.device)
     dtype = str(pick_dtype("auto", device)).removeprefix("torch.")
     workdir = Path(tempfile.mkdtemp(prefix="pisar-bench-detect-"))
-    loading = time.perf_counter()
-    detector = load_detector(args.detector, device=str(device))
-    load_s = time.perf_counter() - loading
     made = pages(args.source, args.pasted, args.lines_per_page)
-    detect_wall, detect_cpu, network, post, quality, keys = [], [], [], [], {}, []
-    try:
-        for name, data, truth in made:
-            image = Image.open(io.BytesIO(data)).convert("RGB")
-            wall, cpu = time.perf_counter(), time.process_time()
-            found = detector.detect(image)
-            detect_wall.append(time.perf_counter() - wall)
-            detect_cpu.append(time.process_time() - cpu)
-            timings = getattr(detector, "timings", {})
-            network.append(timings.get("network_s", 0.0))
-            post.append(timings.get("postprocess_s", 0.0))
-            (workdir / name).write_bytes(data)
-            (workdir / f"{name}.xml").write_bytes(page_xml(found, name))
-            keys += [line_key(f"{name}.xml", line.line_id) for line in found.lines]
-            matching = match_lines(truth, [line.polygon for line in found.lines])
-            quality[name] = {
-                "truth": matching.truths,
-                "detected": matching.detected,
-                "matched": matching.matched,
-                "order_tau": round(matching.order_tau, 3),
-            }
-    finally:
-        detector.close()
+    runs: dict[int, dict[str, list[float]]] = {}
+    load_s, quality, keys = 0.0, {}, []
+    for workers in args.polygon_workers:  # each pool size in turn, on the same pages
+        loading = time.perf_counter()
+        detector = load_detector(args.detector, device=str(device), polygon_workers=workers)
+        load_s = max(load_s, time.perf_counter() - loading)
+        timed: dict[str, list[float]] = {"wall": [], "cpu": [], "network": [], "post": [], "polygons": []}
+        try:
+            detector.detect(Image.open(io.BytesIO(made[-1][1])).convert("RGB"))  # warm: the pool starts, the network's first pass
+            for name, data, truth in made:
+                image = Image.open(io.BytesIO(data)).convert("RGB")
+                wall, cpu = time.perf_counter(), cpu_seconds()
+                found = detector.detect(image)
+                timed["wall"].append(time.perf_counter() - wall)
+                timed["cpu"].append(cpu_seconds() - cpu)
+                timings = getattr(detector, "timings", {})
+                timed["network"].append(timings.get("network_s", 0.0))
+                timed["post"].append(timings.get("postprocess_s", 0.0))
+                timed["polygons"].append(timings.get("polygons_s", 0.0))
+                if name in quality:
+                    continue
+                (workdir / name).write_bytes(data)
+                (workdir / f"{name}.xml").write_bytes(page_xml(found, name))
+                keys += [line_key(f"{name}.xml", line.line_id) for line in found.lines]
+                matching = match_lines(truth, [line.polygon for line in found.lines])
+                quality[name] = {
+                    "truth": matching.truths,
+                    "detected": matching.detected,
+                    "matched": matching.matched,
+                    "order_tau": round(matching.order_tau, 3),
+                }
+        finally:
+            detector.close()
+        runs[workers] = timed
     row = PisarRow(
         args.model,
         LocalStorage(workdir),
@@ -127,22 +153,36 @@ def main(argv: list[str]) -> int:
         row.close()
     count = len(made)
     lines_per_page = len(keys) / count
-    detect_cpu_page = statistics.median(detect_cpu)
+    serial = runs[args.polygon_workers[0]]
+    detect_cpu_page = statistics.median(serial["cpu"])  # the sizing rule's cost: CPU-seconds, whatever the pool
     read_cpu_page = read_cpu / count
     pages_per_gpu_s = args.gpu_lines_per_s / max(lines_per_page, 1.0)
+    pools = {
+        str(workers): {
+            "wall_s_per_page": round(statistics.median(timed["wall"]), 2),
+            "cpu_s_per_page": round(statistics.median(timed["cpu"]), 2),
+            "network_s": round(statistics.median(timed["network"]), 2),
+            "postprocess_s": round(statistics.median(timed["post"]), 2),
+            "polygons_s": round(statistics.median(timed["polygons"]), 2),
+        }
+        for workers, timed in runs.items()
+    }
     figures = {
         "detector": args.detector,
         "device": str(device),
+        "cores": os.cpu_count(),
         "model": str(args.model),
         "pages": count,
         "lines": len(keys),
         "lines_per_page": round(lines_per_page, 1),
         "detector_load_s": round(load_s, 2),
-        "detect_wall_s_per_page": round(statistics.median(detect_wall), 2),
+        "detect_wall_s_per_page": round(statistics.median(serial["wall"]), 2),
         "detect_cpu_s_per_page": round(detect_cpu_page, 2),
-        "detect_pages_per_s": round(1 / statistics.median(detect_wall), 4),
-        "detect_network_s_per_page": round(statistics.median(network), 2),
-        "detect_postprocess_s_per_page": round(statistics.median(post), 2),
+        "detect_pages_per_s": round(1 / statistics.median(serial["wall"]), 4),
+        "detect_network_s_per_page": round(statistics.median(serial["network"]), 2),
+        "detect_postprocess_s_per_page": round(statistics.median(serial["post"]), 2),
+        "detect_polygons_s_per_page": round(statistics.median(serial["polygons"]), 2),
+        "polygon_pools": pools,  # pool size (0: one per core) -> per-page medians, side by side on the same pages
         "read_wall_s_per_page": round(read_wall / count, 2),
         "read_cpu_s_per_page": round(read_cpu_page, 2),
         "detect_to_read_cpu_ratio": round(detect_cpu_page / read_cpu_page, 2) if read_cpu_page else None,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Exists, func, select
@@ -107,49 +108,38 @@ def top_up_detect(settings: Settings, queue: str) -> TopUp:
     """Send pending scans of ``queue``'s campaigns to its detect queue, in the same windows as shards,
     unless ``detect_lines_ahead`` detected lines already wait to be read: detection then waits for
     reading (the GPUs), instead of piling detected lines up in the catalog."""
-    import redis
-
-    target = detect_queue(queue)
-    result = TopUp(target)
-    waiting_lines = lines_waiting_to_be_read(settings.catalog_url, queue)
+    url = settings.catalog_url
+    waiting_lines = lines_waiting_to_be_read(url, queue)
     if waiting_lines >= settings.detect_lines_ahead:
         log.info("queue %s: %s detected lines wait to be read; no scans sent to detection", queue, waiting_lines)
-        return result
-    client = redis.Redis.from_url(require_redis(settings), socket_connect_timeout=5, socket_timeout=30)
-    lock = client.lock(f"pisar:feeder:{target}", timeout=LOCK_SECONDS)
-    if not lock.acquire(blocking=False):
-        client.close()
-        return TopUp(target, busy=True)
-    try:
-        waiting = waiting_by_priority(client, target)
-        result.waiting = sum(waiting.values())
-        sent_ahead = 0
-        for priority in _scan_priorities(settings.catalog_url, queue):
-            ahead = sum(n for p, n in waiting.items() if p >= priority) + sent_ahead
-            if ahead >= settings.queue_low_water:
-                continue
-            picked = pages.publish_next(settings.catalog_url, queue, priority, settings.queue_high_water - ahead)
-            by_campaign: dict[int, list] = defaultdict(list)
-            for page in picked:
-                by_campaign[page.campaign_id].append(page)
-            for campaign_id, chosen in by_campaign.items():
-                labels = [(page.page_id, scan_label(page.campaign_name, page.key)) for page in chosen]
-                try:
-                    send(settings, campaign_id, target, priority, labels, task=TASK_DETECT_PAGE)
-                except Exception:
-                    pages.unpublish(settings.catalog_url, [page.page_id for page in chosen])
-                    raise
-                name = chosen[0].campaign_name
-                result.by_campaign[name] = result.by_campaign.get(name, 0) + len(labels)
-                result.sent += len(labels)
-                sent_ahead += len(labels)
-        return result
-    finally:
+        return TopUp(detect_queue(queue))
+    return _fill(
+        settings,
+        detect_queue(queue),
+        lambda: _scan_priorities(url, queue),
+        lambda p, room, result: _send_scans(settings, queue, p, room, result),
+    )
+
+
+def _send_scans(settings: Settings, queue: str, priority: int, room: int, result: TopUp) -> int:
+    """Move up to ``room`` pending scans of one priority to ``queued`` and send them; back to pending if sending fails."""
+    picked = pages.publish_next(settings.catalog_url, queue, priority, room)
+    by_campaign: dict[int, list] = defaultdict(list)
+    for page in picked:
+        by_campaign[page.campaign_id].append(page)
+    sent = 0
+    for campaign_id, chosen in by_campaign.items():
+        labels = [(page.page_id, scan_label(page.campaign_name, page.key)) for page in chosen]
         try:
-            lock.release()
-        except redis.exceptions.LockError:
-            log.warning("feeder lock of queue %s expired before release", target)
-        client.close()
+            send(settings, campaign_id, result.queue, priority, labels, task=TASK_DETECT_PAGE)
+        except Exception:
+            pages.unpublish(settings.catalog_url, [page.page_id for page in chosen])
+            raise
+        name = chosen[0].campaign_name
+        result.by_campaign[name] = result.by_campaign.get(name, 0) + len(labels)
+        sent += len(labels)
+    result.sent += sent
+    return sent
 
 
 def _scan_priorities(url: str, queue: str) -> list[int]:
@@ -160,29 +150,40 @@ def _scan_priorities(url: str, queue: str) -> list[int]:
 
 def top_up(settings: Settings, queue: str) -> TopUp:
     """Publish pending shards of ``queue`` while fewer than the low-water mark wait ahead of them."""
+    url = settings.catalog_url
+    return _fill(
+        settings, queue, lambda: _pending_priorities(url, queue), lambda p, room, result: _publish_next(settings, queue, p, room, result)
+    )
+
+
+Publish = Callable[[int, int, TopUp], int]  # (priority, room, result) -> messages sent
+
+
+def _fill(settings: Settings, target: str, priorities: Callable[[], list[int]], publish: Publish) -> TopUp:
+    """One top-up of the Redis queue ``target``, under its lock: for each priority (most urgent first)
+    whose messages ahead are under the low-water mark, ``publish`` up to the high-water mark."""
     import redis
 
     client = redis.Redis.from_url(require_redis(settings), socket_connect_timeout=5, socket_timeout=30)
-    lock = client.lock(f"pisar:feeder:{queue}", timeout=LOCK_SECONDS)
+    lock = client.lock(f"pisar:feeder:{target}", timeout=LOCK_SECONDS)
     if not lock.acquire(blocking=False):
         client.close()
-        return TopUp(queue, busy=True)
+        return TopUp(target, busy=True)
     try:
-        waiting = waiting_by_priority(client, queue)
-        result = TopUp(queue, waiting=sum(waiting.values()))
-        sent_ahead = 0  # every shard sent so far is of this priority or a more urgent one
-        for priority in _pending_priorities(settings.catalog_url, queue):
+        waiting = waiting_by_priority(client, target)
+        result = TopUp(target, waiting=sum(waiting.values()))
+        sent_ahead = 0  # every message sent so far is of this priority or a more urgent one
+        for priority in priorities():
             ahead = sum(n for p, n in waiting.items() if p >= priority) + sent_ahead
             if ahead >= settings.queue_low_water:
                 continue
-            sent = _publish_next(settings, queue, priority, settings.queue_high_water - ahead, result)
-            sent_ahead += sent
+            sent_ahead += publish(priority, settings.queue_high_water - ahead, result)
         return result
     finally:
         try:
             lock.release()
         except redis.exceptions.LockError:  # it expired during a very slow top-up; harmless
-            log.warning("feeder lock of queue %s expired before release", queue)
+            log.warning("feeder lock of queue %s expired before release", target)
         client.close()
 
 

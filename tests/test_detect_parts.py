@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 from lxml import etree
 
-from pisar.detect import DetectionUnavailable, INSTALL_HINT, check_available, load_detector
+from pisar.detect import INSTALL_HINT, DetectionUnavailable, check_available, load_detector
 from pisar.detect.matching import match_lines
 from pisar.detect.page_xml import page_xml
 from pisar.detect.segmentation import DetectedLine, DetectedRegion, PageSegmentation
@@ -39,7 +39,9 @@ def test_an_unknown_detector_is_a_readable_error(embedded_env: dict[str, str], t
     with pytest.raises(ConfigError, match="unknown detector 'yolo'"):
         load_detector("yolo")
     (tmp_path / "scans").mkdir()
-    result = run_pisar(["run", str(tmp_path / "scans"), "--layout", "detect", "--model", "models/demo"], {**embedded_env, "PISAR_DETECTOR": "yolo"})
+    result = run_pisar(
+        ["run", str(tmp_path / "scans"), "--layout", "detect", "--model", "models/demo"], {**embedded_env, "PISAR_DETECTOR": "yolo"}
+    )
     assert_one_line_error(result, "unknown detector 'yolo'")
 
 

@@ -13,7 +13,6 @@ raises ``DetectionUnavailable`` with the one line that says what to install.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 from collections.abc import Callable
@@ -22,7 +21,8 @@ from typing import Any, Protocol
 from PIL import Image
 
 from pisar.detect.segmentation import DetectedLine, DetectedRegion, PageSegmentation
-from pisar.errors import ConfigError, FatalError
+from pisar.errors import ConfigError
+from pisar.plugins import import_object
 
 #: How to install what detection needs (kraken's post-processing and the CoreML reader). kraken is
 #: installed without its own requirements: they pin older scipy, rich and safetensors than Pisar's
@@ -82,11 +82,7 @@ def load_detector(name: str, *, model: str | None = None, device: str = "cpu", p
         device = "cuda" if torch.cuda.is_available() else "cpu"
     factory = _factory(name)
     if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError) as exc:
-            raise FatalError(f"detector {name!r} cannot be imported: {exc}") from None
+        factory = import_object(factory, f"detector {name!r}")
     made: Any = factory(model=model, device=device, polygon_workers=polygon_workers or os.cpu_count() or 1)
     return made
 

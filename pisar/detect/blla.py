@@ -16,8 +16,11 @@ network stays in this process, on the GPU where there is one).
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -76,7 +79,7 @@ class BllaDetector:
             self._loaded = _load(self.path, device)
         self.polygon_workers = max(1, polygon_workers)
         self._pool: Executor | None = None
-        self.timings: dict[str, float] = {}  # the last page's seconds: network (with its transforms), post-processing
+        self.timings: dict[str, float] = {}  # the last page's seconds: network (with its transforms), post-processing, polygons
 
     def describe(self) -> str:
         return self._loaded.describe
@@ -92,6 +95,7 @@ class BllaDetector:
         from pisar.detect.blla_network import heatmap
 
         spec = self._loaded.spec
+        self.timings = {}
         started = time.perf_counter()
         width, height = image.size
         scaled = _scaled(image, spec.height, spec.channels)
@@ -103,17 +107,27 @@ class BllaDetector:
         scale = np.divide((width, height), heat.shape[:0:-1])
         network_done = time.perf_counter()
         found = _vectorised(heat, gray, scale, spec, (width, height), self.describe(), self._polygons)
-        self.timings = {"network_s": network_done - started, "postprocess_s": time.perf_counter() - network_done}
+        self.timings["network_s"] = network_done - started
+        self.timings["postprocess_s"] = time.perf_counter() - network_done
         return found
 
-    def _polygons(self, jobs: list[tuple[Any, ...]]) -> list[Any]:
-        """Each baseline's polygon (``None`` where kraken finds none), in parallel where there are workers."""
-        if self.polygon_workers == 1 or len(jobs) < 2:
-            return [_polygon(*job) for job in jobs]
-        if self._pool is None:  # spawned: the parent may hold threads (a Celery worker does) and a CUDA context
-            self._pool = ProcessPoolExecutor(self.polygon_workers, mp_context=get_context("spawn"))
-        chunk = max(1, len(jobs) // (self.polygon_workers * 4))
-        return list(self._pool.map(_polygon_star, jobs, chunksize=chunk))
+    def _polygons(self, jobs: list[tuple[Any, ...]], im_feats: np.ndarray) -> list[Any]:
+        """Each baseline's polygon (``None`` where kraken finds none), in parallel where there are workers.
+
+        The edge map every job reads (18 MB a page) goes to the workers once, as a file in memory
+        (``/dev/shm``) each maps, not pickled with each job (which made 2 workers slower than 1 here)."""
+        started = time.perf_counter()
+        try:
+            if self.polygon_workers == 1 or len(jobs) < 2:
+                return [_polygon(baseline, im_feats, others, topline) for baseline, others, topline in jobs]
+            if self._pool is None:  # spawned: the parent may hold threads (a Celery worker does) and a CUDA context
+                self._pool = ProcessPoolExecutor(self.polygon_workers, mp_context=get_context("spawn"))
+            with tempfile.NamedTemporaryFile(prefix=f"pisar-edges-{uuid.uuid4().hex}-", suffix=".npy", dir=_SHARED_DIR) as held:
+                np.save(held, im_feats)
+                held.flush()
+                return list(self._pool.map(_shared_polygon, [(held.name, *job) for job in jobs]))
+        finally:
+            self.timings["polygons_s"] = time.perf_counter() - started
 
 
 def _scaled(image: Image.Image, height: int, channels: int) -> Image.Image:
@@ -125,8 +139,17 @@ def _scaled(image: Image.Image, height: int, channels: int) -> Image.Image:
     return image.resize((max(1, int(width * height / old_height)), height), Image.Resampling.LANCZOS)
 
 
-def _polygon_star(job: tuple[Any, ...]) -> Any:
-    return _polygon(*job)
+_SHARED_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # memory, not disk, where there is one
+_MAPPED: dict[str, np.ndarray] = {}  # in a pool worker: the page's edge map, mapped once per page
+
+
+def _shared_polygon(job: tuple[Any, ...]) -> Any:
+    """``_polygon`` in a pool worker, the edge map mapped from the file the parent wrote."""
+    path, baseline, others, topline = job
+    if path not in _MAPPED:
+        _MAPPED.clear()  # the previous page's
+        _MAPPED[path] = np.load(path, mmap_mode="r")
+    return _polygon(baseline, _MAPPED[path], others, topline)
 
 
 def _polygon(baseline: Any, im_feats: np.ndarray, others: list[Any], topline: bool) -> Any:
@@ -178,8 +201,8 @@ def _vectorised(
         others = baselines[:i] + baselines[i + 1 :]
         line = geom.LineString(baseline)
         others += [at_net_scale[r] for r, shape in enumerate(region_shapes) if is_in_region(line, shape)]
-        jobs.append((baseline, im_feats, others, bool(spec.topline)))
-    kept = [(baseline, polygon) for baseline, polygon in zip(baselines, polygons(jobs), strict=True) if polygon is not None]
+        jobs.append((baseline, others, bool(spec.topline)))
+    kept = [(baseline, polygon) for baseline, polygon in zip(baselines, polygons(jobs, im_feats), strict=True) if polygon is not None]
     scaled = scale_polygonal_lines(kept, scale)
 
     regions = [Region(id=f"r{i}", boundary=boundary, tags={"type": [{"type": kind}]}) for i, (kind, boundary) in enumerate(found, 1)]

@@ -9,7 +9,6 @@ worker changes. The registry holds import paths, not classes, so naming a back-e
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -18,6 +17,7 @@ from PIL import Image
 
 from pisar.errors import FatalError
 from pisar.model_ref import ModelRef
+from pisar.plugins import import_object
 from pisar.reader.options import DecodeOptions, GenerationOptions
 from pisar.reader.reading import DecodeSteps, Reading
 
@@ -66,10 +66,6 @@ def load_backend(name: str, ref: ModelRef, *, device: str, dtype: str, options: 
     if factory is None:
         raise FatalError(f"unknown reader back-end {name!r}; known: {', '.join(_BACKENDS)}, or a module:Class path")
     if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError) as exc:
-            raise FatalError(f"reader back-end {name!r} cannot be imported: {exc}") from None
+        factory = import_object(factory, f"reader back-end {name!r}")
     made: Any = factory(ref, device=device, dtype=dtype, options=options)
     return made
