@@ -46,6 +46,7 @@ def test_width_groups_cut_decoder_work_on_finished_lines_without_changing_a_text
     assert waste_grouped < 0.8 * waste_plain, (waste_plain, waste_grouped)
 
 
+@pytest.mark.slow  # the demo model reads 32 real lines twice, about 9 s
 def test_the_greedy_loop_wastes_little_on_finished_lines_even_in_key_order(print_lines: Path) -> None:
     """Pisar's loop drops a row a few steps after its end, so mixed lengths cost little even ungrouped,
     and it reads the same texts as generate()."""

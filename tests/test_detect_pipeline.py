@@ -47,6 +47,7 @@ def scans(tmp_path: Path, kraken_page: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # a whole campaign and five more commands, about 20 s
 def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
     scans: Path, embedded_env: dict[str, str], tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -55,7 +55,10 @@ def read_alike(ours: TorchBackend, theirs: TorchBackend, pixels: np.ndarray, set
     return decoded, eos
 
 
-@pytest.fixture(scope="module", params=["demo", "tiny", "bytes"])
+# The demo model and the byte-level one on real lines take 7-12 s each: the full suite's (slow); the tiny one stays quick.
+@pytest.fixture(
+    scope="module", params=[pytest.param("demo", marks=pytest.mark.slow), "tiny", pytest.param("bytes", marks=pytest.mark.slow)]
+)
 def models(request: pytest.FixtureRequest) -> tuple[str, Path]:
     if request.param == "demo":
         return "demo", DEMO_MODEL
