@@ -138,8 +138,9 @@ def detect_pages(settings: Settings, campaign: Campaign, console: Console | None
     try:
         with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
             task = progress.add_task(f"{printable(campaign.name)}: scans", total=len(todo))
-            queue = deque(todo)
-            while queue:
+            queue, settled = deque(todo), 0
+            while queue or (queue := deque(pages.to_detect(settings.catalog_url, campaign.id))):  # a multi-page TIFF's further pages
+                progress.update(task, total=max(settled + len(queue), len(todo)))
                 page_id = queue.popleft()
                 ran = runner.run(page_id)
                 if ran.outcome is Outcome.BROKEN:
@@ -154,6 +155,7 @@ def detect_pages(settings: Settings, campaign: Campaign, console: Console | None
                     queue.append(page_id)
                     continue
                 detected += ran.outcome is Outcome.DONE
+                settled += 1
                 progress.advance(task)
     finally:
         runner.close()

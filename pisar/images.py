@@ -46,6 +46,7 @@ class DecodedLine:
 
     line: Image.Image
     notes: tuple[str, ...] = ()
+    frames: int = 1  # the file's frames (pages of a multi-page TIFF); the one decoded is the asked one
 
     @property
     def image(self) -> Image.Image:
@@ -70,8 +71,10 @@ def decode_line_image(data: bytes, limits: ImageLimits) -> Image.Image:
 BEFORE_DECODE: list[Callable[[bytes], None]] = []
 
 
-def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
-    """``decode_line_image`` plus notes: which frame of a multi-frame file, orientation, bit depth, alpha."""
+def decode_line(data: bytes, limits: ImageLimits, frame: int = 0) -> DecodedLine:
+    """``decode_line_image`` plus notes: which frame of a multi-frame file, orientation, bit depth, alpha.
+
+    ``frame``: the 0-based frame to decode (a page of a multi-page TIFF); one the file lacks is ``NotAnImage``."""
     for observe in BEFORE_DECODE:
         observe(data)
     if not data:
@@ -87,6 +90,12 @@ def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
             raise DecompressionBomb(str(exc)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a known format whose header breaks off (a JPEG's, at open)
             raise TruncatedImage(f"{len(data)} bytes: the header cannot be read: {exc}") from None
+        frames = int(getattr(image, "n_frames", 1) or 1)  # counting reads headers, not pixels
+        if frame:
+            try:
+                image.seek(frame)
+            except (EOFError, OSError, ValueError):
+                raise NotAnImage(f"the {image.format} file has {frames} frames, not a frame {frame + 1}") from None
         width, height = image.size
         if width * height > limits.max_pixels:
             raise DecompressionBomb(f"{width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}")
@@ -96,8 +105,8 @@ def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
             raise ImageTooLarge(f"{width}x{height} px: a side is over {limits.max_side} px, not a text line")
         notes = []
         try:
-            if getattr(image, "is_animated", False):  # GIF, APNG, WebP, multi-page TIFF: counting reads headers, not pixels
-                notes.append(f"first of {image.n_frames} frames ({image.format})")
+            if frames > 1:  # GIF, APNG, WebP, multi-page TIFF
+                notes.append(f"frame {frame + 1} of {frames} ({image.format})" if frame else f"first of {frames} frames ({image.format})")
             image.load()
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise TruncatedImage(f"{image.format} {width}x{height}: {exc}") from None
@@ -106,7 +115,7 @@ def decode_line(data: bytes, limits: ImageLimits) -> DecodedLine:
         notes.append(f"EXIF orientation {orientation} applied")
         image = ImageOps.exif_transpose(image) or image
     line, conversion = _to_8bit(image)
-    return DecodedLine(line, (*notes, conversion) if conversion else tuple(notes))
+    return DecodedLine(line, (*notes, conversion) if conversion else tuple(notes), frames)
 
 
 def _has_alpha(image: Image.Image) -> bool:

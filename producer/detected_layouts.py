@@ -2,7 +2,8 @@
 
 A detected scan's layout lives in the catalog (``page.layout``, PAGE XML), not beside the scan, so
 the write-back reads it from there; the file it writes is named after the scan (``f/0001.jpg`` ->
-``f/0001.xml``), beside where the scan lies, as Transkribus and eScriptorium exports are.
+``f/0001.xml``; the second page of ``f/vol.tif``: ``f/vol_p2.xml``), beside where the scan lies, as
+Transkribus and eScriptorium exports are.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import PurePosixPath
 
 from pisar.catalog import pages
 from pisar.errors import UnreadableLayout
+from pisar.sources.detected_pages import scan_frame
 
 
 class DetectedLayouts:
@@ -27,5 +29,8 @@ class DetectedLayouts:
 
     @staticmethod
     def file_name(scan_key: str) -> str:
-        """The layout file's key for a scan: the scan's, with ``.xml`` for its suffix."""
-        return str(PurePosixPath(scan_key).with_suffix(".xml"))
+        """The layout file's key for a scan: the scan's, with ``.xml`` for its suffix (``_p2.xml`` for
+        the second page of a multi-page file)."""
+        file_key, frame = scan_frame(scan_key)
+        path = PurePosixPath(file_key)
+        return str(path.with_name(f"{path.stem}_p{frame + 1}.xml" if frame else f"{path.stem}.xml"))

@@ -82,3 +82,28 @@ def test_matching_pairs_by_overlap_and_measures_the_order() -> None:
     assert matching.matched == 3 and matching.detected == 4
     assert matching.order_tau == -1.0  # exactly reversed
     assert match_lines(truths, [box(0, 0, 100, 9)]).matched == 0  # under half the union: no match
+
+
+def test_a_page_of_a_multi_page_file_is_named_by_its_key_and_decoded_alone(tmp_path) -> None:
+    import io
+
+    from PIL import Image
+
+    from pisar.errors import NotAnImage
+    from pisar.images import ImageLimits, decode_line
+    from pisar.producer.detected_layouts import DetectedLayouts
+    from pisar.sources.detected_pages import page_key, scan_frame
+
+    assert page_key("f/vol.tif", 1) == "f/vol.tif" and page_key("f/vol.tif", 12) == "f/vol.tif#p12"
+    assert scan_frame("f/vol.tif#p12") == ("f/vol.tif", 11) and scan_frame("f/vol.tif") == ("f/vol.tif", 0)
+    assert scan_frame("f/odd#p1.tif") == ("f/odd#p1.tif", 0) and scan_frame("f/x.tif#p0") == ("f/x.tif#p0", 0)
+    assert DetectedLayouts.file_name("f/vol.tif#p3") == "f/vol_p3.xml" and DetectedLayouts.file_name("f/vol.tif") == "f/vol.xml"
+    data = io.BytesIO()
+    first, second = Image.new("L", (40, 30), 0), Image.new("L", (50, 20), 255)
+    first.save(data, format="TIFF", save_all=True, append_images=[second])
+    limits = ImageLimits(max_pixels=10_000, min_side=4, max_side=1000)
+    one, two = decode_line(data.getvalue(), limits), decode_line(data.getvalue(), limits, 1)
+    assert (one.line.size, one.frames, one.notes) == ((40, 30), 2, ("first of 2 frames (TIFF)",))
+    assert (two.line.size, two.line.getextrema(), two.notes) == ((50, 20), (255, 255), ("frame 2 of 2 (TIFF)",))
+    with pytest.raises(NotAnImage, match="2 frames, not a frame 3"):
+        decode_line(data.getvalue(), limits, 2)

@@ -36,7 +36,8 @@ DETECT_ENV = {"PISAR_DETECTOR": STORED, "PISAR_DETECT_PAGES_PER_SHARD": "2", "PI
 
 @pytest.fixture
 def scans(tmp_path: Path, kraken_page: Path) -> Path:
-    """The real scan twice (two read shards of one scan each), a blank page, a corrupt file and one the detector fails on."""
+    """The real scan twice, a blank page, a corrupt file, one the detector fails on, and a 3-page TIFF
+    (the real scan, a blank page, the real scan): three read shards of two listed files each."""
     folder = tmp_path / "scans"
     folder.mkdir()
     for name in ("a-page.jpg", "b-page.jpg"):
@@ -44,6 +45,9 @@ def scans(tmp_path: Path, kraken_page: Path) -> Path:
     Image.new("L", (800, 1200), 255).save(folder / "c-blank.png")
     (folder / "d-corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     Image.new("L", CRASH_SIZE, 128).save(folder / "e-crash.png")
+    with Image.open(kraken_page / "170025120000003,0074.jpg") as real:
+        page = real.convert("L").reduce(2)
+    page.save(folder / "f-volume.tif", save_all=True, append_images=[Image.new("L", page.size, 255), page], compression="tiff_deflate")
     return folder
 
 
@@ -55,14 +59,15 @@ def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
     out = tmp_path / "out.jsonl"
     result = run_pisar(["run", str(scans), "--layout", "detect", "--model", str(tiny_model), "-o", str(out)], env, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "5 scans to detect in 3 shards" in result.stderr
+    assert "6 scans to detect in 3 shards" in result.stderr
     records = read_jsonl(out)
     by_key = {record["key"]: record for record in records}
-    for scan in ("a-page.jpg", "b-page.jpg"):
+    for scan in ("a-page.jpg", "b-page.jpg", "f-volume.tif", "f-volume.tif#p3"):  # the TIFF's first and third pages
         lines = [record for record in records if record["key"].startswith(f"{scan}#l")]
         assert len(lines) == 44  # the PAGE file's lines, keyed by the detector's ids in reading order
-        assert all(record["status"] == "ok" and record["page"] == scan for record in lines)
+        assert all(record["status"] == "ok" and record["page"] == scan and record["image"] == scan for record in lines)
         assert sorted(record["reading_order"] for record in lines) == list(range(44))
+    assert len(records) == 4 * 44 + 2
     assert by_key["d-corrupt.jpg#"]["status"] == "error" and by_key["d-corrupt.jpg#"]["error_class"] == "TruncatedImage"
     assert by_key["e-crash.png#"]["error_class"] == "DetectorCrash"
     assert not any(key.startswith("c-blank.png") for key in by_key)  # a scan with no line adds none...
@@ -79,8 +84,11 @@ def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
         "c-blank.png": "done",
         "d-corrupt.jpg": "quarantined",
         "e-crash.png": "quarantined",
+        "f-volume.tif": "done",
+        "f-volume.tif#p2": "done",  # each page of the TIFF detected as its own scan
+        "f-volume.tif#p3": "done",
     }
-    assert flags["c-blank.png"] == pages.NO_LINES  # ...but is a recorded outcome with its flag
+    assert flags["c-blank.png"] == flags["f-volume.tif#p2"] == pages.NO_LINES  # ...but is a recorded outcome with its flag
     assert attempts["d-corrupt.jpg"] == 1 and attempts["e-crash.png"] == 2  # a bad file is not retried; a detector failure is
     assert shard_states == {"done"}
 
@@ -88,15 +96,16 @@ def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
     status = run_pisar(["status", "scans", "--json"], env)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert report["scans"] == {"pending": 0, "queued": 0, "running": 0, "done": 3, "failed": 0, "quarantined": 2, "no_lines": 1}
+    assert report["scans"] == {"pending": 0, "queued": 0, "running": 0, "done": 6, "failed": 0, "quarantined": 2, "no_lines": 2}
     problems = {row["key"]: (row["state"], row["flags"], row["error_class"]) for row in report["scan_problems"]}
     assert problems == {
         "c-blank.png": ("done", "no_lines", None),
         "d-corrupt.jpg": ("quarantined", None, "TruncatedImage"),
         "e-crash.png": ("quarantined", None, "DetectorCrash"),
+        "f-volume.tif#p2": ("done", "no_lines", None),
     }
     shown = run_pisar(["status", "scans"], env)
-    assert "scans 5/5 detected: 1 without lines" in shown.stdout and "DetectorCrash" in shown.stdout, shown.stdout
+    assert "scans 8/8 detected: 2 without lines" in shown.stdout and "DetectorCrash" in shown.stdout, shown.stdout
 
     # The detected layout goes out as PAGE and ALTO, valid, with the readings in the detector's reading order.
     for fmt in ("page", "alto"):
@@ -104,7 +113,7 @@ def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
         exported = run_pisar(["export", "scans", "--format", fmt, "-o", str(folder)], env)
         assert exported.returncode == 0, exported.stderr
         written = sorted(path.name for path in folder.rglob("*.xml"))
-        assert written == ["a-page.xml", "b-page.xml"], written  # a scan with no line has no record to write back
+        assert written == ["a-page.xml", "b-page.xml", "f-volume.xml", "f-volume_p3.xml"], written  # no line, no record to write back
         for path in folder.rglob("*.xml"):
             document = etree.parse(str(path))
             assert schema(fmt).validate(document), (path, schema(fmt).error_log)
@@ -154,7 +163,7 @@ def test_separate_detect_and_read_workers_give_the_embedded_run_s_records(
     env = {**distributed_env, **DETECT_ENV, "PISAR_FEED_INTERVAL_SECONDS": "1"}
     submitted = run_pisar(["submit", "s3://scans/fond", "--model", str(tiny_model), "--name", "fond", "--layout", "detect"], env)
     assert submitted.returncode == 0, submitted.stderr
-    assert "5 scans in 3 shards" in submitted.stderr and "5 of 5 scans sent to detection" in submitted.stderr
+    assert "6 scans in 3 shards" in submitted.stderr and "6 of 6 scans sent to detection" in submitted.stderr
     start_worker(env, "det", "--queues", "detect")
     start_worker(env, "read", "--queues", "read")
     feeder = subprocess.Popen([PISAR, "feed"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -189,4 +198,4 @@ def test_separate_detect_and_read_workers_give_the_embedded_run_s_records(
 
     distributed_records = [(key.removeprefix("fond/"), *rest) for key, *rest in essentials(tmp_path / "distributed.jsonl")]
     assert distributed_records == essentials(embedded)
-    assert len(distributed_records) == 2 * 44 + 2
+    assert len(distributed_records) == 4 * 44 + 2

@@ -25,6 +25,7 @@ from pisar.detect import Detector, load_detector
 from pisar.errors import FatalError, LineError, is_outage
 from pisar.images import ImageLimits, decode_line
 from pisar.settings import Settings
+from pisar.sources.detected_pages import page_key, scan_frame
 from pisar.storage import Storage, open_storage
 from pisar.worker import stopping
 from pisar.worker.outcomes import Outcome, ShardOutcome
@@ -96,20 +97,22 @@ class PageRunner:
     def _detect_and_commit(self, held: PageClaim) -> Outcome:
         source_url = self._source_url(held.campaign_id)
         started = time.perf_counter()
-        data = self._storage(source_url).read(held.key)
-        scan = decode_line(data, self.limits)
+        file_key, frame = scan_frame(held.key)  # a later page of a multi-page TIFF: its file and frame
+        data = self._storage(source_url).read(file_key)
+        scan = decode_line(data, self.limits, frame)
         detector = self._loaded()
         with _Renewing(self.url, held, self.settings.lease_seconds):
             found = detector.detect(scan.line)
         from pisar.detect.page_xml import page_xml
 
         facts = PageFacts(
-            layout=page_xml(found, held.key).decode(),
+            layout=page_xml(found, file_key, frame).decode(),
             line_ids=[line.line_id for line in found.lines],
             width=found.width,
             height=found.height,
             detector=found.detector,
             seconds=time.perf_counter() - started,
+            more_pages=[page_key(held.key, page) for page in range(2, scan.frames + 1)] if frame == 0 else [],
         )
         if not pages.finish(self.url, held, facts):
             log.warning("%s: a newer claim holds the scan; its detection is discarded", held.key)

@@ -75,6 +75,7 @@ class PageFacts:
     height: int
     detector: str
     seconds: float
+    more_pages: Sequence[str] = ()  # a multi-page file's further pages, found by decoding its first: scans of the same shard
 
 
 def _move(move: str, *where: object):
@@ -213,6 +214,8 @@ def finish(url: str, held: PageClaim, facts: PageFacts) -> bool:
             conn.rollback()
             return False
         insert_pending_lines(conn, held.campaign_id, ((held.shard_id, line_key(held.key, line_id)) for line_id in facts.line_ids))
+        if facts.more_pages:  # before the shard is settled: it now waits for these too
+            insert_listed(conn, held.campaign_id, ((held.shard_id, key) for key in facts.more_pages))
         shards.add_detected(conn, held.shard_id, len(facts.line_ids), _last_scan(conn, held.shard_id))
     return True
 

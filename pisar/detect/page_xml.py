@@ -34,8 +34,9 @@ def _box(lines: list[DetectedLine]) -> tuple[Point, ...]:
     return ((left, top), (right, top), (right, bottom), (left, bottom))
 
 
-def page_xml(segmentation: PageSegmentation, scan_key: str) -> bytes:
-    """The PAGE file of a detected page; its ``imageFilename`` is the scan's name beside it."""
+def page_xml(segmentation: PageSegmentation, scan_key: str, frame: int = 0) -> bytes:
+    """The PAGE file of a detected page; its ``imageFilename`` is the scan's name beside it (PAGE has
+    no place for a page of a multi-page file: ``frame`` is said in the comments)."""
     ns = f"{{{PAGE_NS}}}"
     root = etree.Element(f"{ns}PcGts", nsmap={None: PAGE_NS, "xsi": _XSI})
     root.set(f"{{{_XSI}}}schemaLocation", f"{PAGE_NS} {_SCHEMA}")
@@ -44,7 +45,8 @@ def page_xml(segmentation: PageSegmentation, scan_key: str) -> bytes:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     etree.SubElement(metadata, f"{ns}Created").text = now
     etree.SubElement(metadata, f"{ns}LastChange").text = now
-    etree.SubElement(metadata, f"{ns}Comments").text = f"lines detected by {segmentation.detector}"
+    of_file = f"; page {frame + 1} of the file" if frame else ""
+    etree.SubElement(metadata, f"{ns}Comments").text = f"lines detected by {segmentation.detector}{of_file}"
     page = etree.SubElement(
         root,
         f"{ns}Page",

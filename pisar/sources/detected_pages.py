@@ -5,6 +5,12 @@ Listing. Every image listed is a scan to detect (``pisar/catalog/pages.py``); th
 its scans are detected. A scan's lines are keyed ``<scan key>#<line id>``, the line ids given by the
 detector in reading order (``l1``, ``l2``, ...).
 
+Multi-page files. A TIFF (or any multi-frame image) is listed once, as its first page; detecting
+it finds how many pages it holds and adds one scan per further page, keyed ``<file key>#p2``,
+``#p3``, ... (``page_key``), to the same read shard, each detected as its own unit of work. No
+listed key ends so (``#p2`` is no image suffix), so a page's key names its file and frame without
+doubt (``scan_frame``).
+
 Reading. A detected scan's layout is the PAGE XML the catalog stores for it, read by
 ``ShardPages`` exactly as a PAGE file from the archive: the scan fetched and decoded once per
 shard, each line cut by its polygon. A scan whose detection failed has one error line ``<scan>#``,
@@ -13,6 +19,7 @@ written by the detection and never read.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -25,6 +32,19 @@ from pisar.sources.line_images import LineImages
 from pisar.sources.page_lines import ShardPages
 from pisar.sources.prepared import Cutting, Prepared, PrepareImage
 from pisar.storage import KeySource, Storage
+
+_FRAME = re.compile(r"^(?P<file>.+)#p(?P<page>[2-9]|[1-9]\d+)$")
+
+
+def page_key(file_key: str, page: int) -> str:
+    """The scan key of page ``page`` (1-based) of a multi-page file: the file's own key for the first."""
+    return file_key if page == 1 else f"{file_key}#p{page}"
+
+
+def scan_frame(key: str) -> tuple[str, int]:
+    """(the file's key, the 0-based frame) of a scan key."""
+    match = _FRAME.match(key)
+    return (match["file"], int(match["page"]) - 1) if match else (key, 0)
 
 
 class DetectedPages:
@@ -70,4 +90,6 @@ class DetectedPages:
                 raise UnreadableLayout(f"{scan_key}: the catalog holds no detected layout for this scan")
             return layouts[scan_key]
 
-        return ShardPages(storage, cutting.limits, preprocess, keys, cutting.crop, cutting.baseline_height, layout_of).prepare
+        return ShardPages(
+            storage, cutting.limits, preprocess, keys, cutting.crop, cutting.baseline_height, layout_of, lambda key, _: scan_frame(key)
+        ).prepare

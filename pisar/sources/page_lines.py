@@ -90,9 +90,12 @@ class ShardPages:
         crop: str = "polygon",
         baseline_height: int = 60,
         read_layout_file: Callable[[str], bytes] | None = None,
+        scan_of: Callable[[str, PageLayout], tuple[str, int]] | None = None,
     ) -> None:
         self.storage, self.limits, self.preprocess = storage, limits, preprocess
         self.read_layout_file = read_layout_file or storage.read  # detected pages: the layout the catalog holds
+        # (the scan's key, its frame) for a layout: the file the XML names; a detected page's own key and frame
+        self.scan_of = scan_of or (lambda layout_key, layout: (scan_key(layout_key, layout.image), 0))
         self.crop, self.baseline_height = crop, baseline_height
         self._left = Counter(split_line_key(key)[0] for key in keys)  # lines of each page still to cut in this shard
         self._pages: dict[str, _Page] = {}
@@ -161,10 +164,11 @@ class ShardPages:
         try:
             layout = read_layout(self.read_layout_file(layout_key), layout_key)
             page.layout, page.lines = layout, {line.line_id: line for line in layout.lines}
-            page.image_key = scan_key(layout_key, layout.image)
-            data = self.storage.read(page.image_key)
+            file_key, frame = self.scan_of(layout_key, layout)
+            page.image_key = file_key if not frame else layout_key  # a page of a multi-page file is placed by its own key
+            data = self.storage.read(file_key)
             fetched = time.perf_counter()
-            page.scan = decode_line(data, self.limits)
+            page.scan = decode_line(data, self.limits, frame)
             page.fetch_seconds, page.decode_seconds = fetched - started, time.perf_counter() - fetched
         except LineError as exc:
             page.error = exc
