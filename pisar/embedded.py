@@ -132,7 +132,9 @@ def detect_pages(settings: Settings, campaign: Campaign, console: Console | None
     todo = pages.to_detect(settings.catalog_url, campaign.id)
     if not todo:
         return 0
-    runner = PageRunner(settings, lambda: detector_from_settings(settings), worker=f"embedded@{socket.gethostname()}:{os.getpid()}")
+    runner = PageRunner(
+        settings, lambda name: detector_from_settings(settings, name), worker=f"embedded@{socket.gethostname()}:{os.getpid()}"
+    )
     detected = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     try:
@@ -248,6 +250,20 @@ def send_back(settings: Settings, campaign: Campaign, shard_ids: list[int], *, r
 
         return f"{reopened} shards back in line, {describe_published([top_up(settings, campaign.queue)], campaign, reopened)}"
     return run_shards(settings, campaign, shard_ids, console).describe()
+
+
+def redetect_and_read(settings: Settings, campaign: Campaign, shard_ids: list[int], console: Console) -> str:
+    """Scans sent back to detection (``producer/redetect.py``): sent to the detect workers in
+    distributed mode (the feeder publishes their read shards as they settle), detected and read here
+    otherwise. Returns one line for the operator."""
+    if settings.distributed:
+        from pisar.producer.feeder import top_up_detect
+
+        sent = top_up_detect(settings, campaign.queue)
+        return f"{sent.sent} scans sent to detection on '{sent.queue}'; `pisar feed` publishes their read shards as they are detected"
+    detected = detect_pages(settings, campaign, console)
+    summary = run_shards(settings, campaign, shard_ids, console)
+    return f"{detected} scans detected again; " + summary.describe()
 
 
 def resume_campaign(settings: Settings, campaign: Campaign, console: Console) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, select
 
 from pisar.catalog import pages
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Page, Shard
+from pisar.catalog.models import Line, LineHistory, Page, Shard
 from pisar.detect.segmentation import DetectedLine, PageSegmentation
 from pisar.layout import read_layout
 from pisar.layout_schemas import schema
@@ -123,6 +123,46 @@ def test_a_folder_of_scans_is_detected_then_read_and_every_scan_has_its_outcome(
         words = [(line.text or "").split() for line in layout.lines]  # written as words: runs of spaces become one
         assert words == [by_key[f"a-page.jpg#l{n}"]["text"].split() for n in range(1, 45)]
         assert layout.image == "a-page.jpg"
+
+    redetect_checks(env, tmp_path, by_key)
+
+
+def retry_scans(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = run_pisar(["retry", "scans", *args], env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def redetect_checks(env: dict[str, str], tmp_path: Path, before: dict[str, dict]) -> None:
+    """`retry --scan ...` on the campaign the folder test ran: scans detected again, lines read again, earlier results kept."""
+    everywhere, first_forty = "tests.helpers.stored_detector:Everywhere", "tests.helpers.stored_detector:FirstForty"
+    dry = retry_scans(env, "--scans-without-lines", "--detector", everywhere, "--dry-run")
+    assert "would detect again 2 scans in 2 shards" in dry.stderr and "nothing changed" in dry.stderr, dry.stderr
+    retry_scans(env, "--scans-without-lines", "--detector", everywhere)
+    retry_scans(env, "--scan", "a-page.jpg", "--detector", first_forty)
+    out = tmp_path / "after.jsonl"
+    assert run_pisar(["export", "scans", "-o", str(out)], env).returncode == 0
+    after = {record["key"]: record for record in read_jsonl(out)}
+    for scan in ("c-blank.png", "f-volume.tif#p2"):  # found this time, and read
+        assert sum(1 for key in after if key.startswith(f"{scan}#l")) == 44
+        assert all(after[f"{scan}#l{n}"]["status"] == "ok" for n in range(1, 45))
+    assert all(after[f"a-page.jpg#l{n}"]["status"] == "ok" for n in range(1, 41))  # read again
+    lost = [after[f"a-page.jpg#l{n}"] for n in range(41, 45)]
+    assert {(r["status"], r["error_class"]) for r in lost} == {("error", "LineNotInLayout")}
+    engine = create_engine(f"sqlite:///{env['PISAR_CATALOG_PATH']}")
+    with engine.connect() as conn:
+        kept = dict(
+            conn.execute(
+                select(Line.__table__.c.key, LineHistory.__table__.c.text).join(
+                    LineHistory.__table__, LineHistory.__table__.c.line_id == Line.__table__.c.id
+                )
+            ).all()
+        )
+        detectors = dict(conn.execute(select(Page.__table__.c.key, Page.__table__.c.detector)).all())
+    assert {key for key in kept} == {f"a-page.jpg#l{n}" for n in range(1, 45)}  # every earlier reading of the scan kept
+    assert all(kept[key] == before[key]["text"] for key in kept)
+    assert detectors["c-blank.png"].startswith("everywhere:") and detectors["a-page.jpg"].startswith("first-forty:")
+    assert detectors["b-page.jpg"].startswith("stored:")
 
 
 def test_a_scan_detected_twice_is_written_once(tmp_path: Path, embedded_env: dict[str, str], tiny_model: Path, scans: Path) -> None:

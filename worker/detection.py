@@ -34,27 +34,28 @@ from pisar.worker.serving import NodeHealth
 log = logging.getLogger(__name__)
 
 
-def detector_from_settings(settings: Settings) -> Detector:
-    """The configured detector, on the GPU where there is one."""
-    return load_detector(settings.detector, model=settings.detector_model, device="auto", polygon_workers=settings.detect_polygon_workers)
+def detector_from_settings(settings: Settings, name: str | None = None) -> Detector:
+    """The detector ``name`` (default: the configured one, with its model), on the GPU where there is one."""
+    model = settings.detector_model if name in (None, settings.detector) else None
+    return load_detector(name or settings.detector, model=model, device="auto", polygon_workers=settings.detect_polygon_workers)
 
 
 class PageRunner:
     """Detects scans for one worker identity against one catalog."""
 
-    def __init__(self, settings: Settings, detector: Callable[[], Detector], worker: str, node: NodeHealth | None = None) -> None:
+    def __init__(self, settings: Settings, detector: Callable[[str | None], Detector], worker: str, node: NodeHealth | None = None) -> None:
         self.settings = settings
         self.url = settings.catalog_url
         self.worker = worker
         self.node = node or NodeHealth()
         self.limits = ImageLimits.from_settings(settings)
-        self._make_detector = detector
-        self._detector: Detector | None = None
+        self._make_detector = detector  # a detector by name (None: the configured one)
+        self._detectors: dict[str | None, Detector] = {}
         self._storages: dict[str, Storage] = {}
 
     def close(self) -> None:
-        if self._detector is not None:
-            self._detector.close()
+        for detector in self._detectors.values():
+            detector.close()
 
     def run(self, page_id: int) -> ShardOutcome:
         """One delivery of a scan; never raises for a bad scan or a failed detection. What its message
@@ -100,7 +101,7 @@ class PageRunner:
         file_key, frame = scan_frame(held.key)  # a later page of a multi-page TIFF: its file and frame
         data = self._storage(source_url).read(file_key)
         scan = decode_line(data, self.limits, frame)
-        detector = self._loaded()
+        detector = self._loaded(held.detector)
         with _Renewing(self.url, held, self.settings.lease_seconds):
             found = detector.detect(scan.line)
         from pisar.detect.page_xml import page_xml
@@ -127,10 +128,11 @@ class PageRunner:
             return Outcome.FENCED
         return Outcome.QUARANTINED if state == pages.QUARANTINED else Outcome.FAILED
 
-    def _loaded(self) -> Detector:
-        if self._detector is None:
-            self._detector = self._make_detector()
-        return self._detector
+    def _loaded(self, name: str | None) -> Detector:
+        """The scan's detector, loaded once per process (a retry may name another than the worker's)."""
+        if name not in self._detectors:
+            self._detectors[name] = self._make_detector(name)
+        return self._detectors[name]
 
     def _source_url(self, campaign_id: int) -> str:
         table = Campaign.__table__

@@ -57,7 +57,9 @@ def page_runner(hostname: str) -> PageRunner:
         from pisar.worker.detection import PageRunner, detector_from_settings
 
         settings = get_settings()
-        _page_runner = PageRunner(settings, lambda: detector_from_settings(settings), worker=f"{hostname}:{os.getpid()}", node=this_node)
+        _page_runner = PageRunner(
+            settings, lambda name: detector_from_settings(settings, name), worker=f"{hostname}:{os.getpid()}", node=this_node
+        )
     return _page_runner
 
 

@@ -192,6 +192,8 @@ class Page(SQLModel, table=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     detect_seconds: float | None = None
+    detector_name: str | None = Field(default=None, sa_column=Column(Text))  # `retry --detector`: this scan's detector
+    retry_id: int | None = Field(default=None, foreign_key="retry.id")  # the retry that asked for this scan again
 
 
 class Line(SQLModel, table=True):

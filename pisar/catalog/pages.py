@@ -20,19 +20,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from pisar.catalog import shards
 from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import Campaign, Line, LineStatus, Page, ShardState, utcnow
+from pisar.catalog.models import Campaign, Line, LineHistory, LineStatus, Page, ShardState, utcnow
 from pisar.catalog.shard_moves import Transition
 from pisar.errors import WorkerCrash
-from pisar.layout import line_key
+from pisar.layout import line_key, split_line_key
 
 _PAGE = Page.__table__
 _LINE = Line.__table__
 _CAMPAIGN = Campaign.__table__
+_HISTORY = LineHistory.__table__
 PENDING, QUEUED, RUNNING = ShardState.PENDING, ShardState.QUEUED, ShardState.RUNNING
 DONE, FAILED, QUARANTINED = ShardState.DONE, ShardState.FAILED, ShardState.QUARANTINED
 SETTLED = (DONE.value, QUARANTINED.value)
@@ -51,6 +52,7 @@ MOVES: dict[str, Transition] = {
     ),
     "release": Transition(frozenset({RUNNING}), QUEUED, "the detect worker: an outage or a stopping worker; attempt refunded"),
     "expire": Transition(frozenset({RUNNING}), PENDING, "the reaper or a claim: the lease ran out, its worker is gone"),
+    "redetect": Transition(frozenset({DONE, QUARANTINED, FAILED}), PENDING, "`pisar retry --scan`: detect it again"),
     "give_up": Transition(frozenset({PENDING, QUEUED, FAILED}), QUARANTINED, "a claim: every attempt is spent (its workers died on it)"),
 }
 
@@ -63,6 +65,8 @@ class PageClaim:
     key: str
     token: int
     attempts: int
+    detector: str | None = None  # `retry --detector`: this scan's detector instead of the worker's
+    retry_id: int | None = None  # detected again by this retry: its lines are re-read under it
 
 
 @dataclass(frozen=True)
@@ -162,12 +166,14 @@ def claim(url: str, page_id: int, worker: str, lease_seconds: int, max_attempts:
                 started_at=now,
                 finished_at=None,
             )
-            .returning(_PAGE.c.campaign_id, _PAGE.c.shard_id, _PAGE.c.key, _PAGE.c.token, _PAGE.c.attempts)
+            .returning(
+                _PAGE.c.campaign_id, _PAGE.c.shard_id, _PAGE.c.key, _PAGE.c.token, _PAGE.c.attempts, _PAGE.c.detector_name, _PAGE.c.retry_id
+            )
         ).first()
         if row is None:
             _give_up(conn, page_id, max_attempts)
             return None
-    return PageClaim(page_id, row.campaign_id, row.shard_id, row.key, row.token, row.attempts)
+    return PageClaim(page_id, row.campaign_id, row.shard_id, row.key, row.token, row.attempts, row.detector_name, row.retry_id)
 
 
 def _give_up(conn: Connection, page_id: int, max_attempts: int) -> None:
@@ -213,11 +219,50 @@ def finish(url: str, held: PageClaim, facts: PageFacts) -> bool:
         if not done:
             conn.rollback()
             return False
-        insert_pending_lines(conn, held.campaign_id, ((held.shard_id, line_key(held.key, line_id)) for line_id in facts.line_ids))
+        keys = [line_key(held.key, line_id) for line_id in facts.line_ids]
+        new_keys = _supersede(conn, held, keys) if held.retry_id is not None else keys
+        insert_pending_lines(conn, held.campaign_id, ((held.shard_id, key) for key in new_keys))
         if facts.more_pages:  # before the shard is settled: it now waits for these too
-            insert_listed(conn, held.campaign_id, ((held.shard_id, key) for key in facts.more_pages))
-        shards.add_detected(conn, held.shard_id, len(facts.line_ids), _last_scan(conn, held.shard_id))
+            known = set(
+                conn.execute(
+                    select(_PAGE.c.key).where(_PAGE.c.campaign_id == held.campaign_id, _PAGE.c.key.in_(facts.more_pages))
+                ).scalars()
+            )
+            insert_listed(conn, held.campaign_id, ((held.shard_id, key) for key in facts.more_pages if key not in known))
+        shards.add_detected(conn, held.shard_id, len(new_keys), _last_scan(conn, held.shard_id))
     return True
+
+
+def _supersede(conn: Connection, held: PageClaim, keys: Sequence[str]) -> list[str]:
+    """A scan detected again: every line its earlier detection gave is read again under the retry
+    (one the new layout still has gets a new reading, one it lacks ``LineNotInLayout``; either way
+    the earlier result goes to ``line_history``), its error line ``<scan>#`` goes where nothing refers
+    to it; returns the keys that are new."""
+    prefix = f"{held.key}#"
+    found = conn.execute(
+        select(_LINE.c.id, _LINE.c.key).where(_LINE.c.shard_id == held.shard_id, _LINE.c.key >= prefix, _LINE.c.key < f"{held.key}$")
+    ).all()
+    mine = {row.key: row.id for row in found if split_line_key(row.key)[0] == held.key}  # not a TIFF's later pages
+    error_line = mine.pop(line_key(held.key, ""), None)
+    if error_line is not None:
+        referred = select(_HISTORY.c.id).where(_HISTORY.c.line_id == error_line).exists()
+        conn.execute(delete(_LINE).where(_LINE.c.id == error_line, ~referred))
+        conn.execute(update(_LINE).where(_LINE.c.id == error_line).values(retry_id=held.retry_id))  # kept if history refers to it
+    if mine:
+        conn.execute(update(_LINE).where(_LINE.c.id.in_(list(mine.values()))).values(retry_id=held.retry_id))
+    return [key for key in keys if key not in mine]
+
+
+def redetect(conn: Connection, campaign_id: int, page_ids: Sequence[int], detector: str | None, retry_id: int) -> list[int]:
+    """Scans to detect again (caller's transaction): back to ``pending`` with a fresh budget of
+    attempts, ``detector`` (or the worker's) and the retry; returns their shards' ids."""
+    chosen = and_(_PAGE.c.campaign_id == campaign_id, _PAGE.c.id.in_(list(page_ids)))
+    moved = conn.execute(
+        _move("redetect", chosen)
+        .values(attempts=0, detector_name=detector, retry_id=retry_id, error=None, error_class=None, flags=None, finished_at=None)
+        .returning(_PAGE.c.shard_id)
+    ).scalars()
+    return sorted(set(moved))
 
 
 def fail(url: str, held: PageClaim, error: BaseException, max_attempts: int, *, final: bool) -> ShardState | None:
@@ -239,20 +284,14 @@ def fail(url: str, held: PageClaim, error: BaseException, max_attempts: int, *, 
 
 
 def _error_line(conn: Connection, campaign_id: int, shard_id: int, scan_key: str, error: BaseException) -> None:
-    """A quarantined scan's one line ``<scan>#``, an error from the start, joined to its shard (settling it if last)."""
-    conn.execute(
-        insert(_LINE).values(
-            campaign_id=campaign_id,
-            shard_id=shard_id,
-            key=line_key(scan_key, ""),
-            status=LineStatus.ERROR.value,
-            error_class=type(error).__name__,
-            error=str(error)[:4000],
-            image=scan_key,
-            finished_at=utcnow(),
-        )
-    )
-    shards.add_detected(conn, shard_id, 1, _last_scan(conn, shard_id))
+    """A quarantined scan's one line ``<scan>#``, an error from the start, joined to its shard (settling it if last);
+    a scan quarantined again (detected again by a retry, and failing) has its line's error replaced."""
+    key = line_key(scan_key, "")
+    values = {"status": LineStatus.ERROR.value, "error_class": type(error).__name__, "error": str(error)[:4000], "finished_at": utcnow()}
+    there = conn.execute(update(_LINE).where(_LINE.c.campaign_id == campaign_id, _LINE.c.key == key).values(**values)).rowcount
+    if not there:
+        conn.execute(insert(_LINE).values(campaign_id=campaign_id, shard_id=shard_id, key=key, image=scan_key, **values))
+    shards.add_detected(conn, shard_id, 0 if there else 1, _last_scan(conn, shard_id))
 
 
 def release(url: str, held: PageClaim) -> bool:

@@ -22,6 +22,7 @@ class Move(StrEnum):
     LIST = "list"
     LIST_SCANS = "list_scans"
     DETECTED = "detected"
+    REDETECT = "redetect"
     PUBLISH = "publish"
     UNPUBLISH = "unpublish"
     CLAIM = "claim"
@@ -48,6 +49,9 @@ MOVES: dict[Move, Transition] = {
     Move.LIST_SCANS: Transition(frozenset(), DETECTING, "the listing of a detect campaign: a shard for its scans' lines to come"),
     Move.DETECTED: Transition(
         frozenset({DETECTING}), PENDING, "the detect worker, in the transaction that settles the last of the shard's scans"
+    ),
+    Move.REDETECT: Transition(
+        frozenset({PENDING, QUEUED, DONE, FAILED, QUARANTINED}), DETECTING, "`pisar retry --scan`: one of its scans is detected again"
     ),
     Move.PUBLISH: Transition(frozenset({PENDING}), QUEUED, "the feeder, just before it sends the shard's message"),
     Move.UNPUBLISH: Transition(frozenset({QUEUED}), PENDING, "the feeder, when the message could not be sent"),

@@ -88,6 +88,11 @@ def lock_detecting(conn: Connection, shard_id: int) -> None:
     conn.execute(select(_SHARD.c.id).where(_SHARD.c.id == shard_id).with_for_update())
 
 
+def wait_for_detection(conn: Connection, shard_ids: Sequence[int]) -> int:
+    """Shards one of whose scans is detected again go back to ``detecting`` (caller's transaction)."""
+    return conn.execute(_move(Move.REDETECT, _SHARD.c.id.in_(list(shard_ids)))).rowcount if shard_ids else 0
+
+
 def add_detected(conn: Connection, shard_id: int, lines: int, last_scan: bool) -> None:
     """A scan's ``lines`` joined the shard (caller's transaction); after its ``last_scan`` it is read."""
     conn.execute(update(_SHARD).where(_SHARD.c.id == shard_id).values(line_count=_SHARD.c.line_count + lines))

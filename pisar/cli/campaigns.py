@@ -126,11 +126,26 @@ def retry(
         Optional[str], typer.Option("--model", help="Re-read with this model (DIR or HUB_ID@REVISION); both results are kept")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be re-run; change nothing")] = False,
+    scan: Annotated[Optional[list[str]], typer.Option("--scan", help="A detect campaign: detect this scan again (its key; repeat)")] = None,
+    scans_without_lines: Annotated[
+        bool, typer.Option("--scans-without-lines", help="Detect again the scans where nothing was found")
+    ] = False,
+    failed_scans: Annotated[bool, typer.Option("--failed-scans", help="Detect again the scans that were quarantined")] = False,
+    detector: Annotated[
+        Optional[str], typer.Option("--detector", help="With the scan selectors: detect with this detector (default PISAR_DETECTOR)")
+    ] = None,
 ) -> None:
     """Re-run exactly the lines selected; earlier results go to the line's history.
 
-    With no selector: lines of failed shards, and every errored line except WorkerCrash.
+    With no selector: lines of failed shards, and every errored line except WorkerCrash. A detect
+    campaign's scans can be detected again (--scan, --scans-without-lines, --failed-scans), their
+    lines then read again.
     """
+    if scan or scans_without_lines or failed_scans or detector:
+        if failed or errors or shard or below_confidence is not None or flag or model:
+            raise ConfigError("a retry detects scans again or re-reads lines, not both: run it twice")
+        _redetect(name, tuple(scan or ()), scans_without_lines, failed_scans, detector, dry_run)
+        return
     from pisar import model_ref
     from pisar.embedded import send_back
     from pisar.producer.campaigns import get_campaign
@@ -150,6 +165,42 @@ def retry(
     _print_plan(name, covered, ref, dry_run=False, retry_id=retry_id)
     if covered.shard_ids:
         err.print(f"{name}: " + send_back(settings, campaign, covered.shard_ids, reset_attempts=True, console=err), markup=False)
+
+
+def _redetect(name: str, keys: tuple[str, ...], without_lines: bool, failed: bool, detector: str | None, dry_run: bool) -> None:
+    """`retry --scan ...`: the chosen scans detected again, then their lines read again."""
+    from pisar.embedded import redetect_and_read
+    from pisar.producer.campaigns import get_campaign
+    from pisar.producer.redetect import ScanSelector, apply, plan
+    from pisar.sources import line_source
+
+    settings = get_settings()
+    url = catalog(settings)
+    campaign = get_campaign(url, name)
+    if not line_source(campaign.layout).detects:
+        raise ConfigError(
+            f"campaign {shown(name)!r} reads {line_source(campaign.layout).describes}: only a --layout detect campaign has scans to detect"
+        )
+    selector = ScanSelector(keys, without_lines, failed, detector)
+    covered = plan(url, campaign.id, selector) if dry_run else None
+    retry_id = None
+    if covered is None:
+        retry_id, covered = apply(url, campaign.id, selector)
+    verb = "would detect again" if dry_run else f"retry {retry_id}: detecting again" if retry_id else "nothing to detect again:"
+    err.print(
+        f"{shown(name)}: {verb} {covered.scans} scans in {len(covered.shard_ids)} shards, their {covered.lines} lines read again"
+        + (f" (detector {shown(detector)})" if detector else "")
+    )
+    for reason, count in covered.reasons.items():
+        err.print(f"  {shown(reason)}: {count} scans")
+    for key in covered.examples:
+        err.print(f"  e.g. {shown(key)}")
+    if covered.running:
+        err.print(f"  {covered.running} chosen scans are in shards a worker reads now: left alone, retry again when they finish")
+    if dry_run:
+        err.print("  nothing changed (--dry-run)")
+    elif retry_id:
+        err.print(f"{shown(name)}: " + redetect_and_read(settings, campaign, covered.shard_ids, err), markup=False)
 
 
 def _print_plan(name: str, covered: RetryPlan, ref: ModelRef | None, dry_run: bool, retry_id: int | None = None) -> None:

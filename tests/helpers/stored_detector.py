@@ -64,3 +64,25 @@ def _box(lines: Any, region: str) -> tuple[tuple[int, int], ...]:
     points = [p for line in lines if (line.region_id or "r0") == region for p in line.polygon]
     xs, ys = [x for x, _ in points], [y for _, y in points]
     return ((min(xs), min(ys)), (max(xs), min(ys)), (max(xs), max(ys)), (min(xs), max(ys)))
+
+
+class Everywhere(StoredDetector):
+    """Finds the stored lines on a blank scan too: `retry --scans-without-lines --detector` with another detector."""
+
+    def describe(self) -> str:
+        return f"everywhere:{PAGE.name}"
+
+    def detect(self, image: Image.Image) -> PageSegmentation:
+        found = super().detect(image.convert("L").point(lambda v: min(v, 254)))  # never all white
+        return PageSegmentation(found.width, found.height, found.regions, found.lines, self.describe())
+
+
+class FirstForty(StoredDetector):
+    """Finds only the first 40 stored lines: a detection again that loses four of the lines read before."""
+
+    def describe(self) -> str:
+        return f"first-forty:{PAGE.name}"
+
+    def detect(self, image: Image.Image) -> PageSegmentation:
+        found = super().detect(image)
+        return PageSegmentation(found.width, found.height, found.regions, found.lines[:40], self.describe())
