@@ -193,13 +193,8 @@ def _redetect(name: str, keys: tuple[str, ...], without_lines: bool, failed: boo
     )
     for reason, count in covered.reasons.items():
         err.print(f"  {shown(reason)}: {count} scans")
-    for key in covered.examples:
-        err.print(f"  e.g. {shown(key)}")
-    if covered.running:
-        err.print(f"  {covered.running} chosen scans are in shards a worker reads now: left alone, retry again when they finish")
-    if dry_run:
-        err.print("  nothing changed (--dry-run)")
-    elif retry_id:
+    _plan_tail(covered.examples, covered.running, "chosen scans", dry_run)
+    if retry_id and not dry_run:
         err.print(f"{shown(name)}: " + redetect_and_read(settings, campaign, covered.shard_ids, err), markup=False)
 
 
@@ -213,10 +208,15 @@ def _print_plan(name: str, covered: RetryPlan, ref: ModelRef | None, dry_run: bo
     if covered.shard_indexes:
         shown_indexes = ", ".join(map(str, covered.shard_indexes[:20])) + (" ..." if len(covered.shard_indexes) > 20 else "")
         err.print(f"  shards: {shown_indexes}")
-    for key in covered.examples:
+    _plan_tail(covered.examples, covered.running, "selected lines", dry_run)
+
+
+def _plan_tail(examples: list[str], running: int, what: str, dry_run: bool) -> None:
+    """A retry plan's examples, what a worker holds and is left alone, and whether anything changed."""
+    for key in examples:
         err.print(f"  e.g. {shown(key)}")
-    if covered.running:
-        err.print(f"  {covered.running} selected lines are in shards a worker holds now: left alone, retry again when they finish")
+    if running:
+        err.print(f"  {running} {what} are in shards a worker holds now: left alone, retry again when they finish")
     if dry_run:
         err.print("  nothing changed (--dry-run)")
 
