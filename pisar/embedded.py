@@ -285,6 +285,23 @@ def resume_campaign(settings: Settings, campaign: Campaign, console: Console) ->
             f"{campaign.name}: listing finished: {listed.keys} lines in {listed.shards} shards (skipped files: {listed.describe_skipped()})",
             markup=False,
         )
+    _resume_scans(settings, campaign, console)
     ids = shards_to_resume(settings.catalog_url, campaign.id)
     done = send_back(settings, campaign, ids, reset_attempts=False, console=console) if ids else "nothing to do"
     console.print(f"{campaign.name}: {len(ids)} shards not done; {done}", markup=False)
+
+
+def _resume_scans(settings: Settings, campaign: Campaign, console: Console) -> None:
+    """A detect campaign's scans not detected yet: sent again (their messages may be lost with Redis), or detected here."""
+    from pisar.catalog import pages
+
+    if not pages.to_detect(settings.catalog_url, campaign.id):
+        return
+    if settings.distributed:
+        from pisar.producer.feeder import top_up_detect
+
+        back = pages.reopen(settings.catalog_url, campaign.id)
+        sent = top_up_detect(settings, campaign.queue)
+        console.print(f"{campaign.name}: {back} scans back in line, {sent.sent} sent to detection on '{sent.queue}'", markup=False)
+    else:
+        detect_pages(settings, campaign, console)

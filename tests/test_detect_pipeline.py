@@ -239,3 +239,25 @@ def test_separate_detect_and_read_workers_give_the_embedded_run_s_records(
     distributed_records = [(key.removeprefix("fond/"), *rest) for key, *rest in essentials(tmp_path / "distributed.jsonl")]
     assert distributed_records == essentials(embedded)
     assert len(distributed_records) == 4 * 44 + 2
+
+
+@pytest.mark.slow  # a small campaign through `pisar resume`
+def test_resume_detects_the_scans_an_interrupted_run_left_and_reads_their_lines(
+    tmp_path: Path, embedded_env: dict[str, str], tiny_model: Path, kraken_page: Path
+) -> None:
+    from pisar.catalog.db import ensure_ready
+    from pisar.producer.submit import SubmitRequest, create_campaign
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(kraken_page / "170025120000003,0074.jpg", folder / "page.jpg")
+    env = {**embedded_env, **DETECT_ENV}
+    settings = Settings(catalog_path=Path(env["PISAR_CATALOG_PATH"]), detector=STORED)
+    ensure_ready(settings.catalog_url, auto_upgrade=True)
+    create_campaign(settings, SubmitRequest(str(folder), str(tiny_model), "one", 256, "q", layout="detect"))  # listed, then "interrupted"
+    resumed = run_pisar(["resume", "one"], env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    out = tmp_path / "one.jsonl"
+    assert run_pisar(["export", "one", "-o", str(out)], env).returncode == 0
+    records = read_jsonl(out)
+    assert len(records) == 44 and {record["status"] for record in records} == {"ok"}

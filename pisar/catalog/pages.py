@@ -142,6 +142,17 @@ def unpublish(url: str, page_ids: Sequence[int]) -> int:
         return conn.execute(_move("unpublish", _PAGE.c.id.in_(list(page_ids))).values(queued_at=None)).rowcount
 
 
+def reopen(url: str, campaign_id: int) -> int:
+    """`pisar resume`: the campaign's queued scans (their messages may be gone with Redis) and those whose
+    lease ran out back to ``pending``, for the feeder to send again; a second message is skipped by its claim."""
+    with get_engine(url).begin() as conn:
+        now = utcnow()
+        expired = conn.execute(
+            _move("expire", _PAGE.c.campaign_id == campaign_id, _PAGE.c.lease_until < now).values(lease_until=None)
+        ).rowcount
+        return expired + conn.execute(_move("unpublish", _PAGE.c.campaign_id == campaign_id).values(queued_at=None)).rowcount
+
+
 def expire_leases(url: str) -> int:
     """Running scans whose lease ran out (their worker died) back to ``pending``, for the feeder to send again.
 
