@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def detector_from_settings(settings: Settings, name: str | None = None) -> Detector:
-    """The detector ``name`` (default: the configured one, with its model), on the GPU where there is one."""
+    """The detector ``name`` (default: the configured one, with its model) on ``PISAR_DEVICE`` (auto: the GPU where there is one)."""
     model = settings.detector_model if name in (None, settings.detector) else None
-    return load_detector(name or settings.detector, model=model, device="auto", polygon_workers=settings.detect_polygon_workers)
+    return load_detector(name or settings.detector, model=model, device=settings.device, polygon_workers=settings.detect_polygon_workers)
 
 
 class PageRunner:
