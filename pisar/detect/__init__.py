@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from pisar.detect.segmentation import DetectedLine, DetectedRegion, PageSegmentation
-from pisar.errors import ConfigError
+from pisar.errors import ConfigError, FatalError
 from pisar.plugins import import_object
 
 #: How to install what detection needs (kraken's post-processing and the CoreML reader). kraken is
@@ -76,9 +76,11 @@ def load_detector(name: str, *, model: str | None = None, device: str = "cpu", p
     """The detector called ``name`` (``device`` ``auto``: CUDA where torch sees it); one that cannot
     load is this node's failure (``FatalError``)."""
     check_available(name)
-    if device == "auto":
+    if device in ("auto", "cuda"):
         import torch
 
+        if device == "cuda" and not torch.cuda.is_available():
+            raise FatalError("PISAR_DEVICE=cuda, but torch sees no CUDA device on this node")
         device = "cuda" if torch.cuda.is_available() else "cpu"
     factory = _factory(name)
     if isinstance(factory, str):
