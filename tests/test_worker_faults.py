@@ -207,7 +207,10 @@ def test_sigterm_with_a_shard_longer_than_the_stop_timeout_gives_it_back_in_time
     stop_timeout = 10  # seconds: the container's grace period; the shard is given back 9 s after SIGTERM
     env = {**distributed_env, "PISAR_BATCH_SIZE": "1", "PISAR_STOP_TIMEOUT_SECONDS": str(stop_timeout)}
     campaign = submit(s3, env, "stoptimeout", fault_free.objects(), tiny_model, SHARD_SIZE)
-    slow = with_hooks(env, slow_batch_seconds="0.5")  # 60 batches: ~30 s a shard, three times the grace period, checked every 0.5 s
+    # 60 batches: ~30 s a shard, three times the grace period, checked every 0.5 s. The model is preloaded
+    # (PISAR_MODEL, as a deployment sets it): loading it can take longer than the grace period on a loaded
+    # 2-core machine, and no check can interrupt it (a stop during a load gives the shard back right after).
+    slow = with_hooks({**env, "PISAR_MODEL": str(tiny_model)}, slow_batch_seconds="0.5")
     worker = start_worker(slow, "leaving")
     wait_until(lambda: running_shard_of(campaign, "leaving") is not None, 120, "the worker to start a shard", interval=0.05)
     held = running_shard_of(campaign, "leaving").id

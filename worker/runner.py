@@ -119,6 +119,7 @@ class ShardRunner:
             if held.model_id:  # `retry --model`: this shard runs with another model
                 campaign.model_id, campaign.model_revision = held.model_id, held.model_revision or ""
             reader = self.readers(ModelRef(campaign.model_id, campaign.model_revision), campaign.dtype)  # FatalError: this node's
+            stopping.check()  # a stop that began while the model loaded: give the shard back before reading it
             options = GenerationOptions.of_campaign(campaign.generation)
             keys = shards.lines_to_do(self.catalog_url, held.shard_id)
             if held.suspect:
