@@ -40,7 +40,8 @@ test-tools: $(BIN)/pisar
 CHAOS := tests/test_worker_faults.py
 # The longest files first (each runs whole on one process): started last, one of them would leave the
 # other process idle at the end. pytest collects each file once, here or under tests/.
-LONGEST := tests/test_bench.py tests/test_end_to_end.py tests/test_embedded.py tests/test_retry.py tests/test_train.py
+LONGEST := tests/test_bench.py tests/test_detect_blla.py tests/test_detect_pipeline.py tests/test_end_to_end.py tests/test_embedded.py \
+  tests/test_retry.py tests/test_train.py
 PYTEST := $(BIN)/python -m pytest
 # The project's own modules compiled once: an editable install leaves them as source, and where
 # PYTHONDONTWRITEBYTECODE is set (this machine) each of the suite's hundreds of processes would

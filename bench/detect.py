@@ -40,6 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.add_argument("--polygon-workers", type=int, nargs="+", default=[1, 0], help="pool sizes to compare (0: one per core)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--no-warm", action="store_true", help="skip the untimed first page (a quick check; the first page then pays the pool's start)"
+    )
     parser.add_argument("--gpu-lines-per-s", type=float, default=500.0, help="a GPU's reading rate, for the sizing rule")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-detect.json")
     return parser.parse_args(argv)
@@ -109,7 +112,8 @@ def main(argv: list[str]) -> int:
         load_s = max(load_s, time.perf_counter() - loading)
         timed: dict[str, list[float]] = {"wall": [], "cpu": [], "network": [], "post": [], "polygons": []}
         try:
-            detector.detect(Image.open(io.BytesIO(made[-1][1])).convert("RGB"))  # warm: the pool starts, the network's first pass
+            if not args.no_warm:  # warm: the pool starts, the network's first pass
+                detector.detect(Image.open(io.BytesIO(made[-1][1])).convert("RGB"))
             for name, data, truth in made:
                 image = Image.open(io.BytesIO(data)).convert("RGB")
                 wall, cpu = time.perf_counter(), cpu_seconds()
