@@ -22,6 +22,7 @@ from pisar.catalog.db import get_engine
 from pisar.catalog.models import Line, Page, Retry, Shard, ShardState, utcnow
 from pisar.catalog.shards import held_by_a_worker
 from pisar.errors import ConfigError
+from pisar.layout import split_line_key
 from pisar.producer.retry import requested_by
 from pisar.safe_text import printable
 
@@ -92,12 +93,11 @@ def plan(url: str, campaign_id: int, selector: ScanSelector) -> RedetectPlan:
         counts = {name: conn.execute(select(func.count()).where(condition)).scalar_one() for name, condition in reasons.items()}
         chosen = [row for row in rows if row.shard_id not in held]
         keys = [row.key for row in chosen]
-        lines = 0
-        for key in keys:  # a few scans at a time, by hand: their lines' keys start with the scan's
-            lines += conn.execute(
-                select(func.count()).where(_LINE.c.campaign_id == campaign_id, _LINE.c.key >= f"{key}#", _LINE.c.key < f"{key}$")
-            ).scalar_one()
-    return RedetectPlan(len(chosen), sorted({row.shard_id for row in chosen}), keys[:EXAMPLES], len(rows) - len(chosen), lines, counts)
+        wanted = set(keys)  # one query over the chosen scans' shards; a line is its scan's by its key's first part
+        shard_ids = sorted({row.shard_id for row in chosen})
+        line_keys = conn.execute(select(_LINE.c.key).where(_LINE.c.shard_id.in_(shard_ids))).scalars() if shard_ids else []
+        lines = sum(1 for key in line_keys if split_line_key(key)[0] in wanted)
+    return RedetectPlan(len(chosen), shard_ids, keys[:EXAMPLES], len(rows) - len(chosen), lines, counts)
 
 
 def apply(url: str, campaign_id: int, selector: ScanSelector) -> tuple[int | None, RedetectPlan]:
