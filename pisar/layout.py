@@ -14,6 +14,7 @@ with a note. The parser never resolves an entity, loads a DTD or touches the net
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 
@@ -298,3 +299,42 @@ def _number(value: str | None) -> float | None:
 def _int(value: str | None) -> int | None:
     number = _number(value)
     return int(number) if number is not None else None
+
+
+def scan_key(layout_key: str, image_name: str) -> str:
+    """The scan's key: the XML's ``imageFilename`` / ``fileName`` resolved against the XML's folder.
+
+    Transkribus and eScriptorium write a bare file name; a Windows path keeps its last part (the
+    exports are moved between machines with their scans beside them). A name that leaves the
+    source's root (``..`` above it, an absolute path, a URL) is refused: a page must not make a
+    worker read another collection's objects.
+    """
+    name = image_name.strip().replace("\\", "/")
+    if not name:
+        raise UnreadableLayout(f"{layout_key}: the file names no image")
+    if "://" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        name = name.rsplit("/", 1)[-1]
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(layout_key), name))
+    if resolved.startswith("../") or resolved == "..":
+        raise UnreadableLayout(f"{layout_key}: its image {image_name!r} lies outside the source")
+    return resolved
+
+
+def fitted_to(layout: PageLayout, width: int, height: int) -> PageLayout:
+    """The layout's geometry scaled to a scan of ``width`` x ``height`` when the file declares another
+    page size: a IIIF server may serve a page smaller than the one the layout was drawn on (its
+    ``maxWidth``), and an archive may keep its scans smaller than its PAGE files say."""
+    from dataclasses import replace
+
+    if not layout.width or not layout.height or (layout.width, layout.height) == (width, height):
+        return layout
+    sx, sy = width / layout.width, height / layout.height
+    note = f"geometry scaled from the layout's {layout.width}x{layout.height} page to the {width}x{height} scan"
+
+    def scaled(points: tuple[Point, ...]) -> tuple[Point, ...]:
+        return tuple((round(x * sx), round(y * sy)) for x, y in points)
+
+    lines = [
+        replace(line, polygon=scaled(line.polygon), baseline=scaled(line.baseline), notes=(*line.notes, note)) for line in layout.lines
+    ]
+    return replace(layout, width=width, height=height, lines=lines)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from pisar.errors import ConfigError, FetchFailed, MissingObject, NotFound, ServiceUnavailable, TransientError
+from pisar.layout import scan_key
 from pisar.settings import Settings
 from pisar.storage import NOTHING_SKIPPED, KeyRange
 
@@ -176,6 +177,9 @@ class S3Storage:
             raise ConfigError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)") from None
         except BotoCoreError as exc:
             raise ServiceUnavailable(f"listing {self.url}: {exc}") from None
+
+    def scan_for(self, layout_key: str, named: str) -> str:
+        return scan_key(layout_key, named)
 
     def read(self, key: str) -> bytes:
         if self.store is not None:

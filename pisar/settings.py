@@ -151,6 +151,25 @@ class Settings(BaseSettings):
         description="Back-pressure: `pisar feed` sends no more scans to detect while this many detected lines wait to be read",
     )
 
+    # IIIF sources (``pisar/iiif``): how Pisar treats the archive's servers, and which of ours it never asks
+    iiif_allow_networks: str = Field(
+        "",
+        description="Networks (CIDR, comma-separated) a manifest may name although they are loopback, link-local or private; "
+        "empty = public addresses only, so a manifest cannot make a worker fetch internal URLs",
+    )
+    iiif_host_connections: int = Field(4, ge=1, le=64, description="Requests at once to one IIIF host, per process")
+    iiif_connect_timeout_seconds: float = Field(10.0, gt=0, description="Connecting to a IIIF server")
+    iiif_read_timeout_seconds: float = Field(30.0, gt=0, description="Waiting for a IIIF server's next bytes")
+    iiif_attempts: int = Field(4, ge=1, le=20, description="Tries per IIIF request on 429, 5xx and timeouts, with backoff")
+    iiif_retry_after_max_seconds: float = Field(60.0, ge=0, description="Longest Retry-After a IIIF server is obeyed for")
+    iiif_image_format: Literal["jpg", "png"] = Field(
+        "jpg", description="The format images are asked in: jpg (every server), png (lossless, where the server offers it)"
+    )
+    iiif_max_manifest_bytes: int = Field(32 << 20, ge=1024, description="Largest manifest or collection read")
+    iiif_max_image_bytes: int = Field(256 << 20, ge=1024, description="Largest image response read")
+    iiif_max_collection_depth: int = Field(8, ge=0, le=100, description="Collections nested deeper than this are not walked")
+    iiif_max_manifests: int = Field(100_000, ge=1, description="Most manifests and collections one source may name")
+
     @field_validator("queue_low_water")
     @classmethod
     def _below_high_water(cls, value: int, info: ValidationInfo) -> int:

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from pisar.constants import IMAGE_SUFFIXES
 from pisar.errors import ConfigError, FetchFailed, MissingObject, NotFound
+from pisar.layout import scan_key
 from pisar.settings import Settings
 
 
@@ -63,6 +64,10 @@ class Storage(KeySource, Protocol):
     prefix: str  # the keys' common start: an S3 prefix, "" for a folder (its keys are relative to it)
 
     def iter_keys(self) -> Iterator[str]: ...
+
+    def scan_for(self, layout_key: str, named: str) -> str:
+        """The key of the scan a layout file names (``named``: its imageFilename / fileName)."""
+        ...
 
 
 @dataclass
@@ -168,6 +173,9 @@ class LocalStorage:
         if page:
             yield page
 
+    def scan_for(self, layout_key: str, named: str) -> str:
+        return scan_key(layout_key, named)
+
     def read(self, key: str) -> bytes:
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root):
@@ -213,13 +221,33 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, parsed.path.lstrip("/")
 
 
-def open_storage(url: str, settings: Settings) -> Storage:
-    """Open an ``s3://bucket/prefix`` URL, a ``file://`` URL or a plain folder path."""
+def open_storage(url: str, settings: Settings, campaign_id: int | None = None) -> Storage:
+    """Open an ``s3://bucket/prefix`` URL, a ``file://`` URL or a plain folder path, or a IIIF source
+    (a manifest URL or file, ``pisar/iiif/storage.py``: its reads need the ``campaign_id`` whose canvases it holds)."""
+    from pisar.iiif.storage import IiifStorage, is_iiif_source
+
+    if is_iiif_source(url):
+        return IiifStorage(url, settings, campaign_id)
     if url.startswith("s3:"):
         from pisar.s3_storage import S3Storage  # boto3 and obstore: only for a bucket
 
         bucket, prefix = parse_s3_url(url)
         return S3Storage(bucket, prefix, settings)
     if "://" in url and not url.startswith("file://"):
-        raise ConfigError(f"unsupported source {url!r}: use a folder path or s3://bucket/prefix")
+        raise ConfigError(f"unsupported source {url!r}: use a folder path, s3://bucket/prefix or a IIIF manifest URL")
     return LocalStorage(Path(url.removeprefix("file://")))
+
+
+class OpenStorages:
+    """A worker process's storages, opened once each: one per source, and for a IIIF source one per
+    campaign (its canvases are the campaign's)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._open: dict[tuple[str, int], Storage] = {}
+
+    def of(self, url: str, campaign_id: int) -> Storage:
+        key = (url, campaign_id)
+        if key not in self._open:
+            self._open[key] = open_storage(url, self.settings, campaign_id)
+        return self._open[key]

@@ -16,10 +16,12 @@ from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 
 from pisar import __version__, model_ref
+from pisar.catalog import canvases
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, ListingPart, SourceKind
 from pisar.constants import DEFAULT_PRIORITY
 from pisar.errors import ConfigError, NotFound, PisarError
+from pisar.iiif.storage import is_iiif_source
 from pisar.names import check_name
 from pisar.page_crop import CROPS
 from pisar.processor import check_model_files, describe_generation, describe_preprocessing
@@ -105,11 +107,15 @@ def create_campaign(
             raise CampaignExists(f"campaign {request.name!r} already exists: use `pisar resume {request.name}`") from None
         campaign.id = row.scalar_one()
         plan_ranges(conn, campaign.id, ranges, dict(source.skipped_up_front))
+    if is_iiif_source(request.source_url):  # its listing records the manifests' canvases, the campaign's own
+        source = _key_source(open_storage(request.source_url, settings, campaign.id), manifest, request.layout)
     log.info("campaign %s: listing %s in %s key ranges", campaign.name, storage.url, len(ranges))
     listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn)
     if not listed.keys and not listed.scans:
+        unread = [f"{m.url}: {m.error_class}: {m.error}" for m in canvases.manifests(url, campaign.id) if m.error_class]
         _forget(url, campaign.id)
-        raise NotFound(f"no {line_source(request.layout).describes} under {storage.url} (skipped files: {listed.describe_skipped()})")
+        why = f"; manifests not read: {'; '.join(unread[:3])}" if unread else ""
+        raise NotFound(f"no {line_source(request.layout).describes} under {storage.url} (skipped files: {listed.describe_skipped()}){why}")
     campaign.line_count, campaign.shard_count, campaign.skipped_files = listed.keys, listed.shards, dict(listed.skipped)
     log.info("campaign %s: %s lines in %s shards from %s", campaign.name, campaign.line_count, campaign.shard_count, storage.url)
     return campaign, listed
@@ -151,7 +157,7 @@ def submit_and_publish(settings: Settings, request: SubmitRequest) -> Submitted:
 
 def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], None] | None = None, *, wait_turn: bool = False) -> Listed:
     """Go on with a listing that was interrupted, from where each key range stopped (``wait_turn``: see ``create_campaign``)."""
-    storage = open_storage(campaign.source_url, settings)
+    storage = open_storage(campaign.source_url, settings, campaign.id)
     source = _key_source(storage, campaign.manifest, campaign.layout)
     return list_into_catalog(
         settings.catalog_url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn
@@ -184,5 +190,6 @@ def _installed(package: str) -> str:
 def _forget(url: str, campaign_id: int) -> None:
     """Remove a campaign that turned out to hold no line images (it has no shards)."""
     with get_engine(url).begin() as conn:
+        canvases.forget(conn, campaign_id)
         conn.execute(delete(ListingPart.__table__).where(ListingPart.__table__.c.campaign_id == campaign_id))
         conn.execute(delete(Campaign.__table__).where(Campaign.__table__.c.id == campaign_id))

@@ -14,10 +14,10 @@ from PIL import Image
 
 from pisar.errors import LineNotInLayout, MissingObject, NoGeometry, NoLineId, UnreadableLayout
 from pisar.images import ImageLimits
-from pisar.layout import line_key, split_line_key
+from pisar.layout import line_key, scan_key, split_line_key
 from pisar.s3_storage import S3Storage
 from pisar.settings import Settings
-from pisar.sources.page_lines import ShardPages, scan_key
+from pisar.sources.page_lines import ShardPages
 from pisar.worker.batches import prepare_ahead
 from tests.helpers.pages import page_xml, pasted_page, rectangle
 

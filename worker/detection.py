@@ -26,7 +26,7 @@ from pisar.errors import FatalError, LineError, is_outage
 from pisar.images import ImageLimits, decode_line
 from pisar.settings import Settings
 from pisar.sources.detected_pages import page_key, scan_frame
-from pisar.storage import Storage, open_storage
+from pisar.storage import OpenStorages
 from pisar.worker import stopping
 from pisar.worker.outcomes import Outcome, ShardOutcome
 from pisar.worker.serving import NodeHealth
@@ -51,7 +51,7 @@ class PageRunner:
         self.limits = ImageLimits.from_settings(settings)
         self._make_detector = detector  # a detector by name (None: the configured one)
         self._detectors: dict[str | None, Detector] = {}
-        self._storages: dict[str, Storage] = {}
+        self._storages = OpenStorages(self.settings)
 
     def close(self) -> None:
         for detector in self._detectors.values():
@@ -99,7 +99,7 @@ class PageRunner:
         source_url = self._source_url(held.campaign_id)
         started = time.perf_counter()
         file_key, frame = scan_frame(held.key)  # a later page of a multi-page TIFF: its file and frame
-        data = self._storage(source_url).read(file_key)
+        data = self._storages.of(source_url, held.campaign_id).read(file_key)
         scan = decode_line(data, self.limits, frame)
         detector = self._loaded(held.detector)
         with _Renewing(self.url, held, self.settings.lease_seconds):
@@ -138,11 +138,6 @@ class PageRunner:
         table = Campaign.__table__
         with get_engine(self.url).connect() as conn:
             return conn.execute(select(table.c.source_url).where(table.c.id == campaign_id)).scalar_one()
-
-    def _storage(self, url: str) -> Storage:
-        if url not in self._storages:
-            self._storages[url] = open_storage(url, self.settings)
-        return self._storages[url]
 
 
 class _Renewing:

@@ -30,7 +30,7 @@ from pisar.model_ref import ModelRef
 from pisar.reader import GenerationOptions, LineReader
 from pisar.settings import Settings
 from pisar.sources import Cutting, line_source
-from pisar.storage import Storage, open_storage
+from pisar.storage import OpenStorages
 from pisar.worker import metrics, stopping
 from pisar.worker.batches import read_lines
 from pisar.worker.lease import LeaseKeeper, LeaseLost
@@ -57,7 +57,7 @@ class ShardRunner:
         self.node = node or NodeHealth()  # set once this node cannot serve: it takes no more shards
         self.limits = ImageLimits.from_settings(settings)
         self.pool = ThreadPoolExecutor(max_workers=settings.fetch_threads, thread_name_prefix="pisar-fetch")
-        self._storages: dict[str, Storage] = {}
+        self._storages = OpenStorages(self.settings)
         apply_process_settings(settings)
 
     def close(self) -> None:
@@ -132,7 +132,7 @@ class ShardRunner:
             source = line_source(campaign.layout)
             stored = partial(pages.stored_layouts, self.catalog_url, campaign.id)
             cutting = Cutting(self.limits, campaign.crop, self.settings.baseline_height, stored)
-            prepare = source.preparer(self._storage(campaign.source_url), keys, reader.prepare, cutting)
+            prepare = source.preparer(self._storages.of(campaign.source_url, campaign.id), keys, reader.prepare, cutting)
             probe = partial(shards.probe, self.catalog_url, held) if held.suspect else None
             read = read_lines(keys, prepare, reader, options, self.settings, self.pool, between_batches, probe)
             results = shard_rows(read.lines, self.worker, str(ModelRef.of(campaign.model_id, campaign.model_revision)))
@@ -194,11 +194,6 @@ class ShardRunner:
                 raise LookupError(f"campaign {campaign_id} is not in the catalog")
             session.expunge(campaign)
             return campaign
-
-    def _storage(self, url: str) -> Storage:
-        if url not in self._storages:
-            self._storages[url] = open_storage(url, self.settings)
-        return self._storages[url]
 
 
 def _describe(exc: BaseException) -> str:

@@ -196,6 +196,48 @@ class Page(SQLModel, table=True):
     retry_id: int | None = Field(default=None, foreign_key="retry.id")  # the retry that asked for this scan again
 
 
+class IiifManifest(SQLModel, table=True):
+    """A IIIF campaign's manifest, read once at listing (``pisar/iiif/storage.py``): its body kept for
+    the annotation export's copy of it, or why it could not be read."""
+
+    __tablename__ = "iiif_manifest"
+    __table_args__ = (UniqueConstraint("campaign_id", "url", name="uq_iiif_manifest_campaign_url"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    ordinal: int  # in the order the campaign's source gives its manifests
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    slug: str | None = Field(default=None, sa_column=Column(Text))  # the first part of its canvases' keys
+    version: int | None = None  # Presentation 2 or 3
+    label: str | None = Field(default=None, sa_column=Column(Text))
+    body: str | None = Field(default=None, sa_column=Column(Text))  # the manifest's JSON as read
+    canvas_count: int = 0
+    error_class: str | None = Field(default=None, max_length=100)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class IiifCanvas(SQLModel, table=True):
+    """One canvas of a IIIF campaign's manifest: a page, keyed ``<manifest slug>/p<n>``, and where its
+    image and layout come from (the provenance its lines' records carry)."""
+
+    __tablename__ = "iiif_canvas"
+    __table_args__ = (UniqueConstraint("campaign_id", "key", name="uq_iiif_canvas_campaign_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    manifest_id: int = Field(foreign_key="iiif_manifest.id")
+    key: str = Field(sa_column=Column(Text().with_variant(Text(collation="C"), "postgresql"), nullable=False))
+    ordinal: int
+    canvas_id: str = Field(sa_column=Column(Text, nullable=False))
+    label: str | None = Field(default=None, sa_column=Column(Text))
+    width: int | None = None
+    height: int | None = None
+    service: str | None = Field(default=None, sa_column=Column(Text))  # the Image API service's base URL
+    service_version: int | None = None
+    image: str | None = Field(default=None, sa_column=Column(Text))  # the image's own URL (read without a service)
+    layout: str | None = Field(default=None, sa_column=Column(Text))  # a linked PAGE/ALTO file
+
+
 class Line(SQLModel, table=True):
     """One line image and its result; exactly one row per (campaign, key)."""
 

@@ -254,7 +254,7 @@ def export(
 
         pages_from, name_of = DetectedLayouts(url, campaign.id), DetectedLayouts.file_name
     elif source.writes_back:
-        pages_from = open_storage(campaign.source_url, settings)
+        pages_from = open_storage(campaign.source_url, settings, campaign.id)
     written = write_export(url, campaign.id, fmt, output, only, about, pages_from, name_of)
     pending = campaign.line_count - written.records - written.error_lines
     note = f"; {pending} lines pending or filtered out" if pending else ""
@@ -292,7 +292,7 @@ def review(
     campaign = get_campaign(url, name)
     folder = output or output_folder("review", campaign.name)
     lines = sample_lines(url, campaign.id, sample)
-    written = write_package(lines, open_storage(campaign.source_url, settings), folder, campaign.name)
+    written = write_package(lines, open_storage(campaign.source_url, settings, campaign.id), folder, campaign.name)
     err.print(f"{written} lines to review in {folder / 'index.html'}; fill in {folder / 'corrections.csv'}", markup=False)
 
 

@@ -123,7 +123,7 @@ def evaluate(
         raise ConfigError(
             f"campaign {printable(campaign.name)!r} reads {source.describes}; --gt-from-xml is for page campaigns (--layout xml or detect)"
         )
-    gt_storage = open_storage(gt or campaign.source_url, settings)
+    gt_storage = open_storage(gt, settings) if gt else open_storage(campaign.source_url, settings, campaign.id)
     layout_scores = None
     if source.detects:  # lines found by detection: matched to the true layout's lines first
         from pisar.producer.evaluate_pages import score_detected

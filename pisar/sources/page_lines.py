@@ -26,41 +26,21 @@ longer holds. An outage (``TransientError``) is not a line's fault and propagate
 
 from __future__ import annotations
 
-import posixpath
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from pisar.errors import ImageTooSmall, LineError, LineNotInLayout, UnreadableImage, UnreadableLayout
+from pisar.errors import ImageTooSmall, LineError, LineNotInLayout, UnreadableImage
 from pisar.images import DecodedLine, ImageLimits, decode_line
-from pisar.layout import LayoutLine, PageLayout, is_layout_key, line_key, read_layout, split_line_key
+from pisar.layout import LayoutLine, PageLayout, fitted_to, is_layout_key, line_key, read_layout, split_line_key
 from pisar.page_crop import crop_line
 from pisar.sources.line_images import LineImages
 from pisar.sources.prepared import Cutting, LinePlace, Prepared, PrepareImage
 from pisar.storage import KeySource, Storage, is_storable_key, skip_reason, skipped_label
 
 NO_LINES = "(a layout without lines)"
-
-
-def scan_key(layout_key: str, image_name: str) -> str:
-    """The scan's key: the XML's ``imageFilename`` / ``fileName`` resolved against the XML's folder.
-
-    Transkribus and eScriptorium write a bare file name; a Windows path keeps its last part (the
-    exports are moved between machines with their scans beside them). A name that leaves the
-    source's root (``..`` above it, an absolute path, a URL) is refused: a page must not make a
-    worker read another collection's objects.
-    """
-    name = image_name.strip().replace("\\", "/")
-    if not name:
-        raise UnreadableLayout(f"{layout_key}: the file names no image")
-    if "://" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        name = name.rsplit("/", 1)[-1]
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(layout_key), name))
-    if resolved.startswith("../") or resolved == "..":
-        raise UnreadableLayout(f"{layout_key}: its image {image_name!r} lies outside the source")
-    return resolved
 
 
 @dataclass
@@ -95,7 +75,7 @@ class ShardPages:
         self.storage, self.limits, self.preprocess = storage, limits, preprocess
         self.read_layout_file = read_layout_file or storage.read  # detected pages: the layout the catalog holds
         # (the scan's key, its frame) for a layout: the file the XML names; a detected page's own key and frame
-        self.scan_of = scan_of or (lambda layout_key, layout: (scan_key(layout_key, layout.image), 0))
+        self.scan_of = scan_of or (lambda layout_key, layout: (storage.scan_for(layout_key, layout.image), 0))
         self.crop, self.baseline_height = crop, baseline_height
         self._left = Counter(split_line_key(key)[0] for key in keys)  # lines of each page still to cut in this shard
         self._pages: dict[str, _Page] = {}
@@ -169,6 +149,8 @@ class ShardPages:
             data = self.storage.read(file_key)
             fetched = time.perf_counter()
             page.scan = decode_line(data, self.limits, frame)
+            page.layout = layout = fitted_to(layout, *page.scan.line.size)
+            page.lines = {line.line_id: line for line in layout.lines}
             page.fetch_seconds, page.decode_seconds = fetched - started, time.perf_counter() - fetched
         except LineError as exc:
             page.error = exc

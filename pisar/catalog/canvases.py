@@ -1,0 +1,139 @@
+"""A IIIF campaign's manifests and canvases in the catalog: written once at listing, read by workers and exports.
+
+They are data, not state: a manifest row records what was read (or why not), a canvas row where a
+page's image and layout come from. Workers read a shard's canvases here instead of the manifests,
+so a manifest that changes (or vanishes) during a campaign changes nothing about its pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, func, insert, select
+
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import IiifCanvas, IiifManifest
+
+_MANIFEST = IiifManifest.__table__
+_CANVAS = IiifCanvas.__table__
+
+
+@dataclass(frozen=True)
+class CanvasRow:
+    """A stored canvas, with its manifest's URL: what a worker needs to read the page, and its provenance."""
+
+    key: str
+    manifest_url: str
+    canvas_id: str
+    ordinal: int
+    label: str | None
+    width: int | None
+    height: int | None
+    service: str | None
+    service_version: int | None
+    image: str | None
+    layout: str | None
+
+
+def recorded_urls(url: str, campaign_id: int) -> set[str]:
+    """The manifests already recorded (read or failed): a resumed listing does not read them again."""
+    with get_engine(url).connect() as conn:
+        return set(conn.execute(select(_MANIFEST.c.url).where(_MANIFEST.c.campaign_id == campaign_id)).scalars())
+
+
+def used_slugs(url: str, campaign_id: int) -> set[str]:
+    with get_engine(url).connect() as conn:
+        query = select(_MANIFEST.c.slug).where(_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.slug.is_not(None))
+        return set(conn.execute(query).scalars())
+
+
+def record_manifest(url: str, campaign_id: int, ordinal: int, manifest_url: str, **values: object) -> int:
+    """One manifest's row (``values``: slug, version, label, body; or error_class and error); its id."""
+    with get_engine(url).begin() as conn:
+        row = conn.execute(
+            insert(_MANIFEST)
+            .values(campaign_id=campaign_id, ordinal=ordinal, url=manifest_url, canvas_count=0, **values)
+            .returning(_MANIFEST.c.id)
+        )
+        return int(row.scalar_one())
+
+
+def record_canvases(url: str, campaign_id: int, manifest_id: int, rows: list[dict[str, object]]) -> None:
+    """A read manifest's canvases (``IiifCanvas`` columns), and their count on the manifest: one transaction."""
+    with get_engine(url).begin() as conn:
+        for start in range(0, len(rows), 1000):
+            conn.execute(
+                insert(_CANVAS), [{"campaign_id": campaign_id, "manifest_id": manifest_id, **r} for r in rows[start : start + 1000]]
+            )
+        conn.execute(_MANIFEST.update().where(_MANIFEST.c.id == manifest_id).values(canvas_count=len(rows)))
+
+
+def canvas_pages(url: str, campaign_id: int, start: str | None, page_size: int = 1000) -> Iterator[list[CanvasRow]]:
+    """Every canvas of the campaign in key order, from the page key ``start`` on, a page at a time."""
+    after = None
+    while True:
+        query = _select_rows().where(_CANVAS.c.campaign_id == campaign_id)
+        if after is not None:
+            query = query.where(_CANVAS.c.key > after)
+        elif start is not None:
+            query = query.where(_CANVAS.c.key >= start)
+        with get_engine(url).connect() as conn:
+            rows = [CanvasRow(**row._mapping) for row in conn.execute(query.order_by(_CANVAS.c.key).limit(page_size))]
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].key
+
+
+def canvases(url: str, campaign_id: int, keys: Iterable[str]) -> dict[str, CanvasRow]:
+    """The canvases of these page keys, where the campaign has them."""
+    wanted = sorted(set(keys))
+    found: dict[str, CanvasRow] = {}
+    with get_engine(url).connect() as conn:
+        for start in range(0, len(wanted), 500):
+            query = _select_rows().where(_CANVAS.c.campaign_id == campaign_id, _CANVAS.c.key.in_(wanted[start : start + 500]))
+            found.update((row.key, CanvasRow(**row._mapping)) for row in conn.execute(query))
+    return found
+
+
+def manifests(url: str, campaign_id: int) -> list[IiifManifest]:
+    """The campaign's manifest rows in source order (bodies included)."""
+    with get_engine(url).connect() as conn:
+        query = select(_MANIFEST).where(_MANIFEST.c.campaign_id == campaign_id).order_by(_MANIFEST.c.ordinal)
+        return [IiifManifest(**row._mapping) for row in conn.execute(query)]
+
+
+def manifest_counts(url: str, campaign_id: int) -> tuple[int, int, int]:
+    """(manifests read, manifests that could not be read, canvases) of a campaign."""
+    with get_engine(url).connect() as conn:
+        read, failed, canvas_total = conn.execute(
+            select(
+                func.count().filter(_MANIFEST.c.error_class.is_(None)),
+                func.count().filter(_MANIFEST.c.error_class.is_not(None)),
+                func.coalesce(func.sum(_MANIFEST.c.canvas_count), 0),
+            ).where(_MANIFEST.c.campaign_id == campaign_id)
+        ).one()
+    return int(read), int(failed), int(canvas_total)
+
+
+def forget(conn: Connection, campaign_id: int) -> None:
+    """Remove a campaign's manifests and canvases (a campaign that turned out to hold nothing)."""
+    conn.execute(delete(_CANVAS).where(_CANVAS.c.campaign_id == campaign_id))
+    conn.execute(delete(_MANIFEST).where(_MANIFEST.c.campaign_id == campaign_id))
+
+
+def _select_rows():
+    return select(
+        _CANVAS.c.key,
+        _MANIFEST.c.url.label("manifest_url"),
+        _CANVAS.c.canvas_id,
+        _CANVAS.c.ordinal,
+        _CANVAS.c.label,
+        _CANVAS.c.width,
+        _CANVAS.c.height,
+        _CANVAS.c.service,
+        _CANVAS.c.service_version,
+        _CANVAS.c.image,
+        _CANVAS.c.layout,
+    ).join(_MANIFEST, _MANIFEST.c.id == _CANVAS.c.manifest_id)

@@ -1,0 +1,294 @@
+"""A IIIF campaign's storage: manifests resolved into canvases at listing, pages read through the Image API.
+
+The source is a manifest or a collection (a URL, or a local JSON file), or a text file listing
+their URLs, one a line. Listing walks it (collections to ``PISAR_IIIF_MAX_COLLECTION_DEPTH``, at
+most ``PISAR_IIIF_MAX_MANIFESTS`` manifests), records each manifest and its canvases in the
+catalog (``pisar/catalog/canvases.py``), a manifest that cannot be read as its recorded error,
+then lists each canvas as two objects, as a folder of scans and PAGE files would hold them:
+
+- ``<manifest>/p0001.jpg``: the canvas's image, through its Image API service (``info.json`` read
+  once per image and process, the whole image at the largest size the server allows) or, without a
+  service, its own URL;
+- ``<manifest>/p0001.xml``: the PAGE or ALTO file the canvas links, where it links one.
+
+So every line source reads IIIF unchanged: a layout campaign lists the ``.xml`` objects and cuts
+its lines from the ``.jpg`` of the same canvas (``scan_for``), a detect campaign lists the ``.jpg``
+ones. ``<manifest>`` is the manifest URL's host and path (its file name for a local file), made
+unique within the campaign; the canvas is its 1-based place in the manifest.
+
+Workers read a shard's canvases from the catalog, never the manifests; every request goes through
+``client.IiifClient`` (the address policy, per-host limits, retries, size caps).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from pisar.catalog import canvases
+from pisar.catalog.canvases import CanvasRow
+from pisar.errors import ConfigError, LineError, MissingObject, NotFound
+from pisar.iiif.addresses import AddressPolicy, parse_networks
+from pisar.iiif.client import ClientLimits, IiifClient
+from pisar.iiif.image_api import INFO_MAX_BYTES, ImageInfo, image_url, read_info
+from pisar.iiif.presentation import Collection, Manifest, UnreadableManifest, read_document
+from pisar.layout import MAX_LAYOUT_BYTES
+from pisar.settings import Settings
+from pisar.storage import NOTHING_SKIPPED, KeyRange
+
+PREFIX = "iiif:"
+IMAGE_SUFFIX = ".jpg"
+LAYOUT_SUFFIX = ".xml"
+_KEY = re.compile(r"^(?P<page>.+/p\d+)(?P<suffix>\.jpg|\.xml)$")
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._~-]+")
+
+
+def is_iiif_source(source: str) -> bool:
+    """A manifest URL, ``iiif:<path or URL>``, or a local file (a manifest, a collection, a list of URLs)."""
+    if source.startswith((PREFIX, "http://", "https://")):
+        return True
+    return "://" not in source and Path(source).is_file()
+
+
+def client_from_settings(settings: Settings) -> IiifClient:
+    limits = ClientLimits(
+        host_connections=settings.iiif_host_connections,
+        connect_timeout=settings.iiif_connect_timeout_seconds,
+        read_timeout=settings.iiif_read_timeout_seconds,
+        attempts=settings.iiif_attempts,
+        retry_after_max=settings.iiif_retry_after_max_seconds,
+    )
+    return IiifClient(AddressPolicy(parse_networks(n for n in settings.iiif_allow_networks.split(",") if n.strip())), limits)
+
+
+def page_of(key: str) -> tuple[str, str]:
+    """(page key, ``.jpg`` or ``.xml``) of a listed IIIF object key; ``MissingObject`` for another key."""
+    match = _KEY.match(key)
+    if match is None:
+        raise MissingObject(f"{key!r} is not a canvas's image or layout")
+    return match["page"], match["suffix"]
+
+
+class IiifStorage:
+    """The ``Storage`` of a IIIF campaign (the module docstring)."""
+
+    prefix = ""
+    skipped_up_front = NOTHING_SKIPPED
+
+    def __init__(self, source: str, settings: Settings, campaign_id: int | None = None) -> None:
+        self.settings, self.campaign_id = settings, campaign_id
+        self.inputs = _inputs(source.removeprefix(PREFIX))
+        location = source.removeprefix(PREFIX)
+        self.url = location if location.startswith(("http://", "https://")) else PREFIX + str(Path(location).resolve())
+        self.client = client_from_settings(settings)
+        self._canvases: dict[str, CanvasRow] = {}
+        self._infos: dict[str, ImageInfo] = {}
+        self._lock = threading.Lock()
+
+    # Listing ------------------------------------------------------------------------------------
+
+    def key_ranges(self, wanted: int) -> list[KeyRange]:
+        return [KeyRange("")]  # the manifests are walked in order, once; their canvases come from the catalog
+
+    def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
+        """Resolve the manifests not yet recorded, then every canvas's objects after ``after``, in key order."""
+        campaign_id = self._campaign()
+        resolve(self.settings.catalog_url, campaign_id, self.inputs, self.client, self.settings)
+        # Resumed after a canvas's object: from that canvas on, less its objects listed already (a
+        # canvas's objects follow each other; canvases go in key order, whatever their objects' order)
+        last_page, listed = page_of(after) if after else (None, "")
+        for rows in canvases.canvas_pages(self.settings.catalog_url, campaign_id, last_page):
+            page = [key for row in rows for key in _objects(row) if not (row.key == last_page and key <= after)]  # type: ignore[operator]
+            if page:
+                yield page
+
+    def iter_keys(self) -> Iterator[str]:
+        for page in self.list_range(KeyRange(""), None):
+            yield from page
+
+    # Reading ------------------------------------------------------------------------------------
+
+    def read(self, key: str) -> bytes:
+        """A canvas's layout file or its image, as bytes; a page's problem is its ``LineError``."""
+        page, suffix = page_of(key)
+        canvas = self.canvas(page)
+        if suffix == LAYOUT_SUFFIX:
+            if canvas.layout is None:
+                raise MissingObject(f"{canvas.canvas_id} links no PAGE or ALTO file")
+            return self.client.get(canvas.layout, MAX_LAYOUT_BYTES, "layout", "application/xml, text/xml, */*")
+        return self.image(canvas)
+
+    def image(self, canvas: CanvasRow) -> bytes:
+        """The canvas's whole image at the largest size its server allows."""
+        if canvas.service is None:
+            if canvas.image is None:
+                raise MissingObject(f"{canvas.canvas_id} paints no image")
+            return self.client.get(canvas.image, self.settings.iiif_max_image_bytes, "image", "image/*")
+        url, _ = image_url(self.info(canvas), image_format=self.settings.iiif_image_format)
+        return self.client.get(url, self.settings.iiif_max_image_bytes, "image", "image/*")
+
+    def info(self, canvas: CanvasRow) -> ImageInfo:
+        """The image's ``info.json``, read once per service in this process."""
+        service = canvas.service or ""
+        with self._lock:
+            known = self._infos.get(service)
+        if known is not None:
+            return known
+        data = self.client.get(f"{service}/info.json", INFO_MAX_BYTES, "info", "application/ld+json, application/json")
+        info = read_info(data, service, canvas.service_version)
+        with self._lock:
+            if len(self._infos) > 4096:
+                self._infos.clear()
+            self._infos[service] = info
+        return info
+
+    def canvas(self, page: str) -> CanvasRow:
+        with self._lock:
+            found = self._canvases.get(page)
+        if found is None:
+            rows = canvases.canvases(self.settings.catalog_url, self._campaign(), [page])
+            if page not in rows:
+                raise MissingObject(f"{page} is not a canvas of this campaign")
+            found = rows[page]
+            with self._lock:
+                if len(self._canvases) > 65536:
+                    self._canvases.clear()
+                self._canvases[page] = found
+        return found
+
+    def scan_for(self, layout_key: str, named: str) -> str:
+        """The scan of a canvas's layout: the canvas's own image, whatever file name the XML gives."""
+        return page_of(layout_key)[0] + IMAGE_SUFFIX
+
+    def _campaign(self) -> int:
+        if self.campaign_id is None:
+            raise ValueError("a IIIF storage reads the catalog's canvases: open it with the campaign's id")
+        return self.campaign_id
+
+
+def _objects(row: CanvasRow) -> list[str]:
+    image = [row.key + IMAGE_SUFFIX] if row.service or row.image else []
+    return image + ([row.key + LAYOUT_SUFFIX] if row.layout else [])
+
+
+def _inputs(location: str) -> list[str]:
+    """The manifest and collection URLs (or the one local file) a source names."""
+    if location.startswith(("http://", "https://")):
+        return [location]
+    path = Path(location)
+    if not path.is_file():
+        raise NotFound(f"IIIF source {location} is neither a URL nor a file")
+    head = path.open("rb").read(4096).lstrip()
+    if head.startswith(b"{"):
+        return [str(path.resolve())]  # a manifest or collection file
+    urls = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith(("http://", "https://")):
+            raise ConfigError(f"{location} line {number}: {line[:80]!r} is not a manifest URL (http:// or https://)")
+        urls.append(line)
+    if not urls:
+        raise NotFound(f"{location} lists no manifest URL")
+    return urls
+
+
+def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, settings: Settings) -> None:
+    """Walk the source's manifests and collections, recording each manifest not yet recorded with its canvases.
+
+    A document that cannot be read is recorded as that manifest's error and the walk goes on; an
+    outage (``TransientError``) stops it, and the resumed listing walks again, skipping what is recorded.
+    """
+    done = canvases.recorded_urls(url, campaign_id)
+    slugs = canvases.used_slugs(url, campaign_id)
+    todo: list[tuple[str, int]] = [(i, 0) for i in reversed(inputs)]
+    seen: set[str] = set()
+    ordinal = len(done)
+    while todo:
+        location, depth = todo.pop()
+        if location in seen:
+            continue
+        seen.add(location)
+        if len(seen) > settings.iiif_max_manifests:
+            raise ConfigError(
+                f"the source names more than {settings.iiif_max_manifests:,} manifests and collections (PISAR_IIIF_MAX_MANIFESTS)"
+            )
+        if location in done:
+            continue
+        try:
+            document = read_document(_fetch(location, client, settings), location, settings.iiif_max_manifest_bytes)
+            if isinstance(document, Collection):
+                if depth >= settings.iiif_max_collection_depth:
+                    raise UnreadableManifest(f"{location}: collections nested deeper than {settings.iiif_max_collection_depth}")
+                for manifest in document.embedded:
+                    ordinal += 1
+                    _record(url, campaign_id, ordinal, manifest, slugs)
+                todo.extend((m, depth + 1) for m in reversed(document.members))
+                continue
+            ordinal += 1
+            _record(url, campaign_id, ordinal, document, slugs)
+        except LineError as exc:
+            ordinal += 1
+            canvases.record_manifest(url, campaign_id, ordinal, location, error_class=exc.error_class, error=str(exc))
+
+
+def _fetch(location: str, client: IiifClient, settings: Settings) -> bytes:
+    if location.startswith(("http://", "https://")):
+        return client.get(location, settings.iiif_max_manifest_bytes, "manifest", "application/ld+json, application/json")
+    size = Path(location).stat().st_size
+    if size > settings.iiif_max_manifest_bytes:
+        raise UnreadableManifest(f"{location}: {size:,} bytes, more than a manifest's {settings.iiif_max_manifest_bytes:,}")
+    return Path(location).read_bytes()
+
+
+def _record(url: str, campaign_id: int, ordinal: int, manifest: Manifest, slugs: set[str]) -> None:
+    slug = _unique(slug_of(manifest.url), slugs)
+    manifest_id = canvases.record_manifest(
+        url, campaign_id, ordinal, manifest.url, slug=slug, version=manifest.version, label=manifest.label, body=manifest.body
+    )
+    width = max(4, len(str(len(manifest.canvases))))
+    rows = [
+        {
+            "key": f"{slug}/p{canvas.ordinal:0{width}d}",
+            "ordinal": canvas.ordinal,
+            "canvas_id": canvas.canvas_id,
+            "label": canvas.label,
+            "width": canvas.width,
+            "height": canvas.height,
+            "service": canvas.service,
+            "service_version": canvas.service_version,
+            "image": canvas.image,
+            "layout": canvas.layout,
+        }
+        for canvas in manifest.canvases
+    ]
+    canvases.record_canvases(url, campaign_id, manifest_id, rows)
+
+
+def slug_of(location: str) -> str:
+    """A manifest's part of its canvases' keys: the URL's host and path, or a local file's name."""
+    if not location.startswith(("http://", "https://")):
+        return _safe(PurePosixPath(location).stem) or "manifest"
+    parts = urlsplit(location)
+    path = re.sub(r"/(manifest|collection)(\.json)?$", "", parts.path.rstrip("/"), flags=re.IGNORECASE).removesuffix(".json")
+    pieces = [_safe(parts.netloc.replace(":", "_"))] + [_safe(p) for p in path.split("/") if p]
+    if parts.query:
+        pieces.append("q_" + _safe(parts.query))
+    return "/".join(p for p in pieces if p) or "manifest"
+
+
+def _safe(text: str) -> str:
+    return _SLUG_UNSAFE.sub("_", text).strip("._")[:120]
+
+
+def _unique(slug: str, used: set[str]) -> str:
+    candidate, n = slug, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{slug}~{n}"
+    used.add(candidate)
+    return candidate

@@ -1,0 +1,287 @@
+"""IIIF as a campaign source, against the Image API reference server and a static manifest server on loopback.
+
+The same two pages (the Transkribus page and a page of pasted print lines, each with its PAGE
+file) are read from a folder and through IIIF manifests (Presentation 3.0 and 2.1, Image API 3.0
+and 2.1, gathered by a collection): the records must be the same. Hostile manifests and servers
+each end in their recorded outcome, and no request reaches a forbidden address.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from pisar.catalog.db import get_engine
+from pisar.catalog.models import IiifManifest
+from pisar.errors import FetchFailed, MissingObject, TransientError
+from pisar.iiif.addresses import AddressPolicy, ForbiddenAddress, parse_networks
+from pisar.iiif.client import ClientLimits, IiifClient, ResponseTooLarge
+from pisar.iiif.image_api import ImageInfo, allowed_size, image_url, read_info
+from pisar.iiif.presentation import Collection, Manifest, UnreadableManifest, read_document
+from pisar.iiif.storage import slug_of
+from pisar.settings import Settings
+from tests.helpers.cli import read_jsonl, run_pisar
+from tests.helpers.iiif import (
+    Listener,
+    Misbehaving,
+    canvas_v2,
+    canvas_v3,
+    collection_v3,
+    manifest_v2,
+    manifest_v3,
+    start_image_server,
+    start_static_server,
+    write_json,
+)
+from tests.helpers.pages import page_xml, pasted_page, rectangle
+
+TRANSKRIBUS = "170025120000003,0074"
+LOOPBACK_ONLY = "127.0.0.1/32"
+MB = 1 << 20
+
+
+@dataclass
+class Archive:
+    """Two pages served as an archive would: scans by the Image API, manifests and PAGE files by a web server."""
+
+    folder: Path  # the same pages as files: scans beside their PAGE files
+    images: str  # the image server's URL
+    static: str  # the manifest server's URL
+    static_dir: Path
+    sizes: dict[str, tuple[int, int]]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory, kraken_page: Path, print_lines: Path) -> Iterator[Archive]:
+    root = tmp_path_factory.mktemp("iiif")
+    folder, images, static = root / "folder", root / "images", root / "static"
+    for path in (folder, images, static / "layouts"):
+        path.mkdir(parents=True)
+    scan = (kraken_page / f"{TRANSKRIBUS}.jpg").read_bytes()
+    (folder / f"{TRANSKRIBUS}.jpg").write_bytes(scan)
+    (images / "kraken.jpg").write_bytes(scan)
+    layout = (kraken_page / f"{TRANSKRIBUS}.xml").read_bytes()
+    (folder / f"{TRANSKRIBUS}.xml").write_bytes(layout)
+    (static / "layouts" / "kraken.xml").write_bytes(layout)
+    paths = [p for p in sorted(print_lines.glob("*.png")) if Image.open(p).width < 2300][:6]
+    canvas, placed = pasted_page(paths, seed=3)
+    canvas.save(folder / "pasted.png")
+    canvas.save(images / "pasted.png")
+    lines = [(f"l{n:02d}", rectangle(left, top, *Image.open(path).size)) for n, (path, (left, top)) in enumerate(placed)]
+    (folder / "pasted.xml").write_bytes(page_xml("pasted.png", canvas.size, lines))
+    (static / "layouts" / "pasted.xml").write_bytes(page_xml("pasted.png", canvas.size, lines))
+    image_server, static_server = start_image_server(images), start_static_server(static)
+    sizes = {"kraken": Image.open(folder / f"{TRANSKRIBUS}.jpg").size, "pasted": canvas.size}
+    served = Archive(folder, image_server.url, static_server.url, static, sizes)
+    _write_manifests(served)
+    yield served
+    image_server.stop()
+    static_server.stop()
+
+
+def _write_manifests(archive: Archive) -> None:
+    base = archive.static
+    for version, canvas, manifest in (("3", canvas_v3, manifest_v3), ("2", canvas_v2, manifest_v2)):
+        api = "3.0_pil" if version == "3" else "2.1_pil"
+        items = [
+            canvas(f"{base}/book-v{version}/canvas/{n}", name, archive.sizes[name], f"{archive.images}/{api}/{name}", f"{base}/layouts/{name}.xml")
+            for n, name in enumerate(("kraken", "pasted"), start=1)
+        ]
+        write_json(archive.static_dir / f"book-v{version}" / "manifest.json", manifest(f"{base}/book-v{version}/manifest.json", f"Book v{version}", items))
+    write_json(archive.static_dir / "collection.json", collection_v3(f"{base}/collection.json", [f"{base}/book-v3/manifest.json", f"{base}/book-v2/manifest.json"]))
+
+
+def _client(**limits: float) -> IiifClient:
+    return IiifClient(AddressPolicy(parse_networks([LOOPBACK_ONLY])), ClientLimits(**limits))  # type: ignore[arg-type]
+
+
+# Parts ------------------------------------------------------------------------------------------
+
+
+def test_manifests_of_both_versions_read_into_the_same_canvases(archive: Archive) -> None:
+    client = _client()
+    read = {}
+    for version in ("3", "2"):
+        url = f"{archive.static}/book-v{version}/manifest.json"
+        read[version] = read_document(client.get(url, MB, "manifest"), url, MB)
+        assert isinstance(read[version], Manifest) and read[version].version == int(version)
+    for v3, v2 in zip(read["3"].canvases, read["2"].canvases, strict=True):
+        assert (v3.ordinal, v3.label, v3.width, v3.height) == (v2.ordinal, v2.label, v2.width, v2.height)
+        assert v3.service.endswith(f"3.0_pil/{v3.label}") and v3.service_version == 3
+        assert v2.service.endswith(f"2.1_pil/{v2.label}") and v2.service_version == 2
+        assert v3.layout == v2.layout == f"{archive.static}/layouts/{v3.label}.xml"
+    collection = read_document(client.get(f"{archive.static}/collection.json", MB, "manifest"), "c", MB)
+    assert isinstance(collection, Collection) and collection.members == [f"{archive.static}/book-v3/manifest.json", f"{archive.static}/book-v2/manifest.json"]
+    assert slug_of(f"{archive.static}/book-v3/manifest.json") == f"{archive.static.removeprefix('http://').replace(':', '_')}/book-v3"
+
+
+def test_info_and_image_requests_keep_to_the_servers_limits(archive: Archive) -> None:
+    client = _client()
+    for api, version in (("3.0_pil", 3), ("2.1_pil", 2)):
+        service = f"{archive.images}/{api}/pasted"
+        info = read_info(client.get(f"{service}/info.json", MB, "info"), service, None)
+        assert (info.version, info.width, info.height) == (version, *archive.sizes["pasted"])
+        url, size = image_url(info, image_format="png")
+        assert size == archive.sizes["pasted"] and url.endswith(("/full/max/0/default.png", "/full/full/0/default.png"))
+        assert Image.open(__import__("io").BytesIO(client.get(url, 64 * MB, "image"))).size == size
+    capped = ImageInfo("https://x/i", 3, 4000, 3000, max_width=2000)
+    assert allowed_size(capped, 4000, 3000) == (2000, 1500)
+    assert image_url(capped)[0] == "https://x/i/full/2000,1500/0/default.jpg"
+    assert allowed_size(ImageInfo("https://x/i", 2, 4000, 3000, max_area=3_000_000), 4000, 3000) == (2000, 1500)
+    assert image_url(ImageInfo("https://x/i", 2, 4000, 3000, max_height=1000))[0] == "https://x/i/full/1333,/0/default.jpg"
+    assert image_url(capped, (10, 20, 300, 40))[0] == "https://x/i/10,20,300,40/max/0/default.jpg"
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [("/notjson", "not JSON"), ("/deep", "nested deeper than"), ("/huge", "over the")],
+)
+def test_hostile_manifests_are_refused_with_one_sentence(path: str, error: str) -> None:
+    server = Misbehaving()
+    try:
+        client = _client()
+        with pytest.raises((UnreadableManifest, ResponseTooLarge), match=error):
+            read_document(client.get(server.url + path, 32 * MB, "manifest"), server.url + path, 32 * MB)
+    finally:
+        server.close()
+
+
+def test_a_busy_server_is_waited_for_and_a_hanging_one_given_up(archive: Archive) -> None:
+    server = Misbehaving(upstream=archive.images)
+    try:
+        client = _client(read_timeout=0.5, attempts=2, backoff_first=0.1)
+        started = time.monotonic()
+        info = client.get(f"{server.url}/busy/3.0_pil/pasted/info.json", MB, "info")
+        assert json.loads(info)["width"] == archive.sizes["pasted"][0]
+        assert server.hits["/busy/3.0_pil/pasted/info.json"] == 2 and time.monotonic() - started >= 1.0  # Retry-After: 1 obeyed
+        with pytest.raises(FetchFailed, match="no answer in time"):
+            client.get(f"{server.url}/hang", MB, "info")
+        assert server.hits["/hang"] == 2
+        with pytest.raises(MissingObject):
+            client.get(f"{server.url}/nothing", MB, "info")
+    finally:
+        server.close()
+
+
+def test_no_request_reaches_a_forbidden_address() -> None:
+    inside = Listener("127.0.0.2")  # loopback, but outside the allowed 127.0.0.1/32
+    server = Misbehaving()
+    try:
+        client = _client(connect_timeout=1, attempts=1)
+        for url in (
+            f"http://127.0.0.2:{inside.port}/info.json",
+            f"{server.url}/redirect?to=http://127.0.0.2:{inside.port}/info.json",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/iiif/info.json",
+            "http://[::1]/info.json",
+            "http://[::ffff:127.0.0.2]/info.json",
+        ):
+            with pytest.raises(ForbiddenAddress):
+                client.get(url, MB, "info")
+        with pytest.raises(FetchFailed, match="only http and https"):
+            client.get(f"{server.url}/redirect?to=file:///etc/passwd", MB, "info")
+        assert inside.connections == 0
+        with pytest.raises(TransientError):  # a public name that does not resolve here: an outage, not the line's fault
+            IiifClient(AddressPolicy(), ClientLimits(attempts=1)).get("http://iiif.invalid/x", MB, "info")
+    finally:
+        inside.close()
+        server.close()
+    assert AddressPolicy().permits(__import__("ipaddress").ip_address("93.184.215.14"))
+
+
+# Campaigns ----------------------------------------------------------------------------------------
+
+
+def _iiif_env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "PISAR_IIIF_ALLOW_NETWORKS": LOOPBACK_ONLY, "PISAR_IIIF_IMAGE_FORMAT": "png", "PISAR_IIIF_READ_TIMEOUT_SECONDS": "2", "PISAR_IIIF_ATTEMPTS": "2"}
+
+
+@pytest.mark.slow
+def test_a_collection_of_v2_and_v3_manifests_reads_the_same_records_as_the_folder(
+    archive: Archive, tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = _iiif_env(embedded_env)
+    common = ["--layout", "xml", "--crop", "box", "--model", str(tiny_model), "--shard-size", "20"]
+    from_folder = run_pisar(["run", str(archive.folder), "--name", "folder", "-o", str(tmp_path / "folder.jsonl"), *common], env, timeout=600)
+    assert from_folder.returncode == 0, from_folder.stderr
+    from_iiif = run_pisar(["run", f"{archive.static}/collection.json", "--name", "iiif", "-o", str(tmp_path / "iiif.jsonl"), *common], env, timeout=600)
+    assert from_iiif.returncode == 0, from_iiif.stderr
+    folder = {(r["page"].removesuffix(".xml").replace(TRANSKRIBUS, "kraken"), r["line_id"]): r for r in read_jsonl(tmp_path / "folder.jsonl")}
+    assert len(folder) == 44 + 6
+    records = read_jsonl(tmp_path / "iiif.jsonl")
+    assert len(records) == 2 * len(folder)
+    host = archive.static.removeprefix("http://").replace(":", "_")
+    for version in ("3", "2"):
+        for ordinal, name in ((1, "kraken"), (2, "pasted")):
+            page = f"{host}/book-v{version}/p{ordinal:04d}"
+            mine = {r["line_id"]: r for r in records if r["page"] == f"{page}.xml"}
+            assert len(mine) == sum(1 for p, _ in folder if p == name)
+            for line_id, record in mine.items():
+                expected = folder[(name, line_id)]
+                assert record["key"] == f"{page}.xml#{line_id}" and record["image"] == f"{page}.jpg"
+                for field in ("status", "text", "confidence", "region_id", "reading_order", "word_confidences"):
+                    assert record[field] == expected[field], (version, name, line_id, field)
+    engine = get_engine(Settings(catalog_path=embedded_env["PISAR_CATALOG_PATH"]).catalog_url)
+    with engine.connect() as conn:
+        manifests = conn.execute(select(IiifManifest.__table__.c.url, IiifManifest.__table__.c.version, IiifManifest.__table__.c.error_class)).all()
+    assert sorted(manifests) == sorted([(f"{archive.static}/book-v3/manifest.json", 3, None), (f"{archive.static}/book-v2/manifest.json", 2, None)])
+
+
+@pytest.mark.slow
+def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
+    archive: Archive, tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    server = Misbehaving(upstream=archive.images)
+    inside = Listener("127.0.0.2")
+    try:
+        base, layout = archive.static, f"{archive.static}/layouts/pasted.xml"
+        size = archive.sizes["pasted"]
+        services = {
+            "busy": f"{server.url}/busy/3.0_pil/pasted",  # 429, then the image
+            "hang": f"{server.url}/hang/3.0_pil/pasted",  # never answers
+            "metadata": "http://169.254.169.254/iiif/pasted",  # a cloud's metadata service
+            "inside": f"http://127.0.0.2:{inside.port}/iiif/pasted",  # loopback outside the allowed network
+            "redirected": f"{server.url}/redirect?to=http://127.0.0.2:{inside.port}/iiif",  # sent inside by a redirect
+        }
+        items = [canvas_v3(f"{base}/hostile/canvas/{n}", name, size, url, layout) for n, (name, url) in enumerate(services.items(), start=1)]
+        write_json(archive.static_dir / "hostile" / "manifest.json", manifest_v3(f"{base}/hostile/manifest.json", "Hostile", items))
+        sources = tmp_path / "manifests.txt"
+        sources.write_text(
+            "\n".join([f"{base}/hostile/manifest.json", f"{server.url}/notjson", f"{server.url}/deep", f"{server.url}/huge", f"{base}/missing.json"]) + "\n"
+        )
+        env = {**_iiif_env(embedded_env), "PISAR_IIIF_MAX_MANIFEST_BYTES": str(32 * MB)}
+        out = tmp_path / "hostile.jsonl"
+        ran = run_pisar(["run", str(sources), "--layout", "xml", "--crop", "box", "--model", str(tiny_model), "--name", "hostile", "-o", str(out)], env, timeout=600)
+        assert "Traceback" not in ran.stderr, ran.stderr
+        records = read_jsonl(out)
+        by_canvas: dict[str, set[tuple[str, str | None]]] = {}
+        for record in records:
+            by_canvas.setdefault(record["page"].rsplit("/", 1)[1], set()).add((record["status"], record["error_class"]))
+        assert by_canvas == {
+            "p0001.xml": {("ok", None)},
+            "p0002.xml": {("error", "FetchFailed")},
+            "p0003.xml": {("error", "ForbiddenAddress")},
+            "p0004.xml": {("error", "ForbiddenAddress")},
+            "p0005.xml": {("error", "ForbiddenAddress")},
+        }
+        assert inside.connections == 0
+        engine = get_engine(Settings(catalog_path=embedded_env["PISAR_CATALOG_PATH"]).catalog_url)
+        with engine.connect() as conn:
+            table = IiifManifest.__table__
+            errors = dict(conn.execute(select(table.c.url, table.c.error_class).where(table.c.error_class.is_not(None))).all())
+        assert errors == {
+            f"{server.url}/notjson": "UnreadableManifest",
+            f"{server.url}/deep": "UnreadableManifest",
+            f"{server.url}/huge": "ResponseTooLarge",
+            f"{base}/missing.json": "MissingObject",
+        }
+    finally:
+        inside.close()
+        server.close()
