@@ -22,6 +22,8 @@ from pisar.constants import EXPORT_FIELDS
 from pisar.csv_cells import neutralise_row
 from pisar.errors import ConfigError
 from pisar.producer.atomic_output import atomic_output
+from pisar.producer.export_annotations import write_annotations
+from pisar.producer.export_ocr import OCR_FORMATS, write_ocr
 from pisar.producer.export_pages import PAGE_FORMATS, Export, write_pages
 from pisar.producer.export_parquet import write_parquet
 from pisar.producer.export_writeback import write_back
@@ -32,7 +34,7 @@ _LINE = Line.__table__
 _SHARD = Shard.__table__
 _CAMPAIGN = Campaign.__table__
 _FROM_KEY = ("page", "line_id")  # a page line's key is ``<page>#<line id>`` (``pisar.layout.line_key``)
-FORMATS = ("jsonl", "csv", "parquet", *PAGE_FORMATS)
+FORMATS = ("jsonl", "csv", "parquet", *PAGE_FORMATS, *OCR_FORMATS, "annotations")
 # JSON lets these stand raw inside strings, but Python's str.splitlines() and some JSON-lines readers
 # break records at them; escaped, a record is always exactly one line whatever its key holds.
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
@@ -110,6 +112,7 @@ def export(
     about: dict[str, str] | None = None,
     pages_from: Storage | None = None,
     name_of: Callable[[str], str] | None = None,
+    base_url: str | None = None,
 ) -> Export:
     """Write the campaign's finished lines (as ``only`` selects) to ``output``; returns what was written.
 
@@ -118,10 +121,20 @@ def export(
     ``about`` (model, campaign) goes into the XML formats' metadata. ``pages_from``: a page
     campaign's source, whose PAGE files ``page`` rewrites with the readings (``producer/export_writeback.py``),
     or a detect campaign's stored layouts (``producer/detected_layouts.py``, ``name_of`` naming their files).
+    ``miniocr``, ``hocr`` (``producer/export_ocr.py``) and ``annotations`` (``producer/export_annotations.py``,
+    its files' ids under ``base_url``) write one file per page, with the lines' boxes from ``pages_from``.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     records = iter_records(url, campaign_id, only)
+    if fmt in (*OCR_FORMATS, "annotations"):
+        if output == "-":
+            raise ConfigError(f"--format {fmt} writes one file per page: give a folder with -o")
+        if pages_from is None:
+            raise ConfigError(f"--format {fmt} places lines on their pages: it is for page campaigns (--layout xml or detect)")
+        if fmt == "annotations":
+            return write_annotations(url, campaign_id, records, Path(output), about or {}, pages_from, base_url)
+        return write_ocr(records, fmt, Path(output), about or {}, pages_from)
     if fmt in PAGE_FORMATS:
         if output == "-":
             raise ConfigError(f"--format {fmt} writes one file per source folder: give a folder with -o")

@@ -35,6 +35,9 @@ class Counting:
         self.reads[key] = self.reads.get(key, 0) + 1
         return self.storage.read(key)
 
+    def scan_for(self, layout_key: str, named: str) -> str:
+        return self.storage.scan_for(layout_key, named)
+
 
 def png(image: Image.Image) -> bytes:
     import io

@@ -222,12 +222,26 @@ def _plan_tail(examples: list[str], running: int, what: str, dry_run: bool) -> N
 
 
 @app.command(
-    epilog=examples("pisar export fond-1 -o fond-1.jsonl --min-confidence 0.9", "pisar export fond-1 --format page -o fond-1-pages/")
+    epilog=examples(
+        "pisar export fond-1 -o fond-1.jsonl --min-confidence 0.9",
+        "pisar export fond-1 --format page -o fond-1-pages/",
+        "pisar export book-1 --format annotations -o web/book-1 --base-url https://archive.example/text/book-1",
+    )
 )
 def export(
     name: NameArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv, parquet, or per source folder: txt, alto, page")] = "jsonl",
-    output: Annotated[str, typer.Option("--output", "-o", help="File to write (- for stdout); a folder for txt, alto and page")] = "-",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="jsonl, csv, parquet; per source folder: txt, alto, page; per page: miniocr, hocr, annotations (IIIF)"
+        ),
+    ] = "jsonl",
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="File to write (- for stdout); a folder for txt, alto, page, miniocr, hocr, annotations")
+    ] = "-",
+    base_url: Annotated[
+        Optional[str], typer.Option("--base-url", help="annotations: the URL OUT is published at (its files' ids; default its file:// URL)")
+    ] = None,
     status: Annotated[str, typer.Option("--status", help="Lines to include: ok, error, or ok,error")] = "ok,error",
     min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", help="Only lines at or above this confidence")] = None,
     since: Annotated[
@@ -255,7 +269,7 @@ def export(
         pages_from, name_of = DetectedLayouts(url, campaign.id), DetectedLayouts.file_name
     elif source.writes_back:
         pages_from = open_storage(campaign.source_url, settings, campaign.id)
-    written = write_export(url, campaign.id, fmt, output, only, about, pages_from, name_of)
+    written = write_export(url, campaign.id, fmt, output, only, about, pages_from, name_of, base_url)
     pending = campaign.line_count - written.records - written.error_lines
     note = f"; {pending} lines pending or filtered out" if pending else ""
     err.print(written.describe(output if output != "-" else "stdout") + note, markup=False)
