@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from PIL import Image
@@ -91,11 +92,23 @@ def _write_manifests(archive: Archive) -> None:
     for version, canvas, manifest in (("3", canvas_v3, manifest_v3), ("2", canvas_v2, manifest_v2)):
         api = "3.0_pil" if version == "3" else "2.1_pil"
         items = [
-            canvas(f"{base}/book-v{version}/canvas/{n}", name, archive.sizes[name], f"{archive.images}/{api}/{name}", f"{base}/layouts/{name}.xml")
+            canvas(
+                f"{base}/book-v{version}/canvas/{n}",
+                name,
+                archive.sizes[name],
+                f"{archive.images}/{api}/{name}",
+                f"{base}/layouts/{name}.xml",
+            )
             for n, name in enumerate(("kraken", "pasted"), start=1)
         ]
-        write_json(archive.static_dir / f"book-v{version}" / "manifest.json", manifest(f"{base}/book-v{version}/manifest.json", f"Book v{version}", items))
-    write_json(archive.static_dir / "collection.json", collection_v3(f"{base}/collection.json", [f"{base}/book-v3/manifest.json", f"{base}/book-v2/manifest.json"]))
+        write_json(
+            archive.static_dir / f"book-v{version}" / "manifest.json",
+            manifest(f"{base}/book-v{version}/manifest.json", f"Book v{version}", items),
+        )
+    write_json(
+        archive.static_dir / "collection.json",
+        collection_v3(f"{base}/collection.json", [f"{base}/book-v3/manifest.json", f"{base}/book-v2/manifest.json"]),
+    )
 
 
 def _client(**limits: float) -> IiifClient:
@@ -118,7 +131,10 @@ def test_manifests_of_both_versions_read_into_the_same_canvases(archive: Archive
         assert v2.service.endswith(f"2.1_pil/{v2.label}") and v2.service_version == 2
         assert v3.layout == v2.layout == f"{archive.static}/layouts/{v3.label}.xml"
     collection = read_document(client.get(f"{archive.static}/collection.json", MB, "manifest"), "c", MB)
-    assert isinstance(collection, Collection) and collection.members == [f"{archive.static}/book-v3/manifest.json", f"{archive.static}/book-v2/manifest.json"]
+    assert isinstance(collection, Collection) and collection.members == [
+        f"{archive.static}/book-v3/manifest.json",
+        f"{archive.static}/book-v2/manifest.json",
+    ]
     assert slug_of(f"{archive.static}/book-v3/manifest.json") == f"{archive.static.removeprefix('http://').replace(':', '_')}/book-v3"
 
 
@@ -200,7 +216,13 @@ def test_no_request_reaches_a_forbidden_address() -> None:
 
 
 def _iiif_env(env: dict[str, str]) -> dict[str, str]:
-    return {**env, "PISAR_IIIF_ALLOW_NETWORKS": LOOPBACK_ONLY, "PISAR_IIIF_IMAGE_FORMAT": "png", "PISAR_IIIF_READ_TIMEOUT_SECONDS": "2", "PISAR_IIIF_ATTEMPTS": "2"}
+    return {
+        **env,
+        "PISAR_IIIF_ALLOW_NETWORKS": LOOPBACK_ONLY,
+        "PISAR_IIIF_IMAGE_FORMAT": "png",
+        "PISAR_IIIF_READ_TIMEOUT_SECONDS": "2",
+        "PISAR_IIIF_ATTEMPTS": "2",
+    }
 
 
 @pytest.mark.slow
@@ -209,11 +231,17 @@ def test_a_collection_of_v2_and_v3_manifests_reads_the_same_records_as_the_folde
 ) -> None:
     env = _iiif_env(embedded_env)
     common = ["--layout", "xml", "--crop", "box", "--model", str(tiny_model), "--shard-size", "20"]
-    from_folder = run_pisar(["run", str(archive.folder), "--name", "folder", "-o", str(tmp_path / "folder.jsonl"), *common], env, timeout=600)
+    from_folder = run_pisar(
+        ["run", str(archive.folder), "--name", "folder", "-o", str(tmp_path / "folder.jsonl"), *common], env, timeout=600
+    )
     assert from_folder.returncode == 0, from_folder.stderr
-    from_iiif = run_pisar(["run", f"{archive.static}/collection.json", "--name", "iiif", "-o", str(tmp_path / "iiif.jsonl"), *common], env, timeout=600)
+    from_iiif = run_pisar(
+        ["run", f"{archive.static}/collection.json", "--name", "iiif", "-o", str(tmp_path / "iiif.jsonl"), *common], env, timeout=600
+    )
     assert from_iiif.returncode == 0, from_iiif.stderr
-    folder = {(r["page"].removesuffix(".xml").replace(TRANSKRIBUS, "kraken"), r["line_id"]): r for r in read_jsonl(tmp_path / "folder.jsonl")}
+    folder = {
+        (r["page"].removesuffix(".xml").replace(TRANSKRIBUS, "kraken"), r["line_id"]): r for r in read_jsonl(tmp_path / "folder.jsonl")
+    }
     assert len(folder) == 44 + 6
     records = read_jsonl(tmp_path / "iiif.jsonl")
     assert len(records) == 2 * len(folder)
@@ -230,8 +258,71 @@ def test_a_collection_of_v2_and_v3_manifests_reads_the_same_records_as_the_folde
                     assert record[field] == expected[field], (version, name, line_id, field)
     engine = get_engine(Settings(catalog_path=embedded_env["PISAR_CATALOG_PATH"]).catalog_url)
     with engine.connect() as conn:
-        manifests = conn.execute(select(IiifManifest.__table__.c.url, IiifManifest.__table__.c.version, IiifManifest.__table__.c.error_class)).all()
-    assert sorted(manifests) == sorted([(f"{archive.static}/book-v3/manifest.json", 3, None), (f"{archive.static}/book-v2/manifest.json", 2, None)])
+        manifests = conn.execute(
+            select(IiifManifest.__table__.c.url, IiifManifest.__table__.c.version, IiifManifest.__table__.c.error_class)
+        ).all()
+    assert sorted(manifests) == sorted(
+        [(f"{archive.static}/book-v3/manifest.json", 3, None), (f"{archive.static}/book-v2/manifest.json", 2, None)]
+    )
+    _check_exports(archive, env, tmp_path, host, records)
+
+
+def _check_exports(archive: Archive, env: dict[str, str], tmp_path: Path, host: str, records: list[dict]) -> None:
+    """Annotations, MiniOCR and hOCR of the IIIF campaign: every line, on its canvas, in each format's structure."""
+    texts = {(r["page"], r["line_id"]): r["text"] for r in records}
+    web = tmp_path / "web"
+    exported = run_pisar(["export", "iiif", "--format", "annotations", "-o", str(web), "--base-url", "https://archive.example/text"], env)
+    assert exported.returncode == 0, exported.stderr
+    found = {}
+    for version in ("3", "2"):
+        copy = json.loads((web / host / f"book-v{version}" / "manifest.json").read_text())
+        canvases = copy["items"] if version == "3" else copy["sequences"][0]["canvases"]
+        for ordinal, canvas in enumerate(canvases, start=1):
+            page = f"{host}/book-v{version}/p{ordinal:04d}"
+            linked = canvas["annotations"][0]["id"] if version == "3" else canvas["otherContent"][0]["@id"]
+            assert linked == f"https://archive.example/text/{page}.json"
+            document = json.loads((web / f"{page}.json").read_text())
+            assert document["@context"][-1] == f"http://iiif.io/api/presentation/{version}/context.json"
+            items = document["items"] if version == "3" else document["resources"]
+            for item in items:
+                canvas_id, xywh = (item["target"] if version == "3" else item["on"]).split("#xywh=")
+                assert canvas_id == (canvas["id"] if version == "3" else canvas["@id"])
+                x, y, w, h = map(int, xywh.split(","))
+                assert 0 <= x and 0 <= y and 0 < w and 0 < h and x + w <= canvas["width"] + 1 and y + h <= canvas["height"] + 1
+                if version == "3":
+                    assert (item["type"], item["motivation"], item["body"]["type"]) == ("Annotation", "supplementing", "TextualBody")
+                text = item["body"]["value"] if version == "3" else item["resource"]["chars"]
+                assert 0 < item["confidence"] <= 1 and item["model"]
+                found[(f"{page}.xml", item["id" if version == "3" else "@id"].rsplit("#", 1)[1])] = text
+    assert found == texts  # every line, with its text
+
+    for fmt, suffix in (("miniocr", ".xml"), ("hocr", ".hocr")):
+        out = tmp_path / fmt
+        exported = run_pisar(["export", "iiif", "--format", fmt, "-o", str(out)], env)
+        assert exported.returncode == 0, exported.stderr
+        words = {}
+        for page in {p for p, _ in texts}:
+            document = ElementTree.parse(out / page.replace(".xml", suffix)).getroot()
+            if fmt == "miniocr":
+                (p,) = document.findall("p")
+                width, height = map(int, p.get("wh").split())
+                lines = ["".join(l.itertext()).strip() for l in p.iter("l")]
+                for w in p.iter("w"):
+                    x, y, ww, hh = map(int, w.get("x").split())
+                    assert 0 <= x and x + ww <= width and 0 <= y and y + hh <= height
+            else:
+                lines = [
+                    " ".join(w.text for w in l.iter() if w.get("class") == "ocrx_word")
+                    for l in document.iter()
+                    if l.get("class") == "ocr_line"
+                ]
+            words[page] = lines
+        for page, lines in words.items():
+            expected = [
+                " ".join(texts[(page, r["line_id"])].split())
+                for r in sorted((r for r in records if r["page"] == page), key=lambda r: r["reading_order"])
+            ]
+            assert [" ".join(line.split()) for line in lines] == expected
 
 
 @pytest.mark.slow
@@ -250,15 +341,30 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
             "inside": f"http://127.0.0.2:{inside.port}/iiif/pasted",  # loopback outside the allowed network
             "redirected": f"{server.url}/redirect?to=http://127.0.0.2:{inside.port}/iiif",  # sent inside by a redirect
         }
-        items = [canvas_v3(f"{base}/hostile/canvas/{n}", name, size, url, layout) for n, (name, url) in enumerate(services.items(), start=1)]
+        items = [
+            canvas_v3(f"{base}/hostile/canvas/{n}", name, size, url, layout) for n, (name, url) in enumerate(services.items(), start=1)
+        ]
         write_json(archive.static_dir / "hostile" / "manifest.json", manifest_v3(f"{base}/hostile/manifest.json", "Hostile", items))
         sources = tmp_path / "manifests.txt"
         sources.write_text(
-            "\n".join([f"{base}/hostile/manifest.json", f"{server.url}/notjson", f"{server.url}/deep", f"{server.url}/huge", f"{base}/missing.json"]) + "\n"
+            "\n".join(
+                [
+                    f"{base}/hostile/manifest.json",
+                    f"{server.url}/notjson",
+                    f"{server.url}/deep",
+                    f"{server.url}/huge",
+                    f"{base}/missing.json",
+                ]
+            )
+            + "\n"
         )
         env = {**_iiif_env(embedded_env), "PISAR_IIIF_MAX_MANIFEST_BYTES": str(32 * MB)}
         out = tmp_path / "hostile.jsonl"
-        ran = run_pisar(["run", str(sources), "--layout", "xml", "--crop", "box", "--model", str(tiny_model), "--name", "hostile", "-o", str(out)], env, timeout=600)
+        ran = run_pisar(
+            ["run", str(sources), "--layout", "xml", "--crop", "box", "--model", str(tiny_model), "--name", "hostile", "-o", str(out)],
+            env,
+            timeout=600,
+        )
         assert "Traceback" not in ran.stderr, ran.stderr
         records = read_jsonl(out)
         by_canvas: dict[str, set[tuple[str, str | None]]] = {}
