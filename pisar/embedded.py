@@ -189,6 +189,7 @@ def transcribe(
     *,
     layout: str = "lines",
     crop: str | None = None,
+    layouts: str | None = None,
 ) -> tuple[Campaign, RunSummary]:
     """Create the campaign (or resume it, same model only) and run every shard not done, here.
 
@@ -206,7 +207,7 @@ def transcribe(
     name = default_name(source) if name is None else name  # a new campaign's name is checked by create_campaign
     campaign = find_campaign(url, name)
     if campaign is None:
-        request = SubmitRequest(source, model, name, shard_size, settings.queue, layout=layout, crop=crop)
+        request = SubmitRequest(source, model, name, shard_size, settings.queue, layout=layout, crop=crop, layouts=layouts)
         try:
             campaign, listing = create_campaign(settings, request, wait_turn=True)
         except CampaignExists:  # another process created it a moment ago: join it

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 
-from pisar.catalog import pages
+from pisar.catalog import canvases, pages
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineStatus, Retry, Shard, ShardState, utcnow
 from pisar.catalog.pages import NO_LINES
@@ -49,6 +49,9 @@ class CampaignStatus:
     # A detect campaign's scans by state, and ``no_lines`` (detected, nothing found); empty for other campaigns.
     scans: dict[str, int] = field(default_factory=dict)
     scan_problems: list[dict[str, Any]] = field(default_factory=list)  # failed, quarantined or without lines
+    # A IIIF campaign's manifests: read, not read, and their canvases; and why each unread one was not.
+    manifests: dict[str, int] = field(default_factory=dict)
+    manifest_problems: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -162,4 +165,16 @@ def campaign_status(url: str, campaign: Campaign) -> CampaignStatus:
         ],
         scans=pages.counts(url, cid),
         scan_problems=pages.problem_scans(url, cid),
+        **_manifests(url, cid),
     )
+
+
+def _manifests(url: str, campaign_id: int) -> dict[str, Any]:
+    """A IIIF campaign's manifest counts and unread manifests (nothing for another campaign)."""
+    read, failed, canvas_count = canvases.manifest_counts(url, campaign_id)
+    if not read and not failed:
+        return {}
+    problems = [
+        {"url": m.url, "error_class": m.error_class, "error": m.error} for m in canvases.manifests(url, campaign_id) if m.error_class
+    ]
+    return {"manifests": {"read": read, "not_read": failed, "canvases": canvas_count}, "manifest_problems": problems[:20]}

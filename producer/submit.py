@@ -54,6 +54,7 @@ class SubmitRequest:
     priority: int = DEFAULT_PRIORITY  # 0 (lowest) to 9 (most urgent): what the feeder publishes first
     layout: str = "lines"  # lines: each image is a line; xml: PAGE/ALTO files, one line per TextLine (pisar/sources/page_lines.py)
     crop: str | None = None  # how a page line is cut from its scan: polygon (outside it white) or box; None: the source's default
+    layouts: str | None = None  # IIIF: a folder or S3 prefix of layout files matched to the canvases (``pisar/iiif/matching.py``)
 
 
 def create_campaign(
@@ -78,6 +79,7 @@ def create_campaign(
     if crop not in CROPS:
         raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, not {crop!r}")
     storage = open_storage(request.source_url, settings)  # cheap checks first: a bad URL fails at once
+    layouts_url = _layouts_url(settings, request)
     ref = model_ref.resolve(model_ref.parse(request.model))
     check_model_files(ref)  # from its files: the producer never imports torch
     manifest = _absolute(str(request.manifest)) if request.manifest else None
@@ -99,6 +101,7 @@ def create_campaign(
         manifest=manifest,
         layout=SourceKind(request.layout),
         crop=crop,
+        layouts_url=layouts_url,
     )
     with get_engine(url).begin() as conn:
         try:
@@ -170,6 +173,15 @@ def _key_source(storage: Storage, manifest: str | None, layout: str) -> KeySourc
     if manifest is None:
         return storage
     return ManifestKeys(read_manifest(manifest, storage.prefix, storage, line_source(layout).is_input_key), storage)
+
+
+def _layouts_url(settings: Settings, request: SubmitRequest) -> str | None:
+    """``--layouts``, checked: only for a IIIF source read by its layouts, and a folder or prefix that exists."""
+    if request.layouts is None:
+        return None
+    if not is_iiif_source(request.source_url) or request.layout != SourceKind.PAGE_LINES:
+        raise ConfigError("--layouts matches layout files to IIIF canvases: it needs a IIIF source and --layout xml")
+    return open_storage(request.layouts, settings).url
 
 
 def _absolute(manifest: str) -> str:

@@ -8,7 +8,6 @@ replaced, so this runs in seconds. blla itself: tests/test_detect_blla.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,11 +26,7 @@ from pisar.layout_schemas import schema
 from pisar.settings import Settings
 from tests.helpers.cli import PISAR, read_jsonl, run_pisar, wait_until
 from tests.helpers.s3 import upload
-from tests.helpers.stored_detector import CRASH_SIZE
-
-STORED = "tests.helpers.stored_detector:StoredDetector"
-REPO_PATH = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
-DETECT_ENV = {"PISAR_DETECTOR": STORED, "PISAR_DETECT_PAGES_PER_SHARD": "2", "PISAR_MAX_ATTEMPTS": "2", "PYTHONPATH": REPO_PATH}
+from tests.helpers.stored_detector import CRASH_SIZE, DETECT_ENV, STORED
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from tests.helpers.iiif import (
     write_json,
 )
 from tests.helpers.pages import page_xml, pasted_page, rectangle
+from tests.helpers.stored_detector import DETECT_ENV
 
 TRANSKRIBUS = "170025120000003,0074"
 LOOPBACK_ONLY = "127.0.0.1/32"
@@ -444,6 +445,93 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
             f"{server.url}/huge": "ResponseTooLarge",
             f"{base}/missing.json": "MissingObject",
         }
+        report = json.loads(run_pisar(["status", "hostile", "--json"], env).stdout)
+        assert report["manifests"] == {"read": 1, "not_read": 4, "canvases": 5}
+        assert {row["url"]: row["error_class"] for row in report["manifest_problems"]} == errors
+        shown = run_pisar(["status", "hostile"], env)
+        assert "manifests 1 read, 4 not read; 5 canvases" in shown.stdout and "UnreadableManifest" in shown.stdout
     finally:
         inside.close()
         server.close()
+
+
+@pytest.mark.slow
+def test_canvases_without_layouts_are_detected_like_the_same_scans_in_a_folder(
+    archive: Archive, tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`--layout detect` over a manifest: each canvas's image is a scan to detect (the stored detector
+    stands in for blla, tests/helpers/stored_detector.py), then read; the records equal those of the
+    same two scans detected from a folder, and the annotations place every detected line."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.jpg").write_bytes((archive.folder / f"{TRANSKRIBUS}.jpg").read_bytes())
+    (scans / "b.png").write_bytes((archive.folder / "pasted.png").read_bytes())
+    env = _iiif_env({**embedded_env, **DETECT_ENV, "PISAR_TORCH_THREADS": "1"})
+    common = ["--layout", "detect", "--model", str(tiny_model)]
+    from_folder = run_pisar(["run", str(scans), "--name", "scans", "-o", str(tmp_path / "folder.jsonl"), *common], env, timeout=600)
+    assert from_folder.returncode == 0, from_folder.stderr
+    from_iiif = run_pisar(
+        ["run", f"{archive.static}/book-v3/manifest.json", "--name", "book", "-o", str(tmp_path / "iiif.jsonl"), *common], env, timeout=600
+    )
+    assert from_iiif.returncode == 0, from_iiif.stderr
+    folder, iiif = read_jsonl(tmp_path / "folder.jsonl"), read_jsonl(tmp_path / "iiif.jsonl")
+    assert len(iiif) == len(folder) == 2 * 44
+    host = archive.static.removeprefix("http://").replace(":", "_")
+    pages = {"a.jpg": f"{host}/book-v3/p0001.jpg", "b.png": f"{host}/book-v3/p0002.jpg"}
+    by_key = {r["key"]: r for r in iiif}
+    for record in folder:
+        mine = by_key[record["key"].replace(record["page"], pages[record["page"]])]
+        assert (mine["status"], mine["text"], mine["line_id"], mine["reading_order"]) == (
+            record["status"],
+            record["text"],
+            record["line_id"],
+            record["reading_order"],
+        )
+        assert mine["confidence"] == pytest.approx(record["confidence"], abs=1e-4)
+
+    web = tmp_path / "web"
+    exported = run_pisar(["export", "book", "--format", "annotations", "-o", str(web)], env)
+    assert exported.returncode == 0, exported.stderr
+    placed = {
+        item["target"].split("#xywh=")[0]
+        for page in (web / host / "book-v3").glob("p*.json")
+        for item in json.loads(page.read_text())["items"]
+    }
+    assert placed == {f"{archive.static}/book-v3/canvas/1", f"{archive.static}/book-v3/canvas/2"}
+    assert sum(len(json.loads(p.read_text())["items"]) for p in (web / host / "book-v3").glob("p*.json")) == 2 * 44
+
+
+@pytest.mark.slow
+def test_layout_files_from_a_folder_are_matched_to_canvases_that_link_none(
+    archive: Archive, tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`--layouts DIR`: each PAGE file goes to the canvas its image name names (here the canvas's label
+    for one, its image service's identifier for the other); a file naming no canvas is left out."""
+    base = archive.static
+    items = [
+        canvas_v3(f"{base}/bare/canvas/1", TRANSKRIBUS, archive.sizes["kraken"], f"{archive.images}/3.0_pil/kraken"),
+        canvas_v3(f"{base}/bare/canvas/2", "second page", archive.sizes["pasted"], f"{archive.images}/3.0_pil/pasted"),
+    ]
+    write_json(archive.static_dir / "bare" / "manifest.json", manifest_v3(f"{base}/bare/manifest.json", "No layouts linked", items))
+    layouts = tmp_path / "layouts"
+    layouts.mkdir()
+    (layouts / "0001.xml").write_bytes((archive.folder / f"{TRANSKRIBUS}.xml").read_bytes())  # names 170025120000003,0074.jpg
+    (layouts / "0002.xml").write_bytes((archive.folder / "pasted.xml").read_bytes())  # names pasted.png
+    (layouts / "stray.xml").write_bytes(page_xml("elsewhere.jpg", (100, 100), [("l1", rectangle(1, 1, 50, 20))]))
+    env = _iiif_env(embedded_env)
+    common = ["--layout", "xml", "--crop", "box", "--model", str(tiny_model), "--shard-size", "20"]
+    ran = run_pisar(
+        ["run", f"{base}/bare/manifest.json", "--layouts", str(layouts), "--name", "bare", "-o", str(tmp_path / "bare.jsonl"), *common],
+        env,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stderr
+    records = read_jsonl(tmp_path / "bare.jsonl")
+    host = base.removeprefix("http://").replace(":", "_")
+    assert {r["status"] for r in records} == {"ok"}
+    assert (
+        sum(r["page"] == f"{host}/bare/p0001.xml" for r in records) == 44
+        and sum(r["page"] == f"{host}/bare/p0002.xml" for r in records) == 6
+    )
+    refused = run_pisar(["run", str(archive.folder), "--layouts", str(layouts), "--name", "nope", *common], env)
+    assert refused.returncode != 0 and "--layouts matches layout files to IIIF canvases" in refused.stderr

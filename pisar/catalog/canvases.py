@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, func, insert, select
 
 from pisar.catalog.db import get_engine
-from pisar.catalog.models import IiifCanvas, IiifManifest
+from pisar.catalog.models import Campaign, IiifCanvas, IiifManifest
 
 _MANIFEST = IiifManifest.__table__
 _CANVAS = IiifCanvas.__table__
+_CAMPAIGN = Campaign.__table__
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class CanvasRow:
     service_version: int | None
     image: str | None
     layout: str | None
+    layout_key: str | None = None
 
 
 def recorded_urls(url: str, campaign_id: int) -> set[str]:
@@ -86,6 +88,21 @@ def canvas_pages(url: str, campaign_id: int, start: str | None, page_size: int =
         after = rows[-1].key
 
 
+def layouts_url(url: str, campaign_id: int) -> str | None:
+    """The folder or S3 prefix of layout files matched to the campaign's canvases (``--layouts``), if any."""
+    with get_engine(url).connect() as conn:
+        return conn.execute(select(_CAMPAIGN.c.layouts_url).where(_CAMPAIGN.c.id == campaign_id)).scalar_one_or_none()
+
+
+def set_layout_keys(url: str, campaign_id: int, layouts: dict[str, str]) -> None:
+    """Record the layout file matched to each canvas (canvas key -> layout key), in one transaction."""
+    with get_engine(url).begin() as conn:
+        for canvas_key, layout_key in layouts.items():
+            conn.execute(
+                _CANVAS.update().where(_CANVAS.c.campaign_id == campaign_id, _CANVAS.c.key == canvas_key).values(layout_key=layout_key)
+            )
+
+
 def canvases(url: str, campaign_id: int, keys: Iterable[str]) -> dict[str, CanvasRow]:
     """The canvases of these page keys, where the campaign has them."""
     wanted = sorted(set(keys))
@@ -136,4 +153,5 @@ def _select_rows():
         _CANVAS.c.service_version,
         _CANVAS.c.image,
         _CANVAS.c.layout,
+        _CANVAS.c.layout_key,
     ).join(_MANIFEST, _MANIFEST.c.id == _CANVAS.c.manifest_id)

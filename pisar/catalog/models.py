@@ -90,6 +90,7 @@ class Campaign(SQLModel, table=True):
     manifest: str | None = Field(default=None, sa_column=Column(Text))  # keys from this file instead of a listing
     layout: SourceKind = Field(default=SourceKind.LINE_IMAGES, sa_type=SourceKindType, sa_column_kwargs={"server_default": "lines"})
     crop: str = Field(default="polygon", max_length=20, sa_column_kwargs={"server_default": "polygon"})  # page lines: polygon or box
+    layouts_url: str | None = Field(default=None, sa_column=Column(Text))  # IIIF: a folder of layout files matched to canvases
 
 
 class ListingPart(SQLModel, table=True):
@@ -236,6 +237,7 @@ class IiifCanvas(SQLModel, table=True):
     service_version: int | None = None
     image: str | None = Field(default=None, sa_column=Column(Text))  # the image's own URL (read without a service)
     layout: str | None = Field(default=None, sa_column=Column(Text))  # a linked PAGE/ALTO file
+    layout_key: str | None = Field(default=None, sa_column=Column(Text))  # its layout file in the campaign's layouts_url
 
 
 class Line(SQLModel, table=True):

@@ -33,6 +33,13 @@ LayoutOpt = Annotated[
         "detect: page scans with no layout, their lines detected first (PISAR_DETECTOR)",
     ),
 ]
+LayoutsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--layouts",
+        help="IIIF with --layout xml: a folder or s3:// prefix of PAGE/ALTO files, each matched to the canvas its image name names",
+    ),
+]
 CropOpt = Annotated[
     Optional[str],
     typer.Option("--crop", help="How a page line is cut: polygon (outside it white; default for xml) or box (default for detect)"),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from pisar.cli.app import CropOpt, LayoutOpt, NameArg, app, catalog, err, examples, names, out
+from pisar.cli.app import CropOpt, LayoutOpt, LayoutsOpt, NameArg, app, catalog, err, examples, names, out
 from pisar.constants import DEFAULT_PRIORITY, MAX_PRIORITY
 from pisar.errors import ConfigError
 from pisar.interrupt import stop_requested
@@ -28,7 +28,9 @@ if TYPE_CHECKING:  # imported by the commands that need them: `--help` stays ins
     )
 )
 def submit(
-    source: Annotated[str, typer.Argument(help="s3://bucket/prefix or a folder")],
+    source: Annotated[
+        str, typer.Argument(help="s3://bucket/prefix, a folder, or IIIF: a manifest or collection URL or file, a file of manifest URLs")
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model folder, or HUB_ID[@REVISION]")],
     name: Annotated[str, typer.Option("--name", "-n", help="Unique campaign name")],
     shard_size: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Lines per shard")] = None,
@@ -42,6 +44,7 @@ def submit(
     ] = DEFAULT_PRIORITY,
     layout: LayoutOpt = "lines",
     crop: CropOpt = None,
+    layouts: LayoutsOpt = None,
 ) -> None:
     """List SOURCE (or read --manifest), write a campaign to the catalog and publish its first shards to the workers.
 
@@ -54,7 +57,16 @@ def submit(
     require_redis(settings)
     catalog(settings)
     request = SubmitRequest(
-        source, model, name, shard_size or settings.shard_size, queue or settings.queue, manifest, priority, layout=layout, crop=crop
+        source,
+        model,
+        name,
+        shard_size or settings.shard_size,
+        queue or settings.queue,
+        manifest,
+        priority,
+        layout=layout,
+        crop=crop,
+        layouts=layouts,
     )
     err.print(submit_and_publish(settings, request).describe(), markup=False)
 

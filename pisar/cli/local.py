@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pisar.cli.app import CropOpt, LayoutOpt, ModelOpt, app, catalog, err, examples
+from pisar.cli.app import CropOpt, LayoutOpt, LayoutsOpt, ModelOpt, app, catalog, err, examples
 from pisar.safe_text import printable, shown
 from pisar.settings import get_settings
 
@@ -20,7 +20,9 @@ from pisar.settings import get_settings
     )
 )
 def run(
-    source: Annotated[str, typer.Argument(help="A folder or s3://bucket/prefix")],
+    source: Annotated[
+        str, typer.Argument(help="A folder, s3://bucket/prefix, or IIIF: a manifest or collection URL or file, a file of manifest URLs")
+    ],
     model: ModelOpt,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Campaign name (default: from SOURCE)")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Results file (JSONL; .csv for CSV)")] = "results.jsonl",
@@ -28,6 +30,7 @@ def run(
     show: Annotated[int, typer.Option(min=0, help="Also print the first N lines' text and confidence")] = 0,
     layout: LayoutOpt = "lines",
     crop: CropOpt = None,
+    layouts: LayoutsOpt = None,
 ) -> None:
     """Embedded mode: list, shard and transcribe SOURCE in this process; rerun to resume.
 
@@ -49,7 +52,9 @@ def run(
     settings = get_settings()
     open_storage(source, settings)  # a missing folder or bucket is refused before a catalog file is made
     url = catalog(settings)
-    campaign, summary = transcribe(settings, source, model, name, shard_size or settings.shard_size, err, layout=layout, crop=crop)
+    campaign, summary = transcribe(
+        settings, source, model, name, shard_size or settings.shard_size, err, layout=layout, crop=crop, layouts=layouts
+    )
     fmt = "csv" if output.endswith(".csv") else "jsonl"
     count = write_export(url, campaign.id, fmt, output).records
     if show:

@@ -38,6 +38,14 @@ def status_view(report: CampaignStatus) -> Group:
         for row in report.scan_problems:
             problems.add_row(shown(row["key"]), row["state"], str(row["attempts"]), row["flags"] or "", shown(row["error"] or ""))
         parts.append(problems)
+    if report.manifests:
+        counts = report.manifests
+        line(f"manifests {counts['read']} read, {counts['not_read']} not read; {counts['canvases']} canvases")
+    if report.manifest_problems:
+        unread = Table("manifest", "error class", "error")
+        for row in report.manifest_problems:
+            unread.add_row(shown(row["url"]), row["error_class"], shown(row["error"] or ""))
+        parts.append(unread)
     shards = Table("shard state", "count")
     for state, count in report.shards.items():
         if count:

@@ -22,10 +22,12 @@ Workers read a shard's canvases from the catalog, never the manifests; every req
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pisar.catalog import canvases
@@ -34,10 +36,13 @@ from pisar.errors import ConfigError, LineError, MissingObject, NotFound
 from pisar.iiif.addresses import AddressPolicy, parse_networks
 from pisar.iiif.client import ClientLimits, IiifClient
 from pisar.iiif.image_api import INFO_MAX_BYTES, ImageInfo, image_url, read_info
+from pisar.iiif.matching import match_layouts
 from pisar.iiif.presentation import Collection, Manifest, UnreadableManifest, read_document
-from pisar.layout import MAX_LAYOUT_BYTES
+from pisar.layout import MAX_LAYOUT_BYTES, is_layout_key, read_layout
 from pisar.settings import Settings
-from pisar.storage import NOTHING_SKIPPED, KeyRange
+from pisar.storage import NOTHING_SKIPPED, KeyRange, Storage, open_storage
+
+log = logging.getLogger(__name__)
 
 PREFIX = "iiif:"
 IMAGE_SUFFIX = ".jpg"
@@ -86,6 +91,7 @@ class IiifStorage:
         self.client = client_from_settings(settings)
         self._canvases: dict[str, CanvasRow] = {}
         self._infos: dict[str, ImageInfo] = {}
+        self._layout_storage: Storage | Literal[False] | None = None
         self._lock = threading.Lock()
 
     # Listing ------------------------------------------------------------------------------------
@@ -97,6 +103,8 @@ class IiifStorage:
         """Resolve the manifests not yet recorded, then every canvas's objects after ``after``, in key order."""
         campaign_id = self._campaign()
         resolve(self.settings.catalog_url, campaign_id, self.inputs, self.client, self.settings)
+        if self._layouts() is not None:
+            self._match_layouts(campaign_id)
         # Resumed after a canvas's object: from that canvas on, less its objects listed already (a
         # canvas's objects follow each other; canvases go in key order, whatever their objects' order)
         last_page, listed = page_of(after) if after else (None, "")
@@ -116,6 +124,9 @@ class IiifStorage:
         page, suffix = page_of(key)
         canvas = self.canvas(page)
         if suffix == LAYOUT_SUFFIX:
+            layouts = self._layouts() if canvas.layout_key else None
+            if layouts is not None and canvas.layout_key:
+                return layouts.read(canvas.layout_key)
             if canvas.layout is None:
                 raise MissingObject(f"{canvas.canvas_id} links no PAGE or ALTO file")
             return self.client.get(canvas.layout, MAX_LAYOUT_BYTES, "layout", "application/xml, text/xml, */*")
@@ -159,6 +170,33 @@ class IiifStorage:
                 self._canvases[page] = found
         return found
 
+    def _layouts(self) -> Storage | None:
+        """The campaign's folder of layout files matched to canvases (``--layouts``), opened once."""
+        if self._layout_storage is None:
+            found = canvases.layouts_url(self.settings.catalog_url, self._campaign())
+            self._layout_storage = open_storage(found, self.settings) if found else False
+        return self._layout_storage or None
+
+    def _match_layouts(self, campaign_id: int) -> None:
+        """Match the layout files to the canvases that have no layout yet (a resumed listing: those left)."""
+        layouts = self._layouts()
+        assert layouts is not None
+        named: dict[str, str] = {}
+        for key in layouts.iter_keys():
+            if is_layout_key(key):
+                try:
+                    named[key] = read_layout(layouts.read(key), key).image
+                except LineError:
+                    named[key] = ""  # matched by its own file name, then recorded as unreadable when read
+        rows = [row for page in canvases.canvas_pages(self.settings.catalog_url, campaign_id, None) for row in page]
+        matched = match_layouts((row for row in rows if row.layout_key is None), named)
+        canvases.set_layout_keys(self.settings.catalog_url, campaign_id, matched.layouts)
+        if matched.unmatched or matched.ambiguous:
+            log.warning(
+                "%s layout files match no canvas (e.g. %s), %s more than one or a canvas another file names (e.g. %s)",
+                *(len(matched.unmatched), matched.unmatched[:1], len(matched.ambiguous), matched.ambiguous[:1]),
+            )
+
     def scan_for(self, layout_key: str, named: str) -> str:
         """The scan of a canvas's layout: the canvas's own image, whatever file name the XML gives."""
         return page_of(layout_key)[0] + IMAGE_SUFFIX
@@ -171,7 +209,7 @@ class IiifStorage:
 
 def _objects(row: CanvasRow) -> list[str]:
     image = [row.key + IMAGE_SUFFIX] if row.service or row.image else []
-    return image + ([row.key + LAYOUT_SUFFIX] if row.layout else [])
+    return image + ([row.key + LAYOUT_SUFFIX] if row.layout or row.layout_key else [])
 
 
 def _inputs(location: str) -> list[str]:

@@ -29,7 +29,19 @@ def start_image_server(image_dir: Path) -> Service:
     Image API 2.1 under ``/2.1_pil/`` and 3.0 under ``/3.0_pil/``."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, IIIF_TESTSERVER, "--host", LOOPBACK, "--port", str(port), "--image-dir", str(image_dir), "--api-versions", "2.1,3.0", "-q"],
+        [
+            sys.executable,
+            IIIF_TESTSERVER,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--image-dir",
+            str(image_dir),
+            "--api-versions",
+            "2.1,3.0",
+            "-q",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -83,7 +95,14 @@ def canvas_v3(canvas_id: str, label: str, size: tuple[int, int], service: str, l
         ],
     }
     if layout:
-        canvas["seeAlso"] = [{"id": layout, "type": "Dataset", "format": "application/xml", "profile": "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"}]
+        canvas["seeAlso"] = [
+            {
+                "id": layout,
+                "type": "Dataset",
+                "format": "application/xml",
+                "profile": "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15",
+            }
+        ]
     return canvas
 
 
@@ -117,13 +136,19 @@ def canvas_v2(canvas_id: str, label: str, size: tuple[int, int], service: str, l
                     "format": "image/jpeg",
                     "width": size[0],
                     "height": size[1],
-                    "service": {"@context": "http://iiif.io/api/image/2/context.json", "@id": service, "profile": "http://iiif.io/api/image/2/level1.json"},
+                    "service": {
+                        "@context": "http://iiif.io/api/image/2/context.json",
+                        "@id": service,
+                        "profile": "http://iiif.io/api/image/2/level1.json",
+                    },
                 },
             }
         ],
     }
     if layout:
-        canvas["seeAlso"] = [{"@id": layout, "format": "application/xml", "profile": "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"}]
+        canvas["seeAlso"] = [
+            {"@id": layout, "format": "application/xml", "profile": "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"}
+        ]
     return canvas
 
 

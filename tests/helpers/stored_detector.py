@@ -10,6 +10,7 @@ reading the lines) is the real code. blla itself is tested in ``tests/test_detec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from pisar.layout import read_layout
 
 PAGE = Path(__file__).parents[1] / "data" / "pages" / "170025120000003,0074.xml"
 CRASH_SIZE = (97, 61)
+STORED = "tests.helpers.stored_detector:StoredDetector"
+REPO_PATH = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")]))
+# `pisar` subprocesses detecting with the stored result: two scans to a read shard, two attempts
+DETECT_ENV = {"PISAR_DETECTOR": STORED, "PISAR_DETECT_PAGES_PER_SHARD": "2", "PISAR_MAX_ATTEMPTS": "2", "PYTHONPATH": REPO_PATH}
 
 
 class DetectorCrash(RuntimeError):

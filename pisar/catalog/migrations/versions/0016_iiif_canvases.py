@@ -3,7 +3,9 @@
 - ``iiif_manifest``: each manifest of a campaign's source (collections walked), its JSON for the
   annotation export, or why it could not be read;
 - ``iiif_canvas``: each canvas as a page (``<manifest slug>/p<n>``): its id, size, Image API
-  service or image URL, and linked layout.
+  service or image URL, and its layout: linked by the manifest, or a file of the campaign's
+  ``layouts_url`` (``--layouts``) matched to it (``layout_key``).
+- ``campaign.layouts_url``: that folder or S3 prefix.
 
 Revision ID: 0016
 Revises: 0015
@@ -50,10 +52,15 @@ def upgrade() -> None:
         sa.Column("service_version", sa.Integer(), nullable=True),
         sa.Column("image", sa.Text(), nullable=True),
         sa.Column("layout", sa.Text(), nullable=True),
+        sa.Column("layout_key", sa.Text(), nullable=True),
         sa.UniqueConstraint("campaign_id", "key", name="uq_iiif_canvas_campaign_key"),
     )
+    with op.batch_alter_table("campaign") as batch:
+        batch.add_column(sa.Column("layouts_url", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("campaign") as batch:
+        batch.drop_column("layouts_url")
     op.drop_table("iiif_canvas")
     op.drop_table("iiif_manifest")
