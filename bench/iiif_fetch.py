@@ -85,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--format", default="jpg", choices=("jpg", "png"))
-    parser.add_argument("-o", "--out", type=Path, default=REPO / "build" / "bench" / "iiif_fetch.json")
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-iiif-fetch.json")
     args = parser.parse_args()
 
     from pisar.iiif.addresses import AddressPolicy, parse_networks

@@ -205,3 +205,13 @@ def test_detect_benchmark_reports_detection_against_reading_per_page(tmp_path: P
     assert printed["detect_to_read_cpu_ratio"] == pytest.approx(ratio, rel=0.01)
     assert printed["detect_network_s_per_page"] > 0 and printed["detect_postprocess_s_per_page"] > 0
     assert printed["quality"]["transkribus.jpg"]["matched"] >= 40
+
+
+def test_iiif_fetch_benchmark_counts_requests_and_bytes_per_line_both_ways(tmp_path: Path) -> None:
+    """`bench/iiif_fetch.py --runs 1`: whole pages against region requests, through the reference IIIF server."""
+    printed, _ = run_bench("iiif_fetch.py", ["--runs", "1"], tmp_path / "iiif.json")
+    for name, lines in (("kraken", 44), ("pasted", 24)):
+        page, region = printed["pages"][name]["page"], printed["pages"][name]["region"]
+        assert page["lines"] == region["lines"] == lines
+        assert page["requests"] == 2 and region["requests"] == lines + 1  # info.json, then the page or each line's region
+        assert page["bytes"] > 0 and region["bytes"] > 0
