@@ -10,7 +10,8 @@ and no markup to reach a file system or a terminal.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from pisar.errors import ConfigError
 from pisar.safe_text import printable
@@ -38,6 +39,12 @@ def default_name(source: str) -> str:
     """
     if source.startswith("s3://"):
         raw = source.removeprefix("s3://").rstrip("/").replace("/", "-")
+    elif source.startswith(("http://", "https://", "iiif:")):  # a IIIF manifest: its volume's part of the URL
+        parts = urlsplit(source.removeprefix("iiif:"))
+        path = re.sub(r"/(manifest|collection)(\.json)?$", "", parts.path.rstrip("/"), flags=re.IGNORECASE)
+        raw = PurePosixPath(path).stem or (parts.hostname or "")
+    elif Path(source).is_file():  # a manifest file, or a file of manifest URLs
+        raw = Path(source).stem
     else:
         raw = Path(source).expanduser().resolve().name  # "." and "lines/" name their folder too
     name = _NOT_ALLOWED.sub("-", raw).strip(".-_")[:MAX_LENGTH].rstrip(".-_")

@@ -20,15 +20,18 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from infra.local_services import unconfigured_env
+from pisar.catalog.canvases import CanvasRow
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import IiifManifest, Line
-from pisar.errors import FetchFailed, MissingObject, TransientError
+from pisar.errors import FetchFailed, MissingObject, NotFound, TransientError
 from pisar.iiif.addresses import AddressPolicy, ForbiddenAddress, parse_networks
 from pisar.iiif.client import ClientLimits, IiifClient, ResponseTooLarge
 from pisar.iiif.image_api import ImageInfo, allowed_size, image_url, read_info
+from pisar.iiif.matching import match_layouts
 from pisar.iiif.presentation import Collection, Manifest, UnreadableManifest, read_document
 from pisar.iiif.storage import slug_of
 from pisar.settings import Settings
+from pisar.storage import open_storage
 from tests.helpers.cli import read_jsonl, run_pisar, wait_until
 from tests.helpers.iiif import (
     Listener,
@@ -212,6 +215,35 @@ def test_no_request_reaches_a_forbidden_address() -> None:
         inside.close()
         server.close()
     assert AddressPolicy().permits(__import__("ipaddress").ip_address("93.184.215.14"))
+
+
+def test_a_worker_opens_a_iiif_source_whose_listing_file_it_cannot_see(tmp_path: Path) -> None:
+    """Workers read the catalog's canvases; only the producer reads the source's file (refused there if missing)."""
+    storage = open_storage(f"iiif:{tmp_path}/gone.txt", Settings(catalog_path=tmp_path / "c.db"), campaign_id=1)
+    assert storage.url == f"iiif:{tmp_path}/gone.txt"
+    with pytest.raises(NotFound):
+        storage.key_ranges(4)
+
+
+def test_layout_files_match_one_canvas_each_or_none() -> None:
+    def canvas(key: str, label: str, service: str) -> CanvasRow:
+        return CanvasRow(key, "https://a/m", f"https://a/c/{key}", 1, label, 10, 10, service, 3, None, None)
+
+    rows = [
+        canvas("m/p0001", "Folio 1r", "https://img/iiif/f001"),
+        canvas("m/p0002", "Folio 1v", "https://img/iiif/f002"),
+        canvas("m/p0003", "x", "https://img/iiif/same"),
+    ]
+    layouts = {
+        "page/0001.xml": "F001.JPG",  # the service's identifier, any case, any suffix
+        "page/folio 1v.xml": "scan.tif",  # its own file name names the canvas's label
+        "page/stray.xml": "elsewhere.jpg",
+        "page/a.xml": "same.jpg",  # two files name one canvas: neither is used
+        "page/b.xml": "same.png",
+    }
+    matched = match_layouts(rows, layouts)
+    assert matched.layouts == {"m/p0001": "page/0001.xml", "m/p0002": "page/folio 1v.xml"}
+    assert matched.unmatched == ["page/stray.xml"] and sorted(matched.ambiguous) == ["page/a.xml", "page/b.xml"]
 
 
 # Campaigns ----------------------------------------------------------------------------------------

@@ -85,9 +85,8 @@ class IiifStorage:
 
     def __init__(self, source: str, settings: Settings, campaign_id: int | None = None) -> None:
         self.settings, self.campaign_id = settings, campaign_id
-        self.inputs = _inputs(source.removeprefix(PREFIX))
-        location = source.removeprefix(PREFIX)
-        self.url = location if location.startswith(("http://", "https://")) else PREFIX + str(Path(location).resolve())
+        self.location = source.removeprefix(PREFIX)  # read by the producer only: a worker elsewhere reads the catalog's canvases
+        self.url = self.location if self.location.startswith(("http://", "https://")) else PREFIX + str(Path(self.location).resolve())
         self.client = client_from_settings(settings)
         self._canvases: dict[str, CanvasRow] = {}
         self._infos: dict[str, ImageInfo] = {}
@@ -97,12 +96,16 @@ class IiifStorage:
     # Listing ------------------------------------------------------------------------------------
 
     def key_ranges(self, wanted: int) -> list[KeyRange]:
-        return [KeyRange("")]  # the manifests are walked in order, once; their canvases come from the catalog
+        """One range: the manifests are walked in order, once; their canvases come from the catalog.
+
+        Called when a campaign is made, so a file that is missing or lists no URL is refused then."""
+        _inputs(self.location)
+        return [KeyRange("")]
 
     def list_range(self, part: KeyRange, after: str | None) -> Iterator[list[str]]:
         """Resolve the manifests not yet recorded, then every canvas's objects after ``after``, in key order."""
         campaign_id = self._campaign()
-        resolve(self.settings.catalog_url, campaign_id, self.inputs, self.client, self.settings)
+        resolve(self.settings.catalog_url, campaign_id, _inputs(self.location), self.client, self.settings)
         if self._layouts() is not None:
             self._match_layouts(campaign_id)
         # Resumed after a canvas's object: from that canvas on, less its objects listed already (a
@@ -263,15 +266,19 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
                 if depth >= settings.iiif_max_collection_depth:
                     raise UnreadableManifest(f"{location}: collections nested deeper than {settings.iiif_max_collection_depth}")
                 for manifest in document.embedded:
-                    ordinal += 1
-                    _record(url, campaign_id, ordinal, manifest, slugs)
+                    if manifest.url not in done:
+                        ordinal += 1
+                        _record(url, campaign_id, ordinal, manifest, slugs)
+                        done.add(manifest.url)
                 todo.extend((m, depth + 1) for m in reversed(document.members))
                 continue
             ordinal += 1
             _record(url, campaign_id, ordinal, document, slugs)
+            done.add(location)
         except LineError as exc:
             ordinal += 1
             canvases.record_manifest(url, campaign_id, ordinal, location, error_class=exc.error_class, error=str(exc))
+            done.add(location)
 
 
 def _fetch(location: str, client: IiifClient, settings: Settings) -> bytes:
