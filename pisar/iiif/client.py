@@ -7,7 +7,7 @@ overall deadline, so a server that hangs or trickles costs a bounded time.
 
 Safe: connections are opened only to addresses ``addresses.AddressPolicy`` permits, checked on the
 resolved address the socket then connects to; redirects are followed by hand (at most five), each
-hop checked the same way and kept to http(s); a response larger than the caller's cap is refused
+hop checked the same way and kept to http(s) and to the host the manifest named; a response larger than the caller's cap is refused
 as soon as its ``Content-Length`` or its body passes it, never held whole.
 
 What a failure becomes, by type (``pisar/errors.py``): 404/410 ``MissingObject``; 401/403
@@ -216,8 +216,11 @@ def _check_scheme(url: str) -> None:
 
 
 def _redirect_target(url: str, location: str) -> str:
+    """Where a redirect leads, kept to http(s) and to the host the manifest named (http to https on it is fine)."""
     target = urljoin(url, location)
     _check_scheme(target)
+    if (urlsplit(target).hostname or "").lower() != (urlsplit(url).hostname or "").lower():
+        raise FetchFailed(f"{url}: redirected to another host ({urlsplit(target).hostname}), which no manifest names")
     return target
 
 
