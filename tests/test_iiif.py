@@ -34,6 +34,7 @@ from pisar.settings import Settings
 from pisar.storage import open_storage
 from tests.helpers.cli import read_jsonl, run_pisar, wait_until
 from tests.helpers.iiif import (
+    CAPPED_WIDTH,
     Listener,
     Misbehaving,
     canvas_v2,
@@ -431,6 +432,7 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
             "metadata": "http://169.254.169.254/iiif/pasted",  # a cloud's metadata service
             "inside": f"http://127.0.0.2:{inside.port}/iiif/pasted",  # loopback outside the allowed network
             "redirected": f"{server.url}/redirect?to=http://127.0.0.2:{inside.port}/iiif",  # sent inside by a redirect
+            "capped": f"{server.url}/capped/3.0_pil/pasted",  # maxWidth 1200: the page comes half size, the layout is scaled
         }
         items = [
             canvas_v3(f"{base}/hostile/canvas/{n}", name, size, url, layout) for n, (name, url) in enumerate(services.items(), start=1)
@@ -467,7 +469,16 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
             "p0003.xml": {("error", "ForbiddenAddress")},
             "p0004.xml": {("error", "ForbiddenAddress")},
             "p0005.xml": {("error", "FetchFailed")},  # redirected to a host the manifest does not name
+            "p0006.xml": {("ok", None)},
         }
+        capped = [r for r in records if r["page"].endswith("p0006.xml")]
+        assert len(capped) == 6 and all(f"to the {CAPPED_WIDTH}x" in (r["note"] or "") for r in capped)
+        assert (
+            server.hits[
+                f"/capped/3.0_pil/pasted/full/{CAPPED_WIDTH},{archive.sizes['pasted'][1] * CAPPED_WIDTH // archive.sizes['pasted'][0]}/0/default.png"
+            ]
+            == 1
+        )
         assert inside.connections == 0
         engine = get_engine(Settings(catalog_path=embedded_env["PISAR_CATALOG_PATH"]).catalog_url)
         with engine.connect() as conn:
@@ -480,10 +491,10 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
             f"{base}/missing.json": "MissingObject",
         }
         report = json.loads(run_pisar(["status", "hostile", "--json"], env).stdout)
-        assert report["manifests"] == {"read": 1, "not_read": 4, "canvases": 5}
+        assert report["manifests"] == {"read": 1, "not_read": 4, "canvases": 6}
         assert {row["url"]: row["error_class"] for row in report["manifest_problems"]} == errors
         shown = run_pisar(["status", "hostile"], env)
-        assert "manifests 1 read, 4 not read; 5 canvases" in shown.stdout and "UnreadableManifest" in shown.stdout
+        assert "manifests 1 read, 4 not read; 6 canvases" in shown.stdout and "UnreadableManifest" in shown.stdout
     finally:
         inside.close()
         server.close()

@@ -21,6 +21,7 @@ from typing import Any
 
 from infra.local_services import LOOPBACK, Service, free_port, wait_for
 
+CAPPED_WIDTH = 1200
 IIIF_TESTSERVER = str(Path(sys.executable).with_name("iiif_testserver.py"))
 
 
@@ -181,7 +182,8 @@ class Misbehaving(http.server.ThreadingHTTPServer):
     """An in-process server that misbehaves by path; it counts the requests each path got.
 
     ``/busy/...``: 429 with ``Retry-After: 1`` on the first request, then it passes on to the real
-    server at ``upstream`` (a rate-limited archive); ``/hang/...``: accepts and never answers;
+    server at ``upstream`` (a rate-limited archive); ``/capped/...``: the real server, its
+    ``info.json`` saying ``maxWidth: CAPPED_WIDTH``; ``/hang/...``: accepts and never answers;
     ``/redirect?to=URL``: 302 to URL; ``/deep``: a JSON document 1,000 levels deep; ``/notjson``:
     HTML; ``/huge``: a 50 MB manifest.
     """
@@ -220,6 +222,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._send(429, b"slow down", {"Retry-After": "1"})
             with urllib.request.urlopen(self.server.upstream + path.removeprefix("/busy"), timeout=30) as response:
                 return self._send(200, response.read(), {"Content-Type": response.headers.get("Content-Type", "")})
+        if path.startswith("/capped/"):  # the upstream image server, but it serves nothing wider than CAPPED_WIDTH
+            with urllib.request.urlopen(self.server.upstream + path.removeprefix("/capped"), timeout=30) as response:
+                body, kind = response.read(), response.headers.get("Content-Type", "")
+            if path.endswith("/info.json"):
+                body = json.dumps({**json.loads(body), "maxWidth": CAPPED_WIDTH}).encode()
+            return self._send(200, body, {"Content-Type": kind})
         if path.startswith("/hang"):
             self.server.stop_hanging.wait(60)
             return None
