@@ -91,7 +91,7 @@ def main() -> None:
     from pisar.iiif.addresses import AddressPolicy, parse_networks
     from pisar.iiif.client import IiifClient
     from pisar.layout import read_layout
-    from tests.helpers.iiif import start_image_server
+    from tests.helpers.iiif import ARCHIVE_NETWORK, start_image_server
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -105,7 +105,7 @@ def main() -> None:
                 for mode in ("page", "region"):
                     walls, server_cpu = [], []
                     for _ in range(args.runs):
-                        client = IiifClient(AddressPolicy(parse_networks(["127.0.0.1/32"])))
+                        client = IiifClient(AddressPolicy(parse_networks([ARCHIVE_NETWORK])))
                         cpu_before, started = _cpu_seconds(server.proc.pid), time.perf_counter()
                         lines = _fetch(client, service, layout, mode, args.format)
                         walls.append(time.perf_counter() - started)

@@ -34,6 +34,7 @@ from pisar.settings import Settings
 from pisar.storage import open_storage
 from tests.helpers.cli import read_jsonl, run_pisar, wait_until
 from tests.helpers.iiif import (
+    ARCHIVE_NETWORK,
     CAPPED_WIDTH,
     Listener,
     Misbehaving,
@@ -50,7 +51,6 @@ from tests.helpers.pages import page_xml, pasted_page, rectangle
 from tests.helpers.stored_detector import DETECT_ENV
 
 TRANSKRIBUS = "170025120000003,0074"
-LOOPBACK_ONLY = "127.0.0.1/32"
 MB = 1 << 20
 
 
@@ -118,7 +118,7 @@ def _write_manifests(archive: Archive) -> None:
 
 
 def _client(**limits: float) -> IiifClient:
-    return IiifClient(AddressPolicy(parse_networks([LOOPBACK_ONLY])), ClientLimits(**limits))  # type: ignore[arg-type]
+    return IiifClient(AddressPolicy(parse_networks([ARCHIVE_NETWORK])), ClientLimits(**limits))  # type: ignore[arg-type]
 
 
 # Parts ------------------------------------------------------------------------------------------
@@ -193,22 +193,24 @@ def test_a_busy_server_is_waited_for_and_a_hanging_one_given_up(archive: Archive
 
 
 def test_no_request_reaches_a_forbidden_address() -> None:
-    inside = Listener("127.0.0.2")  # loopback, but outside the allowed 127.0.0.1/32
+    inside = Listener("127.0.0.1")  # where Redis and Postgres listen: loopback, outside the allowed archive network
     server = Misbehaving()
     try:
         client = _client(connect_timeout=1, attempts=1)
         for url in (
-            f"http://127.0.0.2:{inside.port}/info.json",
+            f"http://127.0.0.1:{inside.port}/info.json",
             "http://169.254.169.254/latest/meta-data/",
             "http://10.0.0.1/iiif/info.json",
             "http://[::1]/info.json",
-            "http://[::ffff:127.0.0.2]/info.json",
+            f"http://localhost:{inside.port}/info.json",
+            "http://127.0.0.1:6379/info.json",  # the broker
+            "http://[::ffff:127.0.0.1]/info.json",
         ):
             with pytest.raises(ForbiddenAddress):
                 client.get(url, MB, "info")
         with pytest.raises(FetchFailed, match="only http and https"):
             client.get(f"{server.url}/redirect?to=file:///etc/passwd", MB, "info")
-        for elsewhere in (f"http://127.0.0.2:{inside.port}/info.json", "http://iiif.example.org/info.json"):  # hosts no manifest names
+        for elsewhere in (f"http://127.0.0.1:{inside.port}/info.json", "http://iiif.example.org/info.json"):  # hosts no manifest names
             with pytest.raises(FetchFailed, match="redirected to another host"):
                 client.get(f"{server.url}/redirect?to={elsewhere}", MB, "info")
         assert inside.connections == 0
@@ -255,7 +257,7 @@ def test_layout_files_match_one_canvas_each_or_none() -> None:
 def _iiif_env(env: dict[str, str]) -> dict[str, str]:
     return {
         **env,
-        "PISAR_IIIF_ALLOW_NETWORKS": LOOPBACK_ONLY,
+        "PISAR_IIIF_ALLOW_NETWORKS": ARCHIVE_NETWORK,
         "PISAR_IIIF_IMAGE_FORMAT": "png",
         "PISAR_IIIF_READ_TIMEOUT_SECONDS": "2",
         "PISAR_IIIF_ATTEMPTS": "2",
@@ -422,7 +424,7 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
     archive: Archive, tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path
 ) -> None:
     server = Misbehaving(upstream=archive.images)
-    inside = Listener("127.0.0.2")
+    inside = Listener("127.0.0.1")
     try:
         base, layout = archive.static, f"{archive.static}/layouts/pasted.xml"
         size = archive.sizes["pasted"]
@@ -430,8 +432,8 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
             "busy": f"{server.url}/busy/3.0_pil/pasted",  # 429, then the image
             "hang": f"{server.url}/hang/3.0_pil/pasted",  # never answers
             "metadata": "http://169.254.169.254/iiif/pasted",  # a cloud's metadata service
-            "inside": f"http://127.0.0.2:{inside.port}/iiif/pasted",  # loopback outside the allowed network
-            "redirected": f"{server.url}/redirect?to=http://127.0.0.2:{inside.port}/iiif",  # sent inside by a redirect
+            "inside": f"http://127.0.0.1:{inside.port}/iiif/pasted",  # loopback outside the allowed network
+            "redirected": f"{server.url}/redirect?to=http://127.0.0.1:{inside.port}/iiif",  # sent inside by a redirect
             "capped": f"{server.url}/capped/3.0_pil/pasted",  # maxWidth 1200: the page comes half size, the layout is scaled
         }
         items = [
@@ -580,3 +582,24 @@ def test_layout_files_from_a_folder_are_matched_to_canvases_that_link_none(
     )
     refused = run_pisar(["run", str(archive.folder), "--layouts", str(layouts), "--name", "nope", *common], env)
     assert refused.returncode != 0 and "--layouts matches layout files to IIIF canvases" in refused.stderr
+
+
+def test_the_solr_core_indexes_ocr_text_from_the_miniocr_files() -> None:
+    """infra/solr/pisar: the OCR field reads the file its value names (ExternalUtf8ContentFilter), keeps
+    offsets with positions for the highlighter, and /select runs the OCR highlighting component."""
+    from lxml import etree
+
+    conf = Path(__file__).parents[1] / "infra" / "solr" / "pisar" / "conf"
+    schema, config = etree.parse(str(conf / "schema.xml")), etree.parse(str(conf / "solrconfig.xml"))
+    (ocr_type,) = schema.xpath("//fieldType[@name='text_ocr']")
+    assert ocr_type.get("storeOffsetsWithPositions") == "true"
+    assert ocr_type.xpath("analyzer[@type='index']/charFilter/@class") == [
+        "solrocr.ExternalUtf8ContentFilterFactory",
+        "solrocr.OcrCharFilterFactory",
+    ]
+    assert not ocr_type.xpath("analyzer[@type='query']/charFilter")
+    fields = {f.get("name"): f for f in schema.xpath("//field")}
+    assert fields["ocr_text"].get("type") == "text_ocr" and fields["ocr_text"].get("stored") == "true"
+    assert {"id", "campaign", "manifest", "canvas", "image"} <= set(fields) and schema.xpath("string(//uniqueKey)") == "id"
+    assert config.xpath("//searchComponent[@name='ocrHighlight']/@class") == ["solrocr.OcrHighlightComponent"]
+    assert config.xpath("//requestHandler[@name='/select']/arr[@name='components']/str/text()") == ["query", "ocrHighlight", "highlight"]

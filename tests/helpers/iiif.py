@@ -19,8 +19,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from infra.local_services import LOOPBACK, Service, free_port, wait_for
+from infra.local_services import Service, free_port, wait_for
 
+# The archive's servers listen on 127.0.0.3, which the tests allow (PISAR_IIIF_ALLOW_NETWORKS): the
+# rest of loopback, 127.0.0.1 with Redis and Postgres on it included, stays forbidden as in production.
+ARCHIVE_HOST = "127.0.0.3"
+ARCHIVE_NETWORK = f"{ARCHIVE_HOST}/32"
 CAPPED_WIDTH = 1200
 IIIF_TESTSERVER = str(Path(sys.executable).with_name("iiif_testserver.py"))
 
@@ -34,7 +38,7 @@ def start_image_server(image_dir: Path) -> Service:
             sys.executable,
             IIIF_TESTSERVER,
             "--host",
-            LOOPBACK,
+            ARCHIVE_HOST,
             "--port",
             str(port),
             "--image-dir",
@@ -46,7 +50,7 @@ def start_image_server(image_dir: Path) -> Service:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://{LOOPBACK}:{port}"
+    url = f"http://{ARCHIVE_HOST}:{port}"
     wait_for(lambda: urllib.request.urlopen(url + "/", timeout=2).status == 200, "the IIIF image server", 30, proc)
     return Service(url, proc, grace_seconds=5)
 
@@ -55,11 +59,11 @@ def start_static_server(folder: Path) -> Service:
     """Python's own file server for ``folder``: the manifests and layouts an archive publishes."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", LOOPBACK, "--directory", str(folder)],
+        [sys.executable, "-m", "http.server", str(port), "--bind", ARCHIVE_HOST, "--directory", str(folder)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://{LOOPBACK}:{port}"
+    url = f"http://{ARCHIVE_HOST}:{port}"
     wait_for(lambda: urllib.request.urlopen(url + "/", timeout=2).status == 200, "the static file server", 30, proc)
     return Service(url, proc, grace_seconds=5)
 
@@ -191,7 +195,7 @@ class Misbehaving(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, upstream: str = "") -> None:
-        super().__init__((LOOPBACK, free_port()), _Handler)
+        super().__init__((ARCHIVE_HOST, free_port()), _Handler)
         self.upstream = upstream
         self.hits: Counter[str] = Counter()
         self.stop_hanging = threading.Event()
@@ -200,7 +204,7 @@ class Misbehaving(http.server.ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.server_address[1]}"
+        return f"http://{ARCHIVE_HOST}:{self.server_address[1]}"
 
     def close(self) -> None:
         self.stop_hanging.set()
