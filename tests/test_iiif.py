@@ -603,3 +603,26 @@ def test_the_solr_core_indexes_ocr_text_from_the_miniocr_files() -> None:
     assert {"id", "campaign", "manifest", "canvas", "image"} <= set(fields) and schema.xpath("string(//uniqueKey)") == "id"
     assert config.xpath("//searchComponent[@name='ocrHighlight']/@class") == ["solrocr.OcrHighlightComponent"]
     assert config.xpath("//requestHandler[@name='/select']/arr[@name='components']/str/text()") == ["query", "ocrHighlight", "highlight"]
+
+
+def test_a_resumed_listing_reads_no_manifest_twice_and_goes_on_after_the_last_key(archive: Archive, tmp_path: Path) -> None:
+    """`pisar resume` of a IIIF listing: recorded manifests are not fetched or recorded again, and the
+    canvases' objects come again from just after the last key the interrupted listing wrote."""
+    from pisar.catalog.db import ensure_ready
+    from pisar.producer.submit import SubmitRequest, create_campaign
+    from pisar.storage import KeyRange
+
+    settings = Settings(catalog_path=tmp_path / "c.db", iiif_allow_networks=ARCHIVE_NETWORK)
+    ensure_ready(settings.catalog_url, auto_upgrade=True)
+    model = Path(__file__).parents[1] / "models" / "demo"
+    request = SubmitRequest(f"{archive.static}/collection.json", str(model), "resumed", 20, "q", layout="xml")
+    campaign, listed = create_campaign(settings, request)
+    assert listed.keys == 2 * (44 + 6)
+    storage = open_storage(campaign.source_url, settings, campaign.id)
+    everything = [key for page in storage.list_range(KeyRange(""), None) for key in page]
+    assert len(everything) == 8 and len(set(everything)) == 8  # 4 canvases, each its image and its layout
+    after = everything[4]  # an interrupted listing wrote up to a canvas's image, not yet its layout
+    assert [key for page in storage.list_range(KeyRange(""), after) for key in page] == everything[5:]
+    assert storage.client.traffic.requests["manifest"] == 2  # the collection, walked again each time; no manifest
+    with get_engine(settings.catalog_url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(IiifManifest.__table__)).scalar_one() == 2
