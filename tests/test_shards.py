@@ -290,7 +290,7 @@ def test_heartbeat_keeps_a_lease_alive_and_notices_when_it_is_taken(settings: Se
     first = shard_ids(settings, campaign.id)[0]
     held = shards.claim(settings.catalog_url, first, "w1", lease_seconds=10, max_attempts=3)
     claimed_until = lease_of(settings, first).lease_until
-    with LeaseKeeper(settings.catalog_url, held, lease_seconds=10, interval=0.1) as lease:
+    with LeaseKeeper.for_shard(settings.catalog_url, held, lease_seconds=10, interval=0.1) as lease:
         import time
 
         time.sleep(0.5)

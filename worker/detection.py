@@ -11,9 +11,9 @@ worker gives the scan back without spending one; a node whose detector cannot lo
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from sqlalchemy import select
 
@@ -28,8 +28,10 @@ from pisar.settings import Settings
 from pisar.sources.detected_pages import page_key, scan_frame
 from pisar.storage import OpenStorages
 from pisar.worker import stopping
+from pisar.worker.lease import LeaseKeeper
 from pisar.worker.outcomes import Outcome, ShardOutcome
 from pisar.worker.serving import NodeHealth
+from pisar.worker.settle import settle
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +79,15 @@ class PageRunner:
         except LineError as exc:  # the scan itself: the same bytes would fail again
             return ShardOutcome(page_id, self._fail(held, exc, final=True), error=str(exc), attempts=held.attempts)
         except stopping.WorkerStopping as exc:
-            pages.release(self.url, held)
+            self._release(held)
             return ShardOutcome(page_id, Outcome.STOPPED, error=str(exc))
         except FatalError as exc:
-            pages.release(self.url, held)
+            self._release(held)
             self.node.cannot_serve(exc)
             return ShardOutcome(page_id, Outcome.BROKEN, error=str(exc))
         except Exception as exc:
             if is_outage(exc):
-                pages.release(self.url, held)
+                self._release(held)
                 return ShardOutcome(page_id, Outcome.STALLED, error=f"{type(exc).__name__}: {exc}")
             return ShardOutcome(page_id, self._fail(held, exc, final=False), error=str(exc), attempts=held.attempts)
         except BaseException:
@@ -102,7 +104,7 @@ class PageRunner:
         data = self._storages.of(source_url, held.campaign_id).read(file_key)
         scan = decode_line(data, self.limits, frame)
         detector = self._loaded(held.detector)
-        with _Renewing(self.url, held, self.settings.lease_seconds):
+        with LeaseKeeper.for_scan(self.url, held, self.settings.lease_seconds):
             found = detector.detect(scan.line)
         from pisar.detect.page_xml import page_xml
 
@@ -121,8 +123,14 @@ class PageRunner:
         log.info("%s: %s lines detected in %.1fs", held.key, len(facts.line_ids), facts.seconds)
         return Outcome.DONE
 
+    def _release(self, held: PageClaim) -> None:
+        """Give the scan back (attempt refunded), retrying through a catalog outage for up to its lease."""
+        settle(partial(pages.release, self.url, held), self.settings.lease_seconds, held.key)
+
     def _fail(self, held: PageClaim, exc: BaseException, *, final: bool) -> Outcome:
-        state = pages.fail(self.url, held, exc, self.settings.max_attempts, final=final)
+        state = settle(
+            partial(pages.fail, self.url, held, exc, self.settings.max_attempts, final=final), self.settings.lease_seconds, held.key
+        )
         log.warning("%s: detection failed (%s): %s: %s", held.key, state or "fenced", type(exc).__name__, exc)
         if state is None:
             return Outcome.FENCED
@@ -138,28 +146,3 @@ class PageRunner:
         table = Campaign.__table__
         with get_engine(self.url).connect() as conn:
             return conn.execute(select(table.c.source_url).where(table.c.id == campaign_id)).scalar_one()
-
-
-class _Renewing:
-    """Renews a scan's lease every third of it while the detector runs."""
-
-    def __init__(self, url: str, held: PageClaim, lease_seconds: int) -> None:
-        self.url, self.held, self.every = url, held, lease_seconds / 3
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="pisar-page-lease", daemon=True)
-
-    def __enter__(self) -> _Renewing:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                if not pages.renew(self.url, self.held, int(self.every * 3)):
-                    return
-            except Exception as exc:  # an outage: the next tick tries again
-                log.warning("%s: lease renewal failed (%s)", self.held.key, type(exc).__name__)

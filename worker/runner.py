@@ -38,6 +38,7 @@ from pisar.worker.outcomes import Outcome, ShardOutcome
 from pisar.worker.process_settings import apply_process_settings
 from pisar.worker.rows import shard_rows
 from pisar.worker.serving import NodeHealth
+from pisar.worker.settle import settle
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class ShardRunner:
 
     def _read_and_commit(self, held: Claim) -> ShardOutcome:
         """Read and commit a claimed shard; the heartbeat renews its lease throughout, the commit included."""
-        with LeaseKeeper(self.catalog_url, held, self.settings.lease_seconds) as lease:
+        with LeaseKeeper.for_shard(self.catalog_url, held, self.settings.lease_seconds) as lease:
             campaign = self._campaign(held.campaign_id)  # the catalog, not the message, says whose shard it is
             if held.model_id:  # `retry --model`: this shard runs with another model
                 campaign.model_id, campaign.model_revision = held.model_id, held.model_revision or ""
@@ -157,7 +158,7 @@ class ShardRunner:
 
     def _release(self, held: Claim, outcome: Outcome, exc: BaseException) -> ShardOutcome:
         """Give the shard back (queued, attempt refunded) for its message to be sent again."""
-        released = self._settle(partial(shards.release, self.catalog_url, held))
+        released = self._settle(partial(shards.release, self.catalog_url, held), held)
         after = "released for another run" if released else "a newer claim holds it" if released is False else "not released"
         log.warning("%s: %s (%s); %s", held.name, _describe(exc), outcome.value, after)
         return ShardOutcome(held.shard_id, outcome, error=_describe(exc), attempts=held.attempts - 1)
@@ -165,27 +166,14 @@ class ShardRunner:
     def _fail(self, held: Claim, exc: BaseException) -> ShardOutcome:
         """Record the shard's own failure: failed (retried) or quarantined at the last attempt."""
         message = _describe(exc)
-        state = self._settle(partial(shards.fail, self.catalog_url, held, message, self.settings.max_attempts))
+        state = self._settle(partial(shards.fail, self.catalog_url, held, message, self.settings.max_attempts), held)
         log.warning("%s attempt %s failed (%s): %s", held.name, held.attempts, state or "fenced", message, exc_info=exc)
         outcome = {shards.FAILED: Outcome.FAILED, shards.QUARANTINED: Outcome.QUARANTINED}.get(state, Outcome.FENCED)  # type: ignore[arg-type]
         return ShardOutcome(held.shard_id, outcome, error=message, attempts=held.attempts)
 
-    def _settle(self, move: Callable[[], T]) -> T | None:
-        """Run a move of a held shard, retrying through a catalog outage for up to one lease.
-
-        Past that the lease has expired and the reaper moves the shard instead; ``None`` then.
-        """
-        deadline = time.monotonic() + self.settings.lease_seconds
-        wait = 0.5
-        while True:
-            try:
-                return move()
-            except Exception as exc:
-                if not is_outage(exc) or time.monotonic() + wait > deadline:
-                    log.error("cannot record the shard's state (%s); its lease will expire and the reaper moves it", _describe(exc))
-                    return None
-                time.sleep(wait)
-                wait = min(wait * 2, 5.0)
+    def _settle(self, move: Callable[[], T], held: Claim) -> T | None:
+        """Run a move of a held shard, retrying through a catalog outage for up to one lease (``worker/settle.py``)."""
+        return settle(move, self.settings.lease_seconds, held.name)
 
     def _campaign(self, campaign_id: int) -> Campaign:
         with Session(get_engine(self.catalog_url)) as session:
