@@ -26,6 +26,7 @@ from pisar.catalog import shards
 from pisar.catalog.bulk import insert_pending_lines
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Line, LineHistory, LineStatus, Page, ShardState, utcnow
+from pisar.catalog.publishing import pick_pending
 from pisar.catalog.shard_moves import Transition
 from pisar.errors import WorkerCrash
 from pisar.layout import line_key, split_line_key
@@ -112,16 +113,8 @@ def publish_next(url: str, queue: str, priority: int, limit: int) -> list[Publis
     campaign, then key order); two feeders never pick the same scan (``FOR UPDATE SKIP LOCKED``)."""
     if limit <= 0:
         return []
-    candidates = (
-        select(_PAGE.c.id)
-        .join(_CAMPAIGN, _CAMPAIGN.c.id == _PAGE.c.campaign_id)
-        .where(_CAMPAIGN.c.queue == queue, _CAMPAIGN.c.priority == priority, _PAGE.c.state == PENDING.value)
-        .order_by(_PAGE.c.campaign_id, _PAGE.c.key)
-        .limit(limit)
-        .with_for_update(of=_PAGE, skip_locked=True)
-    )
     with get_engine(url).begin() as conn:
-        ids = list(conn.execute(candidates).scalars())
+        ids = pick_pending(conn, _PAGE, _PAGE.c.key, queue, priority, limit)
         if not ids:
             return []
         conn.execute(_move("publish", _PAGE.c.id.in_(ids)).values(queued_at=utcnow()))

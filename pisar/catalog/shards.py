@@ -26,6 +26,7 @@ from pisar.catalog.bulk import LineResult, upsert_line_results
 from pisar.catalog.codecs import flag_pattern, has_flag_sql
 from pisar.catalog.db import get_engine, limit_transaction
 from pisar.catalog.models import Campaign, Line, LineStatus, Shard, ShardState, utcnow
+from pisar.catalog.publishing import pick_pending
 from pisar.catalog.shard_moves import MOVES, Move
 from pisar.catalog.shard_values import Claim, Expired, Published, RunFacts, Skipped, shard_name
 from pisar.constants import WORKER_LOST
@@ -116,16 +117,8 @@ def publish_next(url: str, queue: str, priority: int, limit: int) -> list[Publis
     """
     if limit <= 0:
         return []
-    candidates = (
-        select(_SHARD.c.id)
-        .join(_CAMPAIGN, _CAMPAIGN.c.id == _SHARD.c.campaign_id)
-        .where(_CAMPAIGN.c.queue == queue, _CAMPAIGN.c.priority == priority, _SHARD.c.state == PENDING.value)
-        .order_by(_SHARD.c.campaign_id, _SHARD.c.index)
-        .limit(limit)
-        .with_for_update(of=_SHARD, skip_locked=True)
-    )
     with get_engine(url).begin() as conn:
-        ids = list(conn.execute(candidates).scalars())
+        ids = pick_pending(conn, _SHARD, _SHARD.c.index, queue, priority, limit)
         if not ids:
             return []
         conn.execute(_move(Move.PUBLISH, _SHARD.c.id.in_(ids)).values(queued_at=utcnow()))
