@@ -626,3 +626,107 @@ def test_a_resumed_listing_reads_no_manifest_twice_and_goes_on_after_the_last_ke
     assert storage.client.traffic.requests["manifest"] == 2  # the collection, walked again each time; no manifest
     with get_engine(settings.catalog_url).connect() as conn:
         assert conn.execute(select(func.count()).select_from(IiifManifest.__table__)).scalar_one() == 2
+
+
+def test_manifests_as_archives_write_them_are_read_whatever_their_shape() -> None:
+    """Label language maps, a service given as a list, a string or v2's object, an ALTO file linked by
+    ``rendering``, an image without a service, v2 collections listing manifests, and manifests embedded whole."""
+    v3 = {
+        "@context": ["http://www.w3.org/ns/anno.jsonld", "http://iiif.io/api/presentation/3/context.json"],
+        "id": "https://a.example/m3",
+        "type": "Manifest",
+        "label": {"ru": ["Опись 1"], "en": ["Inventory 1"]},
+        "items": [
+            {
+                "id": "https://a.example/c1",
+                "type": "Canvas",
+                "label": {"none": ["л. 1"]},
+                "width": 2000,
+                "height": 3000,
+                "items": [
+                    {
+                        "type": "AnnotationPage",
+                        "items": [
+                            {
+                                "type": "Annotation",
+                                "motivation": "painting",
+                                "body": {
+                                    "id": "https://img.example/1/full/max/0/default.jpg",
+                                    "type": "Image",
+                                    "service": [{"@id": "https://img.example/1", "@type": "ImageService2", "profile": "level2"}],
+                                },
+                            }
+                        ],
+                    }
+                ],
+                "rendering": [{"id": "https://a.example/alto/1.xml", "type": "Text", "format": "application/alto+xml"}],
+            },
+            {
+                "id": "https://a.example/c2",
+                "type": "Canvas",
+                "items": [
+                    {
+                        "type": "AnnotationPage",
+                        "items": [
+                            {
+                                "type": "Annotation",
+                                "motivation": "painting",
+                                "body": {"id": "https://img.example/plain/2.jpg", "type": "Image"},
+                            }
+                        ],
+                    }
+                ],
+                "seeAlso": [{"id": "https://a.example/about.html", "format": "text/html"}],
+            },
+        ],
+    }
+    manifest = read_document(json.dumps(v3).encode(), "https://a.example/m3", MB)
+    assert isinstance(manifest, Manifest) and (manifest.version, manifest.label) == (3, "Опись 1")
+    first, second = manifest.canvases
+    assert (first.label, first.width, first.service, first.service_version, first.layout) == (
+        "л. 1",
+        2000,
+        "https://img.example/1",
+        2,
+        "https://a.example/alto/1.xml",
+    )
+    assert (second.service, second.image, second.layout, second.width) == (None, "https://img.example/plain/2.jpg", None, None)
+    v2 = {
+        "@context": "http://iiif.io/api/presentation/2/context.json",
+        "@id": "https://a.example/top",
+        "@type": "sc:Collection",
+        "collections": [{"@id": "https://a.example/sub", "@type": "sc:Collection"}],
+        "manifests": [
+            {"@id": "https://a.example/m1", "@type": "sc:Manifest"},
+            {
+                "@id": "https://a.example/m2",
+                "@type": "sc:Manifest",
+                "label": "whole",
+                "sequences": [
+                    {
+                        "canvases": [
+                            {
+                                "@id": "https://a.example/m2/c1",
+                                "images": [
+                                    {
+                                        "resource": {
+                                            "@id": "https://img.example/9/full/full/0/default.jpg",
+                                            "service": "https://img.example/9/info.json",
+                                        }
+                                    }
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            },
+        ],
+    }
+    collection = read_document(json.dumps(v2).encode(), "https://a.example/top", MB)
+    assert isinstance(collection, Collection) and collection.members == ["https://a.example/sub", "https://a.example/m1"]
+    (embedded,) = collection.embedded
+    assert embedded.canvases[0].service == "https://img.example/9" and embedded.canvases[0].service_version == 2
+    with pytest.raises(UnreadableManifest, match="neither a Manifest nor a Collection"):
+        read_document(b'{"type": "Canvas", "id": "x"}', "x", MB)
+    with pytest.raises(UnreadableManifest, match="not a IIIF manifest"):
+        read_document(b"[1, 2]", "x", MB)
