@@ -440,6 +440,9 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
             canvas_v3(f"{base}/hostile/canvas/{n}", name, size, url, layout) for n, (name, url) in enumerate(services.items(), start=1)
         ]
         write_json(archive.static_dir / "hostile" / "manifest.json", manifest_v3(f"{base}/hostile/manifest.json", "Hostile", items))
+        write_json(
+            archive.static_dir / "hostile" / "collection.json", collection_v3(f"{base}/hostile/collection.json", ["file:///etc/passwd"])
+        )
         sources = tmp_path / "manifests.txt"
         sources.write_text(
             "\n".join(
@@ -449,6 +452,7 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
                     f"{server.url}/deep",
                     f"{server.url}/huge",
                     f"{base}/missing.json",
+                    f"{base}/hostile/collection.json",  # names a local file as its member
                 ]
             )
             + "\n"
@@ -491,12 +495,13 @@ def test_hostile_manifests_and_servers_end_in_recorded_outcomes(
             f"{server.url}/deep": "UnreadableManifest",
             f"{server.url}/huge": "ResponseTooLarge",
             f"{base}/missing.json": "MissingObject",
+            "file:///etc/passwd": "UnreadableManifest",
         }
         report = json.loads(run_pisar(["status", "hostile", "--json"], env).stdout)
-        assert report["manifests"] == {"read": 1, "not_read": 4, "canvases": 6}
+        assert report["manifests"] == {"read": 1, "not_read": 5, "canvases": 6}
         assert {row["url"]: row["error_class"] for row in report["manifest_problems"]} == errors
         shown = run_pisar(["status", "hostile"], env)
-        assert "manifests 1 read, 4 not read; 6 canvases" in shown.stdout and "UnreadableManifest" in shown.stdout
+        assert "manifests 1 read, 5 not read; 6 canvases" in shown.stdout and "UnreadableManifest" in shown.stdout
     finally:
         inside.close()
         server.close()

@@ -110,9 +110,9 @@ class IiifStorage:
             self._match_layouts(campaign_id)
         # Resumed after a canvas's object: from that canvas on, less its objects listed already (a
         # canvas's objects follow each other; canvases go in key order, whatever their objects' order)
-        last_page, listed = page_of(after) if after else (None, "")
+        last_page = page_of(after)[0] if after else None
         for rows in canvases.canvas_pages(self.settings.catalog_url, campaign_id, last_page):
-            page = [key for row in rows for key in _objects(row) if not (row.key == last_page and key <= after)]  # type: ignore[operator]
+            page = [key for row in rows for key in _objects(row) if row.key != last_page or key > (after or "")]
             if page:
                 yield page
 
@@ -127,8 +127,10 @@ class IiifStorage:
         page, suffix = page_of(key)
         canvas = self.canvas(page)
         if suffix == LAYOUT_SUFFIX:
-            layouts = self._layouts() if canvas.layout_key else None
-            if layouts is not None and canvas.layout_key:
+            if canvas.layout_key:  # a file of the campaign's --layouts folder, matched to this canvas
+                layouts = self._layouts()
+                if layouts is None:
+                    raise MissingObject(f"{canvas.canvas_id}: the campaign names no layouts folder for {canvas.layout_key}")
                 return layouts.read(canvas.layout_key)
             if canvas.layout is None:
                 raise MissingObject(f"{canvas.canvas_id} links no PAGE or ALTO file")
@@ -261,7 +263,8 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
         if location in done:
             continue
         try:
-            document = read_document(_fetch(location, client, settings), location, settings.iiif_max_manifest_bytes)
+            local = depth == 0 and location in inputs  # only the source's own file is read from disk; what it names is fetched
+            document = read_document(_fetch(location, client, settings, local), location, settings.iiif_max_manifest_bytes)
             if isinstance(document, Collection):
                 if depth >= settings.iiif_max_collection_depth:
                     raise UnreadableManifest(f"{location}: collections nested deeper than {settings.iiif_max_collection_depth}")
@@ -281,13 +284,20 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
             done.add(location)
 
 
-def _fetch(location: str, client: IiifClient, settings: Settings) -> bytes:
+def _fetch(location: str, client: IiifClient, settings: Settings, local: bool) -> bytes:
+    """A manifest's or collection's bytes: over http(s), or from disk for the source's own file only
+    (a collection naming ``file:///etc/passwd`` or a path gets that member's error, not the file)."""
     if location.startswith(("http://", "https://")):
         return client.get(location, settings.iiif_max_manifest_bytes, "manifest", "application/ld+json, application/json")
-    size = Path(location).stat().st_size
-    if size > settings.iiif_max_manifest_bytes:
-        raise UnreadableManifest(f"{location}: {size:,} bytes, more than a manifest's {settings.iiif_max_manifest_bytes:,}")
-    return Path(location).read_bytes()
+    if not local:
+        raise UnreadableManifest(f"{location!r}: a collection's member must be an http(s) URL")
+    try:
+        size = Path(location).stat().st_size
+        if size > settings.iiif_max_manifest_bytes:
+            raise UnreadableManifest(f"{location}: {size:,} bytes, more than a manifest's {settings.iiif_max_manifest_bytes:,}")
+        return Path(location).read_bytes()
+    except OSError as exc:
+        raise UnreadableManifest(f"{location}: {exc.strerror or exc}") from None
 
 
 def _record(url: str, campaign_id: int, ordinal: int, manifest: Manifest, slugs: set[str]) -> None:
