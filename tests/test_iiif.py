@@ -183,6 +183,8 @@ def test_a_busy_server_is_waited_for_and_a_hanging_one_given_up(archive: Archive
         info = client.get(f"{server.url}/busy/3.0_pil/pasted/info.json", MB, "info")
         assert json.loads(info)["width"] == archive.sizes["pasted"][0]
         assert server.hits["/busy/3.0_pil/pasted/info.json"] == 2 and time.monotonic() - started >= 1.0  # Retry-After: 1 obeyed
+        ((agent, encoding),) = server.agents  # every request says who asks, and asks for nothing compressed
+        assert agent.startswith("Pisar/") and encoding == "identity"
         with pytest.raises(FetchFailed, match="no answer in time"):
             client.get(f"{server.url}/hang", MB, "info")
         assert server.hits["/hang"] == 2

@@ -113,7 +113,8 @@ class IiifClient:
             num_pools=64,
             maxsize=self.limits.host_connections,
             block=True,
-            headers={"User-Agent": self.limits.user_agent},
+            # identity: a compressed body is counted against its cap only as it is inflated, so none is asked for
+            headers={"User-Agent": self.limits.user_agent, "Accept-Encoding": "identity"},
             retries=False,
             timeout=urllib3.Timeout(connect=self.limits.connect_timeout, read=self.limits.read_timeout),
         )
@@ -164,7 +165,8 @@ class IiifClient:
 
     def _request(self, url: str, max_bytes: int, accept: str, deadline: float) -> tuple[int, bytes, str | None, float | None]:
         started = time.monotonic()
-        response = self._pool.request("GET", url, headers={"Accept": accept}, preload_content=False, redirect=False)
+        headers = {**self._pool.headers, "Accept": accept}  # given headers replace the pool's: these carry them
+        response = self._pool.request("GET", url, headers=headers, preload_content=False, redirect=False)
         try:
             location = response.headers.get("Location") if response.status in (301, 302, 303, 307, 308) else None
             retry_after = _retry_after(response.headers.get("Retry-After"))

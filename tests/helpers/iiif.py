@@ -198,6 +198,7 @@ class Misbehaving(http.server.ThreadingHTTPServer):
         super().__init__((ARCHIVE_HOST, free_port()), _Handler)
         self.upstream = upstream
         self.hits: Counter[str] = Counter()
+        self.agents: set[tuple[str, str]] = set()  # (User-Agent, Accept-Encoding) of the requests seen
         self.stop_hanging = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
@@ -221,6 +222,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path
         self.server.hits[path.split("?", 1)[0]] += 1
+        self.server.agents.add((self.headers.get("User-Agent", ""), self.headers.get("Accept-Encoding", "")))
         if path.startswith("/busy/"):
             if self.server.hits[path.split("?", 1)[0]] == 1:
                 return self._send(429, b"slow down", {"Retry-After": "1"})
