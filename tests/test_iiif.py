@@ -153,6 +153,13 @@ def test_info_and_image_requests_keep_to_the_servers_limits(archive: Archive) ->
         url, size = image_url(info, image_format="png")
         assert size == archive.sizes["pasted"] and url.endswith(("/full/max/0/default.png", "/full/full/0/default.png"))
         assert Image.open(__import__("io").BytesIO(client.get(url, 64 * MB, "image"))).size == size
+    v2_profile = {
+        "@context": "http://iiif.io/api/image/2/context.json",
+        "width": 4000,
+        "height": 3000,
+        "profile": ["http://iiif.io/api/image/2/level2.json", {"maxWidth": 2000}],
+    }
+    assert read_info(json.dumps(v2_profile).encode(), "https://x/i", None) == ImageInfo("https://x/i", 2, 4000, 3000, max_width=2000)
     capped = ImageInfo("https://x/i", 3, 4000, 3000, max_width=2000)
     assert allowed_size(capped, 4000, 3000) == (2000, 1500)
     assert image_url(capped)[0] == "https://x/i/full/2000,1500/0/default.jpg"

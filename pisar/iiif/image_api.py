@@ -50,7 +50,9 @@ def read_info(data: bytes, service: str, version: int | None) -> ImageInfo:
     width, height = document.get("width"), document.get("height")
     if not (_positive(width) and _positive(height)):
         raise UnreadableInfo(f"{service}/info.json gives no width and height")
-    limits = {name: document.get(name) for name in ("maxWidth", "maxHeight", "maxArea")}
+    # 3.0 puts the limits at the top; 2.x in the profile's description object (``profile: [uri, {...}]``)
+    described = [p for p in document.get("profile", []) if isinstance(p, dict)] if isinstance(document.get("profile"), list) else []
+    limits = {name: next((d[name] for d in (document, *described) if name in d), None) for name in ("maxWidth", "maxHeight", "maxArea")}
     return ImageInfo(
         service,
         version or 2,
