@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pisar.iiif.presentation import UnreadableManifest, load_json
+from pisar.iiif.presentation import UnreadableManifest, as_list, load_json
 
 INFO_MAX_BYTES = 1 << 20
 
@@ -38,11 +38,7 @@ class ImageInfo:
 def read_info(data: bytes, service: str, version: int | None) -> ImageInfo:
     """Parse ``info.json``; its own context decides the version where it says."""
     document: dict[str, Any] = load_json(data, f"{service}/info.json", INFO_MAX_BYTES)
-    contexts = " ".join(
-        c
-        for c in (document.get("@context") if isinstance(document.get("@context"), list) else [document.get("@context")])
-        if isinstance(c, str)
-    )
+    contexts = " ".join(c for c in as_list(document.get("@context")) if isinstance(c, str))
     if "image/3" in contexts:
         version = 3
     elif "image/2" in contexts:
@@ -51,7 +47,7 @@ def read_info(data: bytes, service: str, version: int | None) -> ImageInfo:
     if not (_positive(width) and _positive(height)):
         raise UnreadableInfo(f"{service}/info.json gives no width and height")
     # 3.0 puts the limits at the top; 2.x in the profile's description object (``profile: [uri, {...}]``)
-    described = [p for p in document.get("profile", []) if isinstance(p, dict)] if isinstance(document.get("profile"), list) else []
+    described = [p for p in as_list(document.get("profile")) if isinstance(p, dict)]
     limits = {name: next((d[name] for d in (document, *described) if name in d), None) for name in ("maxWidth", "maxHeight", "maxArea")}
     return ImageInfo(
         service,

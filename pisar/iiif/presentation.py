@@ -129,7 +129,8 @@ def _id(value: Any) -> str:
     return ""
 
 
-def _list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
+    """A JSON-LD value that may be one item or a list, as a list."""
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
@@ -156,10 +157,10 @@ def _int(value: Any) -> int | None:
 
 def _manifest(document: dict[str, Any], url: str, version: int) -> Manifest:
     if version == 3:
-        raw = _list(document.get("items"))
+        raw = as_list(document.get("items"))
     else:
-        sequences = _list(document.get("sequences"))
-        raw = _list(sequences[0].get("canvases")) if sequences and isinstance(sequences[0], dict) else []
+        sequences = as_list(document.get("sequences"))
+        raw = as_list(sequences[0].get("canvases")) if sequences and isinstance(sequences[0], dict) else []
     if len(raw) > MAX_CANVASES:
         raise UnreadableManifest(f"{url}: {len(raw):,} canvases, more than {MAX_CANVASES:,}")
     canvases = [_canvas(item, n, url, version) for n, item in enumerate((c for c in raw if isinstance(c, dict)), start=1)]
@@ -170,17 +171,17 @@ def _manifest(document: dict[str, Any], url: str, version: int) -> Manifest:
 def _canvas(item: dict[str, Any], ordinal: int, base: str, version: int) -> Canvas:
     bodies = []
     if version == 3:
-        for page in _list(item.get("items")):
-            for annotation in _list(page.get("items") if isinstance(page, dict) else None):
+        for page in as_list(item.get("items")):
+            for annotation in as_list(page.get("items") if isinstance(page, dict) else None):
                 if isinstance(annotation, dict) and annotation.get("motivation", "painting") == "painting":
-                    bodies.extend(b for b in _list(annotation.get("body")) if isinstance(b, dict))
+                    bodies.extend(b for b in as_list(annotation.get("body")) if isinstance(b, dict))
     else:
-        for annotation in _list(item.get("images")):
+        for annotation in as_list(item.get("images")):
             if isinstance(annotation, dict):
-                bodies.extend(b for b in _list(annotation.get("resource")) if isinstance(b, dict))
+                bodies.extend(b for b in as_list(annotation.get("resource")) if isinstance(b, dict))
     service, service_version, image = None, None, None
     for body in bodies:
-        for candidate in _list(body.get("service")):
+        for candidate in as_list(body.get("service")):
             found = _service(candidate)
             if found is not None:
                 service, service_version = found
@@ -208,8 +209,8 @@ def _service(value: Any) -> tuple[str, int] | None:
     if not isinstance(value, dict):
         return None
     kind = str(value.get("type", value.get("@type", "")))
-    contexts = " ".join(c for c in _list(value.get("@context")) if isinstance(c, str))
-    profile = " ".join(p for p in _list(value.get("profile")) if isinstance(p, str))
+    contexts = " ".join(c for c in as_list(value.get("@context")) if isinstance(c, str))
+    profile = " ".join(p for p in as_list(value.get("profile")) if isinstance(p, str))
     if kind == "ImageService3" or "image/3" in contexts:
         version = 3
     elif kind == "ImageService2" or "image/2" in contexts or "image/2" in profile:
@@ -224,13 +225,13 @@ def _service(value: Any) -> tuple[str, int] | None:
 
 def _layout_link(item: dict[str, Any], base: str) -> str | None:
     """The first PAGE or ALTO file the canvas links by ``seeAlso`` or ``rendering``."""
-    for link in (*_list(item.get("seeAlso")), *_list(item.get("rendering"))):
+    for link in (*as_list(item.get("seeAlso")), *as_list(item.get("rendering"))):
         target = _id(link)
         if not target:
             continue
         if isinstance(link, dict):
             form = str(link.get("format", "")).lower()
-            profile = " ".join(str(p) for p in _list(link.get("profile"))).lower()
+            profile = " ".join(str(p) for p in as_list(link.get("profile"))).lower()
             if form in _LAYOUT_FORMATS or "primaresearch.org/page" in profile or "alto" in profile or "page" in profile:
                 return _absolute(base, target)
         if target.lower().split("?", 1)[0].endswith(".xml"):
@@ -242,9 +243,9 @@ def _collection(document: dict[str, Any], url: str, version: int) -> Collection:
     members: list[str] = []
     embedded: list[Manifest] = []
     if version == 3:
-        entries = _list(document.get("items"))
+        entries = as_list(document.get("items"))
     else:
-        entries = [*_list(document.get("collections")), *_list(document.get("manifests")), *_list(document.get("members"))]
+        entries = [*as_list(document.get("collections")), *as_list(document.get("manifests")), *as_list(document.get("members"))]
     for entry in entries:
         if isinstance(entry, dict) and _type(entry) == "manifest" and (entry.get("items") or entry.get("sequences")):
             embedded.append(_manifest(entry, _id(entry) or url, version))
