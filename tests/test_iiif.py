@@ -32,7 +32,7 @@ from pisar.iiif.presentation import Collection, Manifest, UnreadableManifest, re
 from pisar.iiif.storage import slug_of
 from pisar.settings import Settings
 from pisar.storage import open_storage
-from tests.helpers.cli import read_jsonl, run_pisar, wait_until
+from tests.helpers.cli import assert_one_line_error, read_jsonl, run_pisar, wait_until
 from tests.helpers.iiif import (
     ARCHIVE_NETWORK,
     CAPPED_WIDTH,
@@ -744,3 +744,21 @@ def test_manifests_as_archives_write_them_are_read_whatever_their_shape() -> Non
         read_document(b'{"type": "Canvas", "id": "x"}', "x", MB)
     with pytest.raises(UnreadableManifest, match="not a IIIF manifest"):
         read_document(b"[1, 2]", "x", MB)
+
+
+def test_a_manifest_that_cannot_be_had_is_one_readable_line(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    """No traceback: a host that does not resolve stops the listing (resumable), a forbidden one leaves nothing to read."""
+    model = str(Path(__file__).parents[1] / "models" / "demo")
+    unresolvable = run_pisar(
+        ["run", "https://iiif.invalid/book/manifest.json", "--layout", "xml", "--model", model, "-o", str(tmp_path / "a.jsonl")],
+        embedded_env,
+    )
+    assert_one_line_error(unresolvable, "cannot resolve iiif.invalid")
+    forbidden = run_pisar(
+        ["run", "http://169.254.169.254/manifest.json", "--layout", "xml", "--model", model, "-o", str(tmp_path / "b.jsonl")], embedded_env
+    )
+    assert_one_line_error(forbidden, "ForbiddenAddress: 169.254.169.254 resolves to 169.254.169.254, a link-local address")
+    listing = tmp_path / "list.txt"
+    listing.write_text("https://a.example/m.json\n/etc/passwd\n")
+    refused = run_pisar(["run", str(listing), "--layout", "xml", "--model", model, "-o", str(tmp_path / "c.jsonl")], embedded_env)
+    assert_one_line_error(refused, "line 2: '/etc/passwd' is not a manifest URL")

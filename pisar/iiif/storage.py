@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from pisar.catalog import canvases
 from pisar.catalog.canvases import CanvasRow
-from pisar.errors import ConfigError, LineError, MissingObject, NotFound
+from pisar.errors import ConfigError, LineError, MissingObject, NotFound, ServiceUnavailable, TransientError
 from pisar.iiif.addresses import AddressPolicy, parse_networks
 from pisar.iiif.client import ClientLimits, IiifClient
 from pisar.iiif.image_api import INFO_MAX_BYTES, ImageInfo, image_url, read_info
@@ -282,6 +282,8 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
             ordinal += 1
             canvases.record_manifest(url, campaign_id, ordinal, location, error_class=exc.error_class, error=str(exc))
             done.add(location)
+        except TransientError as exc:  # the listing stops here, resumable: say so in one line
+            raise ServiceUnavailable(f"listing {location}: {exc}; run the same command again, or `pisar resume`, once it answers") from None
 
 
 def _fetch(location: str, client: IiifClient, settings: Settings, local: bool) -> bytes:
