@@ -10,6 +10,10 @@ per image as the worker does), per line; the wall seconds on this side (median o
 the server's CPU seconds (its process's user + system time over the run), since a region request
 makes the server decode its source image again. The lines themselves are decoded and cut as the
 worker cuts them (``crop_line``, box), so both modes deliver the same pixels' worth of lines.
+
+Quality: the demo model (``--model``) reads the pasted page's 24 held-out lines cut from the file itself,
+from the page served as PNG (lossless) and as JPEG (``PISAR_IIIF_IMAGE_FORMAT``'s default: the
+server re-encodes the page), against their ground truth: what asking for JPEG costs in CER.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_paths import PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
+from bench_paths import DEMO_MODEL, PRINT_LINES, REPO  # bench/ is on sys.path when a script here runs
 from worker_path import report  # bench/ is on sys.path when a script here runs
 
 sys.path.insert(0, str(REPO))
@@ -30,19 +34,58 @@ sys.path.insert(0, str(REPO))
 TRANSKRIBUS = "170025120000003,0074"
 
 
-def _pages(folder: Path) -> dict[str, bytes]:
-    """The served images (identifier -> file) and their layouts."""
+def _pages(folder: Path) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The served images (identifier -> file), their layouts, and the pasted page's true text by line id."""
     from PIL import Image
 
     from tests.helpers.pages import page_xml, pasted_page, rectangle
 
     kraken = REPO / "tests" / "data" / "pages"
     (folder / "kraken.jpg").write_bytes((kraken / f"{TRANSKRIBUS}.jpg").read_bytes())
-    paths = [p for p in sorted(PRINT_LINES.glob("*.png")) if Image.open(p).width < 2300][:24]
+    from pisar.train.data import is_held_out
+
+    # lines the demo model never trained on (its held-out split, models/demo/README.md): it reads the others perfectly
+    paths = [p for p in sorted(PRINT_LINES.glob("*.png")) if is_held_out(p.name, 0.11) and Image.open(p).width < 2300][:24]
     canvas, placed = pasted_page(paths, seed=11)
     canvas.save(folder / "pasted.png")
     lines = [(f"l{n:02d}", rectangle(left, top, *Image.open(path).size)) for n, (path, (left, top)) in enumerate(placed)]
-    return {"kraken": (kraken / f"{TRANSKRIBUS}.xml").read_bytes(), "pasted": page_xml("pasted.png", canvas.size, lines)}
+    truth = {
+        f"l{n:02d}": path.with_name(path.name.replace(".bin.png", ".gt.txt")).read_text(encoding="utf-8").strip()
+        for n, (path, _) in enumerate(placed)
+    }
+    return {"kraken": (kraken / f"{TRANSKRIBUS}.xml").read_bytes(), "pasted": page_xml("pasted.png", canvas.size, lines)}, truth
+
+
+def _quality(client, service: str, layout, truth: dict[str, str], scan_file: Path, model: Path) -> dict[str, object]:
+    """The demo model's CER on the pasted page's lines, cut from the file itself and from the page
+    served as PNG (lossless) and as JPEG (the default: the server re-encodes the page)."""
+    import jiwer
+    from PIL import Image
+
+    from pisar import model_ref
+    from pisar.iiif.image_api import image_url, read_info
+    from pisar.page_crop import crop_line
+    from pisar.reader import LineReader
+
+    reader = LineReader(model_ref.resolve(model_ref.parse(str(model))), device="cpu", dtype="float32")
+    info = read_info(client.get(f"{service}/info.json", 1 << 20, "info"), service, 3)
+    scans = {"file": Image.open(scan_file)}
+    for image_format in ("png", "jpg"):
+        scans[f"iiif_{image_format}"] = Image.open(io.BytesIO(client.get(image_url(info, image_format=image_format)[0], 1 << 28, "image")))
+    import numpy as np
+
+    texts: dict[str, list[str]] = {}
+    for mode, scan in scans.items():
+        pixels = np.stack([reader.prepare(crop_line(scan, line, "box")) for line in layout.lines])
+        texts[mode] = [outcome.text for outcome in reader.read(pixels).outcomes]
+    references = [truth[line.line_id] for line in layout.lines]
+    return {
+        "lines": len(references),
+        "cer": {mode: round(float(jiwer.cer(references, hypotheses)), 4) for mode, hypotheses in texts.items()},
+        "same_text_as_file": {
+            mode: sum(a == b for a, b in zip(hypotheses, texts["file"], strict=True)) for mode, hypotheses in texts.items()
+        },
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -85,6 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--format", default="jpg", choices=("jpg", "png"))
+    parser.add_argument("--model", type=Path, default=DEMO_MODEL, help="reads the pasted page's lines for the quality figures")
+    parser.add_argument("--no-quality", dest="quality", action="store_false", help="leave out the CER of file, PNG and JPEG pages")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-iiif-fetch.json")
     args = parser.parse_args()
 
@@ -95,7 +140,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        layouts = {name: read_layout(data, name) for name, data in _pages(folder).items()}
+        pages, truth = _pages(folder)
+        layouts = {name: read_layout(data, name) for name, data in pages.items()}
         server = start_image_server(folder)
         try:
             figures: dict[str, object] = {"format": args.format, "runs": args.runs, "pages": {}}
@@ -131,6 +177,11 @@ def main() -> None:
                         "server_cpu_seconds": round(region["server_cpu_seconds_median"] / max(page["server_cpu_seconds_median"], 1e-3), 2),
                     },
                 }
+            if args.quality:
+                client = IiifClient(AddressPolicy(parse_networks([ARCHIVE_NETWORK])))
+                figures["quality"] = _quality(
+                    client, f"{server.url}/3.0_pil/pasted", layouts["pasted"], truth, folder / "pasted.png", args.model
+                )
         finally:
             server.stop()
     report(figures, args.out)

@@ -215,3 +215,8 @@ def test_iiif_fetch_benchmark_counts_requests_and_bytes_per_line_both_ways(tmp_p
         assert page["lines"] == region["lines"] == lines
         assert page["requests"] == 2 and region["requests"] == lines + 1  # info.json, then the page or each line's region
         assert page["bytes"] > 0 and region["bytes"] > 0
+    quality = printed["quality"]  # the demo model on the pasted page's held-out lines: file, PNG and JPEG pages
+    assert quality["lines"] == 24 and set(quality["cer"]) == {"file", "iiif_png", "iiif_jpg"}
+    assert (
+        quality["cer"]["iiif_png"] == quality["cer"]["file"] and quality["same_text_as_file"]["iiif_png"] == 24
+    )  # lossless: the file's pixels
