@@ -231,6 +231,22 @@ def test_no_request_reaches_a_forbidden_address() -> None:
     assert AddressPolicy().permits(__import__("ipaddress").ip_address("93.184.215.14"))
 
 
+def test_the_address_policy_binds_the_iiif_client_alone() -> None:
+    """Other HTTP clients in the process (botocore's, selenium's: urllib3 pool managers too) still reach
+    loopback after a IIIF client exists: its checked connections are its own, not urllib3's defaults."""
+    import urllib3
+
+    local = Misbehaving(host="127.0.0.1")
+    try:
+        client = _client(attempts=1)
+        with pytest.raises(ForbiddenAddress):
+            client.get(f"{local.url}/nothing", MB, "info")
+        assert urllib3.PoolManager().request("GET", f"{local.url}/nothing").status == 404  # reached: the server answered
+        assert local.hits["/nothing"] == 1  # the plain client's request, not the IIIF client's
+    finally:
+        local.close()
+
+
 def test_a_worker_opens_a_iiif_source_whose_listing_file_it_cannot_see(tmp_path: Path) -> None:
     """Workers read the catalog's canvases; only the producer reads the source's file (refused there if missing)."""
     storage = open_storage(f"iiif:{tmp_path}/gone.txt", Settings(catalog_path=tmp_path / "c.db"), campaign_id=1)

@@ -118,9 +118,16 @@ class IiifClient:
             retries=False,
             timeout=urllib3.Timeout(connect=self.limits.connect_timeout, read=self.limits.read_timeout),
         )
-        for scheme, pool_class in pools.items():  # every pool this manager makes opens checked connections
-            connection = _checked_connection(connections[scheme], policy)
-            self._pool.pool_classes_by_scheme[scheme] = type(f"Checked{pool_class.__name__}", (pool_class,), {"ConnectionCls": connection})
+        # Every pool this manager makes opens checked connections. The manager's map starts as urllib3's
+        # module-wide one, shared by every PoolManager in the process (botocore's, selenium's): it is
+        # replaced by this manager's own, never changed in place.
+        checked = {
+            scheme: type(
+                f"Checked{pool_class.__name__}", (pool_class,), {"ConnectionCls": _checked_connection(connections[scheme], policy)}
+            )
+            for scheme, pool_class in pools.items()
+        }
+        self._pool.pool_classes_by_scheme = {**self._pool.pool_classes_by_scheme, **checked}
 
     def get(self, url: str, max_bytes: int, kind: str, accept: str = "*/*") -> bytes:
         """The body of ``url`` (redirects followed, each hop checked), at most ``max_bytes`` long."""

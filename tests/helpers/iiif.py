@@ -33,7 +33,7 @@ def start_image_server(image_dir: Path) -> Service:
     """The reference Image API server for ``image_dir`` (identifier: a file's name without its suffix),
     Image API 2.1 under ``/2.1_pil/`` and 3.0 under ``/3.0_pil/``."""
     port = free_port()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # in the image folder's parent: the server writes iiif_testserver.pid where it runs
         [
             sys.executable,
             IIIF_TESTSERVER,
@@ -47,6 +47,7 @@ def start_image_server(image_dir: Path) -> Service:
             "2.1,3.0",
             "-q",
         ],
+        cwd=image_dir.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -194,8 +195,8 @@ class Misbehaving(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, upstream: str = "") -> None:
-        super().__init__((ARCHIVE_HOST, free_port()), _Handler)
+    def __init__(self, upstream: str = "", host: str = ARCHIVE_HOST) -> None:
+        super().__init__((host, free_port()), _Handler)
         self.upstream = upstream
         self.hits: Counter[str] = Counter()
         self.agents: set[tuple[str, str]] = set()  # (User-Agent, Accept-Encoding) of the requests seen
@@ -205,7 +206,7 @@ class Misbehaving(http.server.ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://{ARCHIVE_HOST}:{self.server_address[1]}"
+        return f"http://{self.server_address[0]}:{self.server_address[1]}"
 
     def close(self) -> None:
         self.stop_hanging.set()
