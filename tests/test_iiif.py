@@ -778,3 +778,5 @@ def test_a_manifest_that_cannot_be_had_is_one_readable_line(embedded_env: dict[s
     listing.write_text("https://a.example/m.json\n/etc/passwd\n")
     refused = run_pisar(["run", str(listing), "--layout", "xml", "--model", model, "-o", str(tmp_path / "c.jsonl")], embedded_env)
     assert_one_line_error(refused, "line 2: '/etc/passwd' is not a manifest URL")
+    training = run_pisar(["train", str(listing), "-o", str(tmp_path / "model"), "--steps", "1"], embedded_env)  # line images only
+    assert_one_line_error(training, "is a IIIF source: read it with `pisar run` or `pisar submit`")

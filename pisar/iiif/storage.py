@@ -207,8 +207,10 @@ class IiifStorage:
         return page_of(layout_key)[0] + IMAGE_SUFFIX
 
     def _campaign(self) -> int:
+        """The campaign whose canvases this storage reads; a IIIF source opened outside one (``pisar train``,
+        ``eval --gt``) is refused in one line: its pages are known only once a campaign has listed them."""
         if self.campaign_id is None:
-            raise ValueError("a IIIF storage reads the catalog's canvases: open it with the campaign's id")
+            raise ConfigError(f"{self.url} is a IIIF source: read it with `pisar run` or `pisar submit`, not here")
         return self.campaign_id
 
 
