@@ -174,7 +174,5 @@ def _manifests(url: str, campaign_id: int) -> dict[str, Any]:
     read, failed, canvas_count = canvases.manifest_counts(url, campaign_id)
     if not read and not failed:
         return {}
-    problems = [
-        {"url": m.url, "error_class": m.error_class, "error": m.error} for m in canvases.manifests(url, campaign_id) if m.error_class
-    ]
-    return {"manifests": {"read": read, "not_read": failed, "canvases": canvas_count}, "manifest_problems": problems[:20]}
+    problems = [{"url": u, "error_class": c, "error": e} for u, c, e in canvases.unread_manifests(url, campaign_id)]
+    return {"manifests": {"read": read, "not_read": failed, "canvases": canvas_count}, "manifest_problems": problems}

@@ -115,9 +115,9 @@ def create_campaign(
     log.info("campaign %s: listing %s in %s key ranges", campaign.name, storage.url, len(ranges))
     listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn)
     if not listed.keys and not listed.scans:
-        unread = [f"{m.url}: {m.error_class}: {m.error}" for m in canvases.manifests(url, campaign.id) if m.error_class]
+        unread = [f"{u}: {c}: {e}" for u, c, e in canvases.unread_manifests(url, campaign.id, limit=3)]
         _forget(url, campaign.id)
-        why = f"; manifests not read: {'; '.join(unread[:3])}" if unread else ""
+        why = f"; manifests not read: {'; '.join(unread)}" if unread else ""
         raise NotFound(f"no {line_source(request.layout).describes} under {storage.url} (skipped files: {listed.describe_skipped()}){why}")
     campaign.line_count, campaign.shard_count, campaign.skipped_files = listed.keys, listed.shards, dict(listed.skipped)
     log.info("campaign %s: %s lines in %s shards from %s", campaign.name, campaign.line_count, campaign.shard_count, storage.url)

@@ -121,6 +121,19 @@ def manifests(url: str, campaign_id: int) -> list[IiifManifest]:
         return [IiifManifest(**row._mapping) for row in conn.execute(query)]
 
 
+def unread_manifests(url: str, campaign_id: int, limit: int = 20) -> list[tuple[str, str, str | None]]:
+    """(url, error class, error) of the first ``limit`` manifests that could not be read, in source
+    order; without their neighbours' bodies, which can be megabytes each (`pisar status --watch` asks every few seconds)."""
+    with get_engine(url).connect() as conn:
+        query = (
+            select(_MANIFEST.c.url, _MANIFEST.c.error_class, _MANIFEST.c.error)
+            .where(_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.error_class.is_not(None))
+            .order_by(_MANIFEST.c.ordinal)
+            .limit(limit)
+        )
+        return [tuple(row) for row in conn.execute(query)]
+
+
 def manifest_counts(url: str, campaign_id: int) -> tuple[int, int, int]:
     """(manifests read, manifests that could not be read, canvases) of a campaign."""
     with get_engine(url).connect() as conn:
