@@ -48,6 +48,17 @@ def waiting_by_priority(client: Any, queue: str) -> dict[int, int]:
     return {priority: int(size) for (priority, _), size in zip(lists, sizes, strict=True)}
 
 
+def unacked_keys(queue: str) -> dict[str, str]:
+    """kombu's Redis keys for the messages a worker of ``queue`` holds unacknowledged.
+
+    kombu keeps one ``unacked`` set per Redis database by default, and every worker sweeps the
+    whole set with its own visibility timeout: a deployment (or a test) with a shorter timeout on
+    the same Redis would hand another queue's held messages (a shard waiting for a lease to end)
+    to a second worker. One set per queue keeps each queue's redeliveries under its own timeout.
+    """
+    return {"unacked_key": f"{queue}.unacked", "unacked_index_key": f"{queue}.unacked_index", "unacked_mutex_key": f"{queue}.unacked_mutex"}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Settings that neither lose nor duplicate work (see ARCHITECTURE.md, rule 5)."""
     return {
@@ -60,6 +71,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_interval": min(10, max(1, settings.visibility_timeout_seconds // 10)),
             "unacked_restore_throttle": 1,
             "priority_steps": list(PRIORITY_STEPS),  # one Redis list per campaign priority
+            **unacked_keys(settings.queue),
         },
         "result_backend": None,
         "task_ignore_result": True,

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, Shard
 from pisar.producer.campaigns import line_counts
-from pisar.queue import waiting_by_priority
+from pisar.queue import unacked_keys, waiting_by_priority
 from pisar.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ class CatalogCollector(Collector):
 
     def _queues(self, queues: list[str]) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("pisar_queue_depth", "Shard messages waiting in each Redis queue", labels=["queue"])
-        unacked = GaugeMetricFamily("pisar_queue_unacked", "Messages delivered to a worker and not yet acknowledged")
+        unacked = GaugeMetricFamily(
+            "pisar_queue_unacked", "Messages delivered to the workers of each queue and not yet acknowledged", labels=["queue"]
+        )
         up = GaugeMetricFamily("pisar_broker_up", "1 when Redis answered this scrape")
         if not self.settings.redis_url:
             up.add_metric([], 0)
@@ -66,7 +68,7 @@ class CatalogCollector(Collector):
         try:
             for queue in queues:
                 depth.add_metric([queue], sum(waiting_by_priority(client, queue).values()))
-            unacked.add_metric([], client.zcard("unacked_index"))
+                unacked.add_metric([queue], client.zcard(unacked_keys(queue)["unacked_index_key"]))
             up.add_metric([], 1)
         except redis.RedisError as exc:
             log.warning("metrics: Redis unreachable: %s", exc)

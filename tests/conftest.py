@@ -166,12 +166,12 @@ def queue_name(redis_service: Service) -> Iterator[str]:
     """A queue of its own per test, deleted afterwards, so tests never see each other's messages."""
     import redis
 
-    from pisar.queue import priority_lists
+    from pisar.queue import priority_lists, unacked_keys
 
     name = f"pisar-test-{uuid.uuid4().hex[:10]}"
     yield name
     client = redis.Redis.from_url(redis_service.url)
-    client.delete(*(key for _, key in priority_lists(name)))
+    client.delete(*(key for _, key in priority_lists(name)), *unacked_keys(name).values())
     client.close()
 
 
