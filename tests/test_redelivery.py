@@ -18,6 +18,7 @@ import pytest
 import redis
 from kombu import Connection
 
+from pisar.producer.metrics import CatalogCollector
 from pisar.queue import celery_config, configure, unacked_keys
 from pisar.settings import Settings
 
@@ -39,7 +40,16 @@ def broker(url: str, queue: str, visibility_timeout: int) -> Connection:
     return Connection(url, transport_options={**options, "visibility_timeout": visibility_timeout})
 
 
-def test_a_short_visibility_timeout_elsewhere_leaves_a_held_message_alone(redis_service, queues: tuple[str, str]) -> None:
+def unacked_metric(redis_url: str, catalog_url: str, queue: str) -> float:
+    """``pisar_queue_unacked{queue}`` as `pisar metrics` exports it."""
+    collector = CatalogCollector(Settings(redis_url=redis_url, database_url=catalog_url, queue=queue))
+    family = next(f for f in collector.collect() if f.name == "pisar_queue_unacked")
+    return next(s.value for s in family.samples if s.labels == {"queue": queue})
+
+
+def test_a_short_visibility_timeout_elsewhere_leaves_a_held_message_alone(
+    redis_service, postgres_url: str, queues: tuple[str, str]
+) -> None:
     patient, hasty = queues
     client = redis.Redis.from_url(redis_service.url)
     with broker(redis_service.url, patient, 3600) as holder:
@@ -48,6 +58,7 @@ def test_a_short_visibility_timeout_elsewhere_leaves_a_held_message_alone(redis_
         held = shard_queue.get(timeout=5)  # delivered and not acknowledged, as a running or held shard's message
         assert held.payload == {"shard": 1}
         assert client.zcard(unacked_keys(patient)["unacked_index_key"]) == 1, "held in its own queue's set"
+        assert unacked_metric(redis_service.url, postgres_url, patient) == 1, "and counted there by the exporter"
         time.sleep(1.5)  # past the other deployment's 1 s timeout
 
         with broker(redis_service.url, hasty, 1) as other:
