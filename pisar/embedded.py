@@ -201,7 +201,7 @@ def transcribe(
     from pisar import model_ref
     from pisar.errors import ConfigError
     from pisar.producer.campaigns import find_campaign, shards_unfinished
-    from pisar.producer.submit import CampaignExists, SubmitRequest, continue_listing, create_campaign
+    from pisar.producer.submit import CampaignExists, SubmitRequest, continue_listing, create_campaign, relist_unanswered
 
     url = settings.catalog_url
     name = default_name(source) if name is None else name  # a new campaign's name is checked by create_campaign
@@ -215,7 +215,8 @@ def transcribe(
         else:
             listed = f"{listing.scans} scans to detect" if listing.scans else f"{campaign.line_count} lines"
             console.print(
-                f"campaign {printable(name)}: {listed} in {campaign.shard_count} shards (skipped files: {listing.describe_skipped()})",
+                f"campaign {printable(name)}: {listed} in {campaign.shard_count} shards (skipped files: {listing.describe_skipped()})"
+                + listing.still_owed(),
                 markup=False,
             )
             if listing.scans:
@@ -228,9 +229,12 @@ def transcribe(
     if (wanted.source, wanted.revision or "") != (campaign.model_id, campaign.model_revision):
         raise ConfigError(f"campaign {printable(name)!r} was run with model {campaign.model_id}; use another --name for {model}")
     console.print(f"campaign {printable(name)} exists: resuming", markup=False)
+    relist_unanswered(settings, campaign)  # IIIF manifests that did not answer the last listing are asked again
     if campaign.listed_at is None:  # its listing was interrupted, or another process is listing it now
         listed = continue_listing(settings, campaign, wait_turn=True)
-        console.print(f"{printable(name)}: listing finished: {listed.keys} lines in {listed.shards} shards", markup=False)
+        console.print(
+            f"{printable(name)}: listing finished: {listed.keys} lines in {listed.shards} shards{listed.still_owed()}", markup=False
+        )
     detect_pages(settings, campaign, console)
     summary = run_shards(settings, campaign, shards_unfinished(url, campaign.id), console)
     return find_campaign(url, name) or campaign, summary  # with the totals of a listing another process finished
@@ -270,10 +274,10 @@ def redetect_and_read(settings: Settings, campaign: Campaign, shard_ids: list[in
 def resume_campaign(settings: Settings, campaign: Campaign, console: Console) -> None:
     """Finish an interrupted listing (publishing as it goes), then send back every shard not done."""
     from pisar.producer.campaigns import shards_to_resume
+    from pisar.producer.submit import continue_listing, relist_unanswered
 
+    relist_unanswered(settings, campaign)  # IIIF manifests that did not answer the last listing are asked again
     if campaign.listed_at is None:
-        from pisar.producer.submit import continue_listing
-
         tick = None
         if settings.distributed:
             from pisar.producer.feeder import top_up
@@ -283,7 +287,8 @@ def resume_campaign(settings: Settings, campaign: Campaign, console: Console) ->
 
         listed = continue_listing(settings, campaign, tick)
         console.print(
-            f"{campaign.name}: listing finished: {listed.keys} lines in {listed.shards} shards (skipped files: {listed.describe_skipped()})",
+            f"{campaign.name}: listing finished: {listed.keys} lines in {listed.shards} shards (skipped files: {listed.describe_skipped()})"
+            + listed.still_owed(),
             markup=False,
         )
     _resume_scans(settings, campaign, console)

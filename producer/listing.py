@@ -61,9 +61,14 @@ class Listed:
     skipped: Counter[str]
     seconds: float  # this run's listing time (a resumed listing counts only its own part)
     scans: int = 0  # a detect campaign's scans (its lines are counted as they are detected)
+    unanswered: str = ""  # the source's parts that did not answer and wait for `pisar resume` (IIIF manifests), in words
 
     def describe_skipped(self) -> str:
         return describe_skipped(self.skipped)
+
+    def still_owed(self) -> str:
+        """``"; <unanswered>"`` to end the listing's line with, or nothing."""
+        return f"; {self.unanswered}" if self.unanswered else ""
 
 
 def plan_ranges(conn: Connection, campaign_id: int, ranges: list[KeyRange], skipped: dict[str, int] | None = None) -> None:
@@ -169,6 +174,14 @@ def _write(
         if listed:
             source.write_listed(conn, campaign_id, indexes.take(len(listed)), listed)
         conn.execute(update(_PART).where(_PART.c.id == part_id).values(**progress))
+
+
+def reopen(url: str, campaign_id: int) -> None:
+    """A finished listing opened again, each range to go on from the last key it listed: for a
+    source that has more to give than it gave then (IIIF manifests whose server did not answer)."""
+    with get_engine(url).begin() as conn:
+        conn.execute(update(_PART).where(_PART.c.campaign_id == campaign_id).values(done=False))
+        conn.execute(update(_CAMPAIGN).where(_CAMPAIGN.c.id == campaign_id).values(listed_at=None, updated_at=utcnow()))
 
 
 def _close(url: str, campaign_id: int, seconds: float) -> Listed:

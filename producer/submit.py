@@ -26,7 +26,7 @@ from pisar.names import check_name
 from pisar.page_crop import CROPS
 from pisar.processor import check_model_files, describe_generation, describe_preprocessing
 from pisar.producer.campaigns import find_campaign
-from pisar.producer.listing import Listed, list_into_catalog, plan_ranges
+from pisar.producer.listing import Listed, list_into_catalog, plan_ranges, reopen
 from pisar.producer.manifest import ManifestKeys, read_manifest
 from pisar.reader.confidence import FORMULA as CONFIDENCE_FORMULA
 from pisar.reader.options import GenerationOptions
@@ -114,6 +114,7 @@ def create_campaign(
         source = _key_source(open_storage(request.source_url, settings, campaign.id), manifest, request.layout)
     log.info("campaign %s: listing %s in %s key ranges", campaign.name, storage.url, len(ranges))
     listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn)
+    listed.unanswered = _unanswered(settings, campaign)
     if not listed.keys and not listed.scans:
         unread = [f"{u}: {c}: {e}" for u, c, e in canvases.unread_manifests(url, campaign.id, limit=3)]
         _forget(url, campaign.id)
@@ -137,7 +138,7 @@ class Submitted:
         listed = f"{self.listing.scans} scans" if self.listing.scans else f"{campaign.line_count} lines"
         return (
             f"campaign {campaign.name}: {listed} in {campaign.shard_count} shards, {self.published} "
-            f"(skipped files: {self.listing.describe_skipped()})"
+            f"(skipped files: {self.listing.describe_skipped()}){self.listing.still_owed()}"
         )
 
 
@@ -162,8 +163,35 @@ def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], 
     """Go on with a listing that was interrupted, from where each key range stopped (``wait_turn``: see ``create_campaign``)."""
     storage = open_storage(campaign.source_url, settings, campaign.id)
     source = _key_source(storage, campaign.manifest, campaign.layout)
-    return list_into_catalog(
+    listed = list_into_catalog(
         settings.catalog_url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn
+    )
+    listed.unanswered = _unanswered(settings, campaign)
+    return listed
+
+
+def relist_unanswered(settings: Settings, campaign: Campaign) -> bool:
+    """Open a IIIF campaign's finished listing again where manifests did not answer it, so that
+    ``continue_listing`` asks them again and lists their canvases after the rest; whether it did."""
+    if campaign.listed_at is None or not is_iiif_source(campaign.source_url):
+        return False
+    if not canvases.unanswered(settings.catalog_url, campaign.id)[0]:
+        return False
+    reopen(settings.catalog_url, campaign.id)
+    campaign.listed_at = None
+    return True
+
+
+def _unanswered(settings: Settings, campaign: Campaign) -> str:
+    """The IIIF manifests that did not answer this listing, in words ("" for none, or another source)."""
+    if not is_iiif_source(campaign.source_url):
+        return ""
+    count, first = canvases.unanswered(settings.catalog_url, campaign.id)
+    if not count:
+        return ""
+    return (
+        f"{count} manifests did not answer, their pages not listed yet (first: {first[0][0]}: {first[0][1]}); "
+        f"`pisar resume {campaign.name}` asks them again"
     )
 
 

@@ -658,6 +658,61 @@ def test_a_resumed_listing_reads_no_manifest_twice_and_goes_on_after_the_last_ke
         assert conn.execute(select(func.count()).select_from(IiifManifest.__table__)).scalar_one() == 2
 
 
+def test_manifests_whose_server_is_down_wait_for_resume_while_the_rest_are_read(archive: Archive, tmp_path: Path) -> None:
+    """A list of four manifests, the last two on a host that answers 503: the first two are listed;
+    the host is asked for one manifest only (its retries), the other is recorded unasked; the
+    listing ends and says what is owed. Once the host is up, `pisar resume` asks again and lists
+    their canvases too, although their keys sort before every key listed already: nothing twice."""
+    from pisar.catalog.canvases import UNANSWERED
+    from pisar.catalog.db import ensure_ready
+    from pisar.producer.campaigns import find_campaign
+    from pisar.producer.submit import SubmitRequest, continue_listing, create_campaign, relist_unanswered
+
+    settings = Settings(catalog_path=tmp_path / "c.db", iiif_allow_networks=ARCHIVE_NETWORK, iiif_attempts=2)
+    ensure_ready(settings.catalog_url, auto_upgrade=True)
+    server = Misbehaving(upstream=archive.static)
+    try:
+        urls = [
+            f"{server.url}/up/book-v3/manifest.json",
+            f"{server.url}/up/book-v2/manifest.json",
+            f"{server.url}/down/a/book-v3/manifest.json",  # keyed .../down/a/book-v3/p0001: before .../up/...
+            f"{server.url}/down/b/book-v2/manifest.json",
+        ]
+        listing = tmp_path / "manifests.txt"
+        listing.write_text("\n".join(urls) + "\n")
+        model = Path(__file__).parents[1] / "models" / "demo"
+        campaign, listed = create_campaign(settings, SubmitRequest(str(listing), str(model), "owed", 20, "q", layout="xml"))
+        assert listed.keys == 2 * (44 + 6)
+        assert listed.unanswered.startswith(f"2 manifests did not answer, their pages not listed yet (first: {urls[2]}: ")
+        assert "`pisar resume owed` asks them again" in listed.unanswered
+        assert server.hits["/down/a/book-v3/manifest.json"] == 2  # its two attempts
+        assert server.hits["/down/b/book-v2/manifest.json"] == 0  # the host is down: not asked again in this listing
+        assert manifest_rows(settings) == [(urls[0], None), (urls[1], None), (urls[2], UNANSWERED), (urls[3], UNANSWERED)]
+
+        server.down = False
+        campaign = find_campaign(settings.catalog_url, "owed")
+        assert relist_unanswered(settings, campaign)
+        relisted = continue_listing(settings, campaign)
+        assert relisted.keys == 4 * (44 + 6) and relisted.unanswered == ""
+        assert [error for _, error in manifest_rows(settings)] == [None] * 4  # each in its place in the list
+        with get_engine(settings.catalog_url).connect() as conn:
+            keys = conn.execute(select(Line.key).where(Line.campaign_id == campaign.id)).scalars().all()
+        assert len(keys) == len(set(keys)) == 4 * (44 + 6)
+        late = {key.split("/p0", 1)[0] for key in keys if "/down/" in key}
+        assert late == {f"127.0.0.3_{server.server_address[1]}/down/a/book-v3", f"127.0.0.3_{server.server_address[1]}/down/b/book-v2"}
+        assert server.hits["/up/book-v3/manifest.json"] == 1  # the manifests read the first time are not asked again
+        assert not relist_unanswered(settings, find_campaign(settings.catalog_url, "owed"))  # nothing owed any more
+    finally:
+        server.close()
+
+
+def manifest_rows(settings: Settings) -> list[tuple[str, str | None]]:
+    """(url, error class) of every manifest recorded, in the source's order."""
+    table = IiifManifest.__table__
+    with get_engine(settings.catalog_url).connect() as conn:
+        return [tuple(row) for row in conn.execute(select(table.c.url, table.c.error_class).order_by(table.c.ordinal))]
+
+
 def test_manifests_as_archives_write_them_are_read_whatever_their_shape() -> None:
     """Label language maps, a service given as a list, a string or v2's object, an ALTO file linked by
     ``rendering``, an image without a service, v2 collections listing manifests, and manifests embedded whole."""

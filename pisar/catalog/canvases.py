@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from pisar.catalog.db import get_engine
 from pisar.catalog.models import Campaign, IiifCanvas, IiifManifest
@@ -18,6 +18,11 @@ from pisar.catalog.models import Campaign, IiifCanvas, IiifManifest
 _MANIFEST = IiifManifest.__table__
 _CANVAS = IiifCanvas.__table__
 _CAMPAIGN = Campaign.__table__
+
+#: The error class of a manifest whose server did not answer (refused, unresolvable, 429 or 5xx past
+#: the retries): an outage, not the manifest's fault, so unlike the others it is asked again when
+#: the campaign's listing is (``pisar resume``), and its row then holds what was read.
+UNANSWERED = "NoAnswer"
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,35 @@ class CanvasRow:
 
 
 def recorded_urls(url: str, campaign_id: int) -> set[str]:
-    """The manifests already recorded (read or failed): a resumed listing does not read them again."""
+    """The manifests recorded for good (read, or unreadable): a resumed listing does not read them
+    again. Those whose server did not answer are not among them: they are asked again."""
     with get_engine(url).connect() as conn:
-        return set(conn.execute(select(_MANIFEST.c.url).where(_MANIFEST.c.campaign_id == campaign_id)).scalars())
+        for_good = or_(_MANIFEST.c.error_class.is_(None), _MANIFEST.c.error_class != UNANSWERED)
+        query = select(_MANIFEST.c.url).where(_MANIFEST.c.campaign_id == campaign_id, for_good)
+        return set(conn.execute(query).scalars())
+
+
+def last_ordinal(url: str, campaign_id: int) -> int:
+    """The highest manifest ordinal recorded so far (0 for none): the next one recorded follows it."""
+    with get_engine(url).connect() as conn:
+        found = conn.execute(select(func.max(_MANIFEST.c.ordinal)).where(_MANIFEST.c.campaign_id == campaign_id)).scalar_one()
+    return int(found or 0)
+
+
+def unanswered(url: str, campaign_id: int, limit: int = 3) -> tuple[int, list[tuple[str, str | None]]]:
+    """How many manifests did not answer, and (url, error) of the first ``limit`` of them, in source order."""
+    with get_engine(url).connect() as conn:
+        where = (_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.error_class == UNANSWERED)
+        count = conn.execute(select(func.count()).where(*where)).scalar_one()
+        first = conn.execute(select(_MANIFEST.c.url, _MANIFEST.c.error).where(*where).order_by(_MANIFEST.c.ordinal).limit(limit)).all()
+    return int(count), [(u, e) for u, e in first]
+
+
+def any_read(url: str, campaign_id: int) -> bool:
+    """Whether any manifest of the campaign was read (and its canvases recorded)."""
+    with get_engine(url).connect() as conn:
+        query = select(_MANIFEST.c.id).where(_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.error_class.is_(None)).limit(1)
+        return conn.execute(query).first() is not None
 
 
 def used_slugs(url: str, campaign_id: int) -> set[str]:
@@ -51,14 +82,36 @@ def used_slugs(url: str, campaign_id: int) -> set[str]:
 
 
 def record_manifest(url: str, campaign_id: int, ordinal: int, manifest_url: str, **values: object) -> int:
-    """One manifest's row (``values``: slug, version, label, body; or error_class and error); its id."""
+    """One manifest's row (``values``: slug, version, label, body; or error_class and error); its id.
+
+    A manifest that did not answer at an earlier listing keeps its row (and its place): the row
+    takes what this listing found, read or not."""
     with get_engine(url).begin() as conn:
+        earlier = conn.execute(
+            select(_MANIFEST.c.id).where(
+                _MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.url == manifest_url, _MANIFEST.c.error_class == UNANSWERED
+            )
+        ).scalar_one_or_none()
+        if earlier is not None:
+            cleared = {"slug": None, "version": None, "label": None, "body": None, "error_class": None, "error": None}
+            conn.execute(_MANIFEST.update().where(_MANIFEST.c.id == earlier).values({**cleared, **values}))
+            return int(earlier)
         row = conn.execute(
             insert(_MANIFEST)
             .values(campaign_id=campaign_id, ordinal=ordinal, url=manifest_url, canvas_count=0, **values)
             .returning(_MANIFEST.c.id)
         )
         return int(row.scalar_one())
+
+
+def drop_unanswered(url: str, campaign_id: int, manifest_url: str) -> None:
+    """Forget that ``manifest_url`` did not answer (a collection that now did: it has no row of its own)."""
+    with get_engine(url).begin() as conn:
+        conn.execute(
+            delete(_MANIFEST).where(
+                _MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.url == manifest_url, _MANIFEST.c.error_class == UNANSWERED
+            )
+        )
 
 
 def record_canvases(url: str, campaign_id: int, manifest_id: int, rows: list[dict[str, object]]) -> None:
@@ -72,20 +125,28 @@ def record_canvases(url: str, campaign_id: int, manifest_id: int, rows: list[dic
 
 
 def canvas_pages(url: str, campaign_id: int, start: str | None, page_size: int = 1000) -> Iterator[list[CanvasRow]]:
-    """Every canvas of the campaign in key order, from the page key ``start`` on, a page at a time."""
-    after = None
+    """Every canvas of the campaign in the order it was recorded, from the canvas keyed ``start``
+    on (that one included), a page at a time.
+
+    Recorded order, not key order: a manifest that answers only at a later listing has its canvases
+    recorded after every other, so a listing resumed after the last canvas it listed reaches them,
+    whatever their keys.
+    """
+    with get_engine(url).connect() as conn:
+        after = None
+        if start is not None:
+            first = conn.execute(select(_CANVAS.c.id).where(_CANVAS.c.campaign_id == campaign_id, _CANVAS.c.key == start)).scalar_one()
+            after = first - 1
     while True:
-        query = _select_rows().where(_CANVAS.c.campaign_id == campaign_id)
+        query = _select_rows().add_columns(_CANVAS.c.id).where(_CANVAS.c.campaign_id == campaign_id)
         if after is not None:
-            query = query.where(_CANVAS.c.key > after)
-        elif start is not None:
-            query = query.where(_CANVAS.c.key >= start)
+            query = query.where(_CANVAS.c.id > after)
         with get_engine(url).connect() as conn:
-            rows = [CanvasRow(**row._mapping) for row in conn.execute(query.order_by(_CANVAS.c.key).limit(page_size))]
-        if not rows:
+            found = conn.execute(query.order_by(_CANVAS.c.id).limit(page_size)).all()
+        if not found:
             return
-        yield rows
-        after = rows[-1].key
+        yield [CanvasRow(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in found]
+        after = found[-1].id
 
 
 def layouts_url(url: str, campaign_id: int) -> str | None:

@@ -6,6 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from pisar.catalog.canvases import UNANSWERED
 from pisar.producer.status import RECENT_MINUTES, CampaignStatus
 from pisar.safe_text import printable, shown
 
@@ -46,6 +47,8 @@ def status_view(report: CampaignStatus) -> Group:
         for row in report.manifest_problems:
             unread.add_row(shown(row["url"]), row["error_class"], shown(row["error"] or ""))
         parts.append(unread)
+        if any(row["error_class"] == UNANSWERED for row in report.manifest_problems):
+            line(f"manifests marked {UNANSWERED} did not answer: `pisar resume {printable(report.name)}` asks them again", "yellow")
     shards = Table("shard state", "count")
     for state, count in report.shards.items():
         if count:

@@ -245,14 +245,19 @@ def _inputs(location: str) -> list[str]:
 def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, settings: Settings) -> None:
     """Walk the source's manifests and collections, recording each manifest not yet recorded with its canvases.
 
-    A document that cannot be read is recorded as that manifest's error and the walk goes on; an
-    outage (``TransientError``) stops it, and the resumed listing walks again, skipping what is recorded.
+    A document that cannot be read is recorded as that manifest's error and the walk goes on. One
+    whose server does not answer (``TransientError``: refused, unresolvable, 429 or 5xx past the
+    retries) is recorded as ``UNANSWERED``, and so is every later one on the same host without a
+    request (one dead host costs one manifest's retries, not a thousand); the walk goes on with the
+    other hosts, and ``pisar resume`` asks them again. Only where no manifest has been read at all
+    is it an outage that stops the listing (a source that is one manifest, on a server that is down).
     """
     done = canvases.recorded_urls(url, campaign_id)
     slugs = canvases.used_slugs(url, campaign_id)
     todo: list[tuple[str, int]] = [(i, 0) for i in reversed(inputs)]
     seen: set[str] = set()
-    ordinal = len(done)
+    ordinal = canvases.last_ordinal(url, campaign_id)
+    down: dict[str, tuple[str, str]] = {}  # host -> (the URL it did not answer, why), in this walk
     while todo:
         location, depth = todo.pop()
         if location in seen:
@@ -264,10 +269,17 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
             )
         if location in done:
             continue
+        host = urlsplit(location).hostname or ""
+        if host in down:
+            ordinal += 1
+            why = f"{host} did not answer earlier in this listing ({down[host][1]})"
+            canvases.record_manifest(url, campaign_id, ordinal, location, error_class=canvases.UNANSWERED, error=why)
+            continue
         try:
             local = depth == 0 and location in inputs  # only the source's own file is read from disk; what it names is fetched
             document = read_document(_fetch(location, client, settings, local), location, settings.iiif_max_manifest_bytes)
             if isinstance(document, Collection):
+                canvases.drop_unanswered(url, campaign_id, location)  # a collection that did not answer before: its members are walked now
                 if depth >= settings.iiif_max_collection_depth:
                     raise UnreadableManifest(f"{location}: collections nested deeper than {settings.iiif_max_collection_depth}")
                 for manifest in document.embedded:
@@ -284,8 +296,13 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
             ordinal += 1
             canvases.record_manifest(url, campaign_id, ordinal, location, error_class=exc.error_class, error=str(exc))
             done.add(location)
-        except TransientError as exc:  # the listing stops here, resumable: say so in one line
-            raise ServiceUnavailable(f"listing {location}: {exc}; run the same command again, or `pisar resume`, once it answers") from None
+        except TransientError as exc:
+            down[host] = (location, str(exc))
+            ordinal += 1
+            canvases.record_manifest(url, campaign_id, ordinal, location, error_class=canvases.UNANSWERED, error=str(exc))
+    if down and not canvases.any_read(url, campaign_id):  # nothing to list yet: the listing stops, resumable, in one line
+        location, why = next(iter(down.values()))
+        raise ServiceUnavailable(f"listing {location}: {why}; run the same command again, or `pisar resume`, once it answers")
 
 
 def _fetch(location: str, client: IiifClient, settings: Settings, local: bool) -> bytes:

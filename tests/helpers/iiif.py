@@ -190,7 +190,8 @@ class Misbehaving(http.server.ThreadingHTTPServer):
     server at ``upstream`` (a rate-limited archive); ``/capped/...``: the real server, its
     ``info.json`` saying ``maxWidth: CAPPED_WIDTH``; ``/hang/...``: accepts and never answers;
     ``/redirect?to=URL``: 302 to URL; ``/deep``: a JSON document 1,000 levels deep; ``/notjson``:
-    HTML; ``/huge``: a 50 MB manifest.
+    HTML; ``/huge``: a 50 MB manifest. ``/up/PATH``: the real server's ``PATH``; ``/down/TAG/PATH``:
+    503 while ``down`` is set (a server that is down), then the real server's ``PATH``.
     """
 
     daemon_threads = True
@@ -201,6 +202,7 @@ class Misbehaving(http.server.ThreadingHTTPServer):
         self.hits: Counter[str] = Counter()
         self.agents: set[tuple[str, str]] = set()  # (User-Agent, Accept-Encoding) of the requests seen
         self.stop_hanging = threading.Event()
+        self.down = True
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
 
@@ -228,6 +230,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if self.server.hits[path.split("?", 1)[0]] == 1:
                 return self._send(429, b"slow down", {"Retry-After": "1"})
             with urllib.request.urlopen(self.server.upstream + path.removeprefix("/busy"), timeout=30) as response:
+                return self._send(200, response.read(), {"Content-Type": response.headers.get("Content-Type", "")})
+        if path.startswith(("/up/", "/down/")):
+            if path.startswith("/down/") and self.server.down:
+                return self._send(503, b"down for maintenance")
+            rest = path.removeprefix("/up") if path.startswith("/up/") else "/" + path.split("/", 3)[3]
+            with urllib.request.urlopen(self.server.upstream + rest, timeout=30) as response:
                 return self._send(200, response.read(), {"Content-Type": response.headers.get("Content-Type", "")})
         if path.startswith("/capped/"):  # the upstream image server, but it serves nothing wider than CAPPED_WIDTH
             with urllib.request.urlopen(self.server.upstream + path.removeprefix("/capped"), timeout=30) as response:
