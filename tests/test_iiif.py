@@ -663,9 +663,13 @@ def test_manifests_whose_server_is_down_wait_for_resume_while_the_rest_are_read(
     the host is asked for one manifest only (its retries), the other is recorded unasked; the
     listing ends and says what is owed. Once the host is up, `pisar resume` asks again and lists
     their canvases too, although their keys sort before every key listed already: nothing twice."""
+    from rich.console import Console
+
     from pisar.catalog.canvases import UNANSWERED
     from pisar.catalog.db import ensure_ready
+    from pisar.cli.status_view import status_view
     from pisar.producer.campaigns import find_campaign
+    from pisar.producer.status import campaign_status
     from pisar.producer.submit import SubmitRequest, continue_listing, create_campaign, relist_unanswered
 
     settings = Settings(catalog_path=tmp_path / "c.db", iiif_allow_networks=ARCHIVE_NETWORK, iiif_attempts=2)
@@ -688,6 +692,9 @@ def test_manifests_whose_server_is_down_wait_for_resume_while_the_rest_are_read(
         assert server.hits["/down/a/book-v3/manifest.json"] == 2  # its two attempts
         assert server.hits["/down/b/book-v2/manifest.json"] == 0  # the host is down: not asked again in this listing
         assert manifest_rows(settings) == [(urls[0], None), (urls[1], None), (urls[2], UNANSWERED), (urls[3], UNANSWERED)]
+        screen = Console(width=400, record=True)
+        screen.print(status_view(campaign_status(settings.catalog_url, campaign)))
+        assert "did not answer: `pisar resume owed` asks them again" in screen.export_text()
 
         server.down = False
         campaign = find_campaign(settings.catalog_url, "owed")
