@@ -222,7 +222,10 @@ class IiifCanvas(SQLModel, table=True):
     image and layout come from (the provenance its lines' records carry)."""
 
     __tablename__ = "iiif_canvas"
-    __table_args__ = (UniqueConstraint("campaign_id", "key", name="uq_iiif_canvas_campaign_key"),)
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "key", name="uq_iiif_canvas_campaign_key"),
+        Index("ix_iiif_canvas_campaign_id", "campaign_id", "id"),  # the listing walks a campaign's canvases in recorded order
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("layout_key", sa.Text(), nullable=True),
         sa.UniqueConstraint("campaign_id", "key", name="uq_iiif_canvas_campaign_key"),
     )
+    op.create_index("ix_iiif_canvas_campaign_id", "iiif_canvas", ["campaign_id", "id"], unique=False)
     with op.batch_alter_table("campaign") as batch:
         batch.add_column(sa.Column("layouts_url", sa.Text(), nullable=True))
 
