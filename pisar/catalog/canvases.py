@@ -68,6 +68,13 @@ def unanswered(url: str, campaign_id: int, limit: int = 3) -> tuple[int, list[tu
     return int(count), [(u, e) for u, e in first]
 
 
+def unanswered_urls(url: str, campaign_id: int) -> list[str]:
+    """The manifests (or collections) that did not answer the last listing, in source order."""
+    with get_engine(url).connect() as conn:
+        query = select(_MANIFEST.c.url).where(_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.error_class == UNANSWERED)
+        return list(conn.execute(query.order_by(_MANIFEST.c.ordinal)).scalars())
+
+
 def any_read(url: str, campaign_id: int) -> bool:
     """Whether any manifest of the campaign was read (and its canvases recorded)."""
     with get_engine(url).connect() as conn:

@@ -258,7 +258,11 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
     seen: set[str] = set()
     ordinal = canvases.last_ordinal(url, campaign_id)
     down: dict[str, tuple[str, str]] = {}  # host -> (the URL it did not answer, why), in this walk
-    while todo:
+    owed = canvases.unanswered_urls(url, campaign_id)  # asked again even where the walk no longer reaches them
+    while todo or owed:
+        if not todo:  # the walk is over: what did not answer before and this walk did not reach (its collection did not answer)
+            todo, owed = [(u, 1) for u in reversed(owed) if u not in seen], []
+            continue
         location, depth = todo.pop()
         if location in seen:
             continue
