@@ -190,7 +190,7 @@ def _unanswered(settings: Settings, campaign: Campaign) -> str:
     if not count:
         return ""
     return (
-        f"{count} manifests did not answer, their pages not listed yet (first: {first[0][0]}: {first[0][1]}); "
+        f"{count} manifest{'s' if count != 1 else ''} did not answer, their pages not listed yet (first: {first[0][0]}: {first[0][1]}); "
         f"`pisar resume {campaign.name}` asks them again"
     )
 

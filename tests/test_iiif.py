@@ -715,6 +715,34 @@ def test_manifests_whose_server_is_down_wait_for_resume_while_the_rest_are_read(
         server.close()
 
 
+@pytest.mark.slow
+def test_pisar_run_again_reads_the_manifest_that_did_not_answer_the_first_run(
+    archive: Archive, tiny_model: Path, embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The same through the command line: the first run reads what answered and says what is owed,
+    the second (the host up again) lists and reads the rest; every line once."""
+    server = Misbehaving(upstream=archive.static)
+    try:
+        listing = tmp_path / "manifests.txt"
+        listing.write_text(f"{server.url}/up/book-v3/manifest.json\n{server.url}/down/a/book-v2/manifest.json\n")
+        env = {**_iiif_env(embedded_env), "PISAR_IIIF_ATTEMPTS": "2"}
+        args = ["run", str(listing), "--name", "owed", "--layout", "xml", "--model", str(tiny_model), "--shard-size", "20"]
+        first = run_pisar([*args, "-o", str(tmp_path / "first.jsonl")], env, timeout=600)
+        assert first.returncode == 0, first.stderr
+        assert "1 manifest did not answer, their pages not listed yet" in first.stdout + first.stderr
+        assert len(read_jsonl(tmp_path / "first.jsonl")) == 44 + 6
+
+        server.down = False
+        second = run_pisar([*args, "-o", str(tmp_path / "second.jsonl")], env, timeout=600)
+        assert second.returncode == 0, second.stderr
+        assert "owed: listing finished: 100 lines" in second.stdout + second.stderr
+        keys = [record["key"] for record in read_jsonl(tmp_path / "second.jsonl")]
+        assert len(keys) == len(set(keys)) == 2 * (44 + 6)
+        assert sum("/down/a/book-v2/" in key for key in keys) == 44 + 6
+    finally:
+        server.close()
+
+
 def manifest_rows(settings: Settings) -> list[tuple[str, str | None]]:
     """(url, error class) of every manifest recorded, in the source's order."""
     table = IiifManifest.__table__
