@@ -113,8 +113,7 @@ def create_campaign(
     if is_iiif_source(request.source_url):  # its listing records the manifests' canvases, the campaign's own
         source = _key_source(open_storage(request.source_url, settings, campaign.id), manifest, request.layout)
     log.info("campaign %s: listing %s in %s key ranges", campaign.name, storage.url, len(ranges))
-    listed = list_into_catalog(url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn)
-    listed.unanswered = _unanswered(settings, campaign)
+    listed = _list(settings, campaign, source, tick, wait_turn)
     if not listed.keys and not listed.scans:
         unread = [f"{u}: {c}: {e}" for u, c, e in canvases.unread_manifests(url, campaign.id, limit=3)]
         _forget(url, campaign.id)
@@ -163,6 +162,11 @@ def continue_listing(settings: Settings, campaign: Campaign, tick: Callable[[], 
     """Go on with a listing that was interrupted, from where each key range stopped (``wait_turn``: see ``create_campaign``)."""
     storage = open_storage(campaign.source_url, settings, campaign.id)
     source = _key_source(storage, campaign.manifest, campaign.layout)
+    return _list(settings, campaign, source, tick, wait_turn)
+
+
+def _list(settings: Settings, campaign: Campaign, source: KeySource, tick: Callable[[], None] | None, wait_turn: bool) -> Listed:
+    """``list_into_catalog`` with the settings' threads and pace, and what the source still owes, in words."""
     listed = list_into_catalog(
         settings.catalog_url, campaign.id, source, settings.list_threads, settings.feed_interval_seconds, tick, wait_turn=wait_turn
     )
@@ -175,7 +179,7 @@ def relist_unanswered(settings: Settings, campaign: Campaign) -> bool:
     ``continue_listing`` asks them again and lists their canvases after the rest; whether it did."""
     if campaign.listed_at is None or not is_iiif_source(campaign.source_url):
         return False
-    if not canvases.unanswered(settings.catalog_url, campaign.id)[0]:
+    if not canvases.unanswered(settings.catalog_url, campaign.id):
         return False
     reopen(settings.catalog_url, campaign.id)
     campaign.listed_at = None
@@ -186,11 +190,12 @@ def _unanswered(settings: Settings, campaign: Campaign) -> str:
     """The IIIF manifests that did not answer this listing, in words ("" for none, or another source)."""
     if not is_iiif_source(campaign.source_url):
         return ""
-    count, first = canvases.unanswered(settings.catalog_url, campaign.id)
-    if not count:
+    owed = canvases.unanswered(settings.catalog_url, campaign.id)
+    if not owed:
         return ""
+    (first, why), count = owed[0], len(owed)
     return (
-        f"{count} manifest{'s' if count != 1 else ''} did not answer, their pages not listed yet (first: {first[0][0]}: {first[0][1]}); "
+        f"{count} manifest{'s' if count != 1 else ''} did not answer, their pages not listed yet (first: {first}: {why}); "
         f"`pisar resume {campaign.name}` asks them again"
     )
 

@@ -59,27 +59,13 @@ def last_ordinal(url: str, campaign_id: int) -> int:
     return int(found or 0)
 
 
-def unanswered(url: str, campaign_id: int, limit: int = 3) -> tuple[int, list[tuple[str, str | None]]]:
-    """How many manifests did not answer, and (url, error) of the first ``limit`` of them, in source order."""
+def unanswered(url: str, campaign_id: int) -> list[tuple[str, str | None]]:
+    """(url, error) of the manifests (or collections) that did not answer the last listing, in source order."""
     with get_engine(url).connect() as conn:
-        where = (_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.error_class == UNANSWERED)
-        count = conn.execute(select(func.count()).where(*where)).scalar_one()
-        first = conn.execute(select(_MANIFEST.c.url, _MANIFEST.c.error).where(*where).order_by(_MANIFEST.c.ordinal).limit(limit)).all()
-    return int(count), [(u, e) for u, e in first]
-
-
-def unanswered_urls(url: str, campaign_id: int) -> list[str]:
-    """The manifests (or collections) that did not answer the last listing, in source order."""
-    with get_engine(url).connect() as conn:
-        query = select(_MANIFEST.c.url).where(_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.error_class == UNANSWERED)
-        return list(conn.execute(query.order_by(_MANIFEST.c.ordinal)).scalars())
-
-
-def any_read(url: str, campaign_id: int) -> bool:
-    """Whether any manifest of the campaign was read (and its canvases recorded)."""
-    with get_engine(url).connect() as conn:
-        query = select(_MANIFEST.c.id).where(_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.error_class.is_(None)).limit(1)
-        return conn.execute(query).first() is not None
+        query = select(_MANIFEST.c.url, _MANIFEST.c.error).where(
+            _MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.error_class == UNANSWERED
+        )
+        return [(u, e) for u, e in conn.execute(query.order_by(_MANIFEST.c.ordinal))]
 
 
 def used_slugs(url: str, campaign_id: int) -> set[str]:
@@ -94,11 +80,7 @@ def record_manifest(url: str, campaign_id: int, ordinal: int, manifest_url: str,
     A manifest that did not answer at an earlier listing keeps its row (and its place): the row
     takes what this listing found, read or not."""
     with get_engine(url).begin() as conn:
-        earlier = conn.execute(
-            select(_MANIFEST.c.id).where(
-                _MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.url == manifest_url, _MANIFEST.c.error_class == UNANSWERED
-            )
-        ).scalar_one_or_none()
+        earlier = conn.execute(select(_MANIFEST.c.id).where(*_unanswered_row(campaign_id, manifest_url))).scalar_one_or_none()
         if earlier is not None:
             cleared = {"slug": None, "version": None, "label": None, "body": None, "error_class": None, "error": None}
             conn.execute(_MANIFEST.update().where(_MANIFEST.c.id == earlier).values({**cleared, **values}))
@@ -114,11 +96,12 @@ def record_manifest(url: str, campaign_id: int, ordinal: int, manifest_url: str,
 def drop_unanswered(url: str, campaign_id: int, manifest_url: str) -> None:
     """Forget that ``manifest_url`` did not answer (a collection that now did: it has no row of its own)."""
     with get_engine(url).begin() as conn:
-        conn.execute(
-            delete(_MANIFEST).where(
-                _MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.url == manifest_url, _MANIFEST.c.error_class == UNANSWERED
-            )
-        )
+        conn.execute(delete(_MANIFEST).where(*_unanswered_row(campaign_id, manifest_url)))
+
+
+def _unanswered_row(campaign_id: int, manifest_url: str) -> tuple:
+    """The conditions that pick ``manifest_url``'s row, if it is one that did not answer."""
+    return (_MANIFEST.c.campaign_id == campaign_id, _MANIFEST.c.url == manifest_url, _MANIFEST.c.error_class == UNANSWERED)
 
 
 def record_canvases(url: str, campaign_id: int, manifest_id: int, rows: list[dict[str, object]]) -> None:

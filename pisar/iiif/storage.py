@@ -258,7 +258,7 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
     seen: set[str] = set()
     ordinal = canvases.last_ordinal(url, campaign_id)
     down: dict[str, tuple[str, str]] = {}  # host -> (the URL it did not answer, why), in this walk
-    owed = canvases.unanswered_urls(url, campaign_id)  # asked again even where the walk no longer reaches them
+    owed = [u for u, _ in canvases.unanswered(url, campaign_id)]  # asked again even where the walk no longer reaches them
     while todo or owed:
         if not todo:  # the walk is over: what did not answer before and this walk did not reach (its collection did not answer)
             todo, owed = [(u, 1) for u in reversed(owed) if u not in seen], []
@@ -304,7 +304,7 @@ def resolve(url: str, campaign_id: int, inputs: list[str], client: IiifClient, s
             down[host] = (location, str(exc))
             ordinal += 1
             canvases.record_manifest(url, campaign_id, ordinal, location, error_class=canvases.UNANSWERED, error=str(exc))
-    if down and not canvases.any_read(url, campaign_id):  # nothing to list yet: the listing stops, resumable, in one line
+    if down and not canvases.manifest_counts(url, campaign_id)[0]:  # none read, nothing to list: the listing stops, resumable, in one line
         location, why = next(iter(down.values()))
         raise ServiceUnavailable(f"listing {location}: {why}; run the same command again, or `pisar resume`, once it answers")
 

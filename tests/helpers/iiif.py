@@ -229,14 +229,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path.startswith("/busy/"):
             if self.server.hits[path.split("?", 1)[0]] == 1:
                 return self._send(429, b"slow down", {"Retry-After": "1"})
-            with urllib.request.urlopen(self.server.upstream + path.removeprefix("/busy"), timeout=30) as response:
-                return self._send(200, response.read(), {"Content-Type": response.headers.get("Content-Type", "")})
+            return self._relay(path.removeprefix("/busy"))
         if path.startswith(("/up/", "/down/")):
             if path.startswith("/down/") and self.server.down:
                 return self._send(503, b"down for maintenance")
-            rest = path.removeprefix("/up") if path.startswith("/up/") else "/" + path.split("/", 3)[3]
-            with urllib.request.urlopen(self.server.upstream + rest, timeout=30) as response:
-                return self._send(200, response.read(), {"Content-Type": response.headers.get("Content-Type", "")})
+            return self._relay(path.removeprefix("/up") if path.startswith("/up/") else "/" + path.split("/", 3)[3])
         if path.startswith("/capped/"):  # the upstream image server, but it serves nothing wider than CAPPED_WIDTH
             with urllib.request.urlopen(self.server.upstream + path.removeprefix("/capped"), timeout=30) as response:
                 body, kind = response.read(), response.headers.get("Content-Type", "")
@@ -255,6 +252,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == "/huge":
             return self._send(200, b'{"label": "' + b"x" * (50 << 20) + b'"}')
         return self._send(404, b"no such thing")
+
+    def _relay(self, path: str) -> None:
+        """The upstream server's answer for ``path``, passed on."""
+        with urllib.request.urlopen(self.server.upstream + path, timeout=30) as response:
+            return self._send(200, response.read(), {"Content-Type": response.headers.get("Content-Type", "")})
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
