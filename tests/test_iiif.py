@@ -658,7 +658,10 @@ def test_a_resumed_listing_reads_no_manifest_twice_and_goes_on_after_the_last_ke
         assert conn.execute(select(func.count()).select_from(IiifManifest.__table__)).scalar_one() == 2
 
 
-def test_manifests_whose_server_is_down_wait_for_resume_while_the_rest_are_read(archive: Archive, tmp_path: Path) -> None:
+@pytest.mark.parametrize("catalog", ["sqlite", "postgres"])
+def test_manifests_whose_server_is_down_wait_for_resume_while_the_rest_are_read(
+    archive: Archive, tmp_path: Path, catalog: str, request: pytest.FixtureRequest
+) -> None:
     """A list of four manifests, the last two on a host that answers 503: the first two are listed;
     the host is asked for one manifest only (its retries), the other is recorded unasked; the
     listing ends and says what is owed. Once the host is up, `pisar resume` asks again (even where
@@ -673,7 +676,8 @@ def test_manifests_whose_server_is_down_wait_for_resume_while_the_rest_are_read(
     from pisar.producer.status import campaign_status
     from pisar.producer.submit import SubmitRequest, continue_listing, create_campaign, relist_unanswered
 
-    settings = Settings(catalog_path=tmp_path / "c.db", iiif_allow_networks=ARCHIVE_NETWORK, iiif_attempts=2)
+    where = {"catalog_path": tmp_path / "c.db"} if catalog == "sqlite" else {"database_url": request.getfixturevalue("postgres_url")}
+    settings = Settings(**where, iiif_allow_networks=ARCHIVE_NETWORK, iiif_attempts=2)  # type: ignore[arg-type]
     ensure_ready(settings.catalog_url, auto_upgrade=True)
     server = Misbehaving(upstream=archive.static)
     try:
